@@ -1,0 +1,93 @@
+"""The JSON API at /api/v1 and its one error handler."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from aistack.accounts.auth import API_AUTH
+from aistack.documents.api import router as documents_router
+from aistack.errors import AppError, Forbidden, Invalid, NotFound, PayloadTooLarge, Unauthenticated
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="aistack",
+    version="1",
+    description="Documents, search, answers and chat for a team knowledge base.",
+    auth=API_AUTH,
+    urls_namespace="api-v1",
+)
+
+
+def error_response(error: AppError) -> JsonResponse:
+    """Render an error as ``{"error": {"code", "message"}}`` with its status."""
+    body: dict[str, object] = {"code": error.code, "message": error.message}
+    if error.details is not None:
+        body["details"] = error.details
+    return JsonResponse({"error": body}, status=error.status)
+
+
+@api.exception_handler(AppError)
+def on_app_error(request: HttpRequest, exc: AppError) -> HttpResponse:
+    return error_response(exc)
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = [
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors
+    ]
+    return error_response(Invalid("; ".join(problems) or "The input is invalid.",
+                                  details=[{"loc": e.get("loc"), "msg": e.get("msg")}
+                                           for e in exc.errors]))
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(Unauthenticated())
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    error = AppError(str(exc))
+    error.status = exc.status_code
+    error.code = {400: "bad_request", 403: "forbidden", 404: "not_found",
+                  405: "method_not_allowed"}.get(exc.status_code, "error")
+    return error_response(error)
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(NotFound())
+
+
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return error_response(Forbidden())
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(PayloadTooLarge())
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.path)
+    error = AppError("Something went wrong on our side; it has been logged.")
+    error.status, error.code = 500, "internal_error"
+    return error_response(error)
+
+
+api.add_router("/documents", documents_router)
+
+
+def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Answer unknown API paths in JSON, like every other API error."""
+    return error_response(NotFound(f"No API endpoint at {request.path}."))

@@ -1,0 +1,122 @@
+"""Configuration from the environment: the one place that reads ``os.environ``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+class ConfigError(Exception):
+    """The environment holds a value aistack cannot use."""
+
+
+def _flag(value: str | None, *, name: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _positive_int(value: str | None, *, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything aistack takes from its environment."""
+
+    home: Path
+    database_url: str | None
+    redis_url: str | None
+    secret_key: str | None
+    allowed_hosts: tuple[str, ...]
+    debug: bool
+    log_level: str
+    chat_model: str
+    fallback_chat_models: tuple[str, ...]
+    embedding_model: str
+    document_max_chars: int
+    upload_max_bytes: int
+    job_lease_seconds: int
+    job_pending_timeout_seconds: int
+    reconcile_interval_seconds: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from ``environ`` (the process environment by default)."""
+        env = os.environ if environ is None else environ
+        return cls(
+            home=Path(env.get("AISTACK_HOME") or ".aistack").expanduser().resolve(),
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            secret_key=env.get("SECRET_KEY") or None,
+            allowed_hosts=_csv(env.get("ALLOWED_HOSTS")) or DEFAULT_ALLOWED_HOSTS,
+            debug=_flag(env.get("DEBUG"), name="DEBUG", default=False),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            chat_model=env.get("AI_CHAT_MODEL") or "local:extractive",
+            fallback_chat_models=_csv(env.get("AI_FALLBACK_CHAT_MODELS")),
+            embedding_model=env.get("AI_EMBEDDING_MODEL") or "local:all-MiniLM-L6-v2",
+            document_max_chars=_positive_int(
+                env.get("DOCUMENT_MAX_CHARS"), name="DOCUMENT_MAX_CHARS", default=1_000_000
+            ),
+            upload_max_bytes=_positive_int(
+                env.get("UPLOAD_MAX_BYTES"), name="UPLOAD_MAX_BYTES", default=20 * 1024 * 1024
+            ),
+            job_lease_seconds=_positive_int(
+                env.get("JOB_LEASE_SECONDS"), name="JOB_LEASE_SECONDS", default=120
+            ),
+            job_pending_timeout_seconds=_positive_int(
+                env.get("JOB_PENDING_TIMEOUT_SECONDS"),
+                name="JOB_PENDING_TIMEOUT_SECONDS",
+                default=300,
+            ),
+            reconcile_interval_seconds=_positive_int(
+                env.get("RECONCILE_INTERVAL_SECONDS"),
+                name="RECONCILE_INTERVAL_SECONDS",
+                default=30,
+            ),
+        )
+
+    @staticmethod
+    def celery_broker_url(redis_url: str) -> str:
+        """Return the Celery (kombu) spelling of a Redis URL: unix sockets differ."""
+        if redis_url.startswith("unix://"):
+            return "redis+socket://" + redis_url.removeprefix("unix://")
+        return redis_url
+
+    def resolved_secret_key(self) -> str:
+        """Return SECRET_KEY, or a random key kept in the data directory."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.home / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key

@@ -1,0 +1,69 @@
+"""Documents API: parse, authorize, delegate, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router
+
+from aistack.accounts.permissions import (
+    default_workspace,
+    ensure_can_write,
+    workspace_for_read,
+)
+from aistack.api_pagination import paginate
+from aistack.documents import selectors, services
+from aistack.documents.models import Document
+from aistack.documents.schemas import DocumentIn, DocumentOut, DocumentPage, DocumentPatch
+
+router = Router(tags=["documents"])
+
+
+@router.post("", response={201: DocumentOut})
+def create_document(request: HttpRequest, payload: DocumentIn) -> tuple[int, Document]:
+    user = request.user
+    assert user.is_authenticated
+    if payload.workspace is None:
+        workspace = default_workspace(user=user)
+    else:
+        workspace = workspace_for_read(user=user, workspace_id=payload.workspace)
+    ensure_can_write(user=user, workspace=workspace)
+    document = services.document_create(
+        workspace=workspace, title=payload.title, content=payload.content, author=user
+    )
+    return 201, document
+
+
+@router.get("", response=DocumentPage)
+def list_documents(
+    request: HttpRequest,
+    workspace: int | None = None,
+    title: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
+    documents = selectors.document_list(user=request.user, workspace_id=workspace, title=title)
+    return paginate(request, documents, limit=limit, offset=offset)
+
+
+@router.get("/{int:document_id}", response=DocumentOut)
+def get_document(request: HttpRequest, document_id: int) -> Document:
+    return selectors.document_get(user=request.user, document_id=document_id)
+
+
+@router.patch("/{int:document_id}", response=DocumentOut)
+def update_document(request: HttpRequest, document_id: int, payload: DocumentPatch) -> Document:
+    document = selectors.document_get(user=request.user, document_id=document_id)
+    ensure_can_write(user=request.user, workspace=document.workspace)
+    return services.document_update(
+        document=document, title=payload.title, content=payload.content
+    )
+
+
+@router.delete("/{int:document_id}", response={204: None})
+def delete_document(request: HttpRequest, document_id: int) -> tuple[int, None]:
+    document = selectors.document_get(user=request.user, document_id=document_id)
+    ensure_can_write(user=request.user, workspace=document.workspace)
+    services.document_delete(document=document)
+    return 204, None

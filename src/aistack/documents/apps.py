@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DocumentsConfig(AppConfig):
+    name = "aistack.documents"
+    default_auto_field = "django.db.models.BigAutoField"

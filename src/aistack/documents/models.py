@@ -1,0 +1,67 @@
+"""Documents: the knowledge a workspace holds."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from aistack.accounts.models import Workspace
+from aistack.jobs.models import JobStatus
+
+
+def content_hash(text: str) -> str:
+    """Return the hash that identifies a version of some text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Document(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=300)
+    content = models.TextField()
+    content_hash = models.CharField(max_length=64, editable=False)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="documents",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    embedding_status = models.CharField(
+        max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING
+    )
+    embedding_error = models.TextField(blank=True)
+    summary_status = models.CharField(
+        max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING
+    )
+    summary_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="document_ws_created")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def clean(self) -> None:
+        self.title = (self.title or "").strip()
+        errors: dict[str, str] = {}
+        if not self.title:
+            errors["title"] = "Title is required."
+        elif len(self.title) > settings.DOCUMENT_TITLE_MAX_CHARS:
+            errors["title"] = f"Title is longer than {settings.DOCUMENT_TITLE_MAX_CHARS} characters."
+        if not (self.content or "").strip():
+            errors["content"] = "Content is required."
+        elif len(self.content) > settings.DOCUMENT_MAX_CHARS:
+            errors["content"] = (
+                f"Content is longer than {settings.DOCUMENT_MAX_CHARS:,} characters."
+            )
+        if "\x00" in (self.content or "") or "\x00" in self.title:
+            errors["content"] = "Content may not contain NUL characters."
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.content_hash = content_hash(self.content)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]

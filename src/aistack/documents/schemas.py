@@ -1,0 +1,41 @@
+"""Shapes of documents on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Schema
+from pydantic import Field
+
+from aistack.jobs.models import JobStatus
+
+
+class DocumentIn(Schema):
+    title: str
+    content: str
+    workspace: int | None = Field(default=None, description="Defaults to your personal workspace.")
+
+
+class DocumentPatch(Schema):
+    title: str | None = None
+    content: str | None = None
+
+
+class DocumentOut(Schema):
+    id: int
+    workspace: int = Field(validation_alias="workspace_id")
+    title: str
+    content: str
+    content_hash: str
+    embedding_status: JobStatus
+    embedding_error: str
+    summary_status: JobStatus
+    summary_error: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DocumentPage(Schema):
+    items: list[DocumentOut]
+    count: int
+    next: str | None

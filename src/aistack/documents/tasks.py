@@ -1,0 +1,34 @@
+"""Background work on documents: thin wrappers that claim the job and call a service."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from aistack.jobs import kinds
+from aistack.jobs.kinds import JobKind
+from aistack.jobs.runner import run_job
+
+DOCUMENT_INDEX = kinds.register(
+    JobKind(
+        name="documents.index",
+        task_name="aistack.documents.tasks.document_index",
+        model_label="documents.Document",
+        status_field="embedding_status",
+        error_field="embedding_error",
+    )
+)
+
+
+@shared_task(
+    bind=True,
+    name="aistack.documents.tasks.document_index",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def document_index(self: Task, document_id: int) -> None:  # type: ignore[type-arg]
+    """Chunk (and later embed) a document."""
+    from aistack.documents.services import document_index_run
+
+    run_job(self, kind=DOCUMENT_INDEX, object_id=document_id,
+            work=lambda run: document_index_run(run=run))

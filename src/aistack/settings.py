@@ -1,0 +1,157 @@
+"""Django settings, built from :class:`aistack.config.Config`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dj_database_url
+import django_stubs_ext
+
+from aistack.config import Config
+
+# Lets admin and other generic classes be subscripted at run time, as the type checker wants.
+django_stubs_ext.monkeypatch()
+
+CONFIG = Config.from_env()
+
+SECRET_KEY = CONFIG.resolved_secret_key()
+DEBUG = CONFIG.debug
+ALLOWED_HOSTS = list(CONFIG.allowed_hosts)
+AISTACK_HOME = CONFIG.home
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+    "aistack.accounts",
+    "aistack.jobs",
+    "aistack.documents",
+    "aistack.retrieval",
+    "aistack.web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "aistack.urls"
+ASGI_APPLICATION = "aistack.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# The CLI fills DATABASE_URL and REDIS_URL with the embedded services' URLs when they
+# are unset, so by the time Django is configured both are always present.
+DATABASES: dict[str, Any] = {
+    "default": dj_database_url.parse(
+        CONFIG.database_url or "postgresql://postgres@localhost/aistack",
+        conn_max_age=0,
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "aistack",
+        "TIMEOUT": 300,
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = CONFIG.home / "static"
+# Serve app static files straight from the packages: `aistack serve` needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+MEDIA_ROOT = CONFIG.home / "media"
+
+LOGIN_URL = "/admin/login/"
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.document_max_chars * 4 + 64 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+DOCUMENT_MAX_CHARS = CONFIG.document_max_chars
+DOCUMENT_TITLE_MAX_CHARS = 300
+API_PAGE_SIZE = 20
+API_MAX_PAGE_SIZE = 100
+
+# Chunking (token counts from the embedding model's tokenizer).
+CHUNK_MAX_TOKENS = 200
+CHUNK_OVERLAP_TOKENS = 32
+
+# Jobs: Celery delivers them, PostgreSQL holds their state.
+JOB_LEASE_SECONDS = CONFIG.job_lease_seconds
+JOB_PENDING_TIMEOUT_SECONDS = CONFIG.job_pending_timeout_seconds
+JOB_MAX_RETRIES = 5
+
+CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-jobs": {
+        "task": "aistack.jobs.tasks.reconcile",
+        "schedule": float(CONFIG.reconcile_interval_seconds),
+    },
+    "worker-heartbeat": {
+        "task": "aistack.jobs.tasks.heartbeat",
+        "schedule": 10.0,
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": CONFIG.log_level},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "pgserver": {"level": "WARNING"},
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True

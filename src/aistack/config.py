@@ -44,6 +44,18 @@ def _positive_int(value: str | None, *, name: str, default: int) -> int:
     return number
 
 
+def _positive_float(value: str | None, *, name: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything aistack takes from its environment."""
@@ -63,6 +75,7 @@ class Config:
     job_lease_seconds: int
     job_pending_timeout_seconds: int
     reconcile_interval_seconds: int
+    job_retry_backoff_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -97,6 +110,9 @@ class Config:
                 env.get("RECONCILE_INTERVAL_SECONDS"),
                 name="RECONCILE_INTERVAL_SECONDS",
                 default=30,
+            ),
+            job_retry_backoff_seconds=_positive_float(
+                env.get("JOB_RETRY_BACKOFF_SECONDS"), name="JOB_RETRY_BACKOFF_SECONDS", default=2.0
             ),
         )
 

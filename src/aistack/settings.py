@@ -96,6 +96,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = CONFIG.home / "static"
+# WhiteNoise warns about a missing STATIC_ROOT; collectstatic fills it in containers.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app static files straight from the packages: `aistack serve` needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = CONFIG.home / "media"
@@ -118,6 +120,8 @@ CHUNK_OVERLAP_TOKENS = 32
 JOB_LEASE_SECONDS = CONFIG.job_lease_seconds
 JOB_PENDING_TIMEOUT_SECONDS = CONFIG.job_pending_timeout_seconds
 JOB_MAX_RETRIES = 5
+JOB_RETRY_BACKOFF_SECONDS = CONFIG.job_retry_backoff_seconds
+JOB_RETRY_BACKOFF_MAX_SECONDS = 300.0
 
 CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True

@@ -11,7 +11,7 @@ from django.utils.text import slugify
 
 from aistack.accounts.models import ApiToken, Membership, Role, Workspace
 
-TOKEN_PREFIX = "ais_"
+TOKEN_PREFIX = "ais_"  # noqa: S105 - a marker, not a secret
 
 
 def _unique_slug(base: str) -> str:

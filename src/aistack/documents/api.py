@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from aistack.accounts.permissions import (
     default_workspace,
@@ -21,7 +21,7 @@ router = Router(tags=["documents"])
 
 
 @router.post("", response={201: DocumentOut})
-def create_document(request: HttpRequest, payload: DocumentIn) -> tuple[int, Document]:
+def create_document(request: HttpRequest, payload: DocumentIn) -> Status[Document]:
     user = request.user
     assert user.is_authenticated
     if payload.workspace is None:
@@ -32,7 +32,7 @@ def create_document(request: HttpRequest, payload: DocumentIn) -> tuple[int, Doc
     document = services.document_create(
         workspace=workspace, title=payload.title, content=payload.content, author=user
     )
-    return 201, document
+    return Status(201, document)
 
 
 @router.get("", response=DocumentPage)
@@ -62,8 +62,8 @@ def update_document(request: HttpRequest, document_id: int, payload: DocumentPat
 
 
 @router.delete("/{int:document_id}", response={204: None})
-def delete_document(request: HttpRequest, document_id: int) -> tuple[int, None]:
+def delete_document(request: HttpRequest, document_id: int) -> Status[None]:
     document = selectors.document_get(user=request.user, document_id=document_id)
     ensure_can_write(user=request.user, workspace=document.workspace)
     services.document_delete(document=document)
-    return 204, None
+    return Status(204, None)

@@ -44,13 +44,18 @@ class Document(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.content_hash = content_hash(self.content)
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
     def clean(self) -> None:
         self.title = (self.title or "").strip()
         errors: dict[str, str] = {}
         if not self.title:
             errors["title"] = "Title is required."
         elif len(self.title) > settings.DOCUMENT_TITLE_MAX_CHARS:
-            errors["title"] = f"Title is longer than {settings.DOCUMENT_TITLE_MAX_CHARS} characters."
+            limit = settings.DOCUMENT_TITLE_MAX_CHARS
+            errors["title"] = f"Title is longer than {limit} characters."
         if not (self.content or "").strip():
             errors["content"] = "Content is required."
         elif len(self.content) > settings.DOCUMENT_MAX_CHARS:
@@ -61,7 +66,3 @@ class Document(models.Model):
             errors["content"] = "Content may not contain NUL characters."
         if errors:
             raise ValidationError(errors)
-
-    def save(self, *args: object, **kwargs: object) -> None:
-        self.content_hash = content_hash(self.content)
-        super().save(*args, **kwargs)  # type: ignore[arg-type]

@@ -32,7 +32,9 @@ class Job(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["kind", "object_id"], name="one_job_per_kind_and_object")
+            models.UniqueConstraint(
+                fields=["kind", "object_id"], name="one_job_per_kind_and_object"
+            )
         ]
         indexes = [
             models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 
 from celery import Task
-from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,7 +17,7 @@ from aistack.jobs.services import JobRun, job_claim, job_fail, job_retry_later
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     TransientJobError,
     OperationalError,
     InterfaceError,
@@ -25,8 +25,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
 )
-BACKOFF_FACTOR_SECONDS = 2
-BACKOFF_MAX_SECONDS = 300
+
+
+def retry_countdown(retries: int) -> float:
+    """Seconds before retry number ``retries + 1``: exponential, capped, jittered."""
+    base = settings.JOB_RETRY_BACKOFF_SECONDS * 2**retries
+    # Jitter spreads retries of jobs that failed together (say, a provider outage).
+    cap = float(settings.JOB_RETRY_BACKOFF_MAX_SECONDS)
+    return min(float(base), cap) * random.uniform(0.5, 1.0)  # noqa: S311
 
 
 def _describe(exc: BaseException) -> str:
@@ -40,7 +46,7 @@ def run_job(
     object_id: int,
     work: Callable[[JobRun], None],
 ) -> None:
-    """Claim the job for ``object_id`` and run ``work``; ``work`` finishes via ``run.finishing()``."""
+    """Claim the job for ``object_id`` and run ``work``, which finishes via ``run.finishing()``."""
     run = job_claim(kind=kind, object_id=object_id)
     if run is None:
         logger.info("%s#%s: nothing to do (done, failed or owned)", kind.name, object_id)
@@ -50,19 +56,19 @@ def run_job(
     except JobSuperseded:
         logger.info("%s#%s: superseded, work discarded", kind.name, object_id)
     except TRANSIENT_ERRORS as exc:
-        retries = task.request.retries
-        if retries >= settings.JOB_MAX_RETRIES:
-            job_fail(run=run, error=f"Gave up after {retries + 1} attempts: {_describe(exc)}")
+        # The budget counts attempts stored with the job, so a re-delivery by the
+        # reconciler cannot reset it the way Celery's own retry counter would.
+        if run.attempt > settings.JOB_MAX_RETRIES:
+            job_fail(run=run, error=f"Gave up after {run.attempt} attempts: {_describe(exc)}")
             return
-        countdown = get_exponential_backoff_interval(
-            BACKOFF_FACTOR_SECONDS, retries, BACKOFF_MAX_SECONDS, full_jitter=True
-        )
+        countdown = retry_countdown(run.attempt - 1)
         logger.warning(
-            "%s#%s: transient failure (%s), retry %d in %ss",
-            kind.name, object_id, _describe(exc), retries + 1, countdown,
+            "%s#%s: transient failure (%s), retry %d in %.1fs",
+            kind.name, object_id, _describe(exc), run.attempt, countdown,
         )
-        job_retry_later(run=run, error=_describe(exc), countdown=countdown)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.JOB_MAX_RETRIES)
+        if job_retry_later(run=run, error=_describe(exc), countdown=countdown):
+            raise task.retry(exc=exc, countdown=countdown,
+                             max_retries=settings.JOB_MAX_RETRIES) from exc
     except Exception as exc:
         logger.exception("%s#%s failed", kind.name, object_id)
         job_fail(run=run, error=_describe(exc))

@@ -14,14 +14,15 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 
-from aistack.celery import app as celery_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from aistack.celery import app as celery_app
 from aistack.jobs import kinds
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind
@@ -38,7 +39,7 @@ def worker_identity() -> str:
 
 
 def _mirror(kind: JobKind, object_id: int, status: JobStatus, error: str = "") -> None:
-    kind.model().objects.filter(pk=object_id).update(
+    kind.model()._default_manager.filter(pk=object_id).update(
         **{kind.status_field: status, kind.error_field: error[:_ERROR_MAX_CHARS]}
     )
 
@@ -146,7 +147,7 @@ def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> Job
         )
 
 
-def _release(run: JobRun, *, status: JobStatus, error: str, enqueued_at: timezone.datetime) -> bool:
+def _release(run: JobRun, *, status: JobStatus, error: str, enqueued_at: datetime) -> bool:
     with transaction.atomic():
         updated = Job.objects.filter(
             kind=run.kind.name, object_id=run.object_id, owner=run.owner,
@@ -199,7 +200,7 @@ def job_reconcile() -> int:
                 status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
             )
             _mirror(kind, job.object_id, JobStatus.PENDING, job.last_error)
-            transaction.on_commit(lambda kind=kind, object_id=job.object_id: _send(kind, object_id))
+            transaction.on_commit(partial(_send, kind, job.object_id))
             resent += 1
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)

@@ -31,17 +31,22 @@ def _tokenizer_path() -> str:
 
 
 @cache
-def _splitter(max_tokens: int, overlap: int) -> TextSplitter:
-    # Counting with the embedding model's own tokenizer keeps every chunk within
-    # what the model reads, instead of guessing from characters.
-    return TextSplitter.from_huggingface_tokenizer_file(
-        _tokenizer_path(), capacity=max_tokens, overlap=overlap, trim=True
-    )
+def _tokenizer() -> Tokenizer:
+    tokenizer = Tokenizer.from_file(_tokenizer_path())
+    # The model's tokenizer file truncates at 128 tokens, which would make every
+    # text look short enough to be one chunk.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 @cache
-def _tokenizer() -> Tokenizer:
-    return Tokenizer.from_file(_tokenizer_path())
+def _splitter(max_tokens: int, overlap: int) -> TextSplitter:
+    # Counting with the embedding model's own tokenizer keeps every chunk within
+    # what the model reads, instead of guessing from characters.
+    return TextSplitter.from_huggingface_tokenizer(
+        _tokenizer(), capacity=max_tokens, overlap=overlap, trim=True
+    )
 
 
 def chunk_text(text: str) -> list[ChunkSpec]:

@@ -134,15 +134,16 @@ class _Postgres(_Service):
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported.
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver.postgres_server import get_server
 
         self.root.parent.mkdir(parents=True, exist_ok=True)
         # pgserver runs initdb, picks a socket directory and starts the server with
         # TCP disabled; it runs postgres as a separate system user when we are root.
-        server = pgserver.get_server(self.root, cleanup_mode=None)
+        server = get_server(self.root, cleanup_mode=None)
         uri = server.get_uri()
+        # DATABASE_NAME is a constant of ours, not input.
         exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"  # noqa: S608
         )
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")

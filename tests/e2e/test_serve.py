@@ -1,0 +1,108 @@
+"""`aistack serve` end to end: embedded services, supervision, shutdown and restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.processes import (
+    aistack,
+    alive,
+    clean_env,
+    embedded_service_pids,
+    free_port,
+    http,
+    kill_group,
+    process_tree,
+    run_aistack,
+    stop,
+    wait_http_ok,
+)
+from tests.jobs.helpers import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def worker_pids(serve_pid: int) -> set[int]:
+    pids = set()
+    for child in psutil.Process(serve_pid).children():
+        try:
+            if "worker" in " ".join(child.cmdline()):
+                pids.add(child.pid)
+        except psutil.ZombieProcess:
+            continue
+    return pids
+
+
+def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(AISTACK_HOME=str(home), LOG_LEVEL="WARNING")
+    log = tmp_path / "serve.log"
+
+    serve = aistack("serve", "--port", str(port), env=env, log=log)
+    try:
+        took = wait_http_ok(f"{base}/healthz", process=serve, log=log)
+        print(f"serve to first /healthz: {took:.1f}s")
+        wait_for(lambda: "aistack is running at" in log.read_text(), message="URL printed")
+        assert "Log in at" in log.read_text()
+        assert (home / "admin-password").exists()
+
+        # Another command on the same home shares the running services.
+        token = run_aistack("createuser", "alice", "--password", "long enough pass",
+                            env=env).strip().splitlines()[-1]
+        status, created = http("POST", f"{base}/api/v1/documents", token=token,
+                               body={"title": "Kept", "content": "Data that must survive."})
+        assert status == 201
+        url = f"{base}/api/v1/documents/{created['id']}"
+        wait_for(lambda: http("GET", url, token=token)[1]["embedding_status"] == "complete",
+                 timeout=60, message="the worker to process the document")
+        wait_for(lambda: http("GET", f"{base}/readyz")[0] == 200, timeout=30,
+                 message="readiness with a worker heartbeat")
+
+        # A crashed child is restarted.
+        [crashed] = worker_pids(serve.pid)
+        psutil.Process(crashed).send_signal(signal.SIGKILL)
+        wait_for(lambda: worker_pids(serve.pid) - {crashed}, timeout=30,
+                 message="the worker to be restarted")
+
+        everything = [p.pid for p in process_tree(serve.pid)] + embedded_service_pids(home)
+        assert len(everything) >= 6
+        stopped_in = stop(serve)
+        print(f"SIGTERM to exit: {stopped_in:.1f}s")
+        assert serve.returncode == 0
+        assert stopped_in < 10
+        time.sleep(0.5)
+        assert [pid for pid in everything if alive(pid)] == []
+    finally:
+        if serve.poll() is None:
+            kill_group(serve)
+
+    again = aistack("serve", "--port", str(port), env=env, log=log)
+    try:
+        wait_http_ok(f"{base}/healthz", process=again, log=log)
+        status, document = http("GET", url, token=token)
+        assert status == 200
+        assert document["content"] == "Data that must survive."
+        assert document["embedding_status"] == "complete"
+        assert log.read_text().count("Created an admin user") == 1
+    finally:
+        stop(again)
+
+
+def test_production_process_types_refuse_to_start_without_service_urls(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for process_type in ("web", "worker", "scheduler"):
+        result = subprocess.run([sys.executable, "-m", "aistack", process_type],
+                                env=clean_env(AISTACK_HOME=str(tmp_path)),
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode != 0
+        assert "DATABASE_URL" in result.stderr
+        assert "Traceback" not in result.stderr

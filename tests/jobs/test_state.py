@@ -1,0 +1,131 @@
+"""Claiming, finishing and reconciling jobs: the rules that keep work exactly-once in effect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from aistack.celery import app as celery_app
+from aistack.documents.models import Document
+from aistack.documents.services import document_create
+from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.jobs.exceptions import JobSuperseded
+from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.services import job_claim, job_enqueue, job_fail, job_reconcile
+
+
+def queued_messages() -> int:
+    with celery_app.connection_for_write() as connection:
+        return int(connection.default_channel.client.llen("celery"))
+
+
+@pytest.fixture
+def document(alice: User) -> Document:
+    return document_create(workspace=alice.personal_workspace, title="T", content="Some text.",
+                           author=alice)
+
+
+def job_of(document: Document) -> Job:
+    return Job.objects.get(kind=DOCUMENT_INDEX.name, object_id=document.pk)
+
+
+def test_a_job_is_claimed_once(document: Document) -> None:
+    run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
+
+    assert run is not None and run.attempt == 1
+    assert job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w2") is None
+    document.refresh_from_db()
+    assert document.embedding_status == JobStatus.PROCESSING
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_finish(
+    document: Document,
+) -> None:
+    old = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="dead-worker")
+    assert old is not None
+    Job.objects.filter(pk=job_of(document).pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    new = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="live-worker")
+
+    assert new is not None and new.attempt == 2
+    with pytest.raises(JobSuperseded), old.finishing():
+        pass
+    with new.finishing():
+        pass
+    assert job_of(document).status == JobStatus.COMPLETE
+
+
+def test_an_edit_during_a_run_supersedes_it(document: Document) -> None:
+    run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
+    assert run is not None
+
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+
+    with pytest.raises(JobSuperseded), run.finishing():
+        pass
+    job = job_of(document)
+    assert job.status == JobStatus.PENDING and job.generation == 2
+
+
+def test_results_written_by_a_superseded_run_are_rolled_back(document: Document) -> None:
+    run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
+    assert run is not None
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+
+    with pytest.raises(JobSuperseded), run.finishing():
+        Document.objects.filter(pk=document.pk).update(title="written by stale run")
+
+    document.refresh_from_db()
+    assert document.title == "T"
+
+
+def test_failed_jobs_keep_their_reason_and_can_be_requeued(document: Document) -> None:
+    run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
+    assert run is not None
+    job_fail(run=run, error="The file is not a valid PDF.")
+
+    document.refresh_from_db()
+    assert (document.embedding_status, document.embedding_error) == (
+        JobStatus.FAILED, "The file is not a valid PDF.")
+    assert job_claim(kind=DOCUMENT_INDEX, object_id=document.pk) is None
+
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+    document.refresh_from_db()
+    assert (document.embedding_status, document.embedding_error) == (JobStatus.PENDING, "")
+
+
+def test_reconciler_redelivers_lost_and_abandoned_work_only(
+    alice: User, clean_redis: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    workspace = alice.personal_workspace
+    with django_capture_on_commit_callbacks(execute=False):
+        lost = document_create(workspace=workspace, title="lost", content="a", author=alice)
+        abandoned = document_create(workspace=workspace, title="dead", content="b", author=alice)
+        fresh = document_create(workspace=workspace, title="fresh", content="c", author=alice)
+        running = document_create(workspace=workspace, title="running", content="d", author=alice)
+    long_ago = timezone.now() - timedelta(hours=1)
+    Job.objects.filter(object_id=lost.pk).update(enqueued_at=long_ago)
+    for doc in (abandoned, running):
+        assert job_claim(kind=DOCUMENT_INDEX, object_id=doc.pk, owner="w") is not None
+    Job.objects.filter(object_id=abandoned.pk).update(lease_expires_at=long_ago)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = job_reconcile()
+
+    assert resent == 2
+    assert queued_messages() == 2
+    assert job_of(lost).status == JobStatus.PENDING
+    assert job_of(abandoned).status == JobStatus.PENDING and job_of(abandoned).owner == ""
+    assert job_of(fresh).enqueued_at > long_ago
+    assert job_of(running).status == JobStatus.PROCESSING
+    # Just re-delivered: not sent again on the next pass.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0

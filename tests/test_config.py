@@ -1,0 +1,44 @@
+"""Configuration from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aistack.config import Config, ConfigError
+
+
+def test_defaults_need_no_environment(tmp_path: Path) -> None:
+    config = Config.from_env({"AISTACK_HOME": str(tmp_path)})
+
+    assert config.home == tmp_path
+    assert config.database_url is None and config.redis_url is None
+    assert config.debug is False
+    assert "localhost" in config.allowed_hosts
+    assert config.chat_model == "local:extractive"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DEBUG", "maybe"), ("JOB_LEASE_SECONDS", "soon"), ("JOB_LEASE_SECONDS", "-4"),
+     ("DOCUMENT_MAX_CHARS", "0"), ("JOB_RETRY_BACKOFF_SECONDS", "x")],
+)
+def test_bad_values_are_named_in_the_error(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env({name: value})
+
+
+def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    config = Config.from_env({"AISTACK_HOME": str(tmp_path)})
+
+    first = config.resolved_secret_key()
+
+    assert len(first) >= 50
+    assert config.resolved_secret_key() == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_celery_spells_unix_sockets_its_own_way() -> None:
+    assert Config.celery_broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
+    assert Config.celery_broker_url("redis://h:6379/0") == "redis://h:6379/0"

@@ -1,0 +1,142 @@
+"""Benchmark the AI choke point: its overhead per call, and local embedding throughput.
+
+Run with ``python bench/providers.py``. It starts the embedded PostgreSQL and Redis in
+a scratch AISTACK_HOME (the same services ``aistack serve`` uses), so the usage
+ledger and the circuit breaker pay their real costs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+OVERHEAD_CALLS = 2000
+EMBED_TEXTS = 512
+EMBED_ROUNDS = 3
+
+
+def _setup(home: Path) -> Callable[[], None]:
+    from aistack.runtime.embedded import EmbeddedStack
+
+    stack = EmbeddedStack(home)
+    os.environ.update({
+        "AISTACK_HOME": str(home),
+        "DATABASE_URL": stack.database_url(),
+        "REDIS_URL": stack.redis_url(),
+        "AI_CHAT_MODEL": "scripted:echo",
+        "AI_EMBEDDING_MODEL": "local:all-MiniLM-L6-v2",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "aistack.settings",
+    })
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+    return stack.release
+
+
+def _median_us(call: Callable[[], object], n: int) -> float:
+    timings = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1e6
+
+
+def bench_overhead() -> None:
+    """Print the choke point's median cost per call over a scripted model with no latency."""
+    from django.test import override_settings
+
+    from aistack.ai import chat_models, services
+    from aistack.ai.types import Attribution, ChatRequest, Message
+
+    request = ChatRequest(messages=(Message(role="user", content="ping"),))
+    attribution = Attribution(feature="bench")
+    backend = chat_models["default"]
+
+    def raw() -> object:
+        return backend.complete(request, timeout=60)
+
+    def through_service() -> object:
+        return services.chat_complete(request=request, attribution=attribution)
+
+    for call in (raw, through_service):  # warm connections and caches
+        _median_us(call, 50)
+    raw_us = _median_us(raw, OVERHEAD_CALLS)
+    with override_settings(AI_RECORD_USAGE=False):
+        unrecorded_us = _median_us(through_service, OVERHEAD_CALLS)
+    recorded_us = _median_us(through_service, OVERHEAD_CALLS)
+
+    print(f"choke point overhead per call (scripted:echo, 0 latency, {OVERHEAD_CALLS} calls)")
+    print(f"  backend called directly         {raw_us:9.1f} µs median")
+    print(f"  through services, no ledger     {unrecorded_us:9.1f} µs median "
+          f"(+{unrecorded_us - raw_us:.1f} µs)")
+    print(f"  through services, with ledger   {recorded_us:9.1f} µs median "
+          f"(+{recorded_us - raw_us:.1f} µs)")
+
+
+def _texts() -> list[str]:
+    from aistack.documents import demo
+
+    folder = Path(demo.__file__).parent / "demo_documents"
+    sentences = [
+        line.strip()
+        for path in sorted(folder.glob("*.md"))
+        for line in path.read_text().replace(". ", ".\n").splitlines()
+        if len(line.split()) >= 5
+    ]
+    # Numbered so that no two texts are identical, as in a real corpus.
+    return [f"{sentences[i % len(sentences)]} ({i})" for i in range(EMBED_TEXTS)]
+
+
+def bench_embeddings() -> None:
+    """Print local embedding throughput through services against sentence-transformers alone."""
+    from aistack.ai import services
+    from aistack.ai.backends.local import ENCODE_BATCH_SIZE, sentence_model
+    from aistack.ai.types import Attribution
+
+    texts = _texts()
+    model = sentence_model()
+    attribution = Attribution(feature="bench")
+
+    def raw() -> object:
+        return model.encode(texts, batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True)
+
+    def through_service() -> object:
+        return services.embeddings_create(texts=texts, attribution=attribution)
+
+    raw(), through_service()  # warm up: first calls pay one-off allocations
+    raw_s, ours_s = [], []
+    for _ in range(EMBED_ROUNDS):  # interleaved, so drift in machine load hits both alike
+        for timings, call in ((raw_s, raw), (ours_s, through_service)):
+            started = time.perf_counter()
+            call()
+            timings.append(time.perf_counter() - started)
+    raw_rate = EMBED_TEXTS / statistics.median(raw_s)
+    ours_rate = EMBED_TEXTS / statistics.median(ours_s)
+    print(f"local embedding throughput ({EMBED_TEXTS} texts, median of {EMBED_ROUNDS} rounds)")
+    print(f"  sentence-transformers directly  {raw_rate:9.1f} texts/s")
+    print(f"  through services                {ours_rate:9.1f} texts/s")
+    print(f"  ratio                           {ours_rate / raw_rate:9.3f}  (goal >= 0.9)")
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
+    release = _setup(home)
+    try:
+        bench_overhead()
+        bench_embeddings()
+    finally:
+        release()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

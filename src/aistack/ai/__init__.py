@@ -1,0 +1,76 @@
+"""The one place where aistack talks to models, shaped like Django's cache framework.
+
+``chat_models["default"]`` and ``embedding_models["default"]`` are backends built
+lazily from the ``AI_CHAT_MODELS`` and ``AI_EMBEDDING_MODELS`` settings, each
+``{alias: {"BACKEND": dotted path, "MODEL": name, "OPTIONS": {...}}}``. Application
+code calls :mod:`aistack.ai.services`, which times, retries, falls back and records
+every call; it never calls a backend, let alone a vendor SDK, itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.connection import BaseConnectionHandler
+from django.utils.module_loading import import_string
+
+from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
+
+PROVIDERS = ("openai", "anthropic", "ollama", "local", "scripted")
+
+
+class InvalidModelError(ImproperlyConfigured):
+    """A configured model cannot be built."""
+
+
+def model_spec(params: Mapping[str, Any]) -> str:
+    """Return the ``provider:model`` string a settings entry was built from."""
+    module = str(params.get("BACKEND", "")).rpartition(".")[0]
+    return f"{module.rpartition('.')[2]}:{params.get('MODEL', '')}"
+
+
+def _build(params: Mapping[str, Any], alias: str, base: type[BaseModel]) -> Any:
+    spec = model_spec(params)
+    provider = spec.partition(":")[0]
+    if provider not in PROVIDERS:
+        raise InvalidModelError(
+            f"unknown provider {provider!r} in {spec!r}: "
+            f"write provider:model with a provider from {', '.join(PROVIDERS)}"
+        )
+    try:
+        backend = import_string(params["BACKEND"])
+    except ImportError as exc:
+        raise InvalidModelError(f"cannot load the backend for {spec!r}: {exc}") from exc
+    if not (isinstance(backend, type) and issubclass(backend, base)):
+        raise InvalidModelError(f"{params['BACKEND']} is not a {base.__name__}")
+    return backend(alias=alias, model=params.get("MODEL", ""), options=params.get("OPTIONS", {}))
+
+
+class ChatModelHandler(BaseConnectionHandler[BaseChatModel]):
+    """The configured chat models, one backend per alias."""
+
+    settings_name = "AI_CHAT_MODELS"
+    exception_class = InvalidModelError
+
+    def create_connection(self, alias: str) -> BaseChatModel:
+        """Build the backend for ``alias``."""
+        backend: BaseChatModel = _build(self.settings[alias], alias, BaseChatModel)
+        return backend
+
+
+class EmbeddingModelHandler(BaseConnectionHandler[BaseEmbeddingModel]):
+    """The configured embedding models, one backend per alias."""
+
+    settings_name = "AI_EMBEDDING_MODELS"
+    exception_class = InvalidModelError
+
+    def create_connection(self, alias: str) -> BaseEmbeddingModel:
+        """Build the backend for ``alias``."""
+        backend: BaseEmbeddingModel = _build(self.settings[alias], alias, BaseEmbeddingModel)
+        return backend
+
+
+chat_models = ChatModelHandler()
+embedding_models = EmbeddingModelHandler()

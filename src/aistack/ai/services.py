@@ -1,0 +1,324 @@
+"""The one choke point for every model call.
+
+Each call here is timed, retried by error class with exponential backoff and
+jitter (honouring ``Retry-After``), sent to the fallback chat models when the
+default one cannot serve, skipped past providers whose circuit is open, logged as
+one JSON line per attempt, and written to the usage ledger as one row. Backends
+and vendor SDKs never retry on their own, so a request is never retried twice over.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from aistack.ai import chat_models, embedding_models
+from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
+from aistack.ai.circuit import Circuit
+from aistack.ai.exceptions import AIError, CircuitOpen, InvalidRequest, RateLimited, Rejected
+from aistack.ai.types import (
+    Attribution,
+    ChatRequest,
+    ChatResult,
+    EmbeddingResult,
+    StreamChunk,
+    Usage,
+)
+from aistack.usage.models import Outcome
+from aistack.usage.services import usage_record
+
+logger = logging.getLogger("aistack.ai")
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """When to send a failed request to the same model again."""
+
+    max_attempts: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+    retry_after_max_seconds: float
+
+    @classmethod
+    def from_settings(cls) -> RetryPolicy:
+        """Return the policy the settings describe."""
+        return cls(
+            max_attempts=settings.AI_MAX_ATTEMPTS,
+            backoff_seconds=settings.AI_RETRY_BACKOFF_SECONDS,
+            backoff_max_seconds=settings.AI_RETRY_BACKOFF_MAX_SECONDS,
+            retry_after_max_seconds=settings.AI_RETRY_AFTER_MAX_SECONDS,
+        )
+
+    def delay(self, *, error: AIError, attempt: int) -> float | None:
+        """Return seconds to wait before attempt ``attempt + 1``, or None to stop trying."""
+        if not error.retryable or attempt >= self.max_attempts:
+            return None
+        # Jitter keeps apart the retries of calls that failed together (an outage).
+        jitter = random.uniform(0.5, 1.0)  # noqa: S311
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            if error.retry_after > self.retry_after_max_seconds:
+                return None
+            # Never sooner than asked; the jitter only ever adds to the wait.
+            return error.retry_after + self.backoff_seconds * jitter
+        return min(self.backoff_max_seconds, self.backoff_seconds * 2.0 ** (attempt - 1)) * jitter
+
+
+def _may_fall_back(error: AIError) -> bool:
+    # A request that is wrong for one model is wrong for all; anything else is the
+    # provider's trouble, which another provider may not share.
+    return not isinstance(error, InvalidRequest | Rejected)
+
+
+class _Call:
+    """One service call: its attempts, their log lines, and at the end its ledger row."""
+
+    def __init__(self, *, operation: str, attribution: Attribution, prompt: Sequence[str]) -> None:
+        self.operation = operation
+        self.attribution = attribution
+        self.prompt = prompt
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.model: BaseModel | None = None
+        self.first_token_ms: int | None = None
+
+    def elapsed_ms(self, since: float | None = None) -> int:
+        return round((time.monotonic() - (self.started if since is None else since)) * 1000)
+
+    def log(
+        self,
+        model: BaseModel,
+        *,
+        outcome: str,
+        started: float,
+        usage: Usage | None = None,
+        error: BaseException | None = None,
+        request_id: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        line: dict[str, Any] = {
+            "event": "ai.attempt",
+            "feature": self.attribution.feature,
+            "operation": self.operation,
+            "alias": model.alias,
+            "model": model.id,
+            "attempt": self.attempts,
+            "outcome": outcome,
+            "latency_ms": self.elapsed_ms(started),
+            "user_id": self.attribution.user_id,
+            "workspace_id": self.attribution.workspace_id,
+        }
+        if usage is not None:
+            line.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                        cached_tokens=usage.cached_tokens)
+        if self.first_token_ms is not None:
+            line["time_to_first_token_ms"] = self.first_token_ms
+        if error is not None:
+            line["error_class"] = type(error).__name__
+            if isinstance(error, AIError):
+                line["status_code"] = error.status_code
+                request_id = request_id or error.request_id
+        if request_id:
+            line["request_id"] = request_id
+        if retry_in is not None:
+            line["retry_in_ms"] = round(retry_in * 1000)
+        # Prompts hold users' documents: they are logged only when debugging asks for it.
+        if logger.isEnabledFor(logging.DEBUG):
+            line["prompt"] = list(self.prompt)
+        logger.log(logging.WARNING if outcome == "error" else logging.INFO, json.dumps(line))
+
+    def record(
+        self,
+        *,
+        outcome: Outcome,
+        usage: Usage,
+        error: BaseException | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        if not settings.AI_RECORD_USAGE or self.model is None:
+            return
+        if isinstance(error, AIError):
+            request_id = request_id or error.request_id
+        usage_record(
+            attribution=self.attribution,
+            provider=self.model.provider,
+            model=self.model.model,
+            usage=usage,
+            latency_ms=self.elapsed_ms(),
+            outcome=outcome,
+            attempts=self.attempts,
+            time_to_first_token_ms=self.first_token_ms,
+            error_class=type(error).__name__ if error else "",
+            request_id=request_id,
+        )
+
+    def run(self, models: Sequence[M], send: Callable[[M, float], T]) -> tuple[M, T, float]:
+        """Send to each model in turn, retrying by policy; return the first success."""
+        policy = RetryPolicy.from_settings()
+        error: AIError | None = None
+        for model in models:
+            circuit = Circuit(model.circuit_key)
+            self.model = model
+            for attempt in itertools.count(1):
+                if not circuit.allows():
+                    error = CircuitOpen(provider=model.provider)
+                    self.log(model, outcome="circuit_open", started=time.monotonic(), error=error)
+                    break
+                self.attempts += 1
+                started = time.monotonic()
+                try:
+                    result = send(model, settings.AI_TIMEOUT_SECONDS)
+                except AIError as exc:
+                    error = exc
+                    opened = exc.counts_against_provider and circuit.failed()
+                    delay = None if opened else policy.delay(error=exc, attempt=attempt)
+                    self.log(model, outcome="error", started=started, error=exc, retry_in=delay)
+                    if delay is None:
+                        break
+                    time.sleep(delay)
+                else:
+                    circuit.succeeded()
+                    return model, result, started
+            assert error is not None
+            if not _may_fall_back(error):
+                break
+        if error is None:
+            raise ValueError("no model to send the request to")
+        raise error
+
+
+def _chat_chain() -> list[BaseChatModel]:
+    return [chat_models["default"], *(chat_models[alias] for alias in settings.AI_CHAT_FALLBACKS)]
+
+
+def _prompt(request: ChatRequest) -> list[str]:
+    return [*(f"{m.role}: {m.content}" for m in request.messages), *request.context]
+
+
+def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResult:
+    """Return the answer of the first configured chat model able to give one."""
+    call = _Call(operation="chat", attribution=attribution, prompt=_prompt(request))
+
+    def send(model: BaseChatModel, timeout: float) -> ChatResult:
+        model.validate(request)
+        return model.complete(request, timeout=timeout)
+
+    try:
+        model, result, started = call.run(_chat_chain(), send)
+    except AIError as error:
+        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
+        raise
+    call.log(model, outcome="ok", started=started, usage=result.usage,
+             request_id=result.request_id)
+    call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
+    return result
+
+
+class ChatStream(Iterator[str]):
+    """The text of an answer as it arrives; ``result`` holds the whole answer at the end."""
+
+    def __init__(self, pieces: Generator[str, None, ChatResult]) -> None:
+        self._pieces = pieces
+        self.result: ChatResult | None = None
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise
+
+    def close(self) -> None:
+        """Stop the stream early; the call is recorded as cancelled."""
+        self._pieces.close()
+
+
+def chat_stream(*, request: ChatRequest, attribution: Attribution) -> ChatStream:
+    """Return the answer as a stream; nothing is sent until it is first read."""
+    return ChatStream(_stream_pieces(request, attribution))
+
+
+def _stream_pieces(
+    request: ChatRequest, attribution: Attribution
+) -> Generator[str, None, ChatResult]:
+    call = _Call(operation="stream", attribution=attribution, prompt=_prompt(request))
+
+    def send(
+        model: BaseChatModel, timeout: float
+    ) -> tuple[Iterator[StreamChunk], StreamChunk | None]:
+        model.validate(request)
+        chunks = model.stream(request, timeout=timeout)
+        # Until the first chunk arrives, a failure can still be retried or fall back;
+        # after it, the reader has seen part of one model's answer and it must end there.
+        return chunks, next(chunks, None)
+
+    try:
+        model, (chunks, first), started = call.run(_chat_chain(), send)
+    except AIError as error:
+        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
+        raise
+    call.first_token_ms = call.elapsed_ms()
+    pieces: list[str] = []
+    usage = Usage()
+    request_id: str | None = None
+    outcome, failure = Outcome.CANCELLED, None
+    try:
+        for chunk in itertools.chain([first] if first else [], chunks):
+            usage = chunk.usage or usage
+            request_id = chunk.request_id or request_id
+            if chunk.text:
+                pieces.append(chunk.text)
+                yield chunk.text
+        outcome = Outcome.OK
+    except Exception as exc:
+        outcome, failure = Outcome.ERROR, exc
+        raise
+    finally:
+        call.log(model, outcome=outcome.value, started=started, usage=usage, error=failure,
+                 request_id=request_id)
+        call.record(outcome=outcome, usage=usage, error=failure, request_id=request_id)
+    return ChatResult(text="".join(pieces), model=model.id, usage=usage, request_id=request_id,
+                      extractive=model.extractive)
+
+
+def embeddings_create(*, texts: Sequence[str], attribution: Attribution) -> EmbeddingResult:
+    """Return one vector per text from the configured embedding model."""
+    # No fallback here: vectors from different models cannot be compared with each other.
+    model = embedding_models["default"]
+    if not texts:
+        return EmbeddingResult(vectors=[], model=model.id, usage=Usage())
+    call = _Call(operation="embed", attribution=attribution, prompt=texts)
+    vectors: list[list[float]] = []
+    usage = Usage()
+    request_id: str | None = None
+    try:
+        for start in range(0, len(texts), model.max_batch_size):
+            batch = texts[start:start + model.max_batch_size]
+
+            def send(
+                model: BaseEmbeddingModel, timeout: float, batch: Sequence[str] = batch
+            ) -> EmbeddingResult:
+                model.validate(batch)
+                return model.embed(batch, timeout=timeout)
+
+            _, result, started = call.run([model], send)
+            call.log(model, outcome="ok", started=started, usage=result.usage,
+                     request_id=result.request_id)
+            vectors.extend(result.vectors)
+            usage += result.usage
+            request_id = result.request_id or request_id
+    except AIError as error:
+        call.record(outcome=Outcome.ERROR, usage=usage, error=error)
+        raise
+    call.record(outcome=Outcome.OK, usage=usage, request_id=request_id)
+    return EmbeddingResult(vectors=vectors, model=model.id, usage=usage, request_id=request_id)

@@ -1,0 +1,95 @@
+"""Values that cross the boundary between the application and its models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    """What to ask a chat model."""
+
+    messages: tuple[Message, ...]
+    # Source passages the answer must draw on, cited as [1], [2]… in their order here.
+    # Language models read them through the rendered prompt; extractive models select
+    # sentences from them directly.
+    context: tuple[str, ...] = ()
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+
+    def last_user_text(self) -> str:
+        """Return the text of the last user message, or an empty string."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.content
+        return ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Tokens a call used; ``input_tokens`` includes the ``cached_tokens`` read from cache."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatResult:
+    """A chat model's complete answer."""
+
+    text: str
+    model: str
+    usage: Usage
+    request_id: str | None = None
+    # True when the text is quoted from the supplied context rather than written by a
+    # language model; wherever the answer is shown it must say so.
+    extractive: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamChunk:
+    """A piece of a streamed answer; the last one may carry only usage."""
+
+    text: str = ""
+    usage: Usage | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingResult:
+    """One vector per input text, in input order."""
+
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attribution:
+    """Who and what a model call is for: the usage ledger's row keys."""
+
+    feature: str
+    user_id: int | None = None
+    workspace_id: int | None = None
+    object_id: int | None = None
+    prompt_version: str = ""

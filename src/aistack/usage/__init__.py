@@ -1,0 +1,1 @@
+"""The usage ledger: one row per model call, with tokens and cost."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class UsageConfig(AppConfig):
+    name = "aistack.usage"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -37,7 +37,7 @@ chromium:
 	fi
 
 lint: $(TEST_INSTALLED)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 
 typecheck: $(TEST_INSTALLED)
 	$(BIN)/mypy

@@ -46,3 +46,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Any request to a model provider that is not on this machine fails the test loudly:
 # no test can spend money or leak data, whatever keys the environment holds.
 AI_LOOPBACK_ONLY = True
+# Read breakers from Redis on every call, so each test starts from what Redis holds.
+AI_CIRCUIT_REFRESH_SECONDS = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -10,8 +11,20 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from aistack.accounts.auth import API_AUTH
+from aistack.ai.api import router as chat_router
+from aistack.ai.exceptions import AIError
 from aistack.documents.api import router as documents_router
-from aistack.errors import AppError, Forbidden, Invalid, NotFound, PayloadTooLarge, Unauthenticated
+from aistack.errors import (
+    AppError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    app_error_for,
+)
+from aistack.retrieval.api import router as search_router
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +42,20 @@ def error_response(error: AppError) -> JsonResponse:
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if error.details is not None:
         body["details"] = error.details
-    return JsonResponse({"error": body}, status=error.status)
+    response = JsonResponse({"error": body}, status=error.status)
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        response["Retry-After"] = str(math.ceil(error.retry_after))
+    return response
 
 
 @api.exception_handler(AppError)
 def on_app_error(request: HttpRequest, exc: AppError) -> HttpResponse:
     return error_response(exc)
+
+
+@api.exception_handler(AIError)
+def on_ai_error(request: HttpRequest, exc: AIError) -> HttpResponse:
+    return error_response(app_error_for(exc))
 
 
 @api.exception_handler(ValidationError)
@@ -86,6 +107,8 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 api.add_router("/documents", documents_router)
+api.add_router("/chat", chat_router)
+api.add_router("/search", search_router)
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:

@@ -7,8 +7,10 @@ import os
 import secrets
 import socket
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -66,6 +68,17 @@ def _migrate(*, verbosity: int = 0) -> None:
     call_command("migrate", interactive=False, verbosity=verbosity)
 
 
+def _system_check() -> None:
+    """Refuse to start with a configuration Django's system checks call an error."""
+    from django.core import checks
+
+    errors = [message for message in checks.run_checks() if message.is_serious()]
+    if errors:
+        raise click.ClickException(
+            "the configuration has problems:\n" + "\n".join(str(error) for error in errors)
+        )
+
+
 def _prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Config:
     config = _config()
     config.home.mkdir(parents=True, exist_ok=True)
@@ -74,6 +87,7 @@ def _prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Con
     else:
         _require_external_services(config, process_type)
     _django_setup()
+    _system_check()
     if migrate:
         _migrate()
     return config
@@ -229,3 +243,193 @@ def createuser(username: str, password: str | None, staff: bool) -> None:
     click.echo(f"Created user {username!r} with a personal workspace. API token (shown once):",
                err=True)
     click.echo(token)
+
+
+@main.command()
+@click.argument("prompt")
+def chat(prompt: str) -> None:
+    """Ask the configured chat model and stream its answer to the terminal."""
+    _prepare(embedded=True, process_type="chat", migrate=True)
+    from aistack.ai.chat import chat_reply_stream
+    from aistack.ai.exceptions import AIError
+    from aistack.ai.types import Message
+
+    stream = chat_reply_stream(messages=[Message(role="user", content=prompt)])
+    try:
+        for text in stream:
+            click.echo(text, nl=False)
+    except AIError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo()
+    if stream.result is not None:
+        label = " (extractive: quoted from the supplied text, not generated)"
+        click.echo(f"-- {stream.result.model}{label if stream.result.extractive else ''}",
+                   err=True)
+
+
+@main.command(name="eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="End with one line of JSON scores.")
+@click.option("--keep", is_flag=True, help="Keep the scratch workspace afterwards.")
+@click.option("--exact/--no-exact", default=True, show_default=True,
+              help="Also score exact (non-HNSW) vector search.")
+def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
+    """Measure retrieval quality on a BEIR-layout folder (corpus, queries, qrels)."""
+    _prepare(embedded=True, process_type="eval", migrate=True)
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from aistack.accounts.models import Workspace
+    from aistack.retrieval.evaluation import (
+        DatasetError,
+        corpus_ingest,
+        dataset_load,
+        evaluate,
+        scratch_workspace_drop,
+    )
+    from aistack.retrieval.selectors import SearchMode
+
+    console = Console(stderr=True)
+    try:
+        dataset = dataset_load(dataset_dir)
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    workspace = Workspace.objects.create(name=f"eval {dataset_dir.name}",
+                                         slug=f"eval-{secrets.token_hex(6)}")
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task("Ingesting", total=len(dataset.corpus))
+            started = time.perf_counter()
+            by_pk = corpus_ingest(dataset=dataset, workspace=workspace,
+                                  progress=lambda n: progress.advance(task, n))
+            ingest_seconds = time.perf_counter() - started
+            modes = list(SearchMode)
+            task = progress.add_task("Searching", total=len(dataset.queries) * (len(modes) + exact))
+            scores = evaluate(dataset=dataset, workspace=workspace, by_pk=by_pk, modes=modes,
+                              exact_vector=exact, progress=lambda n: progress.advance(task, n))
+    finally:
+        if not keep:
+            scratch_workspace_drop(workspace=workspace)
+    table = Table(title=f"{dataset_dir.name}: {len(dataset.corpus)} documents, "
+                        f"{len(dataset.queries)} queries")
+    for column in ("mode", "nDCG@10", "recall@10", "recall@100", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="right")
+    for name, result in scores.items():
+        table.add_row(name, f"{result.ndcg_at_10:.4f}", f"{result.recall_at_10:.4f}",
+                      f"{result.recall_at_100:.4f}", f"{result.p50_ms:.1f}",
+                      f"{result.p95_ms:.1f}")
+    Console().print(table)
+    click.echo(f"ingest: {len(dataset.corpus) / ingest_seconds:.1f} documents/s "
+               f"({ingest_seconds:.1f}s)")
+    if as_json:
+        click.echo(json.dumps({name: result.as_json() for name, result in scores.items()}))
+
+
+def _cli_workspace(reference: str | None) -> Any:
+    """Return the workspace named by id or slug, or the first administrator's own."""
+    from django.contrib.auth.models import User
+
+    from aistack.accounts.models import Workspace
+    from aistack.accounts.permissions import default_workspace
+
+    if reference:
+        found = Workspace.objects.filter(
+            **({"pk": int(reference)} if reference.isdigit() else {"slug": reference})
+        ).first()
+        if found is None:
+            raise click.ClickException(f"no workspace {reference!r}")
+        return found
+    admin = User.objects.filter(is_superuser=True).order_by("pk").first()
+    if admin is None:
+        raise click.ClickException(
+            "no workspace given and no administrator yet: pass --workspace, "
+            "or run `aistack serve` once (it creates one)"
+        )
+    return default_workspace(user=admin)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--workspace", default=None, help="Workspace id or slug (default: the admin's).")
+def ingest(paths: Sequence[Path], workspace: str | None) -> None:
+    """Add files and folders (txt, md, html, pdf, docx) as documents and index them."""
+    _prepare(embedded=True, process_type="ingest", migrate=True)
+    from django.core.files import File
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from aistack.documents.services import document_upload_create, documents_process_now
+    from aistack.errors import AppError
+
+    target = _cli_workspace(workspace)
+    files = sorted({file for path in paths
+                    for file in ([path] if path.is_file() else path.rglob("*"))
+                    if file.is_file() and not any(p.startswith(".") for p in file.parts[-1:])})
+    console = Console(stderr=True)
+    created, skipped = [], 0
+    with Progress(console=console) as progress:
+        task = progress.add_task("Uploading", total=len(files))
+        for file in files:
+            try:
+                with file.open("rb") as handle:
+                    document = document_upload_create(
+                        workspace=target, file=File(handle, name=file.name), content_type=None,
+                        author=None,
+                    )
+                created.append(document.pk)
+            except AppError as exc:
+                skipped += 1
+                progress.console.print(f"skipped {file}: {exc.message}")
+            progress.advance(task)
+        task = progress.add_task("Indexing", total=len(created))
+        documents_process_now(document_ids=created, progress=lambda n: progress.advance(task, n))
+
+    from aistack.documents.models import Document
+    from aistack.jobs.models import JobStatus
+
+    failed = Document.objects.filter(pk__in=created, embedding_status=JobStatus.FAILED)
+    for document in failed:
+        console.print(f"failed {document.source_name}: {document.embedding_error}")
+    click.echo(f"{len(created) - failed.count()} indexed, {failed.count()} failed, "
+               f"{skipped} skipped, in workspace {target.slug}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "text"]), default="hybrid",
+              show_default=True)
+@click.option("--workspace", default=None, help="Workspace id or slug (default: all).")
+def search(query: str, k: int, mode: str, workspace: str | None) -> None:
+    """Search every workspace (or one) and print the best passages."""
+    _prepare(embedded=True, process_type="search", migrate=True)
+    import html
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from aistack.accounts.models import Workspace
+    from aistack.ai.types import Attribution
+    from aistack.documents.models import Document
+    from aistack.retrieval.selectors import SearchMode
+    from aistack.retrieval.services import search as search_chunks
+
+    workspace_ids = ([_cli_workspace(workspace).pk] if workspace
+                     else list(Workspace.objects.values_list("pk", flat=True)))
+    hits = search_chunks(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode(mode),
+                         attribution=Attribution(feature="search"))
+    titles = dict(Document.objects.filter(pk__in={h.document_id for h in hits})
+                  .values_list("pk", "title"))
+    table = Table(show_lines=True)
+    for column in ("score", "document", "passage"):
+        table.add_column(column)
+    for hit in hits:
+        passage = html.unescape(hit.snippet.replace("<mark>", "[bold yellow]")
+                                .replace("</mark>", "[/bold yellow]"))
+        table.add_row(f"{hit.score:.3f}", f"{titles.get(hit.document_id, '')} "
+                      f"(#{hit.document_id})", passage)
+    Console().print(table if hits else "No results.")

@@ -56,6 +56,18 @@ def _positive_float(value: str | None, *, name: str, default: float) -> float:
     return number
 
 
+def _non_negative_float(value: str | None, *, name: str) -> float:
+    if value is None or value == "":
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, got {number}")
+    return number
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything aistack takes from its environment."""
@@ -76,6 +88,15 @@ class Config:
     job_pending_timeout_seconds: int
     reconcile_interval_seconds: int
     job_retry_backoff_seconds: float
+    openai_api_key: str | None
+    openai_base_url: str | None
+    anthropic_api_key: str | None
+    anthropic_base_url: str | None
+    ollama_base_url: str
+    ai_timeout_seconds: float
+    ai_max_attempts: int
+    ai_retry_backoff_seconds: float
+    ai_scripted_latency_seconds: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -113,6 +134,23 @@ class Config:
             ),
             job_retry_backoff_seconds=_positive_float(
                 env.get("JOB_RETRY_BACKOFF_SECONDS"), name="JOB_RETRY_BACKOFF_SECONDS", default=2.0
+            ),
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
+            anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
+            ollama_base_url=env.get("OLLAMA_BASE_URL") or "http://localhost:11434/v1",
+            ai_timeout_seconds=_positive_float(
+                env.get("AI_TIMEOUT_SECONDS"), name="AI_TIMEOUT_SECONDS", default=60.0
+            ),
+            ai_max_attempts=_positive_int(
+                env.get("AI_MAX_ATTEMPTS"), name="AI_MAX_ATTEMPTS", default=3
+            ),
+            ai_retry_backoff_seconds=_positive_float(
+                env.get("AI_RETRY_BACKOFF_SECONDS"), name="AI_RETRY_BACKOFF_SECONDS", default=0.5
+            ),
+            ai_scripted_latency_seconds=_non_negative_float(
+                env.get("AI_SCRIPTED_LATENCY_SECONDS"), name="AI_SCRIPTED_LATENCY_SECONDS"
             ),
         )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aistack.ai import exceptions as ai_exceptions
+
 
 class AppError(Exception):
     """Something went wrong."""
@@ -82,3 +84,62 @@ class Unavailable(AppError):
 
     code = "unavailable"
     status = 503
+
+
+class RateLimited(AppError):
+    """Too many requests; try again later."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class BadGateway(AppError):
+    """A service this request needs sent an answer we could not use."""
+
+    code = "bad_gateway"
+    status = 502
+
+
+class AIUnavailable(Unavailable):
+    """The AI model is unavailable right now; try again shortly."""
+
+    code = "ai_unavailable"
+
+
+class AITimeout(Unavailable):
+    """The AI model did not answer in time; try again shortly."""
+
+    code = "ai_timeout"
+
+
+class AIRateLimited(RateLimited):
+    """The AI provider is busy; try again in a moment."""
+
+    code = "ai_rate_limited"
+
+
+class AIBadGateway(BadGateway):
+    """The AI provider could not give a usable answer."""
+
+    code = "ai_bad_gateway"
+
+
+def app_error_for(error: ai_exceptions.AIError) -> AppError:
+    """Return what the user is told about a provider error: never the provider's own words."""
+    if isinstance(error, ai_exceptions.InvalidRequest):
+        return Invalid(error.message)
+    if isinstance(error, ai_exceptions.RateLimited):
+        return AIRateLimited(retry_after=error.retry_after)
+    if isinstance(error, ai_exceptions.Timeout):
+        return AITimeout()
+    if isinstance(error, ai_exceptions.Rejected | ai_exceptions.BadResponse):
+        return AIBadGateway()
+    # Connection failures, outages, open circuits and misconfiguration: the operator's
+    # problem, and from the user's side all the same thing.
+    return AIUnavailable()

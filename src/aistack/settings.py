@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "aistack.jobs",
     "aistack.documents",
     "aistack.retrieval",
+    "aistack.ai",
+    "aistack.usage",
     "aistack.web",
 ]
 
@@ -108,6 +110,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.document_max_chars * 4 + 64 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 DOCUMENT_MAX_CHARS = CONFIG.document_max_chars
+UPLOAD_MAX_BYTES = CONFIG.upload_max_bytes
 DOCUMENT_TITLE_MAX_CHARS = 300
 API_PAGE_SIZE = 20
 API_MAX_PAGE_SIZE = 100
@@ -122,6 +125,52 @@ JOB_PENDING_TIMEOUT_SECONDS = CONFIG.job_pending_timeout_seconds
 JOB_MAX_RETRIES = 5
 JOB_RETRY_BACKOFF_SECONDS = CONFIG.job_retry_backoff_seconds
 JOB_RETRY_BACKOFF_MAX_SECONDS = 300.0
+
+# AI models, shaped like CACHES: one alias per model, each built from a `provider:model`
+# string. Nothing is validated here: the system check in aistack.ai.checks reports a
+# wrong string at start-up with a clear message.
+_AI_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
+    "openai": {"API_KEY": CONFIG.openai_api_key, "BASE_URL": CONFIG.openai_base_url},
+    "anthropic": {"API_KEY": CONFIG.anthropic_api_key, "BASE_URL": CONFIG.anthropic_base_url},
+    "ollama": {"BASE_URL": CONFIG.ollama_base_url},
+    "scripted": {"LATENCY_SECONDS": CONFIG.ai_scripted_latency_seconds},
+}
+
+
+def _ai_model(spec: str, backend_class: str) -> dict[str, Any]:
+    provider, _, model = spec.strip().partition(":")
+    return {
+        "BACKEND": f"aistack.ai.backends.{provider}.{backend_class}",
+        "MODEL": model,
+        "OPTIONS": _AI_PROVIDER_OPTIONS.get(provider, {}),
+    }
+
+
+AI_CHAT_MODELS = {
+    "default": _ai_model(CONFIG.chat_model, "ChatModel"),
+    **{
+        f"fallback-{n}": _ai_model(spec, "ChatModel")
+        for n, spec in enumerate(CONFIG.fallback_chat_models, start=1)
+    },
+}
+# Aliases of AI_CHAT_MODELS tried in order when the default one cannot serve.
+AI_CHAT_FALLBACKS = [f"fallback-{n}" for n in range(1, len(CONFIG.fallback_chat_models) + 1)]
+AI_EMBEDDING_MODELS = {"default": _ai_model(CONFIG.embedding_model, "EmbeddingModel")}
+AI_TIMEOUT_SECONDS = CONFIG.ai_timeout_seconds
+AI_MAX_ATTEMPTS = CONFIG.ai_max_attempts
+AI_RETRY_BACKOFF_SECONDS = CONFIG.ai_retry_backoff_seconds
+AI_RETRY_BACKOFF_MAX_SECONDS = 20.0
+# A provider that asks for a longer wait than this is treated as down: fall back instead.
+AI_RETRY_AFTER_MAX_SECONDS = 30.0
+AI_CIRCUIT_FAILURE_THRESHOLD = 5
+AI_CIRCUIT_OPEN_SECONDS = 30.0
+# How stale a process's view of another process's breaker may be (see aistack.ai.circuit).
+AI_CIRCUIT_REFRESH_SECONDS = 1.0
+# One ledger row per model call; only the benchmark turns it off, to measure its cost.
+AI_RECORD_USAGE = True
+# Test settings turn this on so that no request can reach a paid provider by mistake.
+AI_LOOPBACK_ONLY = False
+AI_CHAT_MAX_INPUT_CHARS = 32_000
 
 CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
@@ -152,6 +201,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "pgserver": {"level": "WARNING"},
+        # The SDKs log every request at INFO; aistack.ai logs one JSON line per attempt instead.
+        "httpx2": {"level": "WARNING"},
     },
 }
 

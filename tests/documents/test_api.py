@@ -64,14 +64,17 @@ def test_read_update_delete_round_trip(alice_api: ApiClient) -> None:
     assert not Job.objects.filter(object_id=document_id, kind="documents.index").exists()
 
 
-def test_title_only_edit_does_not_reprocess(alice_api: ApiClient) -> None:
+def test_only_real_changes_reprocess(alice_api: ApiClient) -> None:
     document_id = create(alice_api).json()["id"]
     job = Job.objects.get(kind="documents.index", object_id=document_id)
 
-    alice_api.patch(f"/api/v1/documents/{document_id}", {"title": "Renamed"})
-
+    alice_api.patch(f"/api/v1/documents/{document_id}", {"title": "Runbook"})
     job.refresh_from_db()
     assert job.generation == 1
+    # The title is part of every chunk's indexed text, so renaming reprocesses.
+    alice_api.patch(f"/api/v1/documents/{document_id}", {"title": "Renamed"})
+    job.refresh_from_db()
+    assert job.generation == 2
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router, Status
+from ninja import File, Form, Router, Status
+from ninja.files import UploadedFile
 
 from aistack.accounts.permissions import (
     default_workspace,
@@ -31,6 +32,24 @@ def create_document(request: HttpRequest, payload: DocumentIn) -> Status[Documen
     ensure_can_write(user=user, workspace=workspace)
     document = services.document_create(
         workspace=workspace, title=payload.title, content=payload.content, author=user
+    )
+    return Status(201, document)
+
+
+@router.post("/upload", response={201: DocumentOut})
+def upload_document(
+    request: HttpRequest,
+    file: File[UploadedFile],
+    workspace: Form[int | None] = None,
+    title: Form[str | None] = None,
+) -> Status[Document]:
+    user = request.user
+    assert user.is_authenticated
+    target = (default_workspace(user=user) if workspace is None
+              else workspace_for_read(user=user, workspace_id=workspace))
+    ensure_can_write(user=user, workspace=target)
+    document = services.document_upload_create(
+        workspace=target, file=file, content_type=file.content_type, author=user, title=title
     )
     return Status(201, document)
 

@@ -20,8 +20,12 @@ def content_hash(text: str) -> str:
 class Document(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="documents")
     title = models.CharField(max_length=300)
-    content = models.TextField()
+    content = models.TextField(blank=True)
     content_hash = models.CharField(max_length=64, editable=False)
+    # An uploaded original, parsed to ``content`` by the document's index job.
+    source_file = models.FileField(upload_to="uploads/%Y/%m/", blank=True)
+    source_name = models.CharField(max_length=255, blank=True)
+    source_kind = models.CharField(max_length=8, blank=True)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="documents",
@@ -56,7 +60,7 @@ class Document(models.Model):
         elif len(self.title) > settings.DOCUMENT_TITLE_MAX_CHARS:
             limit = settings.DOCUMENT_TITLE_MAX_CHARS
             errors["title"] = f"Title is longer than {limit} characters."
-        if not (self.content or "").strip():
+        if not (self.content or "").strip() and not self.source_file:
             errors["content"] = "Content is required."
         elif len(self.content) > settings.DOCUMENT_MAX_CHARS:
             errors["content"] = (
@@ -66,3 +70,8 @@ class Document(models.Model):
             errors["content"] = "Content may not contain NUL characters."
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def awaits_parsing(self) -> bool:
+        """Return whether this is an upload whose text has not been extracted yet."""
+        return bool(self.source_file) and not self.content

@@ -27,6 +27,8 @@ class DocumentOut(Schema):
     title: str
     content: str
     content_hash: str
+    source_name: str = Field(description="File name of an uploaded original, if any.")
+    source_kind: str = Field(description="txt, md, html, pdf or docx for uploads.")
     embedding_status: JobStatus
     embedding_error: str
     summary_status: JobStatus

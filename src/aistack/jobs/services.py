@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,6 +73,19 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
     transaction.on_commit(lambda: _send(kind, object_id))
 
 
+def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = True) -> None:
+    """Create pending jobs for new objects; deliver them once the transaction commits."""
+    now = timezone.now()
+    Job.objects.bulk_create(
+        (Job(kind=kind.name, object_id=object_id, status=JobStatus.PENDING, generation=1,
+             enqueued_at=now) for object_id in object_ids),
+        batch_size=1000,
+    )
+    if deliver:
+        for object_id in object_ids:
+            transaction.on_commit(partial(_send, kind, object_id))
+
+
 @dataclass(frozen=True, kw_only=True)
 class JobRun:
     """A claimed run of a job: the right to do its work and write its results."""
@@ -93,28 +106,52 @@ class JobRun:
     @contextmanager
     def finishing(self) -> Iterator[None]:
         """Write results and complete the job atomically, or raise JobSuperseded."""
-        with transaction.atomic():
-            job = (
-                Job.objects.select_for_update()
-                .filter(kind=self.kind.name, object_id=self.object_id)
-                .first()
-            )
-            if (
-                job is None
-                or job.status != JobStatus.PROCESSING
-                or job.owner != self.owner
-                or job.generation != self.generation
-            ):
+        with jobs_finishing([self]) as owned:
+            if not owned:
                 raise JobSuperseded(f"{self.kind.name}#{self.object_id} changed hands")
             yield
-            Job.objects.filter(pk=job.pk).update(
+
+
+@contextmanager
+def jobs_finishing(runs: Sequence[JobRun]) -> Iterator[list[JobRun]]:
+    """Yield the runs still owned, inside a transaction that completes them on exit.
+
+    Results written inside the block commit together with the jobs' completion;
+    runs whose job changed hands (lease lost, object edited) are left out, so their
+    stale work is never written.
+    """
+    if not runs:
+        yield []
+        return
+    kind = runs[0].kind
+    assert all(run.kind == kind for run in runs), "one kind of job at a time"
+    with transaction.atomic():
+        current = {
+            job.object_id: job
+            for job in Job.objects.select_for_update()
+            .filter(kind=kind.name, object_id__in=[run.object_id for run in runs])
+            .order_by("pk")
+        }
+        owned = [
+            run for run in runs
+            if (job := current.get(run.object_id)) is not None
+            and job.status == JobStatus.PROCESSING
+            and job.owner == run.owner
+            and job.generation == run.generation
+        ]
+        yield owned
+        if owned:
+            object_ids = [run.object_id for run in owned]
+            Job.objects.filter(kind=kind.name, object_id__in=object_ids).update(
                 status=JobStatus.COMPLETE,
                 owner="",
                 lease_expires_at=None,
                 last_error="",
                 finished_at=timezone.now(),
             )
-            _mirror(self.kind, self.object_id, JobStatus.COMPLETE)
+            kind.model()._default_manager.filter(pk__in=object_ids).update(
+                **{kind.status_field: JobStatus.COMPLETE, kind.error_field: ""}
+            )
 
 
 def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> JobRun | None:

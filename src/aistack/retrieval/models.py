@@ -1,8 +1,11 @@
-"""Chunks: the passages of documents that search and answers work on."""
+"""Chunks, their vectors and the statistics text search ranks with."""
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+from pgvector.django import VectorField
 
 from aistack.accounts.models import Workspace
 from aistack.documents.models import Document
@@ -18,6 +21,10 @@ class Chunk(models.Model):
     start_char = models.PositiveIntegerField()
     end_char = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
+    # English stems of the document title and this chunk, for BM25 ranking.
+    search_vector = SearchVectorField(null=True)
+    # Number of stemmed terms in search_vector: BM25's document length.
+    term_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -25,6 +32,74 @@ class Chunk(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["document", "ordinal"], name="one_chunk_per_ordinal")
         ]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="chunk_search_vector"),
+            models.Index(fields=["workspace"], name="chunk_workspace"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class SpaceStatus(models.TextChoices):
+    BUILDING = "building", "Building"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class EmbeddingSpace(models.Model):
+    """The vectors one embedding model produced; search reads only the active space."""
+
+    model = models.CharField(max_length=200, unique=True)
+    dimensions = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=SpaceStatus.choices,
+                              default=SpaceStatus.BUILDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="active"),
+                                    name="one_active_embedding_space")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.status})"
+
+
+class ChunkVector(models.Model):
+    """A chunk's vector in one embedding space.
+
+    The column has no fixed width so spaces of different models share the table;
+    each space gets its own HNSW index over ``embedding::vector(dimensions)``,
+    partial on ``space_id`` (see ``services.embedding_space_index_create``).
+    """
+
+    chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="vectors")
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="vectors")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    # Hash of the exact text embedded: identical text is never embedded twice.
+    input_hash = models.CharField(max_length=64)
+    embedding = VectorField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chunk", "space"], name="one_vector_per_space")
+        ]
+        indexes = [
+            models.Index(fields=["space", "workspace"], name="chunkvector_space_ws"),
+            models.Index(fields=["space", "input_hash"], name="chunkvector_space_hash"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id} in {self.space_id}"
+
+
+class Term(models.Model):
+    """How many chunks contain a stemmed term: BM25's document frequency."""
+
+    lexeme = models.TextField(primary_key=True)
+    df = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.lexeme}: {self.df}"

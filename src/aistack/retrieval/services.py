@@ -1,26 +1,229 @@
-"""Writes of chunks."""
+"""Writes of chunks, their vectors and text-search statistics."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.retrieval.chunking import ChunkSpec
-from aistack.retrieval.models import Chunk
+from aistack.retrieval.embedding import embed_texts, embedding_model_info
+from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.selectors import SearchHit, SearchMode, active_space, chunk_search
+
+TEXT_SEARCH_CONFIG = "english"
 
 
-def chunks_replace(*, document: Document, specs: list[ChunkSpec]) -> int:
-    """Replace the document's chunks with ``specs``; call inside the job's transaction."""
-    Chunk.objects.filter(document=document).delete()
-    Chunk.objects.bulk_create(
-        Chunk(
-            document=document,
-            workspace_id=document.workspace_id,
-            ordinal=spec.ordinal,
-            text=spec.text,
-            token_count=spec.token_count,
-            start_char=spec.start_char,
-            end_char=spec.end_char,
-            content_hash=spec.content_hash,
+# Chunks hold at most CHUNK_MAX_TOKENS (200); a title of this many characters adds
+# roughly 40 more, which keeps the whole input inside MiniLM's 256-token window.
+EMBEDDED_TITLE_MAX_CHARS = 160
+
+
+def embedding_input(*, title: str, text: str) -> str:
+    """Return what is embedded for a chunk: the document title gives every chunk its context."""
+    return f"{title[:EMBEDDED_TITLE_MAX_CHARS]}\n\n{text}"
+
+
+def _input_hash(model: str, text: str) -> str:
+    return hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()
+
+
+def embedding_space_index_create(*, space: EmbeddingSpace) -> None:
+    """Create the space's HNSW index (cosine) over its vectors cast to their width."""
+    # The ids and widths are integers of ours, so formatting them in is safe; the
+    # predicate must be a literal for the planner to match queries to this index.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX IF NOT EXISTS chunkvector_hnsw_{int(space.pk)} "
+            "ON retrieval_chunkvector USING hnsw "
+            f"((embedding::vector({int(space.dimensions)})) vector_cosine_ops) "
+            f"WHERE space_id = {int(space.pk)}"
         )
-        for spec in specs
+
+
+def embedding_space_for_configured_model() -> EmbeddingSpace:
+    """Return the space of the configured embedding model, creating it (active if first)."""
+    model, dimensions = embedding_model_info()
+    with transaction.atomic():
+        space, created = EmbeddingSpace.objects.select_for_update().get_or_create(
+            model=model, defaults={"dimensions": dimensions}
+        )
+        if created:
+            embedding_space_index_create(space=space)
+            if not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
+                space.status = SpaceStatus.ACTIVE
+                space.activated_at = timezone.now()
+                space.save(update_fields=["status", "activated_at"])
+    return space
+
+
+def vectors_for(
+    *, space: EmbeddingSpace, inputs: Sequence[str], attribution: Attribution
+) -> list[list[float]]:
+    """Return one vector per input, embedding only texts this space has not seen."""
+    hashes = [_input_hash(space.model, text) for text in inputs]
+    known = dict(
+        ChunkVector.objects.filter(space=space, input_hash__in=set(hashes))
+        .values_list("input_hash", "embedding")
+        .distinct("input_hash")
+        .order_by("input_hash")
     )
-    return len(specs)
+    missing = sorted({h: text for h, text in zip(hashes, inputs, strict=True)
+                      if h not in known}.items())
+    if missing:
+        vectors = embed_texts(model=space.model, texts=[text for _, text in missing],
+                              attribution=attribution)
+        known.update({h: vector for (h, _), vector in zip(missing, vectors, strict=True)})
+    return [list(known[h]) for h in hashes]
+
+
+def _frequencies(document_ids: Sequence[int]) -> Counter[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT u.lexeme, count(*) FROM retrieval_chunk c, unnest(c.search_vector) u "
+            "WHERE c.document_id = ANY(%s) GROUP BY u.lexeme",
+            [list(document_ids)],
+        )
+        return Counter(dict(cursor.fetchall()))
+
+
+def _terms_adjust(delta: Counter[str]) -> None:
+    changes = sorted((lexeme, n) for lexeme, n in delta.items() if n)
+    if not changes:
+        return
+    # One statement in lexeme order: concurrent writers lock rows in the same order
+    # and so cannot deadlock on the shared counters.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO retrieval_term (lexeme, df) "
+            "SELECT lexeme, n FROM unnest(%s::text[], %s::int[]) AS d(lexeme, n) "
+            "ORDER BY lexeme "
+            "ON CONFLICT (lexeme) DO UPDATE SET df = retrieval_term.df + EXCLUDED.df",
+            [[lexeme for lexeme, _ in changes], [n for _, n in changes]],
+        )
+
+
+def chunks_delete(*, document_ids: Sequence[int]) -> None:
+    """Delete documents' chunks and take them out of the term statistics."""
+    old = _frequencies(document_ids)
+    Chunk.objects.filter(document_id__in=document_ids).delete()
+    _terms_adjust(Counter({lexeme: -n for lexeme, n in old.items()}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexedDocument:
+    """A document's chunks with the text embedded for each and its vector."""
+
+    document: Document
+    specs: Sequence[ChunkSpec]
+    inputs: Sequence[str]
+    vectors: Sequence[list[float]]
+
+
+def chunks_replace(*, space: EmbeddingSpace, items: Sequence[IndexedDocument]) -> int:
+    """Replace documents' chunks, vectors and term statistics (inside the jobs' transaction)."""
+    document_ids = [item.document.pk for item in items]
+    if not document_ids:
+        return 0
+    old = _frequencies(document_ids)
+    Chunk.objects.filter(document_id__in=document_ids).delete()
+    chunks = Chunk.objects.bulk_create(
+        (
+            Chunk(
+                document=item.document,
+                workspace_id=item.document.workspace_id,
+                ordinal=spec.ordinal,
+                text=spec.text,
+                token_count=spec.token_count,
+                start_char=spec.start_char,
+                end_char=spec.end_char,
+                content_hash=spec.content_hash,
+            )
+            for item in items
+            for spec in item.specs
+        ),
+        batch_size=1000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE retrieval_chunk c "
+            "SET search_vector = to_tsvector(%s::regconfig, d.title || ' ' || c.text) "
+            "FROM documents_document d WHERE d.id = c.document_id AND c.document_id = ANY(%s)",
+            [TEXT_SEARCH_CONFIG, document_ids],
+        )
+        cursor.execute(
+            "UPDATE retrieval_chunk c SET term_count = coalesce("
+            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0) "
+            "WHERE c.document_id = ANY(%s)",
+            [document_ids],
+        )
+    delta = _frequencies(document_ids)
+    delta.subtract(old)
+    _terms_adjust(delta)
+    pairs = [
+        (text, vector)
+        for item in items
+        for text, vector in zip(item.inputs, item.vectors, strict=True)
+    ]
+    ChunkVector.objects.bulk_create(
+        (
+            ChunkVector(
+                chunk=chunk,
+                space=space,
+                workspace_id=chunk.workspace_id,
+                input_hash=_input_hash(space.model, text),
+                embedding=vector,
+            )
+            for chunk, (text, vector) in zip(chunks, pairs, strict=True)
+        ),
+        batch_size=1000,
+    )
+    return len(chunks)
+
+
+_QUERY_VECTOR_TTL_SECONDS = 24 * 3600
+
+
+def _query_vector_key(model: str, query: str) -> str:
+    return f"retrieval:query-vector:{_input_hash(model, query)}"
+
+
+def query_vector(*, space: EmbeddingSpace, query: str, attribution: Attribution) -> list[float]:
+    """Embed a search query, cached by model and text: repeated searches cost no model call."""
+    key = _query_vector_key(space.model, query)
+    vector = cache.get(key)
+    if vector is None:
+        [vector] = embed_texts(model=space.model, texts=[query], attribution=attribution)
+        cache.set(key, vector, _QUERY_VECTOR_TTL_SECONDS)
+    return list(vector)
+
+
+def query_vectors_warm(*, queries: Sequence[str], attribution: Attribution) -> None:
+    """Embed many queries in batched calls and cache their vectors for search."""
+    space = active_space()
+    if space is None or not queries:
+        return
+    vectors = embed_texts(model=space.model, texts=list(queries), attribution=attribution)
+    cache.set_many({_query_vector_key(space.model, query): vector
+                    for query, vector in zip(queries, vectors, strict=True)},
+                   _QUERY_VECTOR_TTL_SECONDS)
+
+
+def search(
+    *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
+    attribution: Attribution, exact: bool | None = None, snippets: bool = True,
+) -> list[SearchHit]:
+    """Return the best chunks for ``query`` in the workspaces (the caller checked access)."""
+    space = active_space()
+    vector = None
+    if mode != SearchMode.TEXT and space is not None and query.strip():
+        vector = query_vector(space=space, query=query, attribution=attribution)
+    return chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
+                        mode=mode, space=space, exact=exact, snippets=snippets)

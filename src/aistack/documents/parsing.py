@@ -1,0 +1,599 @@
+"""Turn an uploaded file's bytes into plain text, safely.
+
+Uploads are untrusted: a file may lie about its type, be truncated, or be built to
+exhaust memory (a zip bomb inside a .docx) or the stack (HTML nested 100,000 deep).
+:func:`detect_kind` decides what a file really is from its leading bytes, its name and
+its declared MIME type; :func:`parse` extracts its text with a maintained library per
+format. Every failure is a :class:`ParseError` whose message an end user can read, so
+the caller can mark the document ``failed`` with that reason, or answer 415 for an
+:class:`UnsupportedFileType` at upload time.
+
+This module needs neither Django nor a database.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import itertools
+import re
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import PurePosixPath
+from types import MappingProxyType
+from typing import ClassVar, Final, cast
+
+import charset_normalizer
+from bs4 import BeautifulSoup, Tag
+from bs4.element import NavigableString, PreformattedString
+from docx.document import Document
+from docx.opc.constants import CONTENT_TYPE
+from docx.package import Package
+from docx.parts.document import DocumentPart
+from docx.table import Table
+from docx.text.paragraph import Paragraph
+from markdown_it import MarkdownIt
+from pypdf import PdfReader
+from pypdf.errors import LimitReachedError
+
+__all__ = [
+    "SNIFF_BYTES",
+    "SUPPORTED_TYPES",
+    "CorruptFile",
+    "DocumentTooLarge",
+    "EmptyDocument",
+    "FileType",
+    "Kind",
+    "ParseError",
+    "ParsedText",
+    "UnsupportedFileType",
+    "detect_kind",
+    "parse",
+]
+
+
+class Kind(StrEnum):
+    TXT = "txt"
+    MD = "md"
+    HTML = "html"
+    PDF = "pdf"
+    DOCX = "docx"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileType:
+    kind: Kind
+    name: str
+    extensions: tuple[str, ...]
+    mime_types: tuple[str, ...]
+
+
+SUPPORTED_TYPES: Final[Mapping[Kind, FileType]] = MappingProxyType(
+    {
+        Kind.TXT: FileType(
+            kind=Kind.TXT,
+            name="plain text",
+            extensions=(".txt", ".text"),
+            mime_types=("text/plain",),
+        ),
+        Kind.MD: FileType(
+            kind=Kind.MD,
+            name="Markdown",
+            extensions=(".md", ".markdown"),
+            mime_types=("text/markdown", "text/x-markdown"),
+        ),
+        Kind.HTML: FileType(
+            kind=Kind.HTML,
+            name="HTML",
+            extensions=(".html", ".htm", ".xhtml"),
+            mime_types=("text/html", "application/xhtml+xml"),
+        ),
+        Kind.PDF: FileType(
+            kind=Kind.PDF, name="PDF", extensions=(".pdf",), mime_types=("application/pdf",)
+        ),
+        Kind.DOCX: FileType(
+            kind=Kind.DOCX,
+            name="Word",
+            extensions=(".docx",),
+            mime_types=("application/vnd.openxmlformats-officedocument.wordprocessingml.document",),
+        ),
+    }
+)
+
+# How many leading bytes of a file detect_kind() should be given.
+SNIFF_BYTES: Final = 8192
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParsedText:
+    text: str
+    title: str | None
+    pages: int | None = None
+
+
+class ParseError(Exception):
+    """The file could not be read."""
+
+    code: ClassVar[str] = "parse_error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        super().__init__(self.message)
+
+
+class UnsupportedFileType(ParseError):
+    """This file type is not supported."""
+
+    code = "unsupported_file_type"
+
+
+class EmptyDocument(ParseError):
+    """The file contains no text."""
+
+    code = "empty_document"
+
+
+class CorruptFile(ParseError):
+    """The file is damaged or incomplete and cannot be read."""
+
+    code = "corrupt_file"
+
+
+class DocumentTooLarge(ParseError):
+    """The document is too large to process."""
+
+    code = "document_too_large"
+
+
+def detect_kind(*, filename: str, content_type: str | None, head: bytes) -> Kind:
+    """Decide which supported kind a file is, trusting its content over its name and MIME type.
+
+    ``head`` is the file's first :data:`SNIFF_BYTES` bytes (or all of it, if shorter).
+    """
+    label = _Label.of(filename=filename, content_type=content_type)
+    # The PDF specification lets the header start anywhere in the first 1024 bytes.
+    if _PDF_MAGIC in head[:1024]:
+        return Kind.PDF
+    if head.startswith(_ZIP_MAGIC):
+        return _detect_zip(head=head, label=label)
+    text = _decode_text(head, final=False)
+    if text is None:
+        raise _unsupported(_describe_binary(head))
+    if _HTML_START.match(text):
+        return Kind.HTML
+    if label.kind in (Kind.TXT, Kind.MD, Kind.HTML):
+        return label.kind
+    if label.kind is not None:
+        # Named .pdf or .docx but plainly text: the content wins.
+        return Kind.TXT
+    if label.foreign is not None:
+        raise _unsupported(label.foreign)
+    return Kind.TXT
+
+
+def parse(*, data: bytes, kind: str, max_chars: int) -> ParsedText:
+    """Extract the text, and the title if the format has one, from a file of the given kind."""
+    try:
+        file_kind = Kind(kind)
+    except ValueError:
+        raise _unsupported(repr(kind)) from None
+    if not data or data.isspace():
+        raise EmptyDocument
+    extracted = _PARSERS[file_kind](data, max_chars)
+    text = _normalize(extracted.text)
+    if not text.strip():
+        if file_kind is Kind.PDF:
+            raise EmptyDocument(
+                "The file contains no text. If it is a scanned document, run it through "
+                "text recognition (OCR) first."
+            )
+        raise EmptyDocument
+    if len(text) > max_chars:
+        raise _too_large(max_chars)
+    return replace(extracted, text=text, title=_clean_title(extracted.title))
+
+
+# --- Detection -------------------------------------------------------------------------------
+
+_PDF_MAGIC: Final = b"%PDF-"
+_ZIP_MAGIC: Final = b"PK\x03\x04"
+
+_EXTENSION_KINDS: Final = {ext: t.kind for t in SUPPORTED_TYPES.values() for ext in t.extensions}
+_MIME_KINDS: Final = {mime: t.kind for t in SUPPORTED_TYPES.values() for mime in t.mime_types}
+# MIME types that say nothing about the content; browsers send them for unknown extensions.
+_UNINFORMATIVE_MIME_TYPES: Final = frozenset(
+    {"", "application/octet-stream", "binary/octet-stream", "application/unknown"}
+)
+
+_HTML_START: Final = re.compile(
+    r"\A(?:\s|<!--.*?-->|<\?xml[^>]*>)*<(?:!doctype\s+html|html|head|body)[\s>]",
+    re.IGNORECASE | re.DOTALL,
+)
+
+# Leading bytes of common formats we do not accept, only to name them in the error message.
+_BINARY_SIGNATURES: Final = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"II*\x00", "TIFF image"),
+    (b"MM\x00*", "TIFF image"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Microsoft Office file (.doc, .xls, .ppt)"),
+    (b"\x7fELF", "executable program"),
+    (b"MZ", "Windows executable program"),
+    (b"\xcf\xfa\xed\xfe", "executable program"),
+    (b"\xca\xfe\xba\xbe", "executable program"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"BZh", "bzip2 archive"),
+    (b"\xfd7zXZ\x00", "xz archive"),
+    (b"(\xb5/\xfd", "zstd archive"),
+    (b"7z\xbc\xaf'\x1c", "7-Zip archive"),
+    (b"Rar!\x1a\x07", "RAR archive"),
+    (b"PK\x05\x06", "ZIP archive"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"OggS", "Ogg audio or video"),
+    (b"ID3", "MP3 audio"),
+    (b"RIFF", "RIFF audio, video or image"),
+)
+# Office Open XML and OpenDocument formats other than Word: also ZIP archives.
+_OTHER_ZIP_FORMATS: Final = (
+    (b"xl/", "Excel workbook (.xlsx)"),
+    (b"ppt/", "PowerPoint presentation (.pptx)"),
+    (b"mimetypeapplication/vnd.oasis.opendocument", "OpenDocument file (.odt, .ods, .odp)"),
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Label:
+    """What a file's name and declared MIME type claim it is."""
+
+    kind: Kind | None
+    # How to name the unsupported type the label claims, e.g. "'.csv' file".
+    foreign: str | None
+
+    @classmethod
+    def of(cls, *, filename: str, content_type: str | None) -> _Label:
+        extension = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+        mime = (content_type or "").split(";", 1)[0].strip().lower()
+        kind = _EXTENSION_KINDS.get(extension) or _MIME_KINDS.get(mime)
+        if kind is not None:
+            return cls(kind=kind, foreign=None)
+        if extension:
+            return cls(kind=None, foreign=f"'{extension}' file")
+        if mime not in _UNINFORMATIVE_MIME_TYPES:
+            return cls(kind=None, foreign=mime)
+        return cls(kind=None, foreign=None)
+
+
+def _detect_zip(*, head: bytes, label: _Label) -> Kind:
+    # Part names are stored uncompressed in each entry's local header, and Word writes its
+    # word/ parts early in the archive.
+    if b"word/" in head:
+        return Kind.DOCX
+    for marker, description in _OTHER_ZIP_FORMATS:
+        if marker in head:
+            raise _unsupported(description)
+    if label.kind is Kind.DOCX:
+        # The word/ parts may start past the head; parse() checks the whole archive.
+        return Kind.DOCX
+    raise _unsupported("ZIP archive")
+
+
+def _describe_binary(head: bytes) -> str:
+    for signature, description in _BINARY_SIGNATURES:
+        if head.startswith(signature):
+            return description
+    if head[4:8] == b"ftyp":
+        return "MP4, QuickTime or HEIC media file"
+    return "binary data"
+
+
+def _unsupported(what: str) -> UnsupportedFileType:
+    accepted = ", ".join(f"{t.name} ({t.extensions[0]})" for t in SUPPORTED_TYPES.values())
+    return UnsupportedFileType(f"Unsupported file type: {what}. Accepted types: {accepted}.")
+
+
+def _too_large(max_chars: int) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        f"The document has more than {max_chars:,} characters of text, the most we accept."
+    )
+
+
+# --- Text ------------------------------------------------------------------------------------
+
+# Checked longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BYTE_ORDER_MARKS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Control characters that never occur in text; whitespace controls are allowed.
+_BINARY_CHARACTERS: Final = frozenset(
+    chr(c) for c in (*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F)
+)
+_DROP_BINARY_CHARACTERS: Final = str.maketrans(dict.fromkeys(_BINARY_CHARACTERS))
+# A few stray NULs (a log padded after a crash) are still text; real binary data is
+# around 10% control characters.
+_MAX_BINARY_CHARACTER_RATIO: Final = 0.01
+
+
+def _decode_text(data: bytes, *, final: bool) -> str | None:
+    """Decode bytes as text, or return None if they are not text.
+
+    With ``final=False`` the data is a file's head and may end in the middle of a character.
+    """
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            text = _decode(data, encoding=encoding, final=final)
+            return text if text is not None and _is_text(text) else None
+    text = _decode(data, encoding="utf-8", final=final)
+    if text is not None and _is_text(text):
+        return text
+    # Without a byte order mark, NUL bytes mean binary data: the detector would happily
+    # read a short run of them as UTF-16.
+    if b"\x00" in data:
+        return None
+    # Not UTF-8: a legacy encoding, or UTF-16 without a byte order mark.
+    # A head may end inside a multi-byte character, which the detector counts against
+    # every encoding that has it: retry without the last one to three bytes.
+    for cut in (0,) if final else (0, 1, 2, 3):
+        match = charset_normalizer.from_bytes(data[: len(data) - cut]).best()
+        if match is not None:
+            text = str(match)
+            return text if _is_text(text) else None
+    return None
+
+
+def _decode(data: bytes, *, encoding: str, final: bool) -> str | None:
+    try:
+        return codecs.getincrementaldecoder(encoding)().decode(data, final=final)
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_text(text: str) -> bool:
+    binary = len(text) - len(text.translate(_DROP_BINARY_CHARACTERS))
+    return binary <= len(text) * _MAX_BINARY_CHARACTER_RATIO
+
+
+# Line and paragraph separators become newlines; other control characters (NUL among them)
+# and stray byte order marks go.
+_CLEANUP: Final = str.maketrans(
+    {
+        **dict.fromkeys(_BINARY_CHARACTERS),
+        **dict.fromkeys(chr(c) for c in range(0x80, 0xA0)),
+        "\r": "\n",
+        "\v": "\n",
+        "\f": "\n\n",
+        "\x85": "\n",
+        "\u2028": "\n",
+        "\u2029": "\n\n",
+        "\ufeff": None,
+    }
+)
+_BLANK_LINES: Final = re.compile(r"\n{3,}")
+
+
+def _normalize(text: str) -> str:
+    """Tidy extracted text, keeping paragraph breaks as single blank lines for the chunker."""
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").translate(_CLEANUP))
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip("\n")
+
+
+def _clean_title(title: str | None) -> str | None:
+    if title is None:
+        return None
+    return " ".join(title.translate(_CLEANUP).split()) or None
+
+
+def _parse_text(data: bytes, max_chars: int) -> ParsedText:
+    text = _decode_text(data, final=True)
+    if text is None:
+        raise _unsupported(_describe_binary(data))
+    return ParsedText(text=text, title=None)
+
+
+# CommonMark, with its limit on nesting depth, so hostile input cannot exhaust the stack.
+_MARKDOWN: Final = MarkdownIt("commonmark")
+
+
+def _parse_markdown(data: bytes, max_chars: int) -> ParsedText:
+    parsed = _parse_text(data, max_chars)
+    return replace(parsed, title=_markdown_title(parsed.text))
+
+
+def _markdown_title(text: str) -> str | None:
+    # A real parser, so that "# comment" inside a fenced code block is not taken as a heading.
+    tokens = _MARKDOWN.parse(text)
+    for opening, inline in itertools.pairwise(tokens):
+        if opening.type == "heading_open" and inline.children is not None:
+            return "".join(
+                child.content for child in inline.children if child.type in ("text", "code_inline")
+            )
+    return None
+
+
+# --- HTML ------------------------------------------------------------------------------------
+
+# Elements whose text is not part of the document's content.
+_HTML_SKIPPED: Final = frozenset(
+    {
+        "head", "title", "script", "style", "noscript", "template", "nav", "svg", "math",
+        "iframe", "object", "embed", "canvas", "button", "select",
+    }
+)  # fmt: skip
+_HTML_PARAGRAPHS: Final = frozenset(
+    {
+        "p", "div", "section", "article", "main", "header", "footer", "aside", "h1", "h2", "h3",
+        "h4", "h5", "h6", "ul", "ol", "dl", "table", "blockquote", "pre", "figure", "address",
+        "form", "fieldset", "details", "hr", "body",
+    }
+)  # fmt: skip
+_HTML_LINES: Final = frozenset({"li", "dt", "dd", "tr", "caption", "figcaption", "summary"})
+_HTML_CELLS: Final = frozenset({"td", "th"})
+_HTML_PREFORMATTED: Final = frozenset({"pre", "textarea", "listing", "plaintext"})
+_HTML_SPACE: Final = re.compile(r"[ \t\n\r\f]+")
+_RUNS_OF_SPACES: Final = re.compile(r" {2,}")
+
+
+def _parse_html(data: bytes, max_chars: int) -> ParsedText:
+    # html.parser builds the tree without recursion, so 100,000 nested <div>s parse fine;
+    # lxml's libxml2 stops at depth 256 and silently drops everything after.
+    soup = BeautifulSoup(data, "html.parser")
+    title = soup.find("title")
+    text = "".join(_html_text(soup))
+    # Collapse the spaces that inline elements leave between words, line by line.
+    lines = (_RUNS_OF_SPACES.sub(" ", line).strip(" ") for line in text.split("\n"))
+    return ParsedText(
+        text="\n".join(lines), title=title.get_text() if isinstance(title, Tag) else None
+    )
+
+
+def _html_text(root: Tag) -> Iterator[str]:
+    """Yield the visible text of an HTML tree with block elements set on lines of their own."""
+    # An explicit stack instead of recursion: the tree may be arbitrarily deep. Items are
+    # (node, inside preformatted text) pairs, or a separator to emit once a block ends.
+    stack: list[tuple[object, bool] | str] = [(root, False)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+            continue
+        node, preformatted = item
+        if isinstance(node, Tag):
+            name = node.name
+            if name in _HTML_SKIPPED:
+                continue
+            if name == "br":
+                yield "\n"
+                continue
+            opening, closing = _html_separators(name)
+            yield opening
+            stack.append(closing)
+            preformatted = preformatted or name in _HTML_PREFORMATTED
+            stack.extend((child, preformatted) for child in reversed(node.contents))
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            # PreformattedString covers comments, doctypes, CDATA and processing instructions.
+            yield str(node) if preformatted else _HTML_SPACE.sub(" ", node)
+
+
+def _html_separators(name: str) -> tuple[str, str]:
+    if name in _HTML_PARAGRAPHS:
+        return "\n\n", "\n\n"
+    if name in _HTML_LINES:
+        # Only before: consecutive list items or rows must not leave a blank line between them.
+        return "\n", ""
+    if name in _HTML_CELLS:
+        return "", "\t"
+    return "", ""
+
+
+# --- PDF -------------------------------------------------------------------------------------
+
+
+def _parse_pdf(data: bytes, max_chars: int) -> ParsedText:
+    pages: list[str] = []
+    length = 0
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        # Many PDFs are encrypted only to restrict printing or copying, with an empty
+        # password for reading.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise _unsupported("password-protected PDF")
+        title = reader.metadata.title if reader.metadata is not None else None
+        for page in reader.pages:
+            text = _normalize(page.extract_text())
+            length += len(text)
+            # Stop early rather than extract every page of a huge file.
+            if length > max_chars:
+                raise _too_large(max_chars)
+            pages.append(text)
+    except ParseError:
+        raise
+    except LimitReachedError as exc:
+        # pypdf refuses streams that decompress beyond its limits.
+        raise _too_large(max_chars) from exc
+    except Exception as exc:
+        # pypdf reports malformed files with arbitrary built-in exceptions as well as its own.
+        raise CorruptFile("The PDF is damaged or incomplete and cannot be read.") from exc
+    return ParsedText(text="\n\n".join(pages), title=title, pages=len(pages))
+
+
+# --- Word ------------------------------------------------------------------------------------
+
+# A real .docx expands to a few times its size; a zip bomb to thousands of times. python-docx
+# reads every part into memory, so the archive is checked before it is opened. The declared
+# sizes can be trusted: zipfile stops reading a member at its declared size, and the CRC
+# check then fails.
+_DOCX_MAX_EXPANDED_BYTES: Final = 100 * 1024 * 1024
+_DOCX_MAX_COMPRESSION_RATIO: Final = 100
+# Small parts may compress very well and cannot do harm.
+_DOCX_RATIO_CHECK_MIN_BYTES: Final = 1024 * 1024
+_DOCX_CORRUPT: Final = "The Word document is damaged or incomplete and cannot be read."
+
+
+def _parse_docx(data: bytes, max_chars: int) -> ParsedText:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            _check_docx_archive(archive)
+        main_part = Package.open(io.BytesIO(data)).main_document_part
+        if main_part.content_type != CONTENT_TYPE.WML_DOCUMENT_MAIN:
+            raise _unsupported("Office file that is not a Word document")
+        document = cast(DocumentPart, main_part).document
+        title = document.core_properties.title
+        text = "\n\n".join(_docx_blocks(document))
+    except ParseError:
+        raise
+    except Exception as exc:
+        # zipfile, lxml and python-docx all report malformed files in their own ways.
+        raise CorruptFile(_DOCX_CORRUPT) from exc
+    return ParsedText(text=text, title=title)
+
+
+def _check_docx_archive(archive: zipfile.ZipFile) -> None:
+    members = archive.infolist()
+    if "[Content_Types].xml" not in archive.namelist():
+        raise _unsupported("ZIP archive that is not a Word document")
+    if sum(member.file_size for member in members) > _DOCX_MAX_EXPANDED_BYTES:
+        raise DocumentTooLarge("The Word document expands to more data than we accept.")
+    for member in members:
+        if (
+            member.file_size >= _DOCX_RATIO_CHECK_MIN_BYTES
+            and member.file_size > member.compress_size * _DOCX_MAX_COMPRESSION_RATIO
+        ):
+            raise DocumentTooLarge(
+                "The Word document is compressed suspiciously well (a possible zip bomb)."
+            )
+
+
+def _docx_blocks(document: Document) -> Iterator[str]:
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            yield block.text
+        elif isinstance(block, Table):
+            yield "\n".join(_docx_table_rows(block))
+
+
+def _docx_table_rows(table: Table) -> Iterator[str]:
+    for row in table.rows:
+        cells = row.cells
+        # A cell spanning several columns is repeated once per column.
+        unique = [cell for i, cell in enumerate(cells) if i == 0 or cell is not cells[i - 1]]
+        yield "\t".join(cell.text for cell in unique)
+
+
+_PARSERS: Final[Mapping[Kind, Callable[[bytes, int], ParsedText]]] = MappingProxyType(
+    {
+        Kind.TXT: _parse_text,
+        Kind.MD: _parse_markdown,
+        Kind.HTML: _parse_html,
+        Kind.PDF: _parse_pdf,
+        Kind.DOCX: _parse_docx,
+    }
+)

@@ -1,0 +1,175 @@
+"""Retrieval quality on a BEIR-layout dataset, measured through the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import transaction
+
+from aistack.accounts.models import Workspace
+from aistack.ai.types import Attribution
+from aistack.documents.models import Document
+from aistack.documents.services import documents_import, documents_index
+from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.jobs.models import Job
+from aistack.jobs.services import JobRun, job_claim
+from aistack.retrieval.selectors import SearchMode
+from aistack.retrieval.services import chunks_delete, query_vectors_warm, search
+
+# Chunks fetched per query: a document may contribute several, and recall@100
+# is counted over documents.
+CHUNKS_PER_QUERY = 300
+INDEX_BATCH = 64
+
+
+class DatasetError(Exception):
+    """The folder is not a BEIR-layout dataset."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dataset:
+    corpus: dict[str, tuple[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModeScores:
+    ndcg_at_10: float
+    recall_at_10: float
+    recall_at_100: float
+    p50_ms: float
+    p95_ms: float
+
+    def as_json(self) -> dict[str, float]:
+        return {"ndcg@10": round(self.ndcg_at_10, 4), "recall@10": round(self.recall_at_10, 4),
+                "recall@100": round(self.recall_at_100, 4), "p50_ms": round(self.p50_ms, 2),
+                "p95_ms": round(self.p95_ms, 2)}
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def dataset_load(directory: Path, *, qrels_name: str = "qrels.tsv",
+                 queries_name: str = "queries.jsonl") -> Dataset:
+    """Read corpus.jsonl, the queries and the relevance judgements of a BEIR folder."""
+    paths = {name: directory / name for name in ("corpus.jsonl", queries_name, qrels_name)}
+    missing = [name for name, path in paths.items() if not path.is_file()]
+    if missing:
+        raise DatasetError(f"{directory} has no {', '.join(missing)}")
+    try:
+        corpus = {str(row["_id"]): (row.get("title") or "", row.get("text") or "")
+                  for row in _jsonl(paths["corpus.jsonl"])}
+        queries = {str(row["_id"]): row["text"] for row in _jsonl(paths[queries_name])}
+        qrels: dict[str, dict[str, int]] = {}
+        for n, line in enumerate(paths[qrels_name].read_text(encoding="utf-8").splitlines()):
+            parts = line.split("\t")
+            if n == 0 and not parts[-1].strip().lstrip("-").isdigit():
+                continue  # header
+            query_id, doc_id, score = parts[0], parts[1], int(parts[2])
+            if score > 0:
+                qrels.setdefault(query_id, {})[doc_id] = score
+    except (KeyError, ValueError, IndexError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{directory} is not in BEIR layout: {exc}") from exc
+    queries = {qid: text for qid, text in queries.items() if qid in qrels}
+    return Dataset(corpus=corpus, queries=queries, qrels=qrels)
+
+
+def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    """Return nDCG@k with linear gains, as trec_eval computes it."""
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
+    """Return the share of relevant documents found in the top k."""
+    return len(set(ranked[:k]) & relevant.keys()) / len(relevant) if relevant else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def corpus_ingest(*, dataset: Dataset, workspace: Workspace,
+                  progress: Callable[[int], None]) -> dict[int, str]:
+    """Import and index the corpus; return the dataset id of every document created."""
+    ids = list(dataset.corpus)
+    documents = documents_import(
+        workspace=workspace, author=None, deliver=False,
+        items=[(dataset.corpus[i][0] or i, dataset.corpus[i][1] or dataset.corpus[i][0])
+               for i in ids],
+    )
+    by_pk = {document.pk: dataset_id for document, dataset_id in zip(documents, ids, strict=True)}
+    pks = list(by_pk)
+    for start in range(0, len(pks), INDEX_BATCH):
+        runs = [run for pk in pks[start:start + INDEX_BATCH]
+                if (run := job_claim(kind=DOCUMENT_INDEX, object_id=pk)) is not None]
+        _index(runs)
+        progress(len(pks[start:start + INDEX_BATCH]))
+    return by_pk
+
+
+def _index(runs: list[JobRun]) -> None:
+    if runs:
+        documents_index(runs=runs)
+
+
+def evaluate(*, dataset: Dataset, workspace: Workspace, by_pk: dict[int, str],
+             modes: list[SearchMode], exact_vector: bool,
+             progress: Callable[[int], None]) -> dict[str, ModeScores]:
+    """Run every query in every mode and score the rankings."""
+    attribution = Attribution(feature="eval", workspace_id=workspace.pk)
+    # Embed all queries first (batched) so latencies measure search, not the model.
+    query_vectors_warm(queries=list(dataset.queries.values()), attribution=attribution)
+    runs: list[tuple[str, SearchMode, bool]] = [(mode.value, mode, False) for mode in modes]
+    if exact_vector and SearchMode.VECTOR in modes:
+        runs.append(("vector_exact", SearchMode.VECTOR, True))
+    results: dict[str, ModeScores] = {}
+    for name, mode, exact in runs:
+        ndcg, r10, r100, latencies = [], [], [], []
+        for query_id, text in dataset.queries.items():
+            started = time.perf_counter()
+            hits = search(workspace_ids=[workspace.pk], query=text, k=CHUNKS_PER_QUERY,
+                          mode=mode, attribution=attribution, exact=True if exact else None,
+                          snippets=False)
+            latencies.append((time.perf_counter() - started) * 1000)
+            ranked: list[str] = []
+            for hit in hits:
+                doc = by_pk.get(hit.document_id)
+                if doc is not None and doc not in ranked:
+                    ranked.append(doc)
+            relevant = dataset.qrels[query_id]
+            ndcg.append(ndcg_at(ranked, relevant, 10))
+            r10.append(recall_at(ranked, relevant, 10))
+            r100.append(recall_at(ranked, relevant, 100))
+            progress(1)
+        results[name] = ModeScores(
+            ndcg_at_10=statistics.fmean(ndcg), recall_at_10=statistics.fmean(r10),
+            recall_at_100=statistics.fmean(r100), p50_ms=statistics.median(latencies),
+            p95_ms=_percentile(latencies, 0.95),
+        )
+    return results
+
+
+def scratch_workspace_drop(*, workspace: Workspace) -> None:
+    """Delete an evaluation workspace with everything in it."""
+    with transaction.atomic():
+        document_ids = list(Document.objects.filter(workspace=workspace)
+                            .values_list("pk", flat=True))
+        chunks_delete(document_ids=document_ids)
+        Job.objects.filter(kind=DOCUMENT_INDEX.name, object_id__in=document_ids).delete()
+        workspace.delete()
+

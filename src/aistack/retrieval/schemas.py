@@ -1,0 +1,18 @@
+"""Shapes of search results on the wire."""
+
+from __future__ import annotations
+
+from ninja import Schema
+
+
+class SearchResultOut(Schema):
+    document_id: int
+    chunk_id: int
+    score: float
+    snippet: str
+    document_title: str
+
+
+class SearchOut(Schema):
+    results: list[SearchResultOut]
+    mode: str

@@ -1,0 +1,212 @@
+"""Search over chunks: vector (HNSW or exact), text (BM25 in SQL) and hybrid (RRF in SQL).
+
+The SQL is composed from constants of this module and integer ids; every value
+that comes from a request is passed as a parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils.html import escape
+
+from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+
+# BM25 parameters tuned for short passages (the Anserini defaults are 0.9 and 0.4).
+BM25_K1 = 0.9
+BM25_B = 0.4
+# Reciprocal rank fusion constant from Cormack et al. (2009).
+RRF_K = 60
+# Each ranking contributes this many candidates to the fusion.
+FUSION_DEPTH = 100
+# HNSW finds the nearest vectors across all workspaces and pgvector filters after
+# the scan; when the caller's workspaces hold few vectors, an exact scan of just
+# those is both faster and complete.
+EXACT_SCAN_MAX_VECTORS = 20_000
+EXACT_SCAN_MAX_FRACTION = 0.2
+HNSW_EF_SEARCH_MIN = 100
+HNSW_EF_SEARCH_MAX = 1000
+_STATS_TTL_SECONDS = 60
+# Control characters never occur in stored text, so they mark matches unambiguously
+# until the snippet is escaped for HTML.
+_MARK_START, _MARK_END = "\x02", "\x03"
+_HEADLINE_SQL = """ts_headline('english', c.text, (
+        SELECT coalesce(string_agg(quote_literal(u.lexeme), ' | '), '')::tsquery
+        FROM unnest(to_tsvector('english', %(query)s)) u), %(headline_options)s)"""
+_HEADLINE_OPTIONS = (
+    f"StartSel={_MARK_START}, StopSel={_MARK_END}, MaxWords=40, MinWords=15, MaxFragments=2, "
+    "FragmentDelimiter=\" … \""
+)
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    TEXT = "text"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchHit:
+    """A ranked chunk."""
+
+    chunk_id: int
+    document_id: int
+    score: float
+    snippet: str
+
+
+def active_space() -> EmbeddingSpace | None:
+    """Return the embedding space search reads, if any vectors exist yet."""
+    return EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).first()
+
+
+def _corpus_stats() -> tuple[int, float]:
+    stats: tuple[int, float] | None = cache.get("retrieval:corpus-stats")
+    if stats is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*), coalesce(avg(term_count), 0) FROM retrieval_chunk")
+            count, average = cursor.fetchone()
+        stats = (int(count), float(average) or 1.0)
+        cache.set("retrieval:corpus-stats", stats, _STATS_TTL_SECONDS)
+    return stats
+
+
+def _bm25_sql() -> str:
+    # Candidates come from the GIN index (any query term matches); each is scored
+    # from its own term frequencies and the maintained document frequencies.
+    return f"""
+        text_query AS (
+            SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(query)s)) u
+        ),
+        idf AS (
+            SELECT t.lexeme,
+                   ln(1 + (%(n)s - t.df + 0.5) / (t.df + 0.5)) AS weight
+            FROM retrieval_term t JOIN text_query q ON q.lexeme = t.lexeme
+            WHERE t.df > 0
+        ),
+        text_ranked AS (
+            SELECT c.id AS chunk_id,
+                   sum(idf.weight * cardinality(u.positions) * {BM25_K1 + 1}
+                       / (cardinality(u.positions)
+                          + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.term_count / %(avgdl)s)))
+                       AS score
+            FROM retrieval_chunk c
+            CROSS JOIN LATERAL unnest(c.search_vector) u
+            JOIN idf ON idf.lexeme = u.lexeme
+            WHERE c.search_vector @@ (
+                    SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery
+                    FROM text_query)
+              AND c.workspace_id = ANY(%(workspaces)s)
+            GROUP BY c.id
+            ORDER BY score DESC
+            LIMIT %(depth)s
+        )"""
+
+
+def _vector_sql(space: EmbeddingSpace, *, exact: bool) -> str:
+    width = int(space.dimensions)
+    distance = f"cv.embedding::vector({width}) <=> %(vector)s::vector({width})"
+    # "+ 0" hides the expression from the planner so it scans only the caller's
+    # workspaces instead of walking the HNSW graph of everyone's vectors.
+    order = f"({distance}) + 0" if exact else distance
+    return f"""
+        vector_ranked AS (
+            SELECT cv.chunk_id, 1 - ({distance}) AS score
+            FROM retrieval_chunkvector cv
+            WHERE cv.space_id = {int(space.pk)} AND cv.workspace_id = ANY(%(workspaces)s)
+            ORDER BY {order}
+            LIMIT %(depth)s
+        )"""
+
+
+def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int) -> tuple[bool, int]:
+    key = f"retrieval:space-size:{space.pk}:{','.join(map(str, sorted(workspaces)))}"
+    sizes = cache.get(key)
+    if sizes is None:
+        vectors = ChunkVector.objects.filter(space=space)
+        sizes = (vectors.filter(workspace_id__in=workspaces).count(), vectors.count())
+        cache.set(key, sizes, _STATS_TTL_SECONDS)
+    mine, everyone = sizes
+    fraction = mine / everyone if everyone else 1.0
+    exact = mine <= EXACT_SCAN_MAX_VECTORS or fraction <= EXACT_SCAN_MAX_FRACTION
+    ef_search = min(HNSW_EF_SEARCH_MAX,
+                    max(HNSW_EF_SEARCH_MIN, math.ceil(depth / max(fraction, 1e-6) * 1.5)))
+    return exact, ef_search
+
+
+def chunk_search(
+    *,
+    workspace_ids: list[int],
+    query: str,
+    query_vector: list[float] | None,
+    k: int,
+    mode: SearchMode,
+    space: EmbeddingSpace | None,
+    exact: bool | None = None,
+    snippets: bool = True,
+) -> list[SearchHit]:
+    """Return the ``k`` best chunks for ``query`` within the given workspaces."""
+    if not workspace_ids or not query.strip():
+        return []
+    use_vectors = mode in {SearchMode.VECTOR, SearchMode.HYBRID} and space is not None
+    use_text = mode in {SearchMode.TEXT, SearchMode.HYBRID}
+    depth = max(k, FUSION_DEPTH) if mode == SearchMode.HYBRID else k
+    count, avgdl = _corpus_stats()
+    params: dict[str, Any] = {
+        "query": query, "workspaces": workspace_ids, "depth": depth, "k": k,
+        "n": count, "avgdl": avgdl, "vector": query_vector,
+        "headline_options": _HEADLINE_OPTIONS,
+    }
+    ctes: list[str] = []
+    ef_search = HNSW_EF_SEARCH_MIN
+    if use_vectors:
+        assert space is not None and query_vector is not None
+        planned_exact, ef_search = _vector_plan(space, workspace_ids, depth)
+        ctes.append(_vector_sql(space, exact=planned_exact if exact is None else exact))
+    if use_text:
+        ctes.append(_bm25_sql())
+    if not ctes:
+        return []
+    if use_vectors and use_text:
+        ranked = f"""
+            SELECT coalesce(v.chunk_id, t.chunk_id) AS chunk_id,
+                   coalesce(1.0 / ({RRF_K} + v.rank), 0) + coalesce(1.0 / ({RRF_K} + t.rank), 0)
+                       AS score
+            FROM (SELECT chunk_id, row_number() OVER (ORDER BY score DESC) AS rank
+                  FROM vector_ranked) v
+            FULL OUTER JOIN (SELECT chunk_id, row_number() OVER (ORDER BY score DESC) AS rank
+                             FROM text_ranked) t ON t.chunk_id = v.chunk_id"""
+    else:
+        source = "vector_ranked" if use_vectors else "text_ranked"
+        ranked = f"SELECT chunk_id, score FROM {source}"
+    sql = f"""
+        WITH {",".join(ctes)}
+        SELECT r.chunk_id, c.document_id, r.score, {_HEADLINE_SQL if snippets else "''"}
+        FROM ({ranked}) r JOIN retrieval_chunk c ON c.id = r.chunk_id
+        ORDER BY r.score DESC, r.chunk_id
+        LIMIT %(k)s"""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if use_vectors:
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [
+        SearchHit(chunk_id=chunk_id, document_id=document_id, score=float(score),
+                  snippet=highlight(headline))
+        for chunk_id, document_id, score, headline in rows
+    ]
+
+
+def highlight(headline: str) -> str:
+    """Turn a headline with sentinel marks into safe HTML with <mark> around matches."""
+    return escape(headline).replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
+
+
+def chunks_of(document_id: int) -> list[Chunk]:
+    """Return a document's chunks in order."""
+    return list(Chunk.objects.filter(document_id=document_id).order_by("ordinal"))

@@ -1,0 +1,244 @@
+"""Search: BM25 in SQL, vectors, hybrid fusion, scoping and the API."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+from aistack.accounts.models import Workspace
+from aistack.ai.types import Attribution
+from aistack.documents.models import Document
+from aistack.documents.services import document_delete, document_update
+from aistack.retrieval.models import Chunk, ChunkVector, Term
+from aistack.retrieval.selectors import BM25_B, BM25_K1, SearchMode, active_space, chunk_search
+from aistack.retrieval.services import search
+from aistack.usage.models import UsageRecord
+from tests.conftest import ApiClient
+from tests.retrieval.helpers import index_now, indexed
+
+ATTRIBUTION = Attribution(feature="search")
+
+CORPUS = {
+    "Vacation policy": "Employees receive 25 days of paid vacation per year. Unused days "
+                       "carry over until the end of March.",
+    "Incident response": "When an alert fires, the on-call engineer acknowledges it within "
+                         "five minutes and opens an incident channel.",
+    "Pasta": "Boil plenty of water, salt it generously, and cook the spaghetti for nine "
+             "minutes before draining.",
+    "Deploys": "Deploys run from the main branch through the pipeline; the on-call engineer "
+               "can roll back a deploy from the dashboard.",
+}
+
+
+@pytest.fixture
+def corpus(alice: User) -> dict[str, Document]:
+    return {title: indexed(alice.personal_workspace, alice, title, text)
+            for title, text in CORPUS.items()}
+
+
+def titles(hits: list, documents: dict[str, Document]) -> list[str]:  # type: ignore[type-arg]
+    by_id = {doc.pk: title for title, doc in documents.items()}
+    return [by_id[hit.document_id] for hit in hits]
+
+
+def test_text_search_matches_any_term_and_prefers_rare_ones(
+    alice: User, corpus: dict[str, Document]
+) -> None:
+    hits = search(workspace_ids=[alice.personal_workspace.pk],
+                  query="which engineer can roll back the spaghetti?", k=4,
+                  mode=SearchMode.TEXT, attribution=ATTRIBUTION)
+
+    # "spaghetti" and "roll back" are rarer than "engineer", which two documents share.
+    assert titles(hits, corpus)[:2] == ["Deploys", "Pasta"] or \
+        titles(hits, corpus)[:2] == ["Pasta", "Deploys"]
+    assert "Vacation policy" not in titles(hits, corpus)
+
+
+def bm25_reference(query: str, workspace: Workspace) -> dict[int, float]:
+    """BM25 computed in Python from the stored term vectors, independently of the SQL."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", [query])
+        query_terms = {row[0] for row in cursor.fetchall()}
+        cursor.execute("SELECT c.id, c.term_count, u.lexeme, cardinality(u.positions) "
+                       "FROM retrieval_chunk c, unnest(c.search_vector) u")
+        rows = cursor.fetchall()
+    term_counts: dict[int, int] = {}
+    tfs: dict[int, Counter[str]] = {}
+    for chunk_id, length, lexeme, tf in rows:
+        term_counts[chunk_id] = length
+        tfs.setdefault(chunk_id, Counter())[lexeme] = tf
+    n = Chunk.objects.count()
+    avgdl = sum(term_counts.values()) / n
+    df = Counter(lexeme for counter in tfs.values() for lexeme in counter)
+    in_workspace = set(Chunk.objects.filter(workspace=workspace).values_list("pk", flat=True))
+    scores = {}
+    for chunk_id, counter in tfs.items():
+        matched = query_terms & counter.keys()
+        if chunk_id not in in_workspace or not matched:
+            continue
+        scores[chunk_id] = sum(
+            math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) * counter[t] * (BM25_K1 + 1)
+            / (counter[t] + BM25_K1 * (1 - BM25_B + BM25_B * term_counts[chunk_id] / avgdl))
+            for t in matched
+        )
+    return scores
+
+
+def test_bm25_scores_match_an_independent_computation(
+    alice: User, corpus: dict[str, Document]
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()  # corpus statistics are cached for a minute
+    query = "on-call engineer deploys days"
+
+    hits = search(workspace_ids=[alice.personal_workspace.pk], query=query, k=10,
+                  mode=SearchMode.TEXT, attribution=ATTRIBUTION)
+
+    expected = bm25_reference(query, alice.personal_workspace)
+    assert {hit.chunk_id: round(hit.score, 6) for hit in hits} == {
+        chunk_id: round(score, 6) for chunk_id, score in expected.items()}
+    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+
+
+def test_document_frequencies_follow_creates_edits_and_deletes(
+    alice: User, corpus: dict[str, Document]
+) -> None:
+    def recomputed() -> dict[str, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT u.lexeme, count(*) FROM retrieval_chunk c, "
+                           "unnest(c.search_vector) u GROUP BY u.lexeme")
+            return dict(cursor.fetchall())
+
+    def stored() -> dict[str, int]:
+        return dict(Term.objects.filter(df__gt=0).values_list("lexeme", "df"))
+
+    assert stored() == recomputed()
+    document_update(document=corpus["Pasta"], content="Risotto needs constant stirring.")
+    index_now(corpus["Pasta"])
+    assert stored() == recomputed()
+    assert "spaghetti" not in stored()
+    document_delete(document=corpus["Deploys"])
+    assert stored() == recomputed()
+
+
+def test_vector_search_finds_meaning_not_words(alice: User,
+                                               corpus: dict[str, Document]) -> None:
+    hits = search(workspace_ids=[alice.personal_workspace.pk],
+                  query="how many holidays do I get?", k=2, mode=SearchMode.VECTOR,
+                  attribution=ATTRIBUTION)
+
+    assert titles(hits, corpus)[0] == "Vacation policy"
+    assert hits[0].score > 0.3 > hits[1].score
+
+
+def test_hybrid_fuses_both_rankings(alice: User, corpus: dict[str, Document]) -> None:
+    hits = search(workspace_ids=[alice.personal_workspace.pk],
+                  query="how many holidays, and who can roll back a deploy?", k=4,
+                  mode=SearchMode.HYBRID, attribution=ATTRIBUTION)
+
+    assert set(titles(hits, corpus)[:2]) == {"Vacation policy", "Deploys"}
+
+
+def test_search_never_crosses_workspaces(alice: User, bob: User,
+                                         corpus: dict[str, Document]) -> None:
+    indexed(bob.personal_workspace, bob, "Bob's notes", "Spaghetti carbonara uses eggs.")
+
+    for mode in SearchMode:
+        hits = search(workspace_ids=[bob.personal_workspace.pk], query="spaghetti vacation",
+                      k=10, mode=mode, attribution=ATTRIBUTION)
+        assert {hit.document_id for hit in hits} <= {
+            Document.objects.get(title="Bob's notes").pk}
+
+
+def test_unchanged_text_is_never_embedded_twice(alice: User) -> None:
+    paragraphs = [f"Section {n}. " + "The quarterly report covers revenue and costs. " * 25
+                  for n in range(6)]
+    document = indexed(alice.personal_workspace, alice, "Report", "\n\n".join(paragraphs))
+    chunks = Chunk.objects.filter(document=document).count()
+    embedded = UsageRecord.objects.filter(feature="embedding").count()
+    assert chunks >= 6
+
+    paragraphs[2] = "Section 2. Entirely rewritten: headcount grew by four people."
+    document_update(document=document, content="\n\n".join(paragraphs))
+    index_now(document)
+
+    new_calls = UsageRecord.objects.filter(feature="embedding").order_by("pk")[embedded:]
+    # One call, for the rewritten chunk(s) only; the rest came from stored vectors.
+    assert len(new_calls) == 1
+    assert new_calls[0].input_tokens < 60
+    assert ChunkVector.objects.filter(chunk__document=document).count() == \
+        Chunk.objects.filter(document=document).count()
+
+
+def synthetic_vectors(workspace: Workspace, count: int, rng: random.Random,
+                      author: User) -> None:
+    """Insert documents with one chunk and a random unit vector each (bulk, for scale)."""
+    space = active_space()
+    assert space is not None
+    documents = Document.objects.bulk_create(
+        Document(workspace=workspace, title=f"n{n}", content="x", content_hash="0" * 64,
+                 author=author) for n in range(count))
+    chunks = Chunk.objects.bulk_create(
+        Chunk(document=d, workspace=workspace, ordinal=0, text=d.title, token_count=1,
+              start_char=0, end_char=1, content_hash="0" * 64) for d in documents)
+    ChunkVector.objects.bulk_create(
+        ChunkVector(chunk=c, space=space, workspace=workspace, input_hash=str(c.pk),
+                    embedding=unit(rng, space.dimensions)) for c in chunks)
+
+
+def unit(rng: random.Random, width: int) -> list[float]:
+    vector = [rng.gauss(0, 1) for _ in range(width)]
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+def test_a_small_workspace_gets_full_k_results_with_exact_recall(
+    alice: User, bob: User, corpus: dict[str, Document]
+) -> None:
+    rng = random.Random(7)
+    synthetic_vectors(alice.personal_workspace, 3000, rng, alice)
+    synthetic_vectors(bob.personal_workspace, 30, rng, bob)  # 1% of all vectors
+    space = active_space()
+    assert space is not None
+    query = unit(rng, space.dimensions)
+
+    def run(workspace: Workspace, exact: bool | None) -> list[int]:
+        return [hit.chunk_id for hit in chunk_search(
+            workspace_ids=[workspace.pk], query="n", query_vector=query, k=10,
+            mode=SearchMode.VECTOR, space=space, exact=exact)]
+
+    small = run(bob.personal_workspace, exact=None)
+    assert len(small) == 10
+    assert small == run(bob.personal_workspace, exact=True)
+    large = run(alice.personal_workspace, exact=None)
+    assert len(set(large) & set(run(alice.personal_workspace, exact=True))) >= 9
+
+
+def test_search_api_shapes_errors_and_highlights(alice: User, alice_api: ApiClient,
+                                                 bob_api: ApiClient) -> None:
+    indexed(alice.personal_workspace, alice, "Escaping",
+            "Never trust <script>alert('x')</script> input from the vacation form.")
+
+    body = alice_api.get("/api/v1/search", {"q": "vacation form", "k": 5}).json()
+    [result] = body["results"]
+    assert body["mode"] == "hybrid"
+    assert {"document_id", "chunk_id", "score", "snippet", "document_title"} <= result.keys()
+    assert "<mark>vacation</mark>" in result["snippet"]
+    # Markup in documents never reaches the snippet as markup.
+    assert "<script" not in result["snippet"]
+    assert "&#x27;x&#x27;" in result["snippet"]
+
+    assert bob_api.get("/api/v1/search", {"q": "vacation"}).json()["results"] == []
+    foreign = bob_api.get("/api/v1/search", {"q": "x", "workspace": alice.personal_workspace.pk})
+    assert foreign.status_code == 404
+    for params in ({"q": ""}, {}, {"q": "x", "k": 0}, {"q": "x", "k": 101},
+                   {"q": "x", "mode": "psychic"}, {"q": "x" * 2001}):
+        response = alice_api.get("/api/v1/search", params)
+        assert response.status_code == 422, params
+        assert response.json()["error"]["code"] == "invalid"

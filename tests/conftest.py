@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from django.test import Client
 
 from aistack.accounts.models import Role, Workspace
 from aistack.accounts.services import api_token_create, membership_set, user_create
+from aistack.ai.backends import scripted
 from aistack.celery import app as celery_app
 
 
@@ -97,3 +98,82 @@ def celery_worker(transactional_db: None, clean_redis: None) -> Iterator[Any]:
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
                       shutdown_timeout=10) as worker:
         yield worker
+
+
+def model_entry(spec: str, **options: Any) -> dict[str, Any]:
+    """Return a settings entry for ``provider:model``, the way settings build them."""
+    provider, _, model = spec.partition(":")
+    kind = "EmbeddingModel" if options.pop("embedding", False) else "ChatModel"
+    return {"BACKEND": f"aistack.ai.backends.{provider}.{kind}", "MODEL": model,
+            "OPTIONS": options}
+
+
+@pytest.fixture
+def use_models(settings: Any) -> Callable[..., None]:
+    """Configure the chat chain (default first, then fallbacks) and the embedding model."""
+
+    def use(*chat: str | dict[str, Any], embedding: str | dict[str, Any] | None = None) -> None:
+        entries = [model_entry(c) if isinstance(c, str) else c for c in chat]
+        if entries:
+            settings.AI_CHAT_MODELS = {
+                "default": entries[0],
+                **{f"fallback-{n}": entry for n, entry in enumerate(entries[1:], start=1)},
+            }
+            settings.AI_CHAT_FALLBACKS = [f"fallback-{n}" for n in range(1, len(entries))]
+        if embedding is not None:
+            settings.AI_EMBEDDING_MODELS = {
+                "default": model_entry(embedding, embedding=True)
+                if isinstance(embedding, str) else embedding
+            }
+
+    return use
+
+
+@pytest.fixture(autouse=True)
+def fresh_ai_state() -> Iterator[None]:
+    """Start each test with no scripted steps, no recorded calls and closed circuits."""
+    scripted.reset()
+    cache.clear()
+    yield
+    scripted.reset()
+
+
+@pytest.fixture
+def asgi_url(transactional_db: None) -> Iterator[str]:
+    """A real ASGI server (uvicorn) on a free port in a thread; yields ``host:port``."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config("aistack.asgi:application", host="127.0.0.1",
+                                           port=port, lifespan="off", log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield f"127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def scripted_chat(use_models: Callable[..., None]) -> Iterator[Callable[..., None]]:
+    """Make ``scripted:echo`` the chat model, with a latency; no queued replies or calls."""
+    from aistack.ai.backends import scripted
+
+    scripted.reset()
+    cache.clear()
+
+    def use(*, latency: float = 0.0) -> None:
+        use_models(model_entry("scripted:echo", LATENCY_SECONDS=latency))
+
+    use()
+    yield use
+    scripted.reset()

@@ -24,6 +24,7 @@ from aistack.errors import (
     Unauthenticated,
     app_error_for,
 )
+from aistack.retrieval.api import ask_router
 from aistack.retrieval.api import router as search_router
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 api.add_router("/documents", documents_router)
 api.add_router("/chat", chat_router)
 api.add_router("/search", search_router)
+api.add_router("/ask", ask_router)
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:

@@ -433,3 +433,41 @@ def search(query: str, k: int, mode: str, workspace: str | None) -> None:
         table.add_row(f"{hit.score:.3f}", f"{titles.get(hit.document_id, '')} "
                       f"(#{hit.document_id})", passage)
     Console().print(table if hits else "No results.")
+
+
+@main.command()
+@click.argument("question")
+@click.option("-k", "k", default=6, show_default=True, type=click.IntRange(1, 20))
+@click.option("--workspace", default=None, help="Workspace id or slug (default: all).")
+def ask(question: str, k: int, workspace: str | None) -> None:
+    """Answer a question from your documents, streaming, with numbered sources."""
+    _prepare(embedded=True, process_type="ask", migrate=True)
+    from aistack.accounts.models import Workspace
+    from aistack.ai.exceptions import AIError
+    from aistack.documents.models import Document
+    from aistack.errors import app_error_for
+    from aistack.retrieval.answers import DONT_KNOW, answer_plan, answer_stream, cited
+
+    workspace_ids = ([_cli_workspace(workspace).pk] if workspace
+                     else list(Workspace.objects.values_list("pk", flat=True)))
+    plan = answer_plan(workspace_ids=workspace_ids, question=question, k=k, user_id=None)
+    stream = answer_stream(plan)
+    if stream is None:
+        click.echo(DONT_KNOW)
+        return
+    try:
+        for piece in stream:
+            click.echo(piece, nl=False)
+    except AIError as exc:
+        raise click.ClickException(app_error_for(exc).message) from exc
+    finally:
+        stream.close()
+    click.echo()
+    result = stream.result
+    if result is not None and result.extractive:
+        click.echo(f"({result.model}: quoted from your documents, not written by a model)")
+    titles = dict(Document.objects.filter(pk__in=[s.document_id for s in plan.sources])
+                  .values_list("pk", "title"))
+    for source in cited(plan, result.text if result else ""):
+        click.echo(f"[{source.n}] {titles.get(source.document_id, '')} "
+                   f"(document {source.document_id}, passage {source.chunk_id})")

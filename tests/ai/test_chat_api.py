@@ -31,9 +31,9 @@ from aistack.ai.exceptions import (
 )
 from aistack.usage.models import Outcome, UsageRecord
 from tests.ai import vendors
-from tests.ai.conftest import TEST_API_KEY, model_entry
+from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, model_entry
 
 P = "scripted"
 

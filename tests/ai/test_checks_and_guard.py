@@ -13,8 +13,9 @@ from aistack.ai.checks import check_models
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import Attribution, ChatRequest, Message
 from tests.ai import vendors
-from tests.ai.conftest import TEST_API_KEY, model_entry
+from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer
+from tests.conftest import model_entry
 
 REQUEST = ChatRequest(messages=(Message(role="user", content="hi"),))
 

@@ -27,8 +27,9 @@ from aistack.ai.services import RetryPolicy
 from aistack.ai.types import Attribution, ChatRequest, Message, Usage
 from aistack.usage.models import Outcome, UsageRecord
 from tests.ai import vendors
-from tests.ai.conftest import TEST_API_KEY, model_entry
+from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer
+from tests.conftest import model_entry
 
 pytestmark = pytest.mark.django_db
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from pydantic import Field
 
 from aistack.accounts.permissions import readable_workspaces, workspace_for_read
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
+from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
 from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search
+from aistack.streaming import sse_response, sse_response_of
 
 router = Router(tags=["search"])
 
@@ -51,3 +53,41 @@ def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str
             for hit in hits
         ],
     }
+
+
+ask_router = Router(tags=["answers"])
+
+
+class AskIn(Schema):
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(default=6, ge=1, le=20, description="How many passages the answer may draw on.")
+    stream: bool = False
+    workspace: int | None = Field(default=None, description="Defaults to all of yours.")
+
+
+class CitationOut(Schema):
+    n: int
+    document_id: int
+    chunk_id: int
+    snippet: str
+
+
+class AskOut(Schema):
+    answer: str
+    citations: list[CitationOut]
+    model: str = Field(description="The model that wrote the answer; empty when none was asked.")
+    extractive: bool = Field(description="True when the answer quotes the sources verbatim.")
+    answered: bool = Field(description="False when the answer is that nothing was found.")
+
+
+@ask_router.post("", response=AskOut)
+def ask(request: HttpRequest, payload: AskIn) -> dict[str, object] | StreamingHttpResponse:
+    workspace_ids = workspace_ids_for(request, payload.workspace)
+    plan = answer_plan(workspace_ids=workspace_ids, question=payload.question, k=payload.k,
+                       user_id=request.user.pk)
+    if not payload.stream:
+        return answer_render(plan, answer(plan))
+    stream = answer_stream(plan)
+    if stream is None:
+        return sse_response_of(answer_render(plan, None))
+    return sse_response(stream, lambda result: answer_render(plan, result))

@@ -61,6 +61,14 @@ def sentence_model() -> Any:
     return _model
 
 
+def _encode(texts: Sequence[str]) -> Any:
+    """Return unit-length vectors for ``texts`` as a numpy array."""
+    return sentence_model().encode(
+        list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+
+
 def _token_count(texts: Sequence[str]) -> int:
     encoded = sentence_model().tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return sum(len(ids) for ids in encoded)
@@ -89,9 +97,7 @@ class EmbeddingModel(BaseEmbeddingModel):
 
     def embed(self, texts: Sequence[str], *, timeout: float) -> EmbeddingResult:
         """Return one unit-length vector per text (the timeout cannot stop local work)."""
-        vectors = sentence_model().encode(
-            list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True
-        )
+        vectors = _encode(texts)
         return EmbeddingResult(
             vectors=vectors.tolist(),
             model=self.id,
@@ -149,10 +155,7 @@ class ChatModel(BaseChatModel):
         )
 
     def _answer(self, question: str, sentences: list[tuple[int, str]]) -> str:
-        vectors = sentence_model().encode(
-            [question, *(sentence for _, sentence in sentences)],
-            batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
-        )
+        vectors = _encode([question, *(sentence for _, sentence in sentences)])
         scores = vectors[1:] @ vectors[0]
         cutoff = max(RELEVANCE_THRESHOLD, float(scores.max()) * SUPPORT_RATIO)
         best = [int(i) for i in np.argsort(-scores)[:MAX_ANSWER_SENTENCES]
@@ -163,10 +166,7 @@ class ChatModel(BaseChatModel):
         return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in best)
 
     def _summary(self, sentences: list[tuple[int, str]]) -> str:
-        vectors = sentence_model().encode(
-            [sentence for _, sentence in sentences],
-            batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
-        )
+        vectors = _encode([sentence for _, sentence in sentences])
         # The sentences nearest the text's centroid say most about what it is about.
         centroid = vectors.mean(axis=0)
         chosen = sorted(int(i) for i in np.argsort(-(vectors @ centroid))[:MAX_SUMMARY_SENTENCES])

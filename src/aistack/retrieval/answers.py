@@ -1,0 +1,126 @@
+"""Cited answers: retrieve passages, ask the chat model to answer from them, cite them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aistack.ai import services as ai
+from aistack.ai.prompts import PromptTemplate
+from aistack.ai.types import Attribution, ChatRequest, ChatResult, Message
+from aistack.retrieval.models import Chunk
+from aistack.retrieval.selectors import SearchHit, SearchMode
+from aistack.retrieval.services import search
+
+FEATURE = "ask"
+# Cosine similarity (MiniLM) of the best passage below which the question is taken to
+# be about something the documents do not cover: answered "I don't know" without a
+# model call. Questions answered by a passage score 0.4-0.8; off-topic ones below 0.2.
+MIN_RELEVANCE = 0.25
+DONT_KNOW = "I don't know: nothing in your documents answers this."
+
+ANSWER_PROMPT = PromptTemplate(
+    name="answer",
+    # The refusal sentence is fixed so that a refusal can be recognised and shown as
+    # one; citing by number keeps the answer checkable against its sources.
+    system=(
+        "You answer questions for a team knowledge base using only the numbered sources "
+        "below. After each statement, cite the sources it rests on in square brackets, "
+        "like [1] or [2][3]. Do not use outside knowledge. If the sources do not answer "
+        "the question, reply exactly: I don't know.\n\nSources:\n$sources"
+    ),
+)
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """A retrieved passage as numbered in the prompt."""
+
+    n: int
+    document_id: int
+    chunk_id: int
+    snippet: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerPlan:
+    """What to send to the model, or a refusal that needs no model call."""
+
+    sources: tuple[Source, ...]
+    request: ChatRequest | None
+    attribution: Attribution
+
+
+def answer_plan(
+    *, workspace_ids: list[int], question: str, k: int, user_id: int | None
+) -> AnswerPlan:
+    """Retrieve passages for ``question`` and build the model request that answers it."""
+    attribution = Attribution(feature=FEATURE, user_id=user_id,
+                              workspace_id=workspace_ids[0] if len(workspace_ids) == 1 else None,
+                              prompt_version=ANSWER_PROMPT.version)
+    nearest = search(workspace_ids=workspace_ids, query=question, k=1, mode=SearchMode.VECTOR,
+                     attribution=attribution, snippets=False)
+    if not nearest or nearest[0].score < MIN_RELEVANCE:
+        return AnswerPlan(sources=(), request=None, attribution=attribution)
+    hits = search(workspace_ids=workspace_ids, query=question, k=k, mode=SearchMode.HYBRID,
+                  attribution=attribution)
+    sources = _sources(hits)
+    numbered = "\n\n".join(f"[{s.n}] {s.text}" for s in sources)
+    request = ChatRequest(
+        messages=(*ANSWER_PROMPT.render(sources=numbered), Message(role="user", content=question)),
+        context=tuple(s.text for s in sources),
+    )
+    return AnswerPlan(sources=sources, request=request, attribution=attribution)
+
+
+def _sources(hits: list[SearchHit]) -> tuple[Source, ...]:
+    texts = dict(Chunk.objects.filter(pk__in=[h.chunk_id for h in hits])
+                 .values_list("pk", "text"))
+    return tuple(
+        Source(n=n, document_id=hit.document_id, chunk_id=hit.chunk_id, snippet=hit.snippet,
+               text=texts[hit.chunk_id])
+        for n, hit in enumerate(hits, start=1) if hit.chunk_id in texts
+    )
+
+
+def cited(plan: AnswerPlan, answer: str) -> list[Source]:
+    """Return the sources the answer cites, in order of first citation."""
+    by_number = {source.n: source for source in plan.sources}
+    seen: list[Source] = []
+    for match in _CITATION.finditer(answer):
+        source = by_number.get(int(match.group(1)))
+        if source is not None and source not in seen:
+            seen.append(source)
+    return seen
+
+
+def answer_render(plan: AnswerPlan, result: ChatResult | None) -> dict[str, object]:
+    """Return the API's answer shape: text, the citations it uses, and the model."""
+    text = result.text if result is not None else DONT_KNOW
+    return {
+        "answer": text,
+        "citations": [
+            {"n": s.n, "document_id": s.document_id, "chunk_id": s.chunk_id,
+             "snippet": s.snippet}
+            for s in cited(plan, text)
+        ],
+        "model": result.model if result is not None else "",
+        "extractive": result.extractive if result is not None else False,
+        "answered": result is not None and bool(cited(plan, text)),
+    }
+
+
+def answer(plan: AnswerPlan) -> ChatResult | None:
+    """Ask the chat model; None when retrieval found nothing worth asking about."""
+    if plan.request is None:
+        return None
+    return ai.chat_complete(request=plan.request, attribution=plan.attribution)
+
+
+def answer_stream(plan: AnswerPlan) -> ai.ChatStream | None:
+    """Stream the chat model's answer; None when there is nothing to ask about."""
+    if plan.request is None:
+        return None
+    return ai.chat_stream(request=plan.request, attribution=plan.attribution)

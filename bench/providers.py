@@ -7,7 +7,6 @@ ledger and the circuit breaker pay their real costs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
@@ -15,30 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import django_on_embedded_services
+
 OVERHEAD_CALLS = 2000
 EMBED_TEXTS = 512
 EMBED_ROUNDS = 3
-
-
-def _setup(home: Path) -> Callable[[], None]:
-    from aistack.runtime.embedded import EmbeddedStack
-
-    stack = EmbeddedStack(home)
-    os.environ.update({
-        "AISTACK_HOME": str(home),
-        "DATABASE_URL": stack.database_url(),
-        "REDIS_URL": stack.redis_url(),
-        "AI_CHAT_MODEL": "scripted:echo",
-        "AI_EMBEDDING_MODEL": "local:all-MiniLM-L6-v2",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "aistack.settings",
-    })
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", interactive=False, verbosity=0)
-    return stack.release
 
 
 def _median_us(call: Callable[[], object], n: int) -> float:
@@ -129,7 +109,9 @@ def bench_embeddings() -> None:
 
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
-    release = _setup(home)
+    release = django_on_embedded_services(
+        home, AI_CHAT_MODEL="scripted:echo", AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2"
+    )
     try:
         bench_overhead()
         bench_embeddings()

@@ -164,16 +164,11 @@ def asgi_url(transactional_db: None) -> Iterator[str]:
 
 
 @pytest.fixture
-def scripted_chat(use_models: Callable[..., None]) -> Iterator[Callable[..., None]]:
-    """Make ``scripted:echo`` the chat model, with a latency; no queued replies or calls."""
-    from aistack.ai.backends import scripted
-
-    scripted.reset()
-    cache.clear()
+def scripted_chat(use_models: Callable[..., None]) -> Callable[..., None]:
+    """Make ``scripted:echo`` the chat model; call the result to give it a latency."""
 
     def use(*, latency: float = 0.0) -> None:
         use_models(model_entry("scripted:echo", LATENCY_SECONDS=latency))
 
     use()
-    yield use
-    scripted.reset()
+    return use

@@ -24,6 +24,7 @@ from aistack.errors import (
     Unauthenticated,
     app_error_for,
 )
+from aistack.realtime.api import router as events_router
 from aistack.retrieval.api import ask_router
 from aistack.retrieval.api import router as search_router
 
@@ -111,6 +112,7 @@ api.add_router("/documents", documents_router)
 api.add_router("/chat", chat_router)
 api.add_router("/search", search_router)
 api.add_router("/ask", ask_router)
+api.add_router("/events", events_router)
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:

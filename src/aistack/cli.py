@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -36,6 +37,9 @@ def _use_embedded_services(config: Config) -> None:
 
     _stack = EmbeddedStack(config.home)
     atexit.register(_stack.release)
+    # Python's default SIGTERM ends the process without running atexit handlers, which
+    # would leave the services this process started running: exit normally instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if not config.database_url:
             os.environ["DATABASE_URL"] = _stack.database_url()
@@ -471,3 +475,33 @@ def ask(question: str, k: int, workspace: str | None) -> None:
     for source in cited(plan, result.text if result else ""):
         click.echo(f"[{source.n}] {titles.get(source.document_id, '')} "
                    f"(document {source.document_id}, passage {source.chunk_id})")
+
+
+@main.command()
+def reindex() -> None:
+    """Re-embed every document with AI_EMBEDDING_MODEL, then switch search to it."""
+    _prepare(embedded=True, process_type="reindex", migrate=True)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from aistack.retrieval.models import EmbeddingSpace
+    from aistack.retrieval.reindex import reindex_run
+
+    console = Console(stderr=True)
+    with Progress(console=console) as progress:
+        task = progress.add_task("Re-embedding", total=None)
+
+        def started(space: EmbeddingSpace, documents: int) -> None:
+            progress.update(task, total=documents,
+                            description=f"Re-embedding for {space.model}")
+
+        switched = reindex_run(progress=lambda n: progress.advance(task, n), on_start=started)
+    if not switched:
+        raise click.ClickException(
+            "some documents could not be re-embedded (see the Jobs page in the admin); "
+            "search still uses the previous model. Run `aistack reindex` again to retry."
+        )
+    from aistack.retrieval.selectors import active_space
+
+    active = active_space()
+    click.echo(f"Search uses {active.model if active else 'no model yet'}.")

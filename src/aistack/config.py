@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+N = TypeVar("N", int, float)
 
 
 class ConfigError(Exception):
@@ -32,40 +34,31 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
-def _positive_int(value: str | None, *, name: str, default: int) -> int:
+def _number(value: str | None, *, name: str, default: N, parse: Callable[[str], N],
+            minimum: float = 0, inclusive: bool = False) -> N:
     if value is None or value == "":
         return default
     try:
-        number = int(value)
+        number = parse(value)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, got {number}")
+        kind = "a whole number" if parse is int else "a number"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}") from None
+    if number < minimum or (number == minimum and not inclusive):
+        bound = "negative" if inclusive else "zero or negative"
+        raise ConfigError(f"{name} must not be {bound}, got {number}")
     return number
+
+
+def _positive_int(value: str | None, *, name: str, default: int) -> int:
+    return _number(value, name=name, default=default, parse=int)
 
 
 def _positive_float(value: str | None, *, name: str, default: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name} must be positive, got {number}")
-    return number
+    return _number(value, name=name, default=default, parse=float)
 
 
 def _non_negative_float(value: str | None, *, name: str) -> float:
-    if value is None or value == "":
-        return 0.0
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"{name} must not be negative, got {number}")
-    return number
+    return _number(value, name=name, default=0.0, parse=float, inclusive=True)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "aistack.retrieval",
     "aistack.ai",
     "aistack.usage",
+    "aistack.realtime",
     "aistack.web",
 ]
 
@@ -126,10 +127,16 @@ JOB_MAX_RETRIES = 5
 JOB_RETRY_BACKOFF_SECONDS = CONFIG.job_retry_backoff_seconds
 JOB_RETRY_BACKOFF_MAX_SECONDS = 300.0
 
+# Summaries: cached under versioned keys, so entries never need deleting, only expiring.
+SUMMARY_CACHE_SECONDS = 7 * 24 * 3600
+# How long a read waits for a summary another process is writing before it answers
+# "processing" with the last summary it has.
+SUMMARY_READ_WAIT_SECONDS = 3.0
+
 # AI models, shaped like CACHES: one alias per model, each built from a `provider:model`
 # string. Nothing is validated here: the system check in aistack.ai.checks reports a
 # wrong string at start-up with a clear message.
-_AI_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
+AI_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
     "openai": {"API_KEY": CONFIG.openai_api_key, "BASE_URL": CONFIG.openai_base_url},
     "anthropic": {"API_KEY": CONFIG.anthropic_api_key, "BASE_URL": CONFIG.anthropic_base_url},
     "ollama": {"BASE_URL": CONFIG.ollama_base_url},
@@ -142,7 +149,7 @@ def _ai_model(spec: str, backend_class: str) -> dict[str, Any]:
     return {
         "BACKEND": f"aistack.ai.backends.{provider}.{backend_class}",
         "MODEL": model,
-        "OPTIONS": _AI_PROVIDER_OPTIONS.get(provider, {}),
+        "OPTIONS": AI_PROVIDER_OPTIONS.get(provider, {}),
     }
 
 

@@ -54,10 +54,11 @@ def sse_response(
     stream: ChatStream, render: Callable[[ChatResult], dict[str, object]]
 ) -> StreamingHttpResponse:
     """Stream ``token`` events as the model writes, then ``done`` with ``render(result)``."""
-    return _streaming(_events(stream, render))
+    return event_stream_response(_events(stream, render))
 
 
-def _streaming(events: AsyncIterator[str]) -> StreamingHttpResponse:
+def event_stream_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    """Return a response that sends ``events`` to the client as they are produced."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Nginx would otherwise hold the events back until its buffer fills.
@@ -72,4 +73,4 @@ def sse_response_of(done: dict[str, object]) -> StreamingHttpResponse:
         yield sse_event("token", {"text": done["answer"]})
         yield sse_event("done", done)
 
-    return _streaming(events())
+    return event_stream_response(events())

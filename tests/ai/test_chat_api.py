@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
-from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
 from aistack.accounts.models import Workspace
@@ -34,20 +30,9 @@ from tests.ai import vendors
 from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer
 from tests.conftest import ApiClient, model_entry
+from tests.sse import streamed_events
 
 P = "scripted"
-
-
-async def _read(content: AsyncIterator[bytes]) -> bytes:
-    return b"".join([part async for part in content])
-
-
-def _events(body: bytes) -> list[tuple[str, Any]]:
-    events = []
-    for block in body.decode().strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def test_chat_answers_and_records_usage(
@@ -177,7 +162,7 @@ def test_stream_events_through_the_test_client(
     response = alice_api.post("/api/v1/chat", {"prompt": "one two three", "stream": True})
 
     assert response["Content-Type"] == "text/event-stream"
-    events = _events(async_to_sync(_read)(response.streaming_content))
+    events = streamed_events(response)
     assert events == [
         ("token", {"text": "one"}), ("token", {"text": " two"}), ("token", {"text": " three"}),
         ("done", {"answer": "one two three", "model": "scripted:echo", "extractive": False}),
@@ -186,23 +171,6 @@ def test_stream_events_through_the_test_client(
 
 
 # --- over a real ASGI server (uvicorn), as in production -------------------------------
-
-
-@pytest.fixture
-def asgi_url(transactional_db: None) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config("aistack.asgi:application", host="127.0.0.1",
-                                           port=port, lifespan="off", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def _stream_chat(address: str, token: str, body: dict[str, Any]) -> list[tuple[float, str, Any]]:

@@ -106,3 +106,24 @@ def test_production_process_types_refuse_to_start_without_service_urls(tmp_path:
         assert result.returncode != 0
         assert "DATABASE_URL" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_terminated_command_stops_the_services_it_started(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "shell.log"
+    command = aistack("manage", "shell", "-c", "import time; print('ready', flush=True); "
+                      "time.sleep(120)", env=clean_env(AISTACK_HOME=str(home)), log=log)
+    try:
+        wait_for(lambda: "ready" in log.read_text(), timeout=90, message="the command to start")
+        services = embedded_service_pids(home)
+        assert len(services) == 2
+        assert all(alive(pid) for pid in services)
+
+        command.send_signal(signal.SIGTERM)
+        command.wait(20)
+
+        wait_for(lambda: not any(alive(pid) for pid in services), timeout=20,
+                 message="the embedded services to stop")
+    finally:
+        if command.poll() is None:
+            kill_group(command)

@@ -14,6 +14,7 @@ from django.db import connection
 
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
+from aistack.documents.tasks import DOCUMENT_INDEX
 from aistack.jobs.models import Job, JobStatus
 from aistack.retrieval.chunking import chunk_text
 from aistack.retrieval.models import Chunk
@@ -44,13 +45,16 @@ def test_killed_worker_is_recovered_by_the_reconciler(
     document = document_create(workspace=alice.personal_workspace, title="Runbook",
                                content=content, author=alice)
 
+    def index_job() -> Job:
+        return Job.objects.get(kind=DOCUMENT_INDEX.name, object_id=document.pk)
+
     # Lock the chunks table against writes so the worker blocks while storing chunks,
     # after it claimed the job: a job caught in the middle, deterministically.
     blocker = psycopg.connect(database_url_of_test_db())
     blocker.execute("LOCK TABLE retrieval_chunk IN SHARE MODE")
     first = aistack("worker", "--concurrency", "1", env=env, log=log)
     try:
-        wait_for(lambda: Job.objects.get(object_id=document.pk).status == JobStatus.PROCESSING,
+        wait_for(lambda: index_job().status == JobStatus.PROCESSING,
                  timeout=60, message="the worker to take the job")
         time.sleep(1)
         kill_group(first)
@@ -75,5 +79,5 @@ def test_killed_worker_is_recovered_by_the_reconciler(
     expected = chunk_text(content)
     stored = list(Chunk.objects.filter(document_id=document.pk).order_by("ordinal"))
     assert [c.text for c in stored] == [spec.text for spec in expected]
-    assert Job.objects.get(object_id=document.pk).attempts == 2
+    assert index_job().attempts == 2
     assert "reconciler re-delivered" in log.read_text()

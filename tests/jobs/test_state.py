@@ -112,10 +112,11 @@ def test_reconciler_redelivers_lost_and_abandoned_work_only(
         fresh = document_create(workspace=workspace, title="fresh", content="c", author=alice)
         running = document_create(workspace=workspace, title="running", content="d", author=alice)
     long_ago = timezone.now() - timedelta(hours=1)
-    Job.objects.filter(object_id=lost.pk).update(enqueued_at=long_ago)
+    Job.objects.filter(kind=DOCUMENT_INDEX.name, object_id=lost.pk).update(enqueued_at=long_ago)
     for doc in (abandoned, running):
         assert job_claim(kind=DOCUMENT_INDEX, object_id=doc.pk, owner="w") is not None
-    Job.objects.filter(object_id=abandoned.pk).update(lease_expires_at=long_ago)
+    Job.objects.filter(kind=DOCUMENT_INDEX.name, object_id=abandoned.pk).update(
+        lease_expires_at=long_ago)
 
     with django_capture_on_commit_callbacks(execute=True):
         resent = job_reconcile()

@@ -73,7 +73,7 @@ def test_duplicate_deliveries_change_nothing(celery_worker: Any, alice: User) ->
                                content=PARAGRAPH * 20, author=alice)
     wait_for(lambda: status_of(document) == JobStatus.COMPLETE, message="chunking")
     before = list(Chunk.objects.filter(document=document).values_list("pk", "text"))
-    attempts = Job.objects.get(object_id=document.pk).attempts
+    attempts = Job.objects.get(kind="documents.index", object_id=document.pk).attempts
 
     results = [celery_app.send_task("aistack.documents.tasks.document_index", args=[document.pk])
                for _ in range(3)]
@@ -83,7 +83,7 @@ def test_duplicate_deliveries_change_nothing(celery_worker: Any, alice: User) ->
         wait_for(lambda r=result: r.id not in _active_ids(), message="deliveries finished")
 
     assert list(Chunk.objects.filter(document=document).values_list("pk", "text")) == before
-    assert Job.objects.get(object_id=document.pk).attempts == attempts
+    assert Job.objects.get(kind="documents.index", object_id=document.pk).attempts == attempts
 
 
 def _active_ids() -> set[str]:

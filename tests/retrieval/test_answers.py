@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 
 from aistack.ai.backends import scripted
@@ -15,6 +12,7 @@ from aistack.retrieval.answers import ANSWER_PROMPT, DONT_KNOW
 from aistack.usage.models import UsageRecord
 from tests.conftest import ApiClient
 from tests.retrieval.helpers import indexed
+from tests.sse import streamed_events
 
 HANDBOOK = {
     "Vacation policy": "Employees receive 25 days of paid vacation per year. Unused days "
@@ -104,18 +102,6 @@ def test_only_the_callers_workspace_reaches_the_model(
     assert "unlimited" not in " ".join(call.messages)
 
 
-async def _read(content: AsyncIterator[bytes]) -> bytes:
-    return b"".join([part async for part in content])
-
-
-def sse(raw: bytes) -> list[tuple[str, Any]]:
-    events = []
-    for block in raw.decode().strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 def test_streamed_answers_send_tokens_then_the_full_response(
     alice_api: ApiClient, handbook: dict[str, int], use_models: Callable[..., None]
 ) -> None:
@@ -126,7 +112,7 @@ def test_streamed_answers_send_tokens_then_the_full_response(
                                               "stream": True})
 
     assert response["Content-Type"] == "text/event-stream"
-    events = sse(async_to_sync(_read)(response.streaming_content))
+    events = streamed_events(response)
     tokens = [data["text"] for name, data in events if name == "token"]
     assert len(tokens) > 1
     assert "".join(tokens) == "Acknowledge within five minutes [1]."

@@ -74,3 +74,23 @@ class EmbeddingModelHandler(BaseConnectionHandler[BaseEmbeddingModel]):
 
 chat_models = ChatModelHandler()
 embedding_models = EmbeddingModelHandler()
+_other_embedding_models: dict[str, BaseEmbeddingModel] = {}
+
+
+def embedding_model_for(spec: str) -> BaseEmbeddingModel:
+    """Return the embedding model named ``provider:model``: the configured one or another.
+
+    Vectors already stored stay searchable only with the model that made them, so
+    while a new model's index is built, queries still need the old one.
+    """
+    default = embedding_models["default"]
+    if default.id == spec:
+        return default
+    if spec not in _other_embedding_models:
+        from django.conf import settings
+
+        provider, _, model = spec.partition(":")
+        params = {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel", "MODEL": model,
+                  "OPTIONS": settings.AI_PROVIDER_OPTIONS.get(provider, {})}
+        _other_embedding_models[spec] = _build(params, spec, BaseEmbeddingModel)
+    return _other_embedding_models[spec]

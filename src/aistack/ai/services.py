@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from aistack.ai import chat_models, embedding_models
+from aistack.ai import chat_models, embedding_model_for, embedding_models
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
 from aistack.ai.circuit import Circuit
 from aistack.ai.exceptions import AIError, CircuitOpen, InvalidRequest, RateLimited, Rejected
@@ -291,10 +291,12 @@ def _stream_pieces(
                       extractive=model.extractive)
 
 
-def embeddings_create(*, texts: Sequence[str], attribution: Attribution) -> EmbeddingResult:
-    """Return one vector per text from the configured embedding model."""
+def embeddings_create(
+    *, texts: Sequence[str], attribution: Attribution, model_spec: str | None = None
+) -> EmbeddingResult:
+    """Return one vector per text from the configured embedding model (or ``model_spec``)."""
     # No fallback here: vectors from different models cannot be compared with each other.
-    model = embedding_models["default"]
+    model = embedding_model_for(model_spec) if model_spec else embedding_models["default"]
     if not texts:
         return EmbeddingResult(vectors=[], model=model.id, usage=Usage())
     call = _Call(operation="embed", attribution=attribution, prompt=texts)

@@ -25,6 +25,9 @@ class ChatRequest:
     # Language models read them through the rendered prompt; extractive models select
     # sentences from them directly.
     context: tuple[str, ...] = ()
+    # What is wanted from the context. Language models read it in the prompt; extractive
+    # models cannot read instructions, so they follow this instead.
+    task: Literal["answer", "summarize"] = "answer"
     max_output_tokens: int | None = None
     temperature: float | None = None
 

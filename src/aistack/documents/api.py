@@ -14,9 +14,16 @@ from aistack.accounts.permissions import (
     workspace_for_read,
 )
 from aistack.api_pagination import paginate
-from aistack.documents import selectors, services
+from aistack.documents import selectors, services, summaries
 from aistack.documents.models import Document
-from aistack.documents.schemas import DocumentIn, DocumentOut, DocumentPage, DocumentPatch
+from aistack.documents.schemas import (
+    DocumentIn,
+    DocumentOut,
+    DocumentPage,
+    DocumentPatch,
+    SummaryOut,
+)
+from aistack.documents.summaries import SummaryState
 
 router = Router(tags=["documents"])
 
@@ -86,3 +93,18 @@ def delete_document(request: HttpRequest, document_id: int) -> Status[None]:
     ensure_can_write(user=request.user, workspace=document.workspace)
     services.document_delete(document=document)
     return Status(204, None)
+
+
+@router.get("/{int:document_id}/summary", response=SummaryOut)
+def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
+    """Return the summary: from cache when warm; a cold one is written once for all callers."""
+    document = selectors.document_get(user=request.user, document_id=document_id)
+    return summaries.summary_read(document=document)
+
+
+@router.post("/{int:document_id}/summary", response={202: SummaryOut})
+def request_summary(request: HttpRequest, document_id: int) -> Status[SummaryState]:
+    """Queue the summary unless it is current or on its way; retries a failed one."""
+    document = selectors.document_get(user=request.user, document_id=document_id)
+    ensure_can_write(user=request.user, workspace=document.workspace)
+    return Status(202, summaries.summary_request(document=document))

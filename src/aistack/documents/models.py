@@ -40,6 +40,12 @@ class Document(models.Model):
         max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING
     )
     summary_error = models.TextField(blank=True)
+    # The last summary written, kept so that a cold cache never costs a model call, and
+    # what it is a summary of (see ``summaries.SummaryVersion``): when that differs
+    # from the current version, the summary is stale.
+    summary = models.TextField(blank=True)
+    summary_version = models.CharField(max_length=200, blank=True, editable=False)
+    summary_extractive = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

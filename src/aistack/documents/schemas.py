@@ -41,3 +41,13 @@ class DocumentPage(Schema):
     items: list[DocumentOut]
     count: int
     next: str | None
+
+
+class SummaryOut(Schema):
+    status: JobStatus
+    summary: str | None
+    error: str
+    stale: bool = Field(description="True when `summary` is of an older version of the "
+                                    "document, shown while the current one is made.")
+    extractive: bool = Field(description="True when the summary quotes the document "
+                                         "instead of being written by a language model.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from django.conf import settings
@@ -15,16 +14,16 @@ from aistack.accounts.models import Workspace
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document, content_hash
 from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind, parse
-from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_SUMMARY
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 from aistack.jobs.models import Job, JobStatus
 from aistack.jobs.services import (
     JobRun,
-    job_claim,
     job_enqueue,
     job_fail,
     jobs_create,
     jobs_finishing,
+    jobs_work_through,
 )
 from aistack.retrieval.chunking import ChunkSpec, chunk_text
 from aistack.retrieval.services import (
@@ -32,11 +31,11 @@ from aistack.retrieval.services import (
     chunks_delete,
     chunks_replace,
     embedding_input,
-    embedding_space_for_configured_model,
+    spaces_to_fill,
     vectors_for,
 )
 
-_DOCUMENT_JOB_KINDS = (DOCUMENT_INDEX,)
+_DOCUMENT_JOB_KINDS = (DOCUMENT_INDEX, DOCUMENT_SUMMARY)
 
 
 def _validated(document: Document) -> Document:
@@ -60,6 +59,8 @@ def document_create(
     )
     document.save()
     job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+    # Summarized before anyone asks, so the first reader gets a cache hit.
+    job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
     return document
 
 
@@ -105,6 +106,9 @@ def document_update(
     if document.content_hash != old_hash or document.title != old_title:
         job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
         document.refresh_from_db(fields=["embedding_status", "embedding_error"])
+    if document.content_hash != old_hash:
+        job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
+        document.refresh_from_db(fields=["summary_status", "summary_error"])
     return document
 
 
@@ -140,7 +144,7 @@ def documents_index(*, runs: Sequence[JobRun]) -> int:
     is saved in the same transaction as its chunks: never half-ingested.
     """
     documents = Document.objects.in_bulk([run.object_id for run in runs])
-    space = embedding_space_for_configured_model()
+    spaces = spaces_to_fill()
     prepared: list[tuple[JobRun, Document, list[ChunkSpec], list[str]]] = []
     for run in runs:
         document = documents.get(run.object_id)
@@ -151,6 +155,9 @@ def documents_index(*, runs: Sequence[JobRun]) -> int:
         except (ParseError, OSError) as exc:
             message = exc.message if isinstance(exc, ParseError) else "The file could not be read."
             job_fail(run=run, error=message)
+            # With no text there is nothing to summarize either: say why, don't wait.
+            Document.objects.filter(pk=document.pk).update(
+                summary_status=JobStatus.FAILED, summary_error=message)
             continue
         specs = chunk_text(text)
         inputs = [embedding_input(title=document.title, text=spec.text) for spec in specs]
@@ -165,20 +172,32 @@ def documents_index(*, runs: Sequence[JobRun]) -> int:
         workspace_id=next(iter(workspaces)) if len(workspaces) == 1 else None,
         object_id=only.pk if only else None,
     )
-    vectors = vectors_for(space=space, inputs=[text for *_, inputs in prepared for text in inputs],
-                          attribution=attribution)
+    all_inputs = [text for *_, inputs in prepared for text in inputs]
+
+    def heartbeat() -> None:
+        for run, *_ in prepared:
+            run.extend_lease()
+
+    vectors = {space: vectors_for(space=space, inputs=all_inputs, attribution=attribution,
+                                  heartbeat=heartbeat)
+               for space in spaces}
     items: dict[int, IndexedDocument] = {}
     offset = 0
     for _, document, specs, inputs in prepared:
-        items[document.pk] = IndexedDocument(document=document, specs=specs, inputs=inputs,
-                                             vectors=vectors[offset:offset + len(inputs)])
+        items[document.pk] = IndexedDocument(
+            document=document, specs=specs, inputs=inputs,
+            vectors={space: space_vectors[offset:offset + len(inputs)]
+                     for space, space_vectors in vectors.items()},
+        )
         offset += len(inputs)
     with jobs_finishing([run for run, *_ in prepared]) as owned:
         parsed = [items[run.object_id].document for run in owned
                   if items[run.object_id].document.source_file]
         for document in parsed:
             document.save(update_fields=["content", "content_hash", "title"])
-        return chunks_replace(space=space, items=[items[run.object_id] for run in owned])
+            # An upload has text to summarize only now.
+            job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
+        return chunks_replace(items=[items[run.object_id] for run in owned])
 
 
 def document_index_run(*, run: JobRun) -> None:
@@ -190,10 +209,11 @@ def documents_import(
     *, workspace: Workspace, items: Sequence[tuple[str, str]], author: User | None,
     deliver: bool = True,
 ) -> list[Document]:
-    """Create many documents at once with pending index jobs.
+    """Create many documents at once with pending index and summary jobs.
 
-    With ``deliver=False`` no message is sent: the caller indexes them itself
-    (and if it stops early, the reconciler hands the rest to the workers).
+    With ``deliver=False`` no index message is sent: the caller indexes them itself
+    (and if it stops early, the reconciler hands the rest to the workers). Summaries
+    are always left to the workers.
     """
     documents = [_validated(Document(workspace=workspace, title=title, content=content,
                                      author=author)) for title, content in items]
@@ -202,31 +222,13 @@ def documents_import(
     with transaction.atomic():
         created = Document.objects.bulk_create(documents, batch_size=1000)
         jobs_create(kind=DOCUMENT_INDEX, object_ids=[d.pk for d in created], deliver=deliver)
+        jobs_create(kind=DOCUMENT_SUMMARY, object_ids=[d.pk for d in created])
     return created
 
 
 def documents_process_now(
-    *, document_ids: Sequence[int], progress: Callable[[int], None], batch: int = 16,
-    poll_seconds: float = 0.5,
+    *, document_ids: Sequence[int], progress: Callable[[int], None]
 ) -> None:
-    """Index pending documents in this process until every one is complete or failed.
-
-    Workers may take some of them meanwhile: a job is claimed by one process only,
-    so this finishes whether or not workers are running and never duplicates work.
-    """
-    remaining = set(document_ids)
-    while remaining:
-        runs = [run for pk in sorted(remaining)[: batch * 4]
-                if (run := job_claim(kind=DOCUMENT_INDEX, object_id=pk)) is not None][:batch]
-        if runs:
-            documents_index(runs=runs)
-        finished = set(
-            Document.objects.filter(pk__in=remaining,
-                                    embedding_status__in=[JobStatus.COMPLETE, JobStatus.FAILED])
-            .values_list("pk", flat=True)
-        )
-        if finished:
-            progress(len(finished))
-            remaining -= finished
-        elif not runs:
-            time.sleep(poll_seconds)
+    """Index the documents in this process (workers may help) until all are done."""
+    jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
+                      work=lambda runs: documents_index(runs=runs), progress=progress)

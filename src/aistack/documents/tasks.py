@@ -32,3 +32,29 @@ def document_index(self: Task, document_id: int) -> None:  # type: ignore[type-a
 
     run_job(self, kind=DOCUMENT_INDEX, object_id=document_id,
             work=lambda run: document_index_run(run=run))
+
+
+DOCUMENT_SUMMARY = kinds.register(
+    JobKind(
+        name="documents.summary",
+        task_name="aistack.documents.tasks.document_summarize",
+        model_label="documents.Document",
+        status_field="summary_status",
+        error_field="summary_error",
+    )
+)
+
+
+@shared_task(
+    bind=True,
+    name="aistack.documents.tasks.document_summarize",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def document_summarize(self: Task, document_id: int) -> None:  # type: ignore[type-arg]
+    """Write a document's summary."""
+    from aistack.documents.summaries import document_summarize_run
+
+    run_job(self, kind=DOCUMENT_SUMMARY, object_id=document_id,
+            work=lambda run: document_summarize_run(run=run))

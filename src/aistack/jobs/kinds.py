@@ -15,8 +15,10 @@ class JobKind:
     name: str
     task_name: str
     model_label: str
-    status_field: str
-    error_field: str
+    # The object's fields that show the job's state; None for background upkeep that
+    # users need not see (re-embedding for a new model, say).
+    status_field: str | None
+    error_field: str | None
 
     def model(self) -> type[models.Model]:
         return apps.get_model(self.model_label)

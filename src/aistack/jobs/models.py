@@ -39,6 +39,8 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "enqueued_at"], name="job_status_enqueued"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+            # Event streams replay what finished since a client last listened.
+            models.Index(fields=["finished_at"], name="job_finished"),
         ]
 
     def __str__(self) -> str:

@@ -44,7 +44,7 @@ def run_job(
     *,
     kind: JobKind,
     object_id: int,
-    work: Callable[[JobRun], None],
+    work: Callable[[JobRun], object],
 ) -> None:
     """Claim the job for ``object_id`` and run ``work``, which finishes via ``run.finishing()``."""
     run = job_claim(kind=kind, object_id=object_id)

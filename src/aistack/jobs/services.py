@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from functools import partial
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from aistack.celery import app as celery_app
@@ -32,15 +34,28 @@ logger = logging.getLogger(__name__)
 
 _ERROR_MAX_CHARS = 2000
 
+job_status_changed = Signal()
+"""Sent once committed when jobs change status: ``kind``, ``object_ids``, ``status``, ``error``."""
+
 
 def worker_identity() -> str:
     """Name this process as a lease owner."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _mirror(kind: JobKind, object_id: int, status: JobStatus, error: str = "") -> None:
-    kind.model()._default_manager.filter(pk=object_id).update(
-        **{kind.status_field: status, kind.error_field: error[:_ERROR_MAX_CHARS]}
+def _mirror(kind: JobKind, object_ids: Sequence[int], status: JobStatus, error: str = "") -> None:
+    if kind.status_field is None or kind.error_field is None:
+        return
+    error = error[:_ERROR_MAX_CHARS]
+    kind.model()._default_manager.filter(pk__in=object_ids).update(
+        **{kind.status_field: status, kind.error_field: error}
+    )
+    # Only once committed: listeners may re-read the state, and a change that is rolled
+    # back is never announced. Robust: a listener's failure must not fail the job.
+    transaction.on_commit(
+        partial(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
+                status=status, error=error),
+        robust=True,
     )
 
 
@@ -68,7 +83,7 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
                 enqueued_at=now,
                 finished_at=None,
             )
-        _mirror(kind, object_id, JobStatus.PENDING)
+        _mirror(kind, [object_id], JobStatus.PENDING)
     # If the process dies between commit and send, the reconciler sends it later.
     transaction.on_commit(lambda: _send(kind, object_id))
 
@@ -149,9 +164,7 @@ def jobs_finishing(runs: Sequence[JobRun]) -> Iterator[list[JobRun]]:
                 last_error="",
                 finished_at=timezone.now(),
             )
-            kind.model()._default_manager.filter(pk__in=object_ids).update(
-                **{kind.status_field: JobStatus.COMPLETE, kind.error_field: ""}
-            )
+            _mirror(kind, object_ids, JobStatus.COMPLETE)
 
 
 def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> JobRun | None:
@@ -177,7 +190,7 @@ def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> Job
         job.lease_expires_at = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         job.save(update_fields=["status", "owner", "attempts", "started_at", "lease_expires_at",
                                 "updated_at"])
-        _mirror(kind, object_id, JobStatus.PROCESSING)
+        _mirror(kind, [object_id], JobStatus.PROCESSING)
         return JobRun(
             kind=kind, object_id=object_id, generation=job.generation, owner=owner,
             attempt=job.attempts,
@@ -198,7 +211,7 @@ def _release(run: JobRun, *, status: JobStatus, error: str, enqueued_at: datetim
             finished_at=timezone.now() if status == JobStatus.FAILED else None,
         )
         if updated:
-            _mirror(run.kind, run.object_id, status, error)
+            _mirror(run.kind, [run.object_id], status, error)
     return bool(updated)
 
 
@@ -236,9 +249,39 @@ def job_reconcile() -> int:
             Job.objects.filter(pk=job.pk).update(
                 status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
             )
-            _mirror(kind, job.object_id, JobStatus.PENDING, job.last_error)
+            _mirror(kind, [job.object_id], JobStatus.PENDING, job.last_error)
             transaction.on_commit(partial(_send, kind, job.object_id))
             resent += 1
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)
     return resent
+
+
+def jobs_work_through(
+    *, kind: JobKind, object_ids: Sequence[int], work: Callable[[list[JobRun]], object],
+    progress: Callable[[int], None], batch: int = 16, poll_seconds: float = 0.5,
+) -> None:
+    """Run these jobs in this process, in batches, until each is complete or failed.
+
+    Workers may take some of them meanwhile: a job is claimed by one process only,
+    so this finishes whether or not workers are running and never duplicates work.
+    """
+    remaining = set(object_ids)
+    while remaining:
+        runs = [run for object_id in sorted(remaining)[: batch * 4]
+                if (run := job_claim(kind=kind, object_id=object_id)) is not None][:batch]
+        if runs:
+            work(runs)
+        finished = set(
+            Job.objects.filter(kind=kind.name, object_id__in=remaining,
+                               status__in=[JobStatus.COMPLETE, JobStatus.FAILED])
+            .values_list("object_id", flat=True)
+        )
+        # Deleted objects take their jobs with them: nothing is left to wait for.
+        gone = remaining - set(Job.objects.filter(kind=kind.name, object_id__in=remaining)
+                               .values_list("object_id", flat=True))
+        if finished or gone:
+            progress(len(finished | gone))
+            remaining -= finished | gone
+        elif not runs:
+            time.sleep(poll_seconds)

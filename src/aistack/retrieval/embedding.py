@@ -9,10 +9,6 @@ from aistack.ai.services import embeddings_create
 from aistack.ai.types import Attribution
 
 
-class EmbeddingModelChanged(Exception):
-    """Vectors were asked of a model other than the configured one: run `aistack reindex`."""
-
-
 def embedding_model_info() -> tuple[str, int]:
     """Return the configured embedding model's id and vector width."""
     model = embedding_models["default"]
@@ -20,10 +16,5 @@ def embedding_model_info() -> tuple[str, int]:
 
 
 def embed_texts(*, model: str, texts: Sequence[str], attribution: Attribution) -> list[list[float]]:
-    """Return one vector per text from ``model``, which must be the configured model."""
-    result = embeddings_create(texts=texts, attribution=attribution)
-    if result.model != model:
-        raise EmbeddingModelChanged(
-            f"vectors of {model} were asked for, but {result.model} is configured"
-        )
-    return result.vectors
+    """Return one vector per text from ``model`` (a ``provider:model`` string)."""
+    return embeddings_create(texts=texts, attribution=attribution, model_spec=model).vectors

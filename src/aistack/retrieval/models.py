@@ -103,3 +103,26 @@ class Term(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme}: {self.df}"
+
+
+class Posting(models.Model):
+    """One term of one chunk, with its frequency: the inverted index BM25 ranks with.
+
+    A query reads only the postings of its own terms instead of every matching
+    chunk's whole term vector. ``chunk_id`` references retrieval_chunk with ON DELETE
+    CASCADE in the database (see the migration): deleting a document must not load
+    its thousands of postings into Python the way a Django-side cascade would.
+    """
+
+    pk = models.CompositePrimaryKey("lexeme", "workspace_id", "chunk_id")
+    lexeme = models.TextField()
+    workspace_id = models.BigIntegerField()
+    chunk_id = models.BigIntegerField()
+    tf = models.PositiveSmallIntegerField(help_text="How often the term occurs in the chunk.")
+    length = models.PositiveIntegerField(help_text="The chunk's term count (BM25 length).")
+
+    class Meta:
+        indexes = [models.Index(fields=["chunk_id"], name="posting_chunk")]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} in {self.chunk_id}"

@@ -77,8 +77,8 @@ def _corpus_stats() -> tuple[int, float]:
 
 
 def _bm25_sql() -> str:
-    # Candidates come from the GIN index (any query term matches); each is scored
-    # from its own term frequencies and the maintained document frequencies.
+    # Only the postings of the query's own terms are read (any term may match), and
+    # each chunk is scored from them and the maintained document frequencies.
     return f"""
         text_query AS (
             SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(query)s)) u
@@ -90,19 +90,13 @@ def _bm25_sql() -> str:
             WHERE t.df > 0
         ),
         text_ranked AS (
-            SELECT c.id AS chunk_id,
-                   sum(idf.weight * cardinality(u.positions) * {BM25_K1 + 1}
-                       / (cardinality(u.positions)
-                          + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.term_count / %(avgdl)s)))
+            SELECT p.chunk_id,
+                   sum(idf.weight * p.tf * {BM25_K1 + 1}
+                       / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / %(avgdl)s)))
                        AS score
-            FROM retrieval_chunk c
-            CROSS JOIN LATERAL unnest(c.search_vector) u
-            JOIN idf ON idf.lexeme = u.lexeme
-            WHERE c.search_vector @@ (
-                    SELECT coalesce(string_agg(quote_literal(lexeme), ' | '), '')::tsquery
-                    FROM text_query)
-              AND c.workspace_id = ANY(%(workspaces)s)
-            GROUP BY c.id
+            FROM idf JOIN retrieval_posting p ON p.lexeme = idf.lexeme
+            WHERE p.workspace_id = ANY(%(workspaces)s)
+            GROUP BY p.chunk_id
             ORDER BY score DESC
             LIMIT %(depth)s
         )"""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -40,6 +40,9 @@ def embedding_space_index_create(*, space: EmbeddingSpace) -> None:
     # The ids and widths are integers of ours, so formatting them in is safe; the
     # predicate must be a literal for the planner to match queries to this index.
     with connection.cursor() as cursor:
+        # DDL on a table is refused while this transaction has deferred foreign-key
+        # checks pending on it: run them now.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
             f"CREATE INDEX IF NOT EXISTS chunkvector_hnsw_{int(space.pk)} "
             "ON retrieval_chunkvector USING hnsw "
@@ -49,23 +52,55 @@ def embedding_space_index_create(*, space: EmbeddingSpace) -> None:
 
 
 def embedding_space_for_configured_model() -> EmbeddingSpace:
-    """Return the space of the configured embedding model, creating it (active if first)."""
+    """Return the configured embedding model's space, creating it if need be.
+
+    The first space is active at once. A later model's space is built alongside the
+    active one (new documents get vectors in both) and serves search only once
+    ``aistack reindex`` has filled it and switched over.
+    """
     model, dimensions = embedding_model_info()
     with transaction.atomic():
         space, created = EmbeddingSpace.objects.select_for_update().get_or_create(
             model=model, defaults={"dimensions": dimensions}
         )
-        if created:
+        if created or space.status == SpaceStatus.RETIRED:
             embedding_space_index_create(space=space)
-            if not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
-                space.status = SpaceStatus.ACTIVE
-                space.activated_at = timezone.now()
-                space.save(update_fields=["status", "activated_at"])
+            first = not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists()
+            space.status = SpaceStatus.ACTIVE if first else SpaceStatus.BUILDING
+            space.activated_at = timezone.now() if first else None
+            space.save(update_fields=["status", "activated_at"])
     return space
 
 
+def spaces_to_fill() -> list[EmbeddingSpace]:
+    """Return the spaces new chunks need vectors in: the active one and any being built."""
+    embedding_space_for_configured_model()
+    return list(EmbeddingSpace.objects.exclude(status=SpaceStatus.RETIRED).order_by("pk"))
+
+
+@transaction.atomic
+def embedding_space_activate(*, space: EmbeddingSpace) -> None:
+    """Make search use ``space`` and drop the vectors of the one it replaces."""
+    retired = list(EmbeddingSpace.objects.select_for_update()
+                   .filter(status=SpaceStatus.ACTIVE).exclude(pk=space.pk))
+    EmbeddingSpace.objects.filter(pk__in=[s.pk for s in retired]).update(
+        status=SpaceStatus.RETIRED, activated_at=None)
+    EmbeddingSpace.objects.filter(pk=space.pk).update(
+        status=SpaceStatus.ACTIVE, activated_at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        for old in retired:
+            cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{int(old.pk)}")
+    ChunkVector.objects.filter(space__in=retired).delete()
+
+
+# Inputs embedded per model call while a job reports it is alive between calls.
+EMBED_GROUP = 256
+
+
 def vectors_for(
-    *, space: EmbeddingSpace, inputs: Sequence[str], attribution: Attribution
+    *, space: EmbeddingSpace, inputs: Sequence[str], attribution: Attribution,
+    heartbeat: Callable[[], None] | None = None,
 ) -> list[list[float]]:
     """Return one vector per input, embedding only texts this space has not seen."""
     hashes = [_input_hash(space.model, text) for text in inputs]
@@ -77,10 +112,13 @@ def vectors_for(
     )
     missing = sorted({h: text for h, text in zip(hashes, inputs, strict=True)
                       if h not in known}.items())
-    if missing:
-        vectors = embed_texts(model=space.model, texts=[text for _, text in missing],
+    for start in range(0, len(missing), EMBED_GROUP):
+        group = missing[start:start + EMBED_GROUP]
+        vectors = embed_texts(model=space.model, texts=[text for _, text in group],
                               attribution=attribution)
-        known.update({h: vector for (h, _), vector in zip(missing, vectors, strict=True)})
+        known.update({h: vector for (h, _), vector in zip(group, vectors, strict=True)})
+        if heartbeat is not None:
+            heartbeat()
     return [list(known[h]) for h in hashes]
 
 
@@ -110,6 +148,16 @@ def _terms_adjust(delta: Counter[str]) -> None:
         )
 
 
+def postings_insert_sql(where: str) -> str:
+    """Return SQL that writes the postings of the chunks matching ``where`` (alias ``c``)."""
+    # ``where`` is a fragment written in this package, never input.
+    return (
+        "INSERT INTO retrieval_posting (lexeme, workspace_id, chunk_id, tf, length) "  # noqa: S608
+        "SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count "
+        f"FROM retrieval_chunk c, unnest(c.search_vector) u WHERE {where}"
+    )
+
+
 def chunks_delete(*, document_ids: Sequence[int]) -> None:
     """Delete documents' chunks and take them out of the term statistics."""
     old = _frequencies(document_ids)
@@ -124,10 +172,10 @@ class IndexedDocument:
     document: Document
     specs: Sequence[ChunkSpec]
     inputs: Sequence[str]
-    vectors: Sequence[list[float]]
+    vectors: Mapping[EmbeddingSpace, Sequence[list[float]]]
 
 
-def chunks_replace(*, space: EmbeddingSpace, items: Sequence[IndexedDocument]) -> int:
+def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
     """Replace documents' chunks, vectors and term statistics (inside the jobs' transaction)."""
     document_ids = [item.document.pk for item in items]
     if not document_ids:
@@ -164,14 +212,13 @@ def chunks_replace(*, space: EmbeddingSpace, items: Sequence[IndexedDocument]) -
             "WHERE c.document_id = ANY(%s)",
             [document_ids],
         )
+        cursor.execute(postings_insert_sql("c.document_id = ANY(%s)"), [document_ids])
     delta = _frequencies(document_ids)
     delta.subtract(old)
     _terms_adjust(delta)
-    pairs = [
-        (text, vector)
-        for item in items
-        for text, vector in zip(item.inputs, item.vectors, strict=True)
-    ]
+    by_document: dict[int, list[Chunk]] = {}
+    for chunk in chunks:
+        by_document.setdefault(chunk.document_id, []).append(chunk)
     ChunkVector.objects.bulk_create(
         (
             ChunkVector(
@@ -181,9 +228,34 @@ def chunks_replace(*, space: EmbeddingSpace, items: Sequence[IndexedDocument]) -
                 input_hash=_input_hash(space.model, text),
                 embedding=vector,
             )
-            for chunk, (text, vector) in zip(chunks, pairs, strict=True)
+            for item in items
+            for space, vectors in item.vectors.items()
+            for chunk, text, vector in zip(by_document.get(item.document.pk, []), item.inputs,
+                                           vectors, strict=True)
         ),
         batch_size=1000,
+    )
+    return len(chunks)
+
+
+def chunk_vectors_missing(*, space: EmbeddingSpace, document_ids: Sequence[int]) -> list[Chunk]:
+    """Return the documents' chunks that have no vector in ``space`` yet."""
+    return list(
+        Chunk.objects.filter(document_id__in=document_ids)
+        .exclude(vectors__space=space)
+        .select_related("document")
+        .order_by("document_id", "ordinal")
+    )
+
+
+def chunk_vectors_add(*, space: EmbeddingSpace, chunks: Sequence[Chunk],
+                      vectors: Sequence[list[float]], inputs: Sequence[str]) -> int:
+    """Store vectors for chunks in ``space``; chunks that got one meanwhile are skipped."""
+    ChunkVector.objects.bulk_create(
+        (ChunkVector(chunk=chunk, space=space, workspace_id=chunk.workspace_id,
+                     input_hash=_input_hash(space.model, text), embedding=vector)
+         for chunk, text, vector in zip(chunks, inputs, vectors, strict=True)),
+        batch_size=1000, ignore_conflicts=True,
     )
     return len(chunks)
 

@@ -1,14 +1,18 @@
-"""Health endpoints and the landing page."""
+"""Health endpoints, the landing page and document pages."""
 
 from __future__ import annotations
 
 import time
 
+from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from aistack.documents.selectors import document_get
+from aistack.documents.summaries import summary_shown
+from aistack.errors import NotFound
 from aistack.jobs.tasks import HEARTBEAT_KEY
 
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
@@ -55,3 +59,19 @@ def readyz(request: HttpRequest) -> HttpResponse:
 def index(request: HttpRequest) -> HttpResponse:
     """Show what this server offers."""
     return render(request, "web/index.html")
+
+
+@login_required
+def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
+    """Show a document and its summary, which updates live as its job progresses."""
+    # Taken before the state is read: events after it are replayed when the page subscribes.
+    rendered_at = time.time()
+    try:
+        document = document_get(user=request.user, document_id=document_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    return render(request, "web/document.html", {
+        "document": document,
+        "summary": summary_shown(document=document),
+        "rendered_at": rendered_at,
+    })

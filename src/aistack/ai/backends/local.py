@@ -142,7 +142,7 @@ class ChatModel(BaseChatModel):
         sentences = _sentences(request.context)
         if not sentences:
             text = NO_CONTEXT
-        elif question:
+        elif question and request.task == "answer":
             text = self._answer(question, sentences)
         else:
             text = self._summary(sentences)

@@ -1,0 +1,212 @@
+"""Benchmark retrieval: search latency and HNSW recall at scale, and ingest throughput.
+
+    python bench/retrieval.py [--chunks 100000] [--dataset ../shared/data/scifact]
+
+Search: a corpus of N chunks in two workspaces (99% and 1%). Vectors are real MiniLM
+embeddings of SciFact passages, mixed pairwise with noise to reach N while keeping
+the clustered shape of real embeddings; chunk texts are SciFact passages, so BM25
+has real term statistics. Queries are SciFact's test claims. Recall@10 of each mode
+is measured against exact (brute-force) vector search on the same workspace.
+
+Ingest: the same SciFact documents through the whole pipeline (import, chunk, embed,
+store, index) against sentence-transformers encoding exactly the pipeline's texts
+directly, measured alternately in one run; the ratio is what the goal is set on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import django_on_embedded_services, median, percentile
+
+QUERIES = 200
+K = 10
+INGEST_DOCUMENTS = 600
+
+
+def load_scifact(directory: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    corpus = [json.loads(line) for line in (directory / "corpus.jsonl").open()]
+    queries = [json.loads(line)["text"] for line in (directory / "queries.jsonl").open()]
+    return [(row["title"], row["text"]) for row in corpus], queries
+
+
+def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
+    """Insert n chunks with vectors into a big and a small workspace; return their ids."""
+    from django.db import connection
+
+    from aistack.accounts.models import Workspace
+    from aistack.ai.services import embeddings_create
+    from aistack.ai.types import Attribution
+    from aistack.documents.models import Document
+    from aistack.retrieval.models import Chunk, ChunkVector
+    from aistack.retrieval.services import (
+        embedding_input,
+        embedding_space_for_configured_model,
+        postings_insert_sql,
+    )
+
+    space = embedding_space_for_configured_model()
+    base_texts = [text for _, text in documents]
+    started = time.perf_counter()
+    base = np.array(embeddings_create(
+        texts=[embedding_input(title=t, text=x) for t, x in documents],
+        attribution=Attribution(feature="bench")).vectors, dtype=np.float32)
+    print(f"  embedded {len(base)} real passages in {time.perf_counter() - started:.0f}s")
+    big = Workspace.objects.create(name="big", slug="bench-big")
+    small = Workspace.objects.create(name="small", slug="bench-small")
+    nprng = np.random.default_rng(7)
+    with connection.cursor() as cursor:
+        cursor.execute("SET maintenance_work_mem = '1GB'")
+        cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{space.pk}")
+    for start in range(0, n, 5_000):
+        size = min(5_000, n - start)
+        a, b = nprng.integers(0, len(base), size), nprng.integers(0, len(base), size)
+        mix = nprng.uniform(0.6, 1.0, (size, 1)).astype(np.float32)
+        vectors = base[a] * mix + base[b] * (1 - mix)
+        vectors += nprng.normal(0, 0.02, vectors.shape).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        workspaces = [small if (start + i) % 100 == 0 else big for i in range(size)]
+        documents_ = Document.objects.bulk_create(
+            Document(workspace=w, title="bench", content=base_texts[i], content_hash="")
+            for w, i in zip(workspaces, a, strict=True))
+        chunks = Chunk.objects.bulk_create(
+            Chunk(document=d, workspace=d.workspace, ordinal=0, text=d.content, token_count=1,
+                  start_char=0, end_char=len(d.content), content_hash="") for d in documents_)
+        ChunkVector.objects.bulk_create(
+            ChunkVector(chunk=c, space=space, workspace=c.workspace, input_hash="", embedding=v)
+            for c, v in zip(chunks, vectors, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE retrieval_chunk SET search_vector = to_tsvector('english', text)")
+        cursor.execute(
+            "UPDATE retrieval_chunk c SET term_count = coalesce("
+            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0)")
+        cursor.execute(postings_insert_sql("true"))
+        cursor.execute(
+            "INSERT INTO retrieval_term (lexeme, df) SELECT u.lexeme, count(*) "
+            "FROM retrieval_chunk c, unnest(c.search_vector) u GROUP BY u.lexeme "
+            "ON CONFLICT (lexeme) DO UPDATE SET df = EXCLUDED.df")
+    started = time.perf_counter()
+    from aistack.retrieval.services import embedding_space_index_create
+
+    embedding_space_index_create(space=space)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"  built the HNSW index over {n:,} vectors in {time.perf_counter() - started:.0f}s")
+    return {"big": big.pk, "small": small.pk}
+
+
+def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None:
+    from aistack.ai.types import Attribution
+    from aistack.retrieval.selectors import SearchMode
+    from aistack.retrieval.services import query_vectors_warm, search
+
+    attribution = Attribution(feature="bench")
+    query_vectors_warm(queries=queries, attribution=attribution)
+    print(f"\nsearch over {n:,} chunks, k={K}, {len(queries)} queries "
+          "(query vectors cached: this is retrieval time)")
+    print(f"  {'workspace':<10} {'mode':<22} {'p50 ms':>8} {'p95 ms':>8} "
+          f"{'results':>8} {'recall@10 vs exact':>19}")
+    for name, workspace_id in workspaces.items():
+        exact = {}
+        for query in queries:
+            exact[query] = [h.chunk_id for h in search(
+                workspace_ids=[workspace_id], query=query, k=K, mode=SearchMode.VECTOR,
+                attribution=attribution, exact=True, snippets=False)]
+        runs = [("vector, exact scan", SearchMode.VECTOR, True),
+                ("vector, planned", SearchMode.VECTOR, None),
+                ("vector, HNSW forced", SearchMode.VECTOR, False),
+                ("text (BM25)", SearchMode.TEXT, None),
+                ("hybrid (RRF)", SearchMode.HYBRID, None)]
+        for label, mode, force in runs:
+            latencies, recalls, counts = [], [], []
+            for query in queries:
+                started = time.perf_counter()
+                hits = search(workspace_ids=[workspace_id], query=query, k=K, mode=mode,
+                              attribution=attribution, exact=force, snippets=True)
+                latencies.append((time.perf_counter() - started) * 1000)
+                counts.append(len(hits))
+                if mode == SearchMode.VECTOR:
+                    recalls.append(len({h.chunk_id for h in hits} & set(exact[query])) / K)
+            recall = f"{sum(recalls) / len(recalls):.3f}" if recalls else "-"
+            print(f"  {name:<10} {label:<22} {median(latencies):8.1f} "
+                  f"{percentile(latencies, 0.95):8.1f} {sum(counts) / len(counts):8.1f} "
+                  f"{recall:>19}")
+
+
+def bench_ingest(documents: list[tuple[str, str]]) -> None:
+    from aistack.accounts.models import Workspace
+    from aistack.ai.backends.local import sentence_model
+    from aistack.documents.services import documents_import, documents_process_now
+    from aistack.retrieval.chunking import chunk_text
+    from aistack.retrieval.services import embedding_input
+
+    sample = documents[:INGEST_DOCUMENTS]
+    texts = [embedding_input(title=title, text=spec.text)
+             for title, body in sample for spec in chunk_text(body)]
+    model = sentence_model()
+
+    def raw() -> float:
+        started = time.perf_counter()
+        model.encode(texts, batch_size=32, show_progress_bar=False)
+        return time.perf_counter() - started
+
+    def pipeline(round_: int) -> float:
+        workspace = Workspace.objects.create(name=f"ingest {round_}", slug=f"bench-ingest-{round_}")
+        # Fresh text each round, or vector reuse would skip the model entirely.
+        items = [(f"{title} ({round_})", body) for title, body in sample]
+        started = time.perf_counter()
+        created = documents_import(workspace=workspace, items=items, author=None, deliver=False)
+        documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None)
+        return time.perf_counter() - started
+
+    raw_times, pipeline_times = [], []
+    for round_ in range(2):
+        raw_times.append(raw())
+        pipeline_times.append(pipeline(round_))
+    raw_s, pipe_s = median(raw_times), median(pipeline_times)
+    print(f"\ningest: {len(sample)} SciFact documents = {len(texts)} chunks, "
+          f"alternating 2 rounds each (medians)")
+    print(f"  sentence-transformers directly  {len(texts) / raw_s:7.1f} chunks/s "
+          f"({len(sample) / raw_s:5.1f} documents/s)")
+    print(f"  whole pipeline                  {len(texts) / pipe_s:7.1f} chunks/s "
+          f"({len(sample) / pipe_s:5.1f} documents/s)")
+    print(f"  ratio                           {raw_s / pipe_s:7.3f}  (goal >= 0.9)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--dataset", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared/data/scifact")
+    parser.add_argument("--passages", type=int, default=None,
+                        help="Embed only this many real passages as the base (quick runs).")
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    documents, queries = load_scifact(args.dataset)
+    documents = documents[: args.passages] if args.passages else documents
+    rng = random.Random(7)
+    home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
+    stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2")
+    try:
+        if not args.skip_ingest:
+            bench_ingest(documents)
+        if not args.skip_search:
+            print(f"\nbuilding {args.chunks:,} chunks")
+            workspaces = build_corpus(args.chunks, documents)
+            bench_search(args.chunks, workspaces, rng.sample(queries, min(QUERIES, len(queries))))
+    finally:
+        stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

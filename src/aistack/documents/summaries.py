@@ -1,0 +1,237 @@
+"""Document summaries: made in the background, served from a versioned cache.
+
+A summary is *of* a version: the document's content hash, the prompt's version (a
+hash of its text) and the model asked. The cache key holds that version, so an edit,
+a changed prompt or another model each miss the old entry without anyone deleting it.
+PostgreSQL keeps the last summary written, so an expired or flushed cache costs a
+query, never a model call; and a cold key costs one model call however many callers
+ask at once (single flight).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from aistack.ai import chat_models
+from aistack.ai import exceptions as ai_exceptions
+from aistack.ai import services as ai
+from aistack.ai.prompts import PromptTemplate
+from aistack.ai.types import Attribution, ChatRequest
+from aistack.documents.models import Document
+from aistack.documents.tasks import DOCUMENT_SUMMARY
+from aistack.errors import app_error_for
+from aistack.jobs.exceptions import JobError, TransientJobError
+from aistack.jobs.models import JobStatus
+from aistack.jobs.services import JobRun, job_enqueue
+from aistack.realtime.locks import single_flight
+
+FEATURE = "summary"
+SUMMARY_PROMPT = PromptTemplate(
+    name="summary",
+    # Instructions in the system turn, the document in the user turn: every provider
+    # accepts that shape (Anthropic requires a user turn). Three sentences fit the
+    # document page without a "read more".
+    system=(
+        "Summarize the document the user sends for a teammate deciding whether to read "
+        "it, in at most three sentences. Use only what the document says."
+    ),
+    user="Document:\n$content",
+)
+# Between polls of the cache by callers waiting for another caller's summary.
+WAIT_POLL_SECONDS = 0.05
+_IN_FLIGHT = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
+# Failures a later attempt may not meet: the job retries these with backoff.
+_TRANSIENT_AI_ERRORS = (ai_exceptions.ConnectionFailed, ai_exceptions.Timeout,
+                        ai_exceptions.RateLimited, ai_exceptions.Unavailable)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryVersion:
+    """What a summary is a summary of."""
+
+    workspace_id: int
+    document_id: int
+    content_hash: str
+    prompt_version: str
+    model: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Return what the stored summary records of its version."""
+        return f"{self.content_hash}/{self.prompt_version}/{self.model}"
+
+    @property
+    def cache_key(self) -> str:
+        """Return the cache key of this version's summary."""
+        return f"summary:{self.workspace_id}:{self.document_id}:{self.fingerprint}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """A summary's text."""
+
+    text: str
+    # Quoted from the document by the built-in model rather than written: shown as such.
+    extractive: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummaryState:
+    """What a reader is told about a document's summary."""
+
+    status: JobStatus
+    summary: str | None
+    error: str
+    # True when ``summary`` is of an older version of the document (or prompt, or model).
+    stale: bool
+    extractive: bool
+
+
+def summary_version(*, document: Document) -> SummaryVersion:
+    """Return the version a summary of the document made now would have."""
+    return SummaryVersion(
+        workspace_id=document.workspace_id, document_id=document.pk,
+        content_hash=document.content_hash, prompt_version=SUMMARY_PROMPT.version,
+        model=chat_models["default"].id,
+    )
+
+
+def _cached(version: SummaryVersion) -> Summary | None:
+    # Cached as plain values, not a pickled class that a later release might rename.
+    found: tuple[str, bool] | None = cache.get(version.cache_key)
+    return None if found is None else Summary(text=found[0], extractive=found[1])
+
+
+def _cache(version: SummaryVersion, summary: Summary) -> None:
+    cache.set(version.cache_key, (summary.text, summary.extractive),
+              timeout=settings.SUMMARY_CACHE_SECONDS)
+
+
+def _found(document: Document, version: SummaryVersion) -> Summary | None:
+    """Return the summary of ``version`` from the cache, or from the row and re-cache it."""
+    if (summary := _cached(version)) is not None:
+        return summary
+    if document.summary_version != version.fingerprint:
+        return None
+    summary = Summary(text=document.summary, extractive=document.summary_extractive)
+    _cache(version, summary)
+    return summary
+
+
+def _complete(summary: Summary) -> SummaryState:
+    return SummaryState(status=JobStatus.COMPLETE, summary=summary.text, error="", stale=False,
+                        extractive=summary.extractive)
+
+
+def summary_state(*, document: Document) -> SummaryState:
+    """Return the document's summary state without calling a model."""
+    version = summary_version(document=document)
+    if (summary := _found(document, version)) is not None:
+        return _complete(summary)
+    return SummaryState(
+        status=JobStatus(document.summary_status), summary=document.summary or None,
+        error=document.summary_error, stale=bool(document.summary_version),
+        extractive=document.summary_extractive,
+    )
+
+
+def _write(document: Document, version: SummaryVersion) -> Summary:
+    result = ai.chat_complete(
+        request=ChatRequest(messages=SUMMARY_PROMPT.render(content=document.content),
+                            context=(document.content,), task="summarize"),
+        attribution=Attribution(feature=FEATURE, user_id=document.author_id,
+                                workspace_id=version.workspace_id, object_id=document.pk,
+                                prompt_version=version.prompt_version),
+    )
+    summary = Summary(text=result.text.strip(), extractive=result.extractive)
+    # Only onto the content it summarizes: an edit made meanwhile keeps its own.
+    Document.objects.filter(pk=document.pk, content_hash=version.content_hash).update(
+        summary=summary.text, summary_version=version.fingerprint,
+        summary_extractive=summary.extractive,
+    )
+    _cache(version, summary)
+    return summary
+
+
+def _awaited(version: SummaryVersion, *, seconds: float) -> Summary | None:
+    deadline = time.monotonic() + seconds
+    while (summary := _cached(version)) is None and time.monotonic() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+    return summary
+
+
+def _made(document: Document, version: SummaryVersion, *, wait: float) -> Summary | None:
+    """Return the version's summary, calling the model only if no caller anywhere is.
+
+    None when another caller is writing it and does not finish within ``wait`` seconds.
+    """
+    if (summary := _found(document, version)) is not None:
+        return summary
+    with single_flight(version.cache_key) as leader:
+        if leader:
+            # The previous holder may have written it between our miss and our lock.
+            return _cached(version) or _write(document, version)
+    return _awaited(version, seconds=wait)
+
+
+def summary_read(*, document: Document) -> SummaryState:
+    """Return the document's summary, writing it now if it is missing and nothing is wrong."""
+    version = summary_version(document=document)
+    status = JobStatus(document.summary_status)
+    if status == JobStatus.FAILED or document.awaits_parsing:
+        # A failed summary is retried on request, not by every reader of the document.
+        return summary_state(document=document)
+    summary = _made(document, version, wait=settings.SUMMARY_READ_WAIT_SECONDS)
+    if summary is None:
+        # Someone else is writing it: show the last summary meanwhile, marked stale.
+        return SummaryState(
+            status=JobStatus.PROCESSING, summary=document.summary or None, error="",
+            stale=bool(document.summary_version), extractive=document.summary_extractive,
+        )
+    return _complete(summary)
+
+
+def summary_request(*, document: Document) -> SummaryState:
+    """Queue the document's summary unless it is current or already on its way."""
+    state = summary_state(document=document)
+    current = state.status == JobStatus.COMPLETE and not state.stale
+    if current or state.status in _IN_FLIGHT:
+        return state
+    job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
+    document.refresh_from_db(fields=["summary_status", "summary_error"])
+    return summary_state(document=document)
+
+
+def summary_shown(*, document: Document) -> SummaryState:
+    """Return the state to show now, queueing a refresh of an outdated summary nobody makes."""
+    state = summary_state(document=document)
+    if state.status == JobStatus.COMPLETE and state.stale:
+        return summary_request(document=document)
+    return state
+
+
+def document_summarize_run(*, run: JobRun) -> None:
+    """Write a document's summary (the summary job's work)."""
+    document = Document.objects.filter(pk=run.object_id).first()
+    if document is None:
+        return
+    if document.awaits_parsing:
+        raise TransientJobError("The document's text has not been extracted yet.")
+    try:
+        summary = _made(document, summary_version(document=document),
+                        wait=settings.SUMMARY_READ_WAIT_SECONDS)
+    except _TRANSIENT_AI_ERRORS as exc:
+        raise TransientJobError(app_error_for(exc).message) from exc
+    except ai_exceptions.AIError as exc:
+        # The user sees why in summary_error: our words for it, never the provider's.
+        raise JobError(app_error_for(exc).message) from exc
+    if summary is None:
+        raise TransientJobError("Another process is writing this summary.")
+    # The summary is stored already (by version, so safely outside the job's
+    # transaction); this completes the job, unless an edit superseded it meanwhile.
+    with run.finishing():
+        pass

@@ -1,0 +1,1 @@
+"""Cross-process coordination through Redis: job events pushed to clients, and locks."""

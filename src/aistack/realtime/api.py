@@ -1,0 +1,34 @@
+"""Events API: a server-sent event stream of job status changes in the caller's workspaces."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Router
+
+from aistack.accounts.permissions import readable_workspaces
+from aistack.realtime.events import job_event_stream, replay_since
+from aistack.streaming import event_stream_response
+
+router = Router(tags=["events"])
+
+
+@router.get(
+    "",
+    openapi_extra={"responses": {200: {
+        "description": "`text/event-stream` of `job` events: "
+                       "`{workspace, kind, object_id, status, error, at}`.",
+        "content": {"text/event-stream": {}},
+    }}},
+)
+def events(request: HttpRequest, since: float | None = None) -> StreamingHttpResponse:
+    """Stream job status changes; on connect, the state of running and recently finished jobs.
+
+    ``since`` (epoch seconds) replays jobs finished after it; a reconnecting browser sends
+    ``Last-Event-ID`` instead.
+    """
+    workspace_ids = list(readable_workspaces(user=request.user).values_list("pk", flat=True))
+    stream = job_event_stream(
+        workspace_ids=workspace_ids,
+        since=replay_since(last_event_id=request.headers.get("Last-Event-ID"), since=since),
+    )
+    return event_stream_response(stream)

@@ -1,0 +1,102 @@
+"""GET /api/v1/events: job status changes pushed through Redis, per workspace."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from aistack.accounts.services import api_token_create
+from aistack.ai.backends import scripted
+from aistack.ai.backends.scripted import Reply
+from aistack.documents.models import Document
+from aistack.documents.services import document_create
+from aistack.jobs.models import JobStatus
+from tests.conftest import ApiClient
+from tests.jobs.helpers import wait_for
+from tests.realtime.streams import EventStream, about
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONTENT = "Deploys happen on Tuesdays. Rollbacks need a second reviewer."
+
+
+@contextmanager
+def stream(address: str, user: User, **options: Any) -> Iterator[EventStream]:
+    _, token = api_token_create(user=user)
+    events = EventStream(address, token, **options)
+    try:
+        yield events
+    finally:
+        events.close()
+
+
+def complete(document: Document) -> bool:
+    document.refresh_from_db()
+    return document.summary_status == JobStatus.COMPLETE
+
+
+def test_events_follow_a_summary_job_and_never_cross_workspaces(
+    asgi_url: str, celery_worker: Any, alice: User, bob: User,
+    scripted_chat: Callable[..., None],
+) -> None:
+    scripted_chat(latency=1.0)
+    scripted.script("echo", Reply(text="Alice's."), Reply(text="Bob's."))
+    with stream(asgi_url, alice) as alices, stream(asgi_url, bob) as bobs:
+        mine = document_create(workspace=alice.personal_workspace, title="A", content=CONTENT,
+                               author=alice)
+        for status in ("pending", "processing", "complete"):
+            alices.wait_for(about(mine.pk, status))
+        theirs = document_create(workspace=bob.personal_workspace, title="B",
+                                 content=CONTENT, author=bob)
+        bobs.wait_for(about(theirs.pk, "complete"))
+        time.sleep(0.5)  # time for any stray event to arrive
+
+        assert {data["workspace"] for _, _, data in alices.received()} == {
+            alice.personal_workspace.pk}
+        assert {data["workspace"] for _, _, data in bobs.received()} == {
+            bob.personal_workspace.pk}
+        assert not any(data["object_id"] == mine.pk for _, _, data in bobs.received())
+    _, _, done = alices.wait_for(about(mine.pk, "complete"))
+    assert done["error"] == ""
+
+
+def test_a_late_subscriber_gets_the_final_state(
+    asgi_url: str, celery_worker: Any, alice: User, scripted_chat: Callable[..., None],
+) -> None:
+    scripted.script("echo", Reply(text="Done before anyone listened."))
+    before = time.time()
+    document = document_create(workspace=alice.personal_workspace, title="A", content=CONTENT,
+                               author=alice)
+    wait_for(lambda: complete(document), message="summary")
+
+    # With no cursor, recent completions are replayed from the database.
+    with stream(asgi_url, alice) as fresh:
+        fresh.wait_for(about(document.pk, "complete"), timeout=5)
+    # A page that rendered before the job finished asks from its render time.
+    with stream(asgi_url, alice, query=f"?since={before}") as page:
+        page.wait_for(about(document.pk, "complete"), timeout=5)
+
+
+def test_a_reconnecting_client_converges_on_what_it_missed(
+    asgi_url: str, celery_worker: Any, alice: User, scripted_chat: Callable[..., None],
+) -> None:
+    scripted_chat(latency=1.0)
+    scripted.script("echo", Reply(text="Written while the client was away."))
+    with stream(asgi_url, alice) as first:
+        document = document_create(workspace=alice.personal_workspace, title="A",
+                                   content=CONTENT, author=alice)
+        last_id, _, _ = first.wait_for(about(document.pk, "processing"))
+    # Disconnected before the job finished; the browser reconnects with its last event id.
+    wait_for(lambda: complete(document), message="summary")
+
+    with stream(asgi_url, alice, last_event_id=last_id) as again:
+        again.wait_for(about(document.pk, "complete"), timeout=5)
+
+
+def test_events_need_authentication(asgi_url: str, anonymous_api: ApiClient) -> None:
+    assert anonymous_api.get("/api/v1/events").status_code == 401

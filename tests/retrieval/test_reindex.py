@@ -1,0 +1,74 @@
+"""Switching the embedding model: no mixed vectors, search serves until the switch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib.auth.models import User
+
+from aistack.ai.types import Attribution
+from aistack.retrieval.models import ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.reindex import reindex_run
+from aistack.retrieval.selectors import SearchMode, active_space
+from aistack.retrieval.services import search
+from aistack.usage.models import UsageRecord
+from tests.retrieval.helpers import indexed
+
+OLD, NEW = "local:all-MiniLM-L6-v2", "scripted:hash"
+
+
+def vectors_by_model() -> dict[str, int]:
+    return {space.model: ChunkVector.objects.filter(space=space).count()
+            for space in EmbeddingSpace.objects.all()}
+
+
+def last_query_model() -> str:
+    return UsageRecord.objects.filter(feature="search").latest("pk").model
+
+
+def test_reindex_builds_the_new_space_beside_the_old_then_switches(
+    alice: User, use_models: Callable[..., None]
+) -> None:
+    workspace = alice.personal_workspace
+    first = indexed(workspace, alice, "Vacation", "Employees get 25 days of paid vacation.")
+    assert active_space().model == OLD  # type: ignore[union-attr]
+
+    use_models(embedding=NEW)
+    second = indexed(workspace, alice, "Parking", "Parking permits renew every January.")
+
+    # The new document has vectors in both spaces; search still uses the old model.
+    assert vectors_by_model() == {OLD: 2, NEW: 1}
+    assert EmbeddingSpace.objects.get(model=NEW).status == SpaceStatus.BUILDING
+    hits = search(workspace_ids=[workspace.pk], query="holidays", k=2, mode=SearchMode.VECTOR,
+                  attribution=Attribution(feature="search"))
+    assert hits[0].document_id == first.pk
+    assert last_query_model() == OLD
+
+    progressed: list[int] = []
+    assert reindex_run(progress=progressed.append) is True
+
+    assert sum(progressed) == 1  # only the first document lacked a new vector
+    assert active_space().model == NEW  # type: ignore[union-attr]
+    assert EmbeddingSpace.objects.get(model=OLD).status == SpaceStatus.RETIRED
+    assert vectors_by_model() == {OLD: 0, NEW: 2}
+    hits = search(workspace_ids=[workspace.pk], query="parking", k=2, mode=SearchMode.VECTOR,
+                  attribution=Attribution(feature="search"))
+    assert {hit.document_id for hit in hits} == {first.pk, second.pk}
+    assert last_query_model() == NEW
+    # Running it again has nothing to do.
+    assert reindex_run(progress=progressed.append) is True
+    assert sum(progressed) == 1
+
+
+def test_switching_back_rebuilds_the_retired_space(
+    alice: User, use_models: Callable[..., None]
+) -> None:
+    indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days of vacation.")
+    use_models(embedding=NEW)
+    assert reindex_run(progress=lambda n: None)
+    use_models(embedding=OLD)
+
+    assert reindex_run(progress=lambda n: None)
+
+    assert active_space().model == OLD  # type: ignore[union-attr]
+    assert vectors_by_model() == {OLD: 1, NEW: 0}

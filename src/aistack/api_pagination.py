@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from aistack.errors import Invalid
 
 M = TypeVar("M", bound=Model)
+# Far beyond any real list, and well inside PostgreSQL's bigint.
+MAX_OFFSET = 10**9
 
 
 def paginate(request: HttpRequest, queryset: QuerySet[M], *, limit: int | None,
@@ -19,8 +21,8 @@ def paginate(request: HttpRequest, queryset: QuerySet[M], *, limit: int | None,
     limit = settings.API_PAGE_SIZE if limit is None else limit
     if not 1 <= limit <= settings.API_MAX_PAGE_SIZE:
         raise Invalid(f"limit must be between 1 and {settings.API_MAX_PAGE_SIZE}.")
-    if offset < 0:
-        raise Invalid("offset must not be negative.")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise Invalid(f"offset must be between 0 and {MAX_OFFSET}.")
     count = queryset.count()
     items = list(queryset[offset : offset + limit])
     next_url = None

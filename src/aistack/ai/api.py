@@ -14,18 +14,19 @@ from aistack.ai.chat import chat_reply, chat_reply_stream
 from aistack.ai.types import ChatResult, Message
 from aistack.errors import Invalid, NotFound
 from aistack.streaming import sse_response
+from aistack.validation import Text
 
 router = Router(tags=["chat"])
 
 
 class ChatMessageIn(Schema):
     role: Literal["user", "assistant"]
-    content: str = Field(min_length=1)
+    content: Text = Field(min_length=1)
 
 
 class ChatIn(Schema):
     messages: list[ChatMessageIn] | None = Field(None, min_length=1)
-    prompt: str | None = Field(None, min_length=1)
+    prompt: Text | None = Field(None, min_length=1)
     stream: bool = False
 
     @model_validator(mode="after")

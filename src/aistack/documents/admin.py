@@ -1,9 +1,9 @@
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.forms import ModelForm
 from django.http import HttpRequest
 
 from aistack.documents.models import Document
-from aistack.jobs.services import job_enqueue
 
 
 @admin.register(Document)
@@ -18,14 +18,14 @@ class DocumentAdmin(admin.ModelAdmin[Document]):
 
     def save_model(self, request: HttpRequest, obj: Document, form: ModelForm[Document],
                    change: bool) -> None:
-        # Saving through the admin must process changed content like the API does.
-        from aistack.documents.services import document_update
-        from aistack.documents.tasks import DOCUMENT_INDEX
+        # Through the services, so the admin's edits are processed like the API's.
+        from aistack.documents.services import document_create, document_update
 
         if change:
-            document_update(document=obj)
-        else:
-            if obj.author_id is None and request.user.is_authenticated:
-                obj.author_id = request.user.pk
-            super().save_model(request, obj, form, change)
-            job_enqueue(kind=DOCUMENT_INDEX, object_id=obj.pk)
+            document_update(document=obj, title=obj.title, content=obj.content)
+            return
+        author = obj.author if obj.author_id else (
+            request.user if isinstance(request.user, User) else None)
+        created = document_create(workspace=obj.workspace, title=obj.title,
+                                  content=obj.content, author=author)
+        obj.pk = created.pk

@@ -24,6 +24,7 @@ from aistack.documents.schemas import (
     SummaryOut,
 )
 from aistack.documents.summaries import SummaryState
+from aistack.validation import Text
 
 router = Router(tags=["documents"])
 
@@ -65,7 +66,7 @@ def upload_document(
 def list_documents(
     request: HttpRequest,
     workspace: int | None = None,
-    title: str | None = None,
+    title: Text | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> dict[str, Any]:

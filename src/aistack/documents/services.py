@@ -16,26 +16,24 @@ from aistack.documents.models import Document, content_hash
 from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind, parse
 from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_SUMMARY
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.models import JobStatus
+from aistack.jobs.runner import jobs_work_through
 from aistack.jobs.services import (
     JobRun,
     job_enqueue,
     job_fail,
     jobs_create,
     jobs_finishing,
-    jobs_work_through,
 )
 from aistack.retrieval.chunking import ChunkSpec, chunk_text
 from aistack.retrieval.services import (
     IndexedDocument,
-    chunks_delete,
     chunks_replace,
     embedding_input,
     spaces_to_fill,
+    spaces_unchanged,
     vectors_for,
 )
-
-_DOCUMENT_JOB_KINDS = (DOCUMENT_INDEX, DOCUMENT_SUMMARY)
 
 
 def _validated(document: Document) -> Document:
@@ -94,31 +92,29 @@ def document_upload_create(
 def document_update(
     *, document: Document, title: str | None = None, content: str | None = None
 ) -> Document:
-    """Change a document; changed content is processed again."""
-    old_hash, old_title = document.content_hash, document.title
+    """Change a document; changed text is processed again."""
+    # Re-read under a row lock and write back only what is edited: workers write the
+    # status, summary and parsed-text columns of this row concurrently.
+    current = Document.objects.select_for_update().get(pk=document.pk)
+    old_hash, old_title = current.content_hash, current.title
     if title is not None:
-        document.title = title
+        current.title = title
     if content is not None:
-        document.content = content
-    _validated(document)
-    document.save()
+        current.content = content
+    _validated(current)
+    current.save(update_fields=["title", "content", "content_hash", "updated_at"])
     # The title is part of every chunk's embedded and searchable text.
-    if document.content_hash != old_hash or document.title != old_title:
-        job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
-        document.refresh_from_db(fields=["embedding_status", "embedding_error"])
-    if document.content_hash != old_hash:
-        job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
-        document.refresh_from_db(fields=["summary_status", "summary_error"])
-    return document
+    if current.content_hash != old_hash or current.title != old_title:
+        job_enqueue(kind=DOCUMENT_INDEX, object_id=current.pk)
+    if current.content_hash != old_hash:
+        job_enqueue(kind=DOCUMENT_SUMMARY, object_id=current.pk)
+    current.refresh_from_db()
+    return current
 
 
 @transaction.atomic
 def document_delete(*, document: Document) -> None:
-    """Delete a document with its chunks and job records."""
-    Job.objects.filter(
-        kind__in=[kind.name for kind in _DOCUMENT_JOB_KINDS], object_id=document.pk
-    ).delete()
-    chunks_delete(document_ids=[document.pk])
+    """Delete a document; its chunks, statistics and jobs go with it (see signals)."""
     document.delete()
 
 
@@ -191,6 +187,7 @@ def documents_index(*, runs: Sequence[JobRun]) -> int:
         )
         offset += len(inputs)
     with jobs_finishing([run for run, *_ in prepared]) as owned:
+        spaces_unchanged(spaces)
         parsed = [items[run.object_id].document for run in owned
                   if items[run.object_id].document.source_file]
         for document in parsed:
@@ -207,13 +204,14 @@ def document_index_run(*, run: JobRun) -> None:
 
 def documents_import(
     *, workspace: Workspace, items: Sequence[tuple[str, str]], author: User | None,
-    deliver: bool = True,
+    deliver: bool = True, summarize: bool = True,
 ) -> list[Document]:
-    """Create many documents at once with pending index and summary jobs.
+    """Create many documents at once with pending index (and summary) jobs.
 
     With ``deliver=False`` no index message is sent: the caller indexes them itself
     (and if it stops early, the reconciler hands the rest to the workers). Summaries
-    are always left to the workers.
+    are left to the workers; ``summarize=False`` skips them (a scratch evaluation
+    corpus needs none, and a hosted model would charge for each).
     """
     documents = [_validated(Document(workspace=workspace, title=title, content=content,
                                      author=author)) for title, content in items]
@@ -222,7 +220,8 @@ def documents_import(
     with transaction.atomic():
         created = Document.objects.bulk_create(documents, batch_size=1000)
         jobs_create(kind=DOCUMENT_INDEX, object_ids=[d.pk for d in created], deliver=deliver)
-        jobs_create(kind=DOCUMENT_SUMMARY, object_ids=[d.pk for d in created])
+        if summarize:
+            jobs_create(kind=DOCUMENT_SUMMARY, object_ids=[d.pk for d in created])
     return created
 
 

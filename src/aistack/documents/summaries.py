@@ -11,7 +11,7 @@ ask at once (single flight).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.core.cache import cache
@@ -41,6 +41,9 @@ SUMMARY_PROMPT = PromptTemplate(
     ),
     user="Document:\n$content",
 )
+# How long a summary written by a fallback model is served before the configured
+# model is tried again.
+FALLBACK_CACHE_SECONDS = 600
 # Between polls of the cache by callers waiting for another caller's summary.
 WAIT_POLL_SECONDS = 0.05
 _IN_FLIGHT = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
@@ -106,9 +109,9 @@ def _cached(version: SummaryVersion) -> Summary | None:
     return None if found is None else Summary(text=found[0], extractive=found[1])
 
 
-def _cache(version: SummaryVersion, summary: Summary) -> None:
+def _cache(version: SummaryVersion, summary: Summary, *, seconds: int | None = None) -> None:
     cache.set(version.cache_key, (summary.text, summary.extractive),
-              timeout=settings.SUMMARY_CACHE_SECONDS)
+              timeout=seconds or settings.SUMMARY_CACHE_SECONDS)
 
 
 def _found(document: Document, version: SummaryVersion) -> Summary | None:
@@ -148,12 +151,16 @@ def _write(document: Document, version: SummaryVersion) -> Summary:
                                 prompt_version=version.prompt_version),
     )
     summary = Summary(text=result.text.strip(), extractive=result.extractive)
+    # A fallback model wrote it (the configured one is down): record the model that did,
+    # so the summary counts as stale, and cache it only briefly, so reads stay cheap
+    # during the outage and the configured model is tried again after it.
+    written = replace(version, model=result.model)
     # Only onto the content it summarizes: an edit made meanwhile keeps its own.
     Document.objects.filter(pk=document.pk, content_hash=version.content_hash).update(
-        summary=summary.text, summary_version=version.fingerprint,
+        summary=summary.text, summary_version=written.fingerprint,
         summary_extractive=summary.extractive,
     )
-    _cache(version, summary)
+    _cache(version, summary, seconds=None if written == version else FALLBACK_CACHE_SECONDS)
     return summary
 
 

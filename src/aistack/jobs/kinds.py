@@ -33,6 +33,11 @@ def register(kind: JobKind) -> JobKind:
     return kind
 
 
+def for_model(model_label: str) -> list[JobKind]:
+    """Return the kinds of job that work on objects of ``model_label``."""
+    return [kind for kind in _registry.values() if kind.model_label == model_label]
+
+
 def get(name: str) -> JobKind:
     """Return a registered job kind."""
     return _registry[name]

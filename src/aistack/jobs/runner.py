@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 
 from celery import Task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aistack.jobs.exceptions import JobSuperseded, TransientJobError
 from aistack.jobs.kinds import JobKind
+from aistack.jobs.models import Job, JobStatus
 from aistack.jobs.services import JobRun, job_claim, job_fail, job_retry_later
 
 logger = logging.getLogger(__name__)
@@ -39,6 +44,72 @@ def _describe(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+@contextmanager
+def lease_kept(runs: Sequence[JobRun]) -> Iterator[None]:
+    """Renew the runs' leases in the background while the block runs.
+
+    Work that outlasts its lease (a slow model, a big PDF) would otherwise be handed
+    to another worker by the reconciler and done twice.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
+                for run in runs:
+                    run.extend_lease()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name="job-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _settle(runs: Sequence[JobRun], exc: Exception) -> float | None:
+    """Record a failed attempt: fail permanent errors and exhausted jobs, else retry later.
+
+    Returns the retry delay when at least one run is to be retried.
+    """
+    if not isinstance(exc, TRANSIENT_ERRORS):
+        for run in runs:
+            job_fail(run=run, error=_describe(exc))
+        return None
+    countdown: float | None = None
+    for run in runs:
+        # The budget counts attempts stored with the job, so a re-delivery by the
+        # reconciler cannot reset it the way Celery's own retry counter would.
+        if run.attempt > settings.JOB_MAX_RETRIES:
+            job_fail(run=run, error=f"Gave up after {run.attempt} attempts: {_describe(exc)}")
+            continue
+        delay = retry_countdown(run.attempt - 1)
+        logger.warning("%s#%s: transient failure (%s), retry %d in %.1fs",
+                       run.kind.name, run.object_id, _describe(exc), run.attempt, delay)
+        if job_retry_later(run=run, error=_describe(exc), countdown=delay):
+            countdown = delay
+    return countdown
+
+
+def _attempt(runs: Sequence[JobRun], work: Callable[[], object]) -> float | None:
+    """Run ``work`` for claimed runs; return a retry delay if it failed transiently."""
+    try:
+        with lease_kept(runs):
+            work()
+    except JobSuperseded:
+        logger.info("%s: superseded, work discarded", ", ".join(
+            f"{run.kind.name}#{run.object_id}" for run in runs))
+    except Exception as exc:
+        if not isinstance(exc, TRANSIENT_ERRORS):
+            logger.exception("%s failed", ", ".join(
+                f"{run.kind.name}#{run.object_id}" for run in runs))
+        return _settle(runs, exc)
+    return None
+
+
 def run_job(
     task: Task,  # type: ignore[type-arg]
     *,
@@ -51,24 +122,39 @@ def run_job(
     if run is None:
         logger.info("%s#%s: nothing to do (done, failed or owned)", kind.name, object_id)
         return
-    try:
-        work(run)
-    except JobSuperseded:
-        logger.info("%s#%s: superseded, work discarded", kind.name, object_id)
-    except TRANSIENT_ERRORS as exc:
-        # The budget counts attempts stored with the job, so a re-delivery by the
-        # reconciler cannot reset it the way Celery's own retry counter would.
-        if run.attempt > settings.JOB_MAX_RETRIES:
-            job_fail(run=run, error=f"Gave up after {run.attempt} attempts: {_describe(exc)}")
-            return
-        countdown = retry_countdown(run.attempt - 1)
-        logger.warning(
-            "%s#%s: transient failure (%s), retry %d in %.1fs",
-            kind.name, object_id, _describe(exc), run.attempt, countdown,
-        )
-        if job_retry_later(run=run, error=_describe(exc), countdown=countdown):
-            raise task.retry(exc=exc, countdown=countdown,
-                             max_retries=settings.JOB_MAX_RETRIES) from exc
-    except Exception as exc:
-        logger.exception("%s#%s failed", kind.name, object_id)
-        job_fail(run=run, error=_describe(exc))
+    countdown = _attempt([run], lambda: work(run))
+    if countdown is not None:
+        raise task.retry(countdown=countdown, max_retries=settings.JOB_MAX_RETRIES)
+
+
+def jobs_work_through(
+    *, kind: JobKind, object_ids: Sequence[int], work: Callable[[list[JobRun]], object],
+    progress: Callable[[int], None], batch: int = 16, poll_seconds: float = 0.5,
+) -> None:
+    """Run these jobs in this process, in batches, until each is complete or failed.
+
+    Workers may take some of them meanwhile: a job is claimed by one process only,
+    so this finishes whether or not workers are running and never duplicates work.
+    """
+    remaining = set(object_ids)
+    while remaining:
+        runs: list[JobRun] = []
+        for object_id in sorted(remaining):
+            run = job_claim(kind=kind, object_id=object_id, due_only=True)
+            if run is not None:
+                runs.append(run)
+                if len(runs) == batch:
+                    break
+        if runs:
+            _attempt(runs, partial(work, runs))
+        known = dict(Job.objects.filter(kind=kind.name, object_id__in=remaining)
+                     .values_list("object_id", "status"))
+        # A deleted object takes its job with it: nothing is left to wait for.
+        done = {object_id for object_id in remaining
+                if known.get(object_id, JobStatus.COMPLETE) in (JobStatus.COMPLETE,
+                                                                 JobStatus.FAILED)}
+        if done:
+            progress(len(done))
+            remaining -= done
+        elif not runs:
+            time.sleep(poll_seconds)

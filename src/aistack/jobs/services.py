@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,6 +58,8 @@ def _mirror(kind: JobKind, object_ids: Sequence[int], status: JobStatus, error: 
     )
 
 
+# Sends run after commit with robust=True: if the broker is down the change still
+# stands (the reconciler delivers it later) and the request does not fail.
 def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
     celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown)
 
@@ -85,7 +86,7 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
             )
         _mirror(kind, [object_id], JobStatus.PENDING)
     # If the process dies between commit and send, the reconciler sends it later.
-    transaction.on_commit(lambda: _send(kind, object_id))
+    transaction.on_commit(partial(_send, kind, object_id), robust=True)
 
 
 def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = True) -> None:
@@ -98,7 +99,7 @@ def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = Tru
     )
     if deliver:
         for object_id in object_ids:
-            transaction.on_commit(partial(_send, kind, object_id))
+            transaction.on_commit(partial(_send, kind, object_id), robust=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,10 +114,15 @@ class JobRun:
 
     def extend_lease(self) -> None:
         """Tell the reconciler this run is still alive."""
-        Job.objects.filter(
-            kind=self.kind.name, object_id=self.object_id, owner=self.owner,
-            generation=self.generation,
-        ).update(lease_expires_at=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
+        with transaction.atomic():
+            # Skip rather than wait: a row locked right now belongs to a transaction
+            # that is finishing or releasing this very run.
+            ours = list(Job.objects.select_for_update(skip_locked=True).filter(
+                kind=self.kind.name, object_id=self.object_id, owner=self.owner,
+                generation=self.generation,
+            ).values_list("pk", flat=True))
+            Job.objects.filter(pk__in=ours).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
 
     @contextmanager
     def finishing(self) -> Iterator[None]:
@@ -167,8 +173,12 @@ def jobs_finishing(runs: Sequence[JobRun]) -> Iterator[list[JobRun]]:
             _mirror(kind, object_ids, JobStatus.COMPLETE)
 
 
-def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> JobRun | None:
-    """Take the job if it is waiting or its owner's lease ran out; None if not ours to run."""
+def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None,
+              due_only: bool = False) -> JobRun | None:
+    """Take the job if it is waiting or its owner's lease ran out; None if not ours to run.
+
+    ``due_only`` leaves alone a job waiting out its retry backoff.
+    """
     owner = owner or worker_identity()
     now = timezone.now()
     with transaction.atomic():
@@ -176,7 +186,7 @@ def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> Job
             Job.objects.select_for_update(skip_locked=True)
             .filter(kind=kind.name, object_id=object_id)
             .filter(
-                Q(status=JobStatus.PENDING)
+                Q(status=JobStatus.PENDING, **({"enqueued_at__lte": now} if due_only else {}))
                 | Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)
             )
             .first()
@@ -250,38 +260,9 @@ def job_reconcile() -> int:
                 status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
             )
             _mirror(kind, [job.object_id], JobStatus.PENDING, job.last_error)
-            transaction.on_commit(partial(_send, kind, job.object_id))
+            transaction.on_commit(partial(_send, kind, job.object_id), robust=True)
             resent += 1
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)
     return resent
 
-
-def jobs_work_through(
-    *, kind: JobKind, object_ids: Sequence[int], work: Callable[[list[JobRun]], object],
-    progress: Callable[[int], None], batch: int = 16, poll_seconds: float = 0.5,
-) -> None:
-    """Run these jobs in this process, in batches, until each is complete or failed.
-
-    Workers may take some of them meanwhile: a job is claimed by one process only,
-    so this finishes whether or not workers are running and never duplicates work.
-    """
-    remaining = set(object_ids)
-    while remaining:
-        runs = [run for object_id in sorted(remaining)[: batch * 4]
-                if (run := job_claim(kind=kind, object_id=object_id)) is not None][:batch]
-        if runs:
-            work(runs)
-        finished = set(
-            Job.objects.filter(kind=kind.name, object_id__in=remaining,
-                               status__in=[JobStatus.COMPLETE, JobStatus.FAILED])
-            .values_list("object_id", flat=True)
-        )
-        # Deleted objects take their jobs with them: nothing is left to wait for.
-        gone = remaining - set(Job.objects.filter(kind=kind.name, object_id__in=remaining)
-                               .values_list("object_id", flat=True))
-        if finished or gone:
-            progress(len(finished | gone))
-            remaining -= finished | gone
-        elif not runs:
-            time.sleep(poll_seconds)

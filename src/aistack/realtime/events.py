@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
@@ -152,11 +153,15 @@ def _snapshot(workspace_ids: Sequence[int], since: float) -> list[JobEvent]:
 
 def replay_since(*, last_event_id: str | None, since: float | None) -> float:
     """Return the epoch second from which a new stream replays finished jobs."""
-    if last_event_id and last_event_id.isdigit():
-        return int(last_event_id) / 1000 - CLOCK_SKEW_SECONDS
-    if since is not None:
-        return since - CLOCK_SKEW_SECONDS
-    return time.time() - DEFAULT_REPLAY_SECONDS
+    now = time.time()
+    if last_event_id and last_event_id.isdigit() and len(last_event_id) <= 16:
+        requested: float | None = int(last_event_id) / 1000
+    else:
+        requested = since
+    if requested is None or not math.isfinite(requested):
+        return now - DEFAULT_REPLAY_SECONDS
+    # Clients send what they like: keep it between the epoch and now.
+    return min(max(requested, 0.0), now) - CLOCK_SKEW_SECONDS
 
 
 async def job_event_stream(*, workspace_ids: Sequence[int], since: float) -> AsyncIterator[str]:

@@ -16,6 +16,7 @@ from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search
 from aistack.streaming import sse_response, sse_response_of
+from aistack.validation import Text
 
 router = Router(tags=["search"])
 
@@ -23,7 +24,7 @@ MAX_QUERY_CHARS = 2000
 
 
 class SearchParams(Schema):
-    q: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
+    q: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
     k: int = Field(default=10, ge=1, le=100)
     mode: SearchMode = SearchMode.HYBRID
     workspace: int | None = Field(default=None, description="Defaults to all of yours.")
@@ -59,7 +60,7 @@ ask_router = Router(tags=["answers"])
 
 
 class AskIn(Schema):
-    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    question: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(default=6, ge=1, le=20, description="How many passages the answer may draw on.")
     stream: bool = False
     workspace: int | None = Field(default=None, description="Defaults to all of yours.")

@@ -17,6 +17,7 @@ from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.documents.services import documents_import, documents_index
 from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.jobs import kinds
 from aistack.jobs.models import Job
 from aistack.jobs.services import JobRun, job_claim
 from aistack.retrieval.selectors import SearchMode
@@ -108,7 +109,7 @@ def corpus_ingest(*, dataset: Dataset, workspace: Workspace,
     """Import and index the corpus; return the dataset id of every document created."""
     ids = list(dataset.corpus)
     documents = documents_import(
-        workspace=workspace, author=None, deliver=False,
+        workspace=workspace, author=None, deliver=False, summarize=False,
         items=[(dataset.corpus[i][0] or i, dataset.corpus[i][1] or dataset.corpus[i][0])
                for i in ids],
     )
@@ -170,6 +171,8 @@ def scratch_workspace_drop(*, workspace: Workspace) -> None:
         document_ids = list(Document.objects.filter(workspace=workspace)
                             .values_list("pk", flat=True))
         chunks_delete(document_ids=document_ids)
-        Job.objects.filter(kind=DOCUMENT_INDEX.name, object_id__in=document_ids).delete()
+        # In bulk first: the per-document cleanup on delete then finds nothing to do.
+        Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
+                           object_id__in=document_ids).delete()
         workspace.delete()
 

@@ -8,7 +8,8 @@ from django.db import transaction
 
 from aistack.ai.types import Attribution
 from aistack.jobs.models import Job
-from aistack.jobs.services import JobRun, jobs_create, jobs_finishing, jobs_work_through
+from aistack.jobs.runner import jobs_work_through
+from aistack.jobs.services import JobRun, jobs_create, jobs_finishing
 from aistack.retrieval.models import Chunk, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.services import (
     chunk_vectors_add,
@@ -42,7 +43,8 @@ def documents_reembed(*, runs: Sequence[JobRun]) -> int:
         for space, chunks, inputs, vectors in planned:
             # Chunks replaced by an edit meanwhile are gone; their successors got
             # vectors in every space from the index job.
-            alive = set(Chunk.objects.filter(pk__in=[c.pk for c in chunks])
+            # Locked, so an edit deleting them now waits for us (or we see them gone).
+            alive = set(Chunk.objects.select_for_update().filter(pk__in=[c.pk for c in chunks])
                         .values_list("pk", flat=True))
             keep = [i for i, chunk in enumerate(chunks) if chunk.pk in alive]
             added += chunk_vectors_add(space=space, chunks=[chunks[i] for i in keep],

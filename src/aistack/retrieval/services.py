@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
+from aistack.jobs.exceptions import TransientJobError
 from aistack.retrieval.chunking import ChunkSpec
 from aistack.retrieval.embedding import embed_texts, embedding_model_info
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
@@ -76,6 +77,20 @@ def spaces_to_fill() -> list[EmbeddingSpace]:
     """Return the spaces new chunks need vectors in: the active one and any being built."""
     embedding_space_for_configured_model()
     return list(EmbeddingSpace.objects.exclude(status=SpaceStatus.RETIRED).order_by("pk"))
+
+
+def spaces_unchanged(planned: Sequence[EmbeddingSpace]) -> None:
+    """Raise unless the spaces to fill are still ``planned``; hold them until commit.
+
+    Vectors are computed before the writing transaction; if ``aistack reindex``
+    switched models meanwhile they would land in a retired space only.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM retrieval_embeddingspace WHERE status <> %s "
+                       "ORDER BY id FOR SHARE", [SpaceStatus.RETIRED])
+        current = [row[0] for row in cursor.fetchall()]
+    if current != sorted(space.pk for space in planned):
+        raise TransientJobError("the embedding model changed while indexing; indexing again")
 
 
 @transaction.atomic

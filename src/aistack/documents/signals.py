@@ -1,0 +1,29 @@
+"""Clean up after a document however it is deleted."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
+
+from aistack.documents.models import Document
+from aistack.jobs import kinds
+from aistack.jobs.models import Job
+from aistack.retrieval.services import chunks_delete
+
+
+# A signal rather than only the delete service: documents also go with their
+# workspace or author (ORM cascades) and from the admin, and in every case their term
+# statistics must be taken back and their jobs must not be re-sent forever.
+@receiver(pre_delete, sender=Document)
+def forget_document(sender: type[Document], instance: Document, **_: Any) -> None:
+    chunks_delete(document_ids=[instance.pk])
+    if instance.source_file and instance.source_file.name:
+        # Only once the deletion is committed: a rollback must find the file still there.
+        transaction.on_commit(partial(instance.source_file.storage.delete,
+                                      instance.source_file.name), robust=True)
+    Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
+                       object_id=instance.pk).delete()

@@ -276,7 +276,7 @@ def chat(prompt: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="End with one line of JSON scores.")
 @click.option("--keep", is_flag=True, help="Keep the scratch workspace afterwards.")
 @click.option("--exact/--no-exact", default=True, show_default=True,
-              help="Also score exact (non-HNSW) vector search.")
+              help="Also score vector search forced through HNSW and forced exact.")
 def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
     """Measure retrieval quality on a BEIR-layout folder (corpus, queries, qrels)."""
     _prepare(embedded=True, process_type="eval", migrate=True)
@@ -311,7 +311,8 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
                                   progress=lambda n: progress.advance(task, n))
             ingest_seconds = time.perf_counter() - started
             modes = list(SearchMode)
-            task = progress.add_task("Searching", total=len(dataset.queries) * (len(modes) + exact))
+            runs = len(modes) + (2 if exact else 0)
+            task = progress.add_task("Searching", total=len(dataset.queries) * runs)
             scores = evaluate(dataset=dataset, workspace=workspace, by_pk=by_pk, modes=modes,
                               exact_vector=exact, progress=lambda n: progress.advance(task, n))
     finally:

@@ -49,6 +49,13 @@ def _mirror(kind: JobKind, object_ids: Sequence[int], status: JobStatus, error: 
     kind.model()._default_manager.filter(pk__in=object_ids).update(
         **{kind.status_field: status, kind.error_field: error}
     )
+    _announce(kind, object_ids, status, error)
+
+
+def _announce(kind: JobKind, object_ids: Sequence[int], status: JobStatus,
+              error: str = "") -> None:
+    if kind.status_field is None:
+        return
     # Only once committed: listeners may re-read the state, and a change that is rolled
     # back is never announced. Robust: a listener's failure must not fail the job.
     transaction.on_commit(
@@ -97,6 +104,8 @@ def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = Tru
              enqueued_at=now) for object_id in object_ids),
         batch_size=1000,
     )
+    # The objects' status fields already read "pending" (their default): only announce it.
+    _announce(kind, object_ids, JobStatus.PENDING)
     if deliver:
         for object_id in object_ids:
             transaction.on_commit(partial(_send, kind, object_id), robust=True)

@@ -83,12 +83,15 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
         ChunkVector.objects.bulk_create(
             ChunkVector(chunk=c, space=space, workspace=c.workspace, input_hash="", embedding=v)
             for c, v in zip(chunks, vectors, strict=True))
+    ours = [big.pk, small.pk]
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE retrieval_chunk SET search_vector = to_tsvector('english', text)")
+        cursor.execute("UPDATE retrieval_chunk SET search_vector = to_tsvector('english', text) "
+                       "WHERE workspace_id = ANY(%s)", [ours])
         cursor.execute(
             "UPDATE retrieval_chunk c SET term_count = coalesce("
-            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0)")
-        cursor.execute(postings_insert_sql("true"))
+            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0) "
+            "WHERE workspace_id = ANY(%s)", [ours])
+        cursor.execute(postings_insert_sql("c.workspace_id = ANY(%s)"), [ours])
         cursor.execute(
             "INSERT INTO retrieval_term (lexeme, df) SELECT u.lexeme, count(*) "
             "FROM retrieval_chunk c, unnest(c.search_vector) u GROUP BY u.lexeme "

@@ -227,9 +227,15 @@ def documents_import(
     return created
 
 
+INGEST_BATCH = 256
+
+
 def documents_process_now(
     *, document_ids: Sequence[int], progress: Callable[[int], None]
 ) -> None:
     """Index the documents in this process (workers may help) until all are done."""
+    # Large batches: the model sorts each call's texts by length, so bigger
+    # calls pad less and embed faster.
     jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
-                      work=lambda runs: documents_index(runs=runs), progress=progress)
+                      work=lambda runs: documents_index(runs=runs), progress=progress,
+                      batch=INGEST_BATCH)

@@ -15,18 +15,15 @@ from django.db import transaction
 from aistack.accounts.models import Workspace
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
-from aistack.documents.services import documents_import, documents_index
-from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.documents.services import documents_import, documents_process_now
 from aistack.jobs import kinds
 from aistack.jobs.models import Job
-from aistack.jobs.services import JobRun, job_claim
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import chunks_delete, query_vectors_warm, search
 
 # Chunks fetched per query: a document may contribute several, and recall@100
 # is counted over documents.
 CHUNKS_PER_QUERY = 300
-INDEX_BATCH = 64
 
 
 class DatasetError(Exception):
@@ -114,18 +111,8 @@ def corpus_ingest(*, dataset: Dataset, workspace: Workspace,
                for i in ids],
     )
     by_pk = {document.pk: dataset_id for document, dataset_id in zip(documents, ids, strict=True)}
-    pks = list(by_pk)
-    for start in range(0, len(pks), INDEX_BATCH):
-        runs = [run for pk in pks[start:start + INDEX_BATCH]
-                if (run := job_claim(kind=DOCUMENT_INDEX, object_id=pk)) is not None]
-        _index(runs)
-        progress(len(pks[start:start + INDEX_BATCH]))
+    documents_process_now(document_ids=list(by_pk), progress=progress)
     return by_pk
-
-
-def _index(runs: list[JobRun]) -> None:
-    if runs:
-        documents_index(runs=runs)
 
 
 def evaluate(*, dataset: Dataset, workspace: Workspace, by_pk: dict[int, str],

@@ -109,8 +109,9 @@ def embedding_space_activate(*, space: EmbeddingSpace) -> None:
     ChunkVector.objects.filter(space__in=retired).delete()
 
 
-# Inputs embedded per model call while a job reports it is alive between calls.
-EMBED_GROUP = 256
+# Inputs per model call: large, because the model sorts a call's texts by length and
+# pads each batch to its longest text (the job's lease is renewed meanwhile).
+EMBED_GROUP = 1024
 
 
 def vectors_for(

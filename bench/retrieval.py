@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dataset", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/scifact")
+    parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--passages", type=int, default=None,
                         help="Embed only this many real passages as the base (quick runs).")
     parser.add_argument("--skip-search", action="store_true")
@@ -205,7 +206,8 @@ def main() -> None:
         if not args.skip_search:
             print(f"\nbuilding {args.chunks:,} chunks")
             workspaces = build_corpus(args.chunks, documents)
-            bench_search(args.chunks, workspaces, rng.sample(queries, min(QUERIES, len(queries))))
+            sample = rng.sample(queries, min(args.queries, len(queries)))
+            bench_search(args.chunks, workspaces, sample)
     finally:
         stop()
         shutil.rmtree(home, ignore_errors=True)

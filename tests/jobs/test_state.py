@@ -130,3 +130,26 @@ def test_reconciler_redelivers_lost_and_abandoned_work_only(
     # Just re-delivered: not sent again on the next pass.
     with django_capture_on_commit_callbacks(execute=True):
         assert job_reconcile() == 0
+
+
+def test_a_batch_claim_takes_at_most_its_limit_and_never_twice(alice: User) -> None:
+    from aistack.documents.services import documents_import
+    from aistack.jobs.services import jobs_claim
+
+    ids = [d.pk for d in documents_import(workspace=alice.personal_workspace, author=alice,
+                                          items=[(f"D{n}", "text") for n in range(5)],
+                                          deliver=False, summarize=False)]
+    Job.objects.filter(object_id=ids[4]).update(
+        enqueued_at=timezone.now() + timedelta(minutes=1))  # waiting out a retry backoff
+
+    first = jobs_claim(kind=DOCUMENT_INDEX, object_ids=ids, limit=2, owner="a", due_only=True)
+    rest = jobs_claim(kind=DOCUMENT_INDEX, object_ids=ids, limit=10, owner="b", due_only=True)
+
+    assert [run.object_id for run in first] == ids[:2]
+    assert [run.object_id for run in rest] == ids[2:4]
+    assert {run.attempt for run in first + rest} == {1}
+    # Without due_only the job in backoff may be taken too (a re-delivered message).
+    late = jobs_claim(kind=DOCUMENT_INDEX, object_ids=ids, limit=10, owner="c")
+    assert [run.object_id for run in late] == [ids[4]]
+    statuses = dict(Document.objects.filter(pk__in=ids).values_list("pk", "embedding_status"))
+    assert [statuses[pk] for pk in ids[:4]] == [JobStatus.PROCESSING] * 4

@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from aistack.jobs.exceptions import JobSuperseded, TransientJobError
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
-from aistack.jobs.services import JobRun, job_claim, job_fail, job_retry_later
+from aistack.jobs.services import JobRun, job_claim, job_fail, job_retry_later, jobs_claim
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +138,7 @@ def jobs_work_through(
     """
     remaining = set(object_ids)
     while remaining:
-        runs: list[JobRun] = []
-        for object_id in sorted(remaining):
-            run = job_claim(kind=kind, object_id=object_id, due_only=True)
-            if run is not None:
-                runs.append(run)
-                if len(runs) == batch:
-                    break
+        runs = jobs_claim(kind=kind, object_ids=sorted(remaining), limit=batch, due_only=True)
         if runs:
             _attempt(runs, partial(work, runs))
         known = dict(Job.objects.filter(kind=kind.name, object_id__in=remaining)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.core.cache import cache
 
 from aistack.jobs.services import job_reconcile
@@ -22,3 +24,9 @@ def reconcile() -> int:
 def heartbeat() -> None:
     """Record that a worker is consuming the queue, for readiness checks."""
     cache.set(HEARTBEAT_KEY, time.time(), timeout=None)
+
+
+@worker_ready.connect
+def _ready_at_once(**_: Any) -> None:
+    # Readiness should not wait for the scheduler's first heartbeat tick.
+    heartbeat()

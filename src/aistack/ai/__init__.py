@@ -10,13 +10,15 @@ every call; it never calls a backend, let alone a vendor SDK, itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.connection import BaseConnectionHandler
 from django.utils.module_loading import import_string
 
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
+
+M = TypeVar("M", bound=BaseModel)
 
 PROVIDERS = ("openai", "anthropic", "ollama", "local", "scripted")
 
@@ -48,32 +50,27 @@ def _build(params: Mapping[str, Any], alias: str, base: type[BaseModel]) -> Any:
     return backend(alias=alias, model=params.get("MODEL", ""), options=params.get("OPTIONS", {}))
 
 
-class ChatModelHandler(BaseConnectionHandler[BaseChatModel]):
-    """The configured chat models, one backend per alias."""
+class ModelHandler(BaseConnectionHandler[M]):
+    """The configured models of one kind, one backend per alias."""
 
-    settings_name = "AI_CHAT_MODELS"
     exception_class = InvalidModelError
+    base: type[BaseModel]
 
-    def create_connection(self, alias: str) -> BaseChatModel:
+    def __init__(self, *, settings_name: str, base: type[BaseModel]) -> None:
+        super().__init__()
+        self.settings_name = settings_name
+        self.base = base
+
+    def create_connection(self, alias: str) -> M:
         """Build the backend for ``alias``."""
-        backend: BaseChatModel = _build(self.settings[alias], alias, BaseChatModel)
+        backend: M = _build(self.settings[alias], alias, self.base)
         return backend
 
 
-class EmbeddingModelHandler(BaseConnectionHandler[BaseEmbeddingModel]):
-    """The configured embedding models, one backend per alias."""
-
-    settings_name = "AI_EMBEDDING_MODELS"
-    exception_class = InvalidModelError
-
-    def create_connection(self, alias: str) -> BaseEmbeddingModel:
-        """Build the backend for ``alias``."""
-        backend: BaseEmbeddingModel = _build(self.settings[alias], alias, BaseEmbeddingModel)
-        return backend
-
-
-chat_models = ChatModelHandler()
-embedding_models = EmbeddingModelHandler()
+chat_models: ModelHandler[BaseChatModel] = ModelHandler(
+    settings_name="AI_CHAT_MODELS", base=BaseChatModel)
+embedding_models: ModelHandler[BaseEmbeddingModel] = ModelHandler(
+    settings_name="AI_EMBEDDING_MODELS", base=BaseEmbeddingModel)
 _other_embedding_models: dict[str, BaseEmbeddingModel] = {}
 
 

@@ -7,13 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 
-from aistack.ai import (
-    ChatModelHandler,
-    EmbeddingModelHandler,
-    InvalidModelError,
-    model_spec,
-)
-from aistack.ai.base import BaseModel
+from aistack.ai import InvalidModelError, ModelHandler, model_spec
+from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
 
 # Where each setting comes from, and what a right value looks like.
 _HINTS = {
@@ -28,7 +23,11 @@ def check_models(**kwargs: Any) -> list[CheckMessage]:
     """Report every configured model that cannot be built or is missing what it needs."""
     errors: list[CheckMessage] = []
     # Fresh handlers: the check must not leave half-built backends in the shared ones.
-    for handler in (ChatModelHandler(), EmbeddingModelHandler()):
+    handlers: tuple[ModelHandler[Any], ...] = (
+        ModelHandler(settings_name="AI_CHAT_MODELS", base=BaseChatModel),
+        ModelHandler(settings_name="AI_EMBEDDING_MODELS", base=BaseEmbeddingModel),
+    )
+    for handler in handlers:
         setting = handler.settings_name or ""
         for alias, params in handler.settings.items():
             spec = model_spec(params)

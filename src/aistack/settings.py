@@ -120,6 +120,11 @@ API_MAX_PAGE_SIZE = 100
 # Chunking (token counts from the embedding model's tokenizer).
 CHUNK_MAX_TOKENS = 200
 CHUNK_OVERLAP_TOKENS = 32
+# A document with more chunks than this is embedded by several jobs at once, this
+# many chunks each; its index job waits for them (and at most this long, should the
+# last part's wake-up be lost, before it looks again).
+INDEX_PART_INPUTS = 512
+INDEX_PARTS_WAIT_SECONDS = 3600
 
 # Jobs: Celery delivers them, PostgreSQL holds their state.
 JOB_LEASE_SECONDS = CONFIG.job_lease_seconds

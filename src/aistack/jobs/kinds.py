@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.apps import apps
@@ -19,6 +20,9 @@ class JobKind:
     # users need not see (re-embedding for a new model, say).
     status_field: str | None
     error_field: str | None
+    # Called in the transaction that completes or fails jobs of this kind, with their
+    # object ids: work split into parts tells the whole that a part is settled.
+    on_settled: Callable[[list[int]], None] | None = None
 
     def model(self) -> type[models.Model]:
         return apps.get_model(self.model_label)

@@ -18,7 +18,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from aistack.jobs.exceptions import JobSuperseded, TransientJobError
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
-from aistack.jobs.services import JobRun, job_claim, job_fail, job_retry_later, jobs_claim
+from aistack.jobs.services import (
+    JobRun,
+    job_claim,
+    job_fail,
+    job_retry_later,
+    jobs_claim,
+    jobs_lease_extend,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +63,7 @@ def lease_kept(runs: Sequence[JobRun]) -> Iterator[None]:
     def beat() -> None:
         try:
             while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
-                for run in runs:
-                    run.extend_lease()
+                jobs_lease_extend(runs)
         finally:
             connection.close()  # this thread's own connection
 

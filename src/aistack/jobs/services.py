@@ -121,18 +121,6 @@ class JobRun:
     owner: str
     attempt: int
 
-    def extend_lease(self) -> None:
-        """Tell the reconciler this run is still alive."""
-        with transaction.atomic():
-            # Skip rather than wait: a row locked right now belongs to a transaction
-            # that is finishing or releasing this very run.
-            ours = list(Job.objects.select_for_update(skip_locked=True).filter(
-                kind=self.kind.name, object_id=self.object_id, owner=self.owner,
-                generation=self.generation,
-            ).values_list("pk", flat=True))
-            Job.objects.filter(pk__in=ours).update(
-                lease_expires_at=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
-
     @contextmanager
     def finishing(self) -> Iterator[None]:
         """Write results and complete the job atomically, or raise JobSuperseded."""
@@ -140,6 +128,21 @@ class JobRun:
             if not owned:
                 raise JobSuperseded(f"{self.kind.name}#{self.object_id} changed hands")
             yield
+
+
+def jobs_lease_extend(runs: Sequence[JobRun]) -> None:
+    """Tell the reconciler these runs (one kind, one owner) are still alive."""
+    if not runs:
+        return
+    with transaction.atomic():
+        # Skip rather than wait: a row locked right now belongs to a transaction
+        # that is finishing or releasing that very run.
+        ours = list(Job.objects.select_for_update(skip_locked=True).filter(
+            kind=runs[0].kind.name, owner=runs[0].owner, status=JobStatus.PROCESSING,
+            object_id__in=[run.object_id for run in runs],
+        ).values_list("pk", flat=True))
+        Job.objects.filter(pk__in=ours).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS))
 
 
 @contextmanager
@@ -180,6 +183,8 @@ def jobs_finishing(runs: Sequence[JobRun]) -> Iterator[list[JobRun]]:
                 finished_at=timezone.now(),
             )
             _mirror(kind, object_ids, JobStatus.COMPLETE)
+            if kind.on_settled is not None:
+                kind.on_settled(object_ids)
 
 
 def jobs_claim(*, kind: JobKind, object_ids: Sequence[int], limit: int,
@@ -241,6 +246,8 @@ def _release(run: JobRun, *, status: JobStatus, error: str, enqueued_at: datetim
         )
         if updated:
             _mirror(run.kind, [run.object_id], status, error)
+            if status == JobStatus.FAILED and run.kind.on_settled is not None:
+                run.kind.on_settled([run.object_id])
     return bool(updated)
 
 
@@ -254,6 +261,35 @@ def job_retry_later(*, run: JobRun, error: str, countdown: float) -> bool:
 def job_fail(*, run: JobRun, error: str) -> bool:
     """Park the job as failed with a readable reason; False if it changed hands."""
     return _release(run, status=JobStatus.FAILED, error=error, enqueued_at=timezone.now())
+
+
+# Owner of a job that waits for its parts: no worker renews its lease.
+WAITING_FOR_PARTS = "waiting for parts"
+
+
+def job_park(*, run: JobRun, seconds: float) -> bool:
+    """Leave the job processing but unowned until ``job_wake`` (or ``seconds`` pass).
+
+    For work that handed its pieces to other jobs: the last piece wakes it, and if
+    that wake-up is ever lost the reconciler re-delivers it once the lease runs out.
+    False if the job changed hands.
+    """
+    return bool(Job.objects.filter(
+        kind=run.kind.name, object_id=run.object_id, owner=run.owner,
+        generation=run.generation, status=JobStatus.PROCESSING,
+    ).update(owner=WAITING_FOR_PARTS,
+             lease_expires_at=timezone.now() + timedelta(seconds=seconds)))
+
+
+def job_wake(*, kind: JobKind, object_id: int, generation: int) -> bool:
+    """Hand a parked job to a worker now; False unless parked at ``generation``."""
+    woken = Job.objects.filter(
+        kind=kind.name, object_id=object_id, owner=WAITING_FOR_PARTS,
+        generation=generation, status=JobStatus.PROCESSING,
+    ).update(lease_expires_at=timezone.now())
+    if woken:
+        transaction.on_commit(partial(_send, kind, object_id), robust=True)
+    return bool(woken)
 
 
 def job_reconcile() -> int:

@@ -126,3 +126,42 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme} in {self.chunk_id}"
+
+
+class IndexPart(models.Model):
+    """A slice of a large document's chunks, embedded by a job of its own.
+
+    A document with more chunks than one job should embed fans out into parts that
+    any number of workers embed at once; its index job stores the chunks when the
+    last part is done, from the vectors the parts staged.
+    """
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="index_parts")
+    # The index job's generation that planned this part: an edit makes it stale.
+    generation = models.PositiveIntegerField()
+    ordinal = models.PositiveIntegerField()
+    inputs = models.JSONField(help_text="The texts this part embeds.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["document", "generation", "ordinal"],
+                                    name="one_index_part_per_ordinal")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document_id} part {self.ordinal}"
+
+
+class StagedVector(models.Model):
+    """A vector embedded by an index part, waiting for its document's chunks."""
+
+    part = models.ForeignKey(IndexPart, on_delete=models.CASCADE, related_name="vectors")
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.CASCADE, related_name="+")
+    input_hash = models.CharField(max_length=64)
+    embedding = VectorField()
+
+    class Meta:
+        indexes = [models.Index(fields=["space", "input_hash"], name="stagedvector_space_hash")]
+
+    def __str__(self) -> str:
+        return f"{self.input_hash[:12]} in {self.space_id}"

@@ -27,16 +27,11 @@ def documents_reembed(*, runs: Sequence[JobRun]) -> int:
     document_ids = [run.object_id for run in runs]
     attribution = Attribution(feature="reindex")
 
-    def heartbeat() -> None:
-        for run in runs:
-            run.extend_lease()
-
     planned = []
     for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING):
         chunks = chunk_vectors_missing(space=space, document_ids=document_ids)
         inputs = [embedding_input(title=c.document.title, text=c.text) for c in chunks]
-        vectors = vectors_for(space=space, inputs=inputs, attribution=attribution,
-                              heartbeat=heartbeat)
+        vectors = vectors_for(space=space, inputs=inputs, attribution=attribution)
         planned.append((space, chunks, inputs, vectors))
     added = 0
     with jobs_finishing(runs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -16,8 +16,16 @@ from aistack.documents.models import Document
 from aistack.jobs.exceptions import TransientJobError
 from aistack.retrieval.chunking import ChunkSpec
 from aistack.retrieval.embedding import embed_texts, embedding_model_info
-from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.models import (
+    Chunk,
+    ChunkVector,
+    EmbeddingSpace,
+    IndexPart,
+    SpaceStatus,
+    StagedVector,
+)
 from aistack.retrieval.selectors import SearchHit, SearchMode, active_space, chunk_search
+from aistack.usage.services import cache_lookups_record
 
 TEXT_SEARCH_CONFIG = "english"
 
@@ -116,25 +124,32 @@ EMBED_GROUP = 1024
 
 def vectors_for(
     *, space: EmbeddingSpace, inputs: Sequence[str], attribution: Attribution,
-    heartbeat: Callable[[], None] | None = None,
 ) -> list[list[float]]:
     """Return one vector per input, embedding only texts this space has not seen."""
     hashes = [_input_hash(space.model, text) for text in inputs]
+    wanted = set(hashes)
     known = dict(
-        ChunkVector.objects.filter(space=space, input_hash__in=set(hashes))
+        ChunkVector.objects.filter(space=space, input_hash__in=wanted)
         .values_list("input_hash", "embedding")
         .distinct("input_hash")
         .order_by("input_hash")
     )
+    if len(known) < len(wanted):
+        # Vectors a large document's parts embedded before its chunks are stored.
+        known.update(
+            StagedVector.objects.filter(space=space, input_hash__in=wanted - known.keys())
+            .values_list("input_hash", "embedding")
+        )
     missing = sorted({h: text for h, text in zip(hashes, inputs, strict=True)
                       if h not in known}.items())
+    cache_lookups_record(cache="embedding", feature=attribution.feature,
+                         workspace_id=attribution.workspace_id,
+                         hits=sum(h in known for h in hashes), misses=len(missing))
     for start in range(0, len(missing), EMBED_GROUP):
         group = missing[start:start + EMBED_GROUP]
         vectors = embed_texts(model=space.model, texts=[text for _, text in group],
                               attribution=attribution)
         known.update({h: vector for (h, _), vector in zip(group, vectors, strict=True)})
-        if heartbeat is not None:
-            heartbeat()
     return [list(known[h]) for h in hashes]
 
 
@@ -254,6 +269,18 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
     return len(chunks)
 
 
+def vectors_stage(*, part: IndexPart, vectors: Mapping[EmbeddingSpace, Sequence[list[float]]]
+                  ) -> None:
+    """Keep the vectors an index part embedded until its document's chunks are stored."""
+    StagedVector.objects.bulk_create(
+        (StagedVector(part=part, space=space, input_hash=_input_hash(space.model, text),
+                      embedding=vector)
+         for space, space_vectors in vectors.items()
+         for text, vector in zip(part.inputs, space_vectors, strict=True)),
+        batch_size=1000,
+    )
+
+
 def chunk_vectors_missing(*, space: EmbeddingSpace, document_ids: Sequence[int]) -> list[Chunk]:
     """Return the documents' chunks that have no vector in ``space`` yet."""
     return list(
@@ -287,6 +314,9 @@ def query_vector(*, space: EmbeddingSpace, query: str, attribution: Attribution)
     """Embed a search query, cached by model and text: repeated searches cost no model call."""
     key = _query_vector_key(space.model, query)
     vector = cache.get(key)
+    cache_lookups_record(cache="query_vector", feature=attribution.feature,
+                         workspace_id=attribution.workspace_id,
+                         hits=int(vector is not None), misses=int(vector is None))
     if vector is None:
         [vector] = embed_texts(model=space.model, texts=[query], attribution=attribution)
         cache.set(key, vector, _QUERY_VECTOR_TTL_SECONDS)

@@ -99,6 +99,13 @@ class RateLimited(AppError):
         self.retry_after = retry_after
 
 
+class BudgetExceeded(AppError):
+    """The monthly AI budget is used up."""
+
+    code = "budget_exceeded"
+    status = 429
+
+
 class BadGateway(AppError):
     """A service this request needs sent an answer we could not use."""
 
@@ -134,6 +141,8 @@ def app_error_for(error: ai_exceptions.AIError) -> AppError:
     """Return what the user is told about a provider error: never the provider's own words."""
     if isinstance(error, ai_exceptions.InvalidRequest):
         return Invalid(error.message)
+    if isinstance(error, ai_exceptions.BudgetExceeded):
+        return BudgetExceeded(error.message)
     if isinstance(error, ai_exceptions.RateLimited):
         return AIRateLimited(retry_after=error.retry_after)
     if isinstance(error, ai_exceptions.Timeout):

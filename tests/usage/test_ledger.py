@@ -69,7 +69,8 @@ def test_reports_by_time_feature_and_workspace_are_indexed() -> None:
         indexes = connection.introspection.get_constraints(cursor, UsageRecord._meta.db_table)
 
     indexed = {tuple(i["columns"]) for i in indexes.values() if i["index"]}
-    assert {("created_at",), ("feature", "created_at"), ("workspace_id", "created_at")} <= indexed
+    assert {("created_at", "latency_ms", "id"), ("feature", "created_at"),
+            ("workspace_id", "created_at"), ("user_id", "created_at")} <= indexed
 
 
 def test_the_admin_lists_the_ledger_read_only() -> None:

@@ -14,6 +14,7 @@ from aistack.ai.chat import chat_reply, chat_reply_stream
 from aistack.ai.types import ChatResult, Message
 from aistack.errors import Invalid, NotFound
 from aistack.streaming import sse_response
+from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.validation import Text
 
 router = Router(tags=["chat"])
@@ -54,6 +55,7 @@ def _render(result: ChatResult) -> dict[str, object]:
 def chat(request: HttpRequest, payload: ChatIn) -> dict[str, object] | StreamingHttpResponse:
     user = request.user
     assert user.is_authenticated
+    ai_rate_limit_hit(user=user)
     if payload.messages is not None:
         messages = [Message(role=m.role, content=m.content) for m in payload.messages]
     else:

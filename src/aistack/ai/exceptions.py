@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from datetime import date
 from typing import ClassVar
 
 
@@ -104,6 +105,23 @@ class BadResponse(AIError):
 
 class Misconfigured(AIError):
     """The model is not configured correctly (key, address or model name)."""
+
+
+class BudgetExceeded(AIError):
+    """A monthly AI budget would be crossed: the call was not made."""
+
+    def __init__(self, message: str | None = None, *, scope: str, renews_on: date) -> None:
+        who = "This workspace has" if scope == "workspace" else "You have"
+        super().__init__(
+            message or f"{who} used up this month's AI budget; it renews on "
+                       f"{renews_on:%B} {renews_on.day}.",
+            provider="",
+        )
+        self.scope = scope
+        self.renews_on = renews_on
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def error_for_status(

@@ -1,29 +1,39 @@
 """The one choke point for every model call.
 
-Each call here is timed, retried by error class with exponential backoff and
-jitter (honouring ``Retry-After``), sent to the fallback chat models when the
-default one cannot serve, skipped past providers whose circuit is open, logged as
-one JSON line per attempt, and written to the usage ledger as one row. Backends
-and vendor SDKs never retry on their own, so a request is never retried twice over.
+Each call here is checked against the monthly budgets (its estimated cost reserved
+before, its real cost settled after), timed, retried by error class with exponential
+backoff and jitter (honouring ``Retry-After``), sent to the fallback chat models when
+the default one cannot serve, skipped past providers whose circuit is open, logged
+as one JSON line and one metric sample per attempt, and written to the usage ledger
+as one row. Backends and vendor SDKs never retry on their own, so a request is never
+retried twice over.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 
+import structlog
 from django.conf import settings
 
 from aistack.ai import chat_models, embedding_model_for, embedding_models
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
 from aistack.ai.circuit import Circuit
-from aistack.ai.exceptions import AIError, CircuitOpen, InvalidRequest, RateLimited, Rejected
+from aistack.ai.exceptions import (
+    AIError,
+    BudgetExceeded,
+    CircuitOpen,
+    InvalidRequest,
+    RateLimited,
+    Rejected,
+)
 from aistack.ai.types import (
     Attribution,
     ChatRequest,
@@ -32,10 +42,13 @@ from aistack.ai.types import (
     StreamChunk,
     Usage,
 )
+from aistack.observability.metrics import ai_budget_denials, ai_request_seconds, ai_usage_observe
+from aistack.usage.budgets import Reservation, budget_reserve, budget_settle, call_estimate_usd
 from aistack.usage.models import Outcome
+from aistack.usage.pricing import cost_usd
 from aistack.usage.services import usage_record
 
-logger = logging.getLogger("aistack.ai")
+logger = structlog.stdlib.get_logger("aistack.ai")
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -91,6 +104,7 @@ class _Call:
         self.attempts = 0
         self.model: BaseModel | None = None
         self.first_token_ms: int | None = None
+        self.reservation: Reservation | None = None
 
     def elapsed_ms(self, since: float | None = None) -> int:
         return round((time.monotonic() - (self.started if since is None else since)) * 1000)
@@ -107,7 +121,6 @@ class _Call:
         retry_in: float | None = None,
     ) -> None:
         line: dict[str, Any] = {
-            "event": "ai.attempt",
             "feature": self.attribution.feature,
             "operation": self.operation,
             "alias": model.alias,
@@ -129,13 +142,39 @@ class _Call:
                 line["status_code"] = error.status_code
                 request_id = request_id or error.request_id
         if request_id:
-            line["request_id"] = request_id
+            # The provider's id; ``request_id`` is ours, from the log context.
+            line["provider_request_id"] = request_id
         if retry_in is not None:
             line["retry_in_ms"] = round(retry_in * 1000)
         # Prompts hold users' documents: they are logged only when debugging asks for it.
         if logger.isEnabledFor(logging.DEBUG):
             line["prompt"] = list(self.prompt)
-        logger.log(logging.WARNING if outcome == "error" else logging.INFO, json.dumps(line))
+        logger.log(logging.WARNING if outcome == "error" else logging.INFO, "ai.attempt", **line)
+        ai_request_seconds.labels(provider=model.provider, model=model.id,
+                                  operation=self.operation, outcome=outcome,
+                                  ).observe(line["latency_ms"] / 1000)
+
+    def reserve(self, models: Sequence[BaseModel], *, input_chars: int,
+                output_tokens: int) -> None:
+        """Hold the call's estimated cost against its budgets; raise BudgetExceeded if over."""
+        estimate = call_estimate_usd(models=models, input_chars=input_chars,
+                                     output_tokens=output_tokens)
+        try:
+            self.reservation = budget_reserve(attribution=self.attribution, estimate=estimate)
+        except BudgetExceeded as exc:
+            ai_budget_denials.labels(feature=self.attribution.feature, scope=exc.scope).inc()
+            logger.warning("ai.budget_exceeded", feature=self.attribution.feature,
+                           operation=self.operation, scope=exc.scope,
+                           user_id=self.attribution.user_id,
+                           workspace_id=self.attribution.workspace_id,
+                           estimate_usd=str(estimate))
+            raise
+
+    def release(self, cost: Decimal = Decimal(0)) -> None:
+        """Settle the reservation once: with the call's real cost, or none if it never ran."""
+        if self.reservation is not None:
+            reservation, self.reservation = self.reservation, None
+            budget_settle(reservation=reservation, cost=cost)
 
     def record(
         self,
@@ -145,7 +184,13 @@ class _Call:
         error: BaseException | None = None,
         request_id: str | None = None,
     ) -> None:
-        if not settings.AI_RECORD_USAGE or self.model is None:
+        if self.model is None:
+            self.release()
+            return
+        cost = cost_usd(provider=self.model.provider, model=self.model.model, usage=usage)
+        self.release(cost)
+        ai_usage_observe(feature=self.attribution.feature, usage=usage, cost_usd=float(cost))
+        if not settings.AI_RECORD_USAGE:
             return
         if isinstance(error, AIError):
             request_id = request_id or error.request_id
@@ -160,6 +205,7 @@ class _Call:
             time_to_first_token_ms=self.first_token_ms,
             error_class=type(error).__name__ if error else "",
             request_id=request_id,
+            cost=cost,
         )
 
     def run(self, models: Sequence[M], send: Callable[[M, float], T]) -> tuple[M, T, float]:
@@ -205,18 +251,31 @@ def _prompt(request: ChatRequest) -> list[str]:
     return [*(f"{m.role}: {m.content}" for m in request.messages), *request.context]
 
 
+def _chat_call(operation: str, request: ChatRequest, attribution: Attribution,
+               chain: Sequence[BaseChatModel]) -> _Call:
+    call = _Call(operation=operation, attribution=attribution, prompt=_prompt(request))
+    # Language models read the context through the messages: those are what is sent.
+    call.reserve(chain, input_chars=sum(len(m.content) for m in request.messages),
+                 output_tokens=request.max_output_tokens or settings.AI_BUDGET_OUTPUT_TOKENS)
+    return call
+
+
 def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResult:
     """Return the answer of the first configured chat model able to give one."""
-    call = _Call(operation="chat", attribution=attribution, prompt=_prompt(request))
+    chain = _chat_chain()
+    call = _chat_call("chat", request, attribution, chain)
 
     def send(model: BaseChatModel, timeout: float) -> ChatResult:
         model.validate(request)
         return model.complete(request, timeout=timeout)
 
     try:
-        model, result, started = call.run(_chat_chain(), send)
+        model, result, started = call.run(chain, send)
     except AIError as error:
         call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
+        raise
+    except BaseException:
+        call.release()
         raise
     call.log(model, outcome="ok", started=started, usage=result.usage,
              request_id=result.request_id)
@@ -227,8 +286,9 @@ def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResu
 class ChatStream(Iterator[str]):
     """The text of an answer as it arrives; ``result`` holds the whole answer at the end."""
 
-    def __init__(self, pieces: Generator[str, None, ChatResult]) -> None:
+    def __init__(self, pieces: Generator[str, None, ChatResult], call: _Call) -> None:
         self._pieces = pieces
+        self._call = call
         self.result: ChatResult | None = None
 
     def __next__(self) -> str:
@@ -241,18 +301,23 @@ class ChatStream(Iterator[str]):
     def close(self) -> None:
         """Stop the stream early; the call is recorded as cancelled."""
         self._pieces.close()
+        # A stream closed before it was first read made no call: free what it reserved.
+        self._call.release()
 
 
 def chat_stream(*, request: ChatRequest, attribution: Attribution) -> ChatStream:
-    """Return the answer as a stream; nothing is sent until it is first read."""
-    return ChatStream(_stream_pieces(request, attribution))
+    """Return the answer as a stream; nothing is sent until it is first read.
+
+    The budget is checked at once, so an exhausted one is refused before a response starts.
+    """
+    chain = _chat_chain()
+    call = _chat_call("stream", request, attribution, chain)
+    return ChatStream(_stream_pieces(request, call, chain), call)
 
 
 def _stream_pieces(
-    request: ChatRequest, attribution: Attribution
+    request: ChatRequest, call: _Call, chain: Sequence[BaseChatModel]
 ) -> Generator[str, None, ChatResult]:
-    call = _Call(operation="stream", attribution=attribution, prompt=_prompt(request))
-
     def send(
         model: BaseChatModel, timeout: float
     ) -> tuple[Iterator[StreamChunk], StreamChunk | None]:
@@ -263,7 +328,7 @@ def _stream_pieces(
         return chunks, next(chunks, None)
 
     try:
-        model, (chunks, first), started = call.run(_chat_chain(), send)
+        model, (chunks, first), started = call.run(chain, send)
     except AIError as error:
         call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
         raise
@@ -300,6 +365,7 @@ def embeddings_create(
     if not texts:
         return EmbeddingResult(vectors=[], model=model.id, usage=Usage())
     call = _Call(operation="embed", attribution=attribution, prompt=texts)
+    call.reserve([model], input_chars=sum(len(text) for text in texts), output_tokens=0)
     vectors: list[list[float]] = []
     usage = Usage()
     request_id: str | None = None
@@ -321,6 +387,9 @@ def embeddings_create(
             request_id = result.request_id or request_id
     except AIError as error:
         call.record(outcome=Outcome.ERROR, usage=usage, error=error)
+        raise
+    except BaseException:
+        call.release()
         raise
     call.record(outcome=Outcome.OK, usage=usage, request_id=request_id)
     return EmbeddingResult(vectors=vectors, model=model.id, usage=usage, request_id=request_id)

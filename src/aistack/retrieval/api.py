@@ -16,6 +16,7 @@ from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search
 from aistack.streaming import sse_response, sse_response_of
+from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.validation import Text
 
 router = Router(tags=["search"])
@@ -39,6 +40,7 @@ def workspace_ids_for(request: HttpRequest, workspace: int | None) -> list[int]:
 
 @router.get("", response=SearchOut)
 def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str, Any]:
+    ai_rate_limit_hit(user=request.user)
     workspace_ids = workspace_ids_for(request, params.workspace)
     hits = search(
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,
@@ -83,6 +85,7 @@ class AskOut(Schema):
 
 @ask_router.post("", response=AskOut)
 def ask(request: HttpRequest, payload: AskIn) -> dict[str, object] | StreamingHttpResponse:
+    ai_rate_limit_hit(user=request.user)
     workspace_ids = workspace_ids_for(request, payload.workspace)
     plan = answer_plan(workspace_ids=workspace_ids, question=payload.question, k=payload.k,
                        user_id=request.user.pk)

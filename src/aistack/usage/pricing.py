@@ -40,3 +40,24 @@ def cost_usd(*, provider: str, model: str, usage: Usage) -> Decimal:
         _warn_unpriced(provider, model)
         return Decimal(0)
     return price.total_price
+
+
+_PER_MILLION = 1_000_000
+
+
+@cache
+def _unit_prices(provider: str, model: str) -> tuple[Decimal, Decimal]:
+    per_million_in = cost_usd(provider=provider, model=model,
+                              usage=Usage(input_tokens=_PER_MILLION))
+    per_million_out = cost_usd(provider=provider, model=model,
+                               usage=Usage(output_tokens=_PER_MILLION))
+    return per_million_in / _PER_MILLION, per_million_out / _PER_MILLION
+
+
+def cost_estimate_usd(*, provider: str, model: str, input_tokens: int,
+                      output_tokens: int) -> Decimal:
+    """Return about what a call of this size costs, fast: from prices per token, kept."""
+    # The price table takes a third of a millisecond per lookup: too slow to ask before
+    # every call, and a budget estimate needs no tiered pricing.
+    price_in, price_out = _unit_prices(provider, model)
+    return price_in * input_tokens + price_out * output_tokens

@@ -1,10 +1,25 @@
-"""Writes to the usage ledger."""
+"""Writes to the usage ledger and to the cache counters behind the dashboard."""
 
 from __future__ import annotations
 
+import logging
+from decimal import Decimal
+
+from django.utils import timezone
+from redis.exceptions import RedisError
+
 from aistack.ai.types import Attribution, Usage
+from aistack.observability.metrics import cache_requests
+from aistack.realtime.connections import redis_client
 from aistack.usage.models import Outcome, UsageRecord
 from aistack.usage.pricing import cost_usd
+
+logger = logging.getLogger(__name__)
+
+# Cache reads are counted per day in a Redis hash until the rollup moves them to
+# PostgreSQL: a row write per search or summary read would cost more than the read.
+CACHE_COUNTS_KEY = "aistack:usage:cache-counts:{day}"
+CACHE_COUNTS_TTL_SECONDS = 14 * 24 * 3600
 
 
 def usage_record(
@@ -20,8 +35,12 @@ def usage_record(
     error_class: str = "",
     request_id: str | None = None,
     cache_hit: bool = False,
+    cost: Decimal | None = None,
 ) -> UsageRecord:
-    """Write one ledger row; ``model`` is the name without the provider prefix."""
+    """Write one ledger row; ``model`` is the name without the provider prefix.
+
+    ``cost`` is priced from ``usage`` when not given.
+    """
     return UsageRecord.objects.create(
         feature=attribution.feature,
         user_id=attribution.user_id,
@@ -33,7 +52,7 @@ def usage_record(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cached_tokens=usage.cached_tokens,
-        cost_usd=cost_usd(provider=provider, model=model, usage=usage),
+        cost_usd=cost_usd(provider=provider, model=model, usage=usage) if cost is None else cost,
         latency_ms=latency_ms,
         time_to_first_token_ms=time_to_first_token_ms,
         attempts=attempts,
@@ -42,3 +61,31 @@ def usage_record(
         request_id=request_id or "",
         cache_hit=cache_hit,
     )
+
+
+def _cache_counts_field(*, cache: str, feature: str, workspace_id: int | None,
+                        result: str) -> str:
+    # Read back by aistack.usage.rollups, which splits it on "|".
+    return f"{cache}|{feature}|{workspace_id or ''}|{result}"
+
+
+def cache_lookups_record(*, cache: str, feature: str, workspace_id: int | None,
+                         hits: int, misses: int) -> None:
+    """Count reads of ``cache`` for ``feature``: for /metrics and the dashboard's hit ratio."""
+    counts = {"hit": hits, "miss": misses}
+    for result, n in counts.items():
+        if n:
+            cache_requests.labels(cache=cache, feature=feature, result=result).inc(n)
+    key = CACHE_COUNTS_KEY.format(day=timezone.now().date().isoformat())
+    try:
+        with redis_client().pipeline(transaction=False) as pipe:
+            for result, n in counts.items():
+                if n:
+                    pipe.hincrby(key, _cache_counts_field(cache=cache, feature=feature,
+                                                          workspace_id=workspace_id,
+                                                          result=result), n)
+            pipe.expire(key, CACHE_COUNTS_TTL_SECONDS)
+            pipe.execute()
+    except RedisError as exc:
+        # Statistics: never worth failing the read that is being counted.
+        logger.warning("cache read not counted: %s", exc)

@@ -1,0 +1,115 @@
+"""Prometheus metrics, all named ``aistack_*``, summed over every process at ``/metrics``.
+
+Each process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (see the
+package docstring); a scrape reads them all, so a Celery worker's job timings show
+up on the web process's ``/metrics`` without the worker serving anything itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from kombu.exceptions import KombuError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from aistack.ai.types import Usage
+
+logger = logging.getLogger(__name__)
+
+# From a cached answer (milliseconds) to a slow model or a long document job (minutes).
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0, 300.0)
+
+http_request_seconds = Histogram(
+    "aistack_http_request_duration_seconds",
+    "Time to answer an HTTP request (a stream: to its first byte), by URL pattern.",
+    ["method", "route", "status"], buckets=_SECONDS_BUCKETS,
+)
+ai_request_seconds = Histogram(
+    "aistack_ai_request_duration_seconds",
+    "Requests to model providers, one per attempt, by outcome.",
+    ["provider", "model", "operation", "outcome"], buckets=_SECONDS_BUCKETS,
+)
+ai_tokens = Counter(
+    "aistack_ai_tokens", "Tokens used by model calls, by feature.", ["feature", "kind"],
+)
+ai_cost_usd = Counter(
+    "aistack_ai_cost_usd", "What model calls cost, in USD, by feature.", ["feature"],
+)
+ai_budget_denials = Counter(
+    "aistack_ai_budget_denials",
+    "Model calls refused because a monthly budget was used up.", ["feature", "scope"],
+)
+rate_limited_requests = Counter(
+    "aistack_rate_limited_requests", "AI requests refused by the per-user rate limit.",
+)
+job_seconds = Histogram(
+    "aistack_job_duration_seconds", "Runs of background jobs, by task and outcome.",
+    ["task", "outcome"], buckets=_SECONDS_BUCKETS,
+)
+job_failures = Counter(
+    "aistack_job_failures", "Jobs parked as failed, by task.", ["task"],
+)
+cache_requests = Counter(
+    "aistack_cache_requests", "Cache reads, by cache, feature and result (hit or miss).",
+    ["cache", "feature", "result"],
+)
+
+
+def ai_usage_observe(*, feature: str, usage: Usage, cost_usd: float) -> None:
+    """Count the tokens and cost of one model call."""
+    for kind, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                         ("cached", usage.cached_tokens)):
+        if tokens:
+            ai_tokens.labels(feature=feature, kind=kind).inc(tokens)
+    if cost_usd:
+        ai_cost_usd.labels(feature=feature).inc(cost_usd)
+
+
+class QueueDepthCollector(Collector):
+    """Read the length of each Celery queue from the broker at scrape time."""
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield ``aistack_queue_depth`` with one sample per queue."""
+        from aistack.celery import app
+
+        gauge = GaugeMetricFamily("aistack_queue_depth",
+                                  "Jobs waiting in each Celery queue.", labels=["queue"])
+        try:
+            with app.connection_for_read() as connection:
+                # The broker's channel (Redis here) is richer than kombu's declared type.
+                channel: Any = connection.default_channel
+                for name in sorted(app.amqp.queues):
+                    # A queue nobody has used yet does not exist in Redis: it is empty.
+                    try:
+                        depth = channel.queue_declare(queue=name, passive=True).message_count
+                    except connection.channel_errors:
+                        depth = 0
+                    gauge.add_metric([name], depth)
+        except (KombuError, RedisError, OSError) as exc:
+            # A scrape still reports everything else while the broker is down.
+            logger.warning("queue depth unavailable: %s", exc)
+            return
+        yield gauge
+
+
+def exposition() -> tuple[bytes, str]:
+    """Return every process's metrics in the Prometheus text format, and its content type."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+        registry, path=str(settings.PROMETHEUS_MULTIPROC_DIR))
+    registry.register(QueueDepthCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,43 @@
+"""Usage API: tokens and cost over a period, grouped, limited to what the caller may see."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from aistack.accounts.permissions import usage_workspace_ids
+from aistack.usage.selectors import GroupBy, usage_period, usage_report
+
+router = Router(tags=["usage"])
+
+
+class UsageParams(Schema):
+    since: date | None = Field(default=None, description="First day (UTC); default 30 days ago.")
+    until: date | None = Field(default=None, description="Last day (UTC); today if left out.")
+    group_by: GroupBy = GroupBy.FEATURE
+
+
+class UsageRowOut(Schema):
+    key: str = Field(description="The feature, username, workspace slug, model or day.")
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class UsageOut(Schema):
+    rows: list[UsageRowOut]
+    since: date
+    until: date
+
+
+@router.get("", response=UsageOut)
+def usage(request: HttpRequest, params: Query[UsageParams]) -> dict[str, object]:
+    """Report usage from the daily rollups: staff see everything, others their own workspaces."""
+    workspace_ids = usage_workspace_ids(user=request.user)
+    period = usage_period(since=params.since, until=params.until)
+    rows = usage_report(period=period, group_by=params.group_by, workspace_ids=workspace_ids)
+    return {"rows": rows, "since": period.since, "until": period.until}

@@ -1,0 +1,356 @@
+"""Reads for the usage dashboard, API and CLI: from the daily rollups, never a ledger scan.
+
+Every reader takes ``workspace_ids``: the workspaces whose usage the caller may see,
+or None for all of it (see ``aistack.accounts.permissions.usage_workspace_ids``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import connection
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
+
+from aistack.accounts.models import Workspace
+from aistack.documents.models import Document
+from aistack.errors import Invalid
+from aistack.jobs import kinds
+from aistack.jobs.models import Job, JobStatus
+from aistack.usage.models import (
+    DailyCacheUsage,
+    DailyUsage,
+    DailyUserUsage,
+    DailyWorkspaceUsage,
+    RollupState,
+    UsageRecord,
+)
+from aistack.usage.rollups import LATENCY_BOUNDS_MS
+
+DEFAULT_PERIOD_DAYS = 30
+MAX_PERIOD_DAYS = 400
+TOP = 10
+NO_OWNER = "(none)"
+# Failed jobs listed per task with their errors.
+LAST_ERRORS = 3
+
+
+class GroupBy(StrEnum):
+    FEATURE = "feature"
+    USER = "user"
+    WORKSPACE = "workspace"
+    MODEL = "model"
+    DAY = "day"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Period:
+    """Whole days (UTC), both ends included."""
+
+    since: date
+    until: date
+
+    @property
+    def days(self) -> list[date]:
+        """Return every day of the period, in order."""
+        return [self.since + timedelta(days=n) for n in range((self.until - self.since).days + 1)]
+
+    @property
+    def end(self) -> datetime:
+        """Return the moment the period ends."""
+        return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def usage_period(*, since: date | None = None, until: date | None = None) -> Period:
+    """Return the period asked for: by default the last 30 days, today included."""
+    until = until or timezone.now().date()
+    if not (date.min + timedelta(days=DEFAULT_PERIOD_DAYS) <= until < date.max):
+        raise Invalid("`until` is out of range.")
+    since = since or until - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    if since > until:
+        raise Invalid("`since` must not be after `until`.")
+    if (until - since).days >= MAX_PERIOD_DAYS:
+        raise Invalid(f"Ask for at most {MAX_PERIOD_DAYS} days at a time.")
+    return Period(since=since, until=until)
+
+
+def _scoped(rows: QuerySet[Any], period: Period,
+            workspace_ids: Sequence[int] | None) -> QuerySet[Any]:
+    rows = rows.filter(day__range=(period.since, period.until))
+    return rows if workspace_ids is None else rows.filter(workspace_id__in=workspace_ids)
+
+
+def _figures(period: Period, workspace_ids: Sequence[int] | None) -> QuerySet[Any]:
+    # Every workspace at once is read from the rollup that adds them up already.
+    if workspace_ids is None:
+        return _scoped(DailyUsage.objects.all(), period, None)
+    return _scoped(DailyWorkspaceUsage.objects.all(), period, workspace_ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageRow:
+    """Usage summed under one key."""
+
+    key: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
+def _labels(group_by: GroupBy, values: set[Any]) -> dict[Any, str]:
+    ids = {value for value in values if value is not None}
+    if group_by == GroupBy.USER:
+        names = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
+    elif group_by == GroupBy.WORKSPACE:
+        names = dict(Workspace.objects.filter(pk__in=ids).values_list("pk", "slug"))
+    else:
+        return {value: value.isoformat() if isinstance(value, date) else str(value)
+                for value in values}
+    # Rollups outlive what they count: a deleted user or workspace keeps its id.
+    return {value: NO_OWNER if value is None else names.get(value, f"#{value}")
+            for value in values}
+
+
+def usage_report(*, period: Period, group_by: GroupBy, workspace_ids: Sequence[int] | None,
+                 limit: int | None = None) -> list[UsageRow]:
+    """Return usage summed by ``group_by``: costliest first, or day by day."""
+    by_owner = group_by in (GroupBy.USER, GroupBy.WORKSPACE)
+    rows = (_scoped(DailyUserUsage.objects.all(), period, workspace_ids) if by_owner
+            else _figures(period, workspace_ids))
+    column = {GroupBy.USER: "user_id", GroupBy.WORKSPACE: "workspace_id"}.get(
+        group_by, group_by.value)
+    order = [column] if group_by == GroupBy.DAY else ["-cost", column]
+    sums = (rows.values(column)
+            .annotate(n=Sum("calls"), tokens_in=Sum("input_tokens"),
+                      tokens_out=Sum("output_tokens"), cost=Sum("cost_usd"))
+            .order_by(*order))
+    found = list(sums[:limit] if limit else sums)
+    labels = _labels(group_by, {row[column] for row in found})
+    return [UsageRow(key=labels[row[column]], calls=row["n"], input_tokens=row["tokens_in"],
+                     output_tokens=row["tokens_out"], cost_usd=row["cost"])
+            for row in found]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DailyBreakdown:
+    """Cost and tokens per day, one series per key (feature or model)."""
+
+    days: list[date]
+    cost_usd: dict[str, list[float]]
+    tokens: dict[str, list[int]]
+
+
+def usage_daily(*, period: Period, by: GroupBy, workspace_ids: Sequence[int] | None
+                ) -> DailyBreakdown:
+    """Return cost and tokens per day, split by feature or by model."""
+    days = period.days
+    index = {day: n for n, day in enumerate(days)}
+    cost: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(days))
+    tokens: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
+    rows = (_figures(period, workspace_ids).values("day", by.value)
+            .annotate(cost=Sum("cost_usd"), tokens_in=Sum("input_tokens"),
+                      tokens_out=Sum("output_tokens"))
+            .order_by(by.value, "day"))
+    for row in rows:
+        cost[row[by.value]][index[row["day"]]] = float(row["cost"])
+        tokens[row[by.value]][index[row["day"]]] = row["tokens_in"] + row["tokens_out"]
+    return DailyBreakdown(days=days, cost_usd=dict(cost), tokens=dict(tokens))
+
+
+def histogram_percentile(counts: Mapping[int, int], q: float) -> float | None:
+    """Return the ``q`` quantile of a latency histogram in milliseconds, or None if empty.
+
+    Bucket ``i`` holds latencies from ``LATENCY_BOUNDS_MS[i - 1]`` up to
+    ``LATENCY_BOUNDS_MS[i]`` (bucket 0 from 0, the last one without an upper end);
+    within a bucket latencies are taken to be spread evenly.
+    """
+    total = sum(counts.values())
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    for bucket in sorted(counts):
+        n = counts[bucket]
+        if seen + n >= rank:
+            low = LATENCY_BOUNDS_MS[bucket - 1] if bucket > 0 else 0
+            if bucket >= len(LATENCY_BOUNDS_MS):
+                return float(low)
+            return low + (LATENCY_BOUNDS_MS[bucket] - low) * (rank - seen) / n
+        seen += n
+    return float(LATENCY_BOUNDS_MS[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyRow:
+    """Latency percentiles of one feature on one model, in milliseconds."""
+
+    feature: str
+    model: str
+    calls: int
+    p50_ms: float | None
+    p95_ms: float | None
+    ttft_calls: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+
+
+_HISTOGRAMS_SQL = """
+    SELECT d.feature, d.model, h.kind, h.bucket, sum(h.calls)::bigint
+    FROM {table} d CROSS JOIN LATERAL (
+        SELECT 'latency' AS kind, key::int AS bucket, value::bigint AS calls
+        FROM jsonb_each_text(d.latency_histogram)
+        UNION ALL
+        SELECT 'ttft', key::int, value::bigint FROM jsonb_each_text(d.ttft_histogram)
+    ) h
+    WHERE d.day BETWEEN %(since)s AND %(until)s {scope}
+    GROUP BY d.feature, d.model, h.kind, h.bucket
+"""
+
+
+def latency_percentiles(*, period: Period, workspace_ids: Sequence[int] | None
+                        ) -> list[LatencyRow]:
+    """Return p50 and p95 of latency and of time to first token, per feature and model."""
+    if workspace_ids is None:
+        table, scope = DailyUsage._meta.db_table, ""
+    else:
+        table = DailyWorkspaceUsage._meta.db_table
+        scope = "AND d.workspace_id = ANY(%(workspaces)s)"
+    histograms: dict[tuple[str, str], dict[str, dict[int, int]]] = defaultdict(
+        lambda: {"latency": {}, "ttft": {}})
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTOGRAMS_SQL.format(table=table, scope=scope), {
+            "since": period.since, "until": period.until, "workspaces": list(workspace_ids or []),
+        })
+        for feature, model, kind, bucket, calls in cursor.fetchall():
+            histograms[(feature, model)][kind][bucket] = calls
+    rows = []
+    for (feature, model), kinds_ in sorted(histograms.items()):
+        latency, ttft = kinds_["latency"], kinds_["ttft"]
+        rows.append(LatencyRow(
+            feature=feature, model=model, calls=sum(latency.values()),
+            p50_ms=histogram_percentile(latency, 0.5), p95_ms=histogram_percentile(latency, 0.95),
+            ttft_calls=sum(ttft.values()), ttft_p50_ms=histogram_percentile(ttft, 0.5),
+            ttft_p95_ms=histogram_percentile(ttft, 0.95),
+        ))
+    return rows
+
+
+def calls_slowest(*, period: Period, workspace_ids: Sequence[int] | None,
+                  limit: int = TOP) -> list[UsageRecord]:
+    """Return the slowest calls of the period's last 24 hours (of the ledger, indexed)."""
+    end = min(period.end, timezone.now())
+    calls = UsageRecord.objects.filter(created_at__gte=end - timedelta(days=1),
+                                       created_at__lt=end)
+    if workspace_ids is not None:
+        calls = calls.filter(workspace_id__in=workspace_ids)
+    # Ids first, from the index on (created_at, latency_ms): a busy day's rows stay unread.
+    slowest = calls.order_by("-latency_ms", "-pk").values_list("pk", flat=True)[:limit]
+    return list(UsageRecord.objects.filter(pk__in=list(slowest))
+                .select_related("user", "workspace").order_by("-latency_ms", "-pk"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFailures:
+    """Jobs of one task that failed in the period, with the latest errors."""
+
+    task: str
+    failed: int
+    last_errors: list[tuple[datetime | None, str]]
+
+
+def job_failures(*, period: Period, workspace_ids: Sequence[int] | None) -> list[JobFailures]:
+    """Return, per task, how many jobs failed in the period and the last errors."""
+    start = datetime.combine(period.since, time.min, tzinfo=UTC)
+    failed = Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=start,
+                                finished_at__lt=period.end)
+    if workspace_ids is not None:
+        # Every kind of job works on documents, which belong to workspaces.
+        failed = failed.filter(
+            kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
+            object_id__in=Document.objects.filter(workspace_id__in=workspace_ids).values("pk"))
+    counts = dict(failed.values_list("kind").annotate(n=Count("pk")).order_by())
+    return [
+        JobFailures(task=kind, failed=n, last_errors=list(
+            failed.filter(kind=kind).order_by("-finished_at")
+            .values_list("finished_at", "last_error")[:LAST_ERRORS]))
+        for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheRatio:
+    """How often one feature found what it needed in one cache."""
+
+    cache: str
+    feature: str
+    hits: int
+    misses: int
+
+    @property
+    def ratio(self) -> float:
+        """Return the share of reads that hit."""
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
+
+def cache_hit_ratios(*, period: Period, workspace_ids: Sequence[int] | None
+                     ) -> list[CacheRatio]:
+    """Return cache hits and misses per feature and cache."""
+    rows = (_scoped(DailyCacheUsage.objects.all(), period, workspace_ids)
+            .values("feature", "cache").annotate(h=Sum("hits"), m=Sum("misses"))
+            .order_by("feature", "cache"))
+    return [CacheRatio(cache=row["cache"], feature=row["feature"], hits=row["h"],
+                       misses=row["m"]) for row in rows]
+
+
+def rolled_up_at() -> datetime | None:
+    """Return when the rollups last caught up with the ledger."""
+    state = RollupState.objects.filter(pk=1).first()
+    return state.rolled_up_at if state else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dashboard:
+    """Everything the usage dashboard shows."""
+
+    period: Period
+    totals: UsageRow
+    by_feature: DailyBreakdown
+    by_model: DailyBreakdown
+    top_users: list[UsageRow]
+    top_workspaces: list[UsageRow]
+    latency: list[LatencyRow]
+    slowest: list[UsageRecord]
+    job_failures: list[JobFailures]
+    cache: list[CacheRatio]
+    rolled_up_at: datetime | None
+
+
+def usage_dashboard(*, period: Period, workspace_ids: Sequence[int] | None) -> Dashboard:
+    """Return the dashboard of the period over the workspaces (None: all of them)."""
+    totals = _figures(period, workspace_ids).aggregate(
+        n=Sum("calls", default=0), tokens_in=Sum("input_tokens", default=0),
+        tokens_out=Sum("output_tokens", default=0), cost=Sum("cost_usd", default=Decimal(0)))
+    return Dashboard(
+        period=period,
+        totals=UsageRow(key="total", calls=totals["n"], input_tokens=totals["tokens_in"],
+                        output_tokens=totals["tokens_out"], cost_usd=totals["cost"]),
+        by_feature=usage_daily(period=period, by=GroupBy.FEATURE, workspace_ids=workspace_ids),
+        by_model=usage_daily(period=period, by=GroupBy.MODEL, workspace_ids=workspace_ids),
+        top_users=usage_report(period=period, group_by=GroupBy.USER,
+                               workspace_ids=workspace_ids, limit=TOP),
+        top_workspaces=usage_report(period=period, group_by=GroupBy.WORKSPACE,
+                                    workspace_ids=workspace_ids, limit=TOP),
+        latency=latency_percentiles(period=period, workspace_ids=workspace_ids),
+        slowest=calls_slowest(period=period, workspace_ids=workspace_ids),
+        job_failures=job_failures(period=period, workspace_ids=workspace_ids),
+        cache=cache_hit_ratios(period=period, workspace_ids=workspace_ids),
+        rolled_up_at=rolled_up_at(),
+    )

@@ -1,0 +1,109 @@
+"""GET /api/v1/usage and `aistack usage`: grouped reports, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from aistack.accounts.models import Workspace
+from aistack.usage.rollups import usage_rollup
+from tests.conftest import ApiClient, client_for
+from tests.e2e.processes import clean_env, run_aistack
+from tests.e2e.test_worker_kill import database_url_of_test_db
+from tests.usage.conftest import ledger_row
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ledger(alice: User, bob: User, shared_workspace: Workspace) -> None:
+    """Calls by alice and bob: in their own workspaces, and by bob in alice's team."""
+    ledger_row(user=alice, workspace_id=alice.personal_workspace.pk, feature="summary",
+               cost="0.30")
+    ledger_row(user=alice, workspace_id=shared_workspace.pk, feature="ask", cost="0.20")
+    ledger_row(user=bob, workspace_id=shared_workspace.pk, feature="ask", model="gpt-4.1",
+               cost="0.10")
+    ledger_row(user=bob, workspace_id=bob.personal_workspace.pk, feature="chat", cost="0.05")
+    ledger_row(user=bob, workspace_id=bob.personal_workspace.pk, feature="chat", cost="0.05",
+               at=timezone.now() - timedelta(days=40))
+    usage_rollup()
+
+
+def _rows(api: ApiClient, **params: str) -> dict[str, tuple[int, Decimal]]:
+    response = api.get("/api/v1/usage", params)
+    assert response.status_code == 200, response.content
+    return {row["key"]: (row["calls"], Decimal(str(row["cost_usd"])))
+            for row in response.json()["rows"]}
+
+
+def test_owners_see_the_workspaces_they_own(
+    ledger: None, alice_api: ApiClient, bob_api: ApiClient, alice: User, bob: User,
+) -> None:
+    assert _rows(alice_api, group_by="workspace") == {
+        alice.personal_workspace.slug: (1, Decimal("0.3")),
+        "team": (2, Decimal("0.3")),
+    }
+    # bob only views the team: his own workspace is all he sees the costs of.
+    assert _rows(bob_api, group_by="workspace") == {
+        bob.personal_workspace.slug: (1, Decimal("0.05"))}
+    assert _rows(alice_api, group_by="feature") == {"summary": (1, Decimal("0.3")),
+                                                    "ask": (2, Decimal("0.3"))}
+    # Owners see who spends in their workspaces, bob's calls in the team included.
+    assert _rows(alice_api, group_by="user") == {"alice": (2, Decimal("0.5")),
+                                                 "bob": (1, Decimal("0.1"))}
+
+
+def test_staff_see_everything_grouped_any_way(ledger: None, staff: User) -> None:
+    api = client_for(staff)
+
+    by_feature = api.get("/api/v1/usage", {"group_by": "feature"}).json()["rows"]
+    by_model = _rows(api, group_by="model")
+    by_day = api.get("/api/v1/usage", {"group_by": "day",
+                                       "since": (timezone.now() - timedelta(days=60)).date()})
+
+    # Costliest first; ask and summary cost the same, so by name.
+    assert [row["key"] for row in by_feature] == ["ask", "summary", "chat"]
+    assert by_feature[0] == {"key": "ask", "calls": 2, "input_tokens": 200, "output_tokens": 40,
+                             "cost_usd": 0.3}
+    assert by_model == {"openai:gpt-4.1-mini": (3, Decimal("0.55")),
+                        "openai:gpt-4.1": (1, Decimal("0.1"))}
+    assert [(row["key"], row["calls"]) for row in by_day.json()["rows"]] == [
+        ((timezone.now() - timedelta(days=40)).date().isoformat(), 1),
+        (timezone.now().date().isoformat(), 4),
+    ]
+
+
+def test_the_period_is_checked(ledger: None, alice_api: ApiClient,
+                               anonymous_api: ApiClient) -> None:
+    today = timezone.now().date()
+
+    backwards = alice_api.get("/api/v1/usage", {"since": today, "until": today - timedelta(1)})
+    unknown = alice_api.get("/api/v1/usage", {"group_by": "colour"})
+
+    assert backwards.status_code == 422
+    assert backwards.json()["error"]["code"] == "invalid"
+    assert unknown.status_code == 422
+    assert anonymous_api.get("/api/v1/usage").status_code == 401
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_cli_prints_a_table_of_the_same_report(alice: User, tmp_path: Path) -> None:
+    ledger_row(user=alice, workspace_id=alice.personal_workspace.pk, feature="summary",
+               cost="0.25")
+    ledger_row(user=alice, workspace_id=alice.personal_workspace.pk, feature="ask", cost="0.5")
+    env = clean_env(AISTACK_HOME=str(tmp_path), DATABASE_URL=database_url_of_test_db(),
+                    REDIS_URL=settings.REDIS_URL, COLUMNS="120")
+
+    output = run_aistack("usage", "--group-by", "feature", env=env)
+
+    lines = [line for line in output.splitlines() if "│" in line]
+    assert [line.split("│")[1].strip() for line in lines] == ["ask", "summary", "total"]
+    assert "0.500000" in lines[0]
+    assert "0.750000" in lines[2]

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from aistack.accounts.models import ApiToken, Membership, Role, Workspace
+from aistack.errors import Conflict, Invalid
 
 TOKEN_PREFIX = "ais_"  # noqa: S105 - a marker, not a secret
 
@@ -53,6 +54,44 @@ def membership_set(*, workspace: Workspace, user: User, role: Role) -> Membershi
         workspace=workspace, user=user, defaults={"role": role}
     )
     return membership
+
+
+def membership_invite(*, workspace: Workspace, username: str, role: Role) -> Membership:
+    """Add an existing user, found by username, to ``workspace`` with ``role``."""
+    user = User.objects.filter(username=username.strip(), is_active=True).first()
+    if user is None:
+        raise Invalid(f"There is no user named {username.strip()!r}.",
+                      details={"username": ["No user has this username."]})
+    if Membership.objects.filter(workspace=workspace, user=user).exists():
+        raise Conflict(f"{user.get_username()} is already a member.",
+                       details={"username": ["This user is already a member."]})
+    return membership_set(workspace=workspace, user=user, role=role)
+
+
+def _ensure_another_owner(membership: Membership) -> None:
+    # Locking the owners' rows serializes two owners demoting each other at once.
+    owners = list(Membership.objects.select_for_update()
+                  .filter(workspace_id=membership.workspace_id, role=Role.OWNER)
+                  .values_list("pk", flat=True))
+    if owners == [membership.pk]:
+        raise Conflict("A workspace needs an owner: make someone else owner first.")
+
+
+@transaction.atomic
+def membership_role_change(*, membership: Membership, role: Role) -> Membership:
+    """Give a member another role; the last owner keeps theirs."""
+    if role != Role.OWNER:
+        _ensure_another_owner(membership)
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Remove a member from their workspace; the last owner stays."""
+    _ensure_another_owner(membership)
+    membership.delete()
 
 
 def user_create(

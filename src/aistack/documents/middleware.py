@@ -9,7 +9,8 @@ from django.http import HttpRequest, HttpResponse
 
 from aistack.errors import PayloadTooLarge
 
-UPLOAD_PATH = "/api/v1/documents/upload"
+# The API's upload endpoint and the web page's form.
+UPLOAD_PATHS = frozenset({"/api/v1/documents/upload", "/documents/upload/"})
 # Room for the multipart envelope around the file itself.
 _ENVELOPE_BYTES = 64 * 1024
 
@@ -21,7 +22,7 @@ class UploadSizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path == UPLOAD_PATH:
+        if request.path in UPLOAD_PATHS:
             try:
                 declared = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

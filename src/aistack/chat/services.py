@@ -1,0 +1,77 @@
+"""Business actions on conversations: each turn is kept, each reply comes from aistack.ai."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import Truncator
+
+from aistack.ai import services as ai
+from aistack.ai.chat import chat_reply_stream
+from aistack.ai.types import ChatResult, Message
+from aistack.chat.models import Author, ChatMessage, Conversation
+from aistack.errors import Invalid
+
+TITLE_CHARS = 60
+
+
+def _checked(text: str) -> str:
+    text = text.strip()
+    problem = None
+    if not text:
+        problem = "Write a message first."
+    elif len(text) > settings.AI_CHAT_MAX_INPUT_CHARS:
+        problem = f"A message has at most {settings.AI_CHAT_MAX_INPUT_CHARS:,} characters."
+    elif "\x00" in text:
+        problem = "A message may not contain NUL characters."
+    if problem:
+        raise Invalid(problem, details={"message": [problem]})
+    return text
+
+
+def conversation_start(*, user: User, first_message: str) -> Conversation:
+    """Create a conversation titled after its first message."""
+    title = Truncator(" ".join(_checked(first_message).split())).chars(TITLE_CHARS)
+    return Conversation.objects.create(user=user, title=title)
+
+
+def _history(conversation: Conversation) -> list[Message]:
+    """Return the latest turns that fit the model's input limit, oldest first."""
+    # The newest turns matter most to the next reply: older ones are dropped first.
+    budget = settings.AI_CHAT_MAX_INPUT_CHARS
+    kept: list[Message] = []
+    for role, content in conversation.messages.order_by("-id").values_list(
+        "role", "content"
+    ).iterator():
+        budget -= len(content)
+        if budget < 0:
+            break
+        kept.append(Message(role="user" if role == Author.USER else "assistant",
+                            content=content))
+    return kept[::-1]
+
+
+@transaction.atomic
+def _message_add(*, conversation: Conversation, role: Author, content: str, model: str = "",
+                 extractive: bool = False) -> ChatMessage:
+    message = ChatMessage.objects.create(conversation=conversation, role=role, content=content,
+                                         model=model, extractive=extractive)
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    return message
+
+
+def conversation_reply_stream(
+    *, conversation: Conversation, text: str, workspace_id: int | None
+) -> ai.ChatStream:
+    """Add the user's message to the conversation and stream the model's reply to it."""
+    _message_add(conversation=conversation, role=Author.USER, content=_checked(text))
+    return chat_reply_stream(messages=_history(conversation), user_id=conversation.user_id,
+                             workspace_id=workspace_id)
+
+
+def conversation_reply_save(*, conversation: Conversation, result: ChatResult) -> ChatMessage:
+    """Keep the model's finished reply as the conversation's next turn."""
+    return _message_add(conversation=conversation, role=Author.ASSISTANT, content=result.text,
+                        model=result.model, extractive=result.extractive)

@@ -1,0 +1,87 @@
+// The chat page: each reply streams in word by word; the server keeps the conversation.
+"use strict";
+
+(() => {
+  const form = document.getElementById("chat-form");
+  const turns = document.getElementById("turns");
+  const input = form.message;
+  const button = form.querySelector("button[type=submit]");
+
+  function addTurn(role, content) {
+    turns.querySelector(".empty")?.remove();
+    const item = document.createElement("li");
+    item.className = `turn ${role}`;
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = role === "user" ? "You" : "Assistant";
+    const text = document.createElement("div");
+    text.className = "text";
+    text.textContent = content;
+    item.append(who, text);
+    turns.append(item);
+    item.scrollIntoView({block: "nearest"});
+    return item;
+  }
+
+  function note(turn, text, className) {
+    const line = document.createElement("p");
+    line.className = `note ${className}`;
+    line.textContent = text;
+    turn.append(line);
+  }
+
+  function finish(turn, done) {
+    const described = done.extractive
+      ? `${done.model} · built-in extractive model, quoting rather than writing` : done.model;
+    note(turn, described, "model");
+    if (form.conversation.value !== String(done.conversation)) {
+      // The first message started the conversation: give it its own address.
+      form.conversation.value = done.conversation;
+      history.replaceState(null, "", done.url);
+    }
+  }
+
+  async function send() {
+    const message = input.value.trim();
+    if (!message || button.disabled) return;
+    const body = new FormData(form);
+    addTurn("user", message);
+    const reply = addTurn("assistant", "");
+    const text = reply.querySelector(".text");
+    input.value = "";
+    button.disabled = true;
+    turns.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(form.action, {
+        method: "POST", credentials: "same-origin", body,
+        headers: {"Accept": "text/event-stream", "X-CSRFToken": window.aistack.csrfToken()},
+      });
+      if (!response.ok) {
+        note(reply, await window.aistack.errorMessage(response), "error");
+        return;
+      }
+      await window.aistack.readEvents(response, (name, data) => {
+        if (name === "token") text.append(data.text);
+        else if (name === "done") finish(reply, data);
+        else if (name === "error") note(reply, data.error.message, "error");
+      });
+    } catch (_) {
+      note(reply, "The reply was cut off: the connection to the server failed.", "error");
+    } finally {
+      button.disabled = false;
+      turns.setAttribute("aria-busy", "false");
+      input.focus();
+    }
+  }
+
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    send();
+  });
+  input.addEventListener("keydown", (pressed) => {
+    if (pressed.key === "Enter" && !pressed.shiftKey && !pressed.isComposing) {
+      pressed.preventDefault();
+      send();
+    }
+  });
+})();

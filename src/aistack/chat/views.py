@@ -1,0 +1,58 @@
+"""The chat page and the endpoint that streams each reply as server-sent events."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from aistack.ai.types import ChatResult
+from aistack.chat.selectors import conversation_get, conversation_list, conversation_messages
+from aistack.chat.services import (
+    conversation_reply_save,
+    conversation_reply_stream,
+    conversation_start,
+)
+from aistack.errors import Invalid
+from aistack.streaming import sse_response
+from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.web.workspaces import current_place, signed_in_user
+
+
+@login_required
+def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    """Show the user's conversations and one of them, or an empty one to start."""
+    user = signed_in_user(request)
+    conversation = (conversation_get(user=user, conversation_id=conversation_id)
+                    if conversation_id is not None else None)
+    return render(request, "chat/chat.html", {
+        "conversations": conversation_list(user=user),
+        "conversation": conversation,
+        "turns": conversation_messages(conversation=conversation) if conversation else [],
+    })
+
+
+@login_required
+@require_POST
+def chat_reply(request: HttpRequest) -> StreamingHttpResponse:
+    """Add the user's message and stream the reply; the reply is kept once it is complete."""
+    user = signed_in_user(request)
+    ai_rate_limit_hit(user=user)
+    text = request.POST.get("message", "")
+    raw_id = request.POST.get("conversation", "")
+    if raw_id and not raw_id.isdigit():
+        raise Invalid("Unknown conversation.")
+    conversation = (conversation_get(user=user, conversation_id=int(raw_id)) if raw_id
+                    else conversation_start(user=user, first_message=text))
+    stream = conversation_reply_stream(conversation=conversation, text=text,
+                                       workspace_id=current_place(request).workspace.pk)
+
+    def done(result: ChatResult) -> dict[str, object]:
+        conversation_reply_save(conversation=conversation, result=result)
+        return {"answer": result.text, "model": result.model, "extractive": result.extractive,
+                "conversation": conversation.pk,
+                "url": reverse("conversation", args=[conversation.pk])}
+
+    return sse_response(stream, done)

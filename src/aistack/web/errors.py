@@ -1,0 +1,89 @@
+"""Friendly HTML pages for errors, so browsers never see a JSON error or a bare status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template import loader
+
+from aistack.ai.exceptions import AIError
+from aistack.api import error_response
+from aistack.errors import (
+    AppError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    app_error_for,
+)
+
+_HEADINGS = {
+    403: "You can't do that here",
+    404: "We couldn't find that page",
+    429: "Please wait a moment",
+    500: "Something went wrong on our side",
+    503: "A service we need is unavailable",
+}
+
+
+def _heading(error: AppError) -> str:
+    if isinstance(error, RateLimited):
+        return _HEADINGS[429]
+    if isinstance(error, Unavailable):
+        return _HEADINGS[503]
+    return _HEADINGS.get(error.status, "That did not work")
+
+
+def error_page(request: HttpRequest, error: AppError) -> HttpResponse:
+    """Render ``error`` as a page, or as the API's JSON to a script that asked for JSON."""
+    if not request.accepts("text/html"):
+        return error_response(error)
+    response = render(request, "web/error.html", {
+        "status": error.status, "code": error.code, "heading": _heading(error),
+        "message": error.message,
+        "retry_after": getattr(error, "retry_after", None),
+    }, status=error.status)
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        response["Retry-After"] = str(round(error.retry_after))
+    return response
+
+
+class ErrorPageMiddleware:
+    """Turn the errors a page's view raises into friendly pages with the right status."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """Render application and provider errors; leave the rest to Django's handlers."""
+        if isinstance(exception, AIError):
+            return error_page(request, app_error_for(exception))
+        if isinstance(exception, AppError):
+            return error_page(request, exception)
+        return None
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer 403 with a friendly page."""
+    return error_page(request, Forbidden())
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Answer 404 with a friendly page."""
+    return error_page(request, NotFound("There is nothing at this address."))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Answer 500 with a page that needs neither the database nor the session."""
+    # Rendered without the request's context processors: whatever failed may be
+    # what they would read.
+    html = loader.get_template("web/error.html").render({
+        "status": 500, "heading": _HEADINGS[500],
+        "message": "The error has been logged. Please try again in a moment.",
+    })
+    return HttpResponse(html, status=500)

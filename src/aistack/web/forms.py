@@ -1,0 +1,60 @@
+"""Forms of the web pages; the services still decide what is valid."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from aistack.accounts.models import Role
+from aistack.errors import AppError
+from aistack.retrieval.api import MAX_QUERY_CHARS
+from aistack.retrieval.selectors import SearchMode
+
+
+def add_service_errors(form: forms.Form, error: AppError) -> None:
+    """Show a service's refusal beside the fields it names, or above the form."""
+    details = error.details if isinstance(error.details, dict) else {}
+    named = [field for field in details if field in form.fields]
+    for field in named:
+        for message in details[field]:
+            form.add_error(field, message)
+    if not named:
+        form.add_error(None, error.message)
+
+
+class DocumentForm(forms.Form):
+    title = forms.CharField(max_length=settings.DOCUMENT_TITLE_MAX_CHARS)
+    content = forms.CharField(widget=forms.Textarea(attrs={"rows": 16}),
+                              max_length=settings.DOCUMENT_MAX_CHARS, strip=False)
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="Text, Markdown, HTML, PDF or Word (.docx).",
+        widget=forms.ClearableFileInput(attrs={"accept": ".txt,.md,.markdown,.html,.htm,.pdf,"
+                                                         ".docx,text/*,application/pdf"}),
+    )
+    title = forms.CharField(max_length=settings.DOCUMENT_TITLE_MAX_CHARS, required=False,
+                            help_text="Leave empty to use the file's own title or name.")
+
+
+class WorkspaceForm(forms.Form):
+    name = forms.CharField(max_length=120)
+
+
+class InviteForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.EDITOR)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(label="Search for", max_length=MAX_QUERY_CHARS, required=False)
+    mode = forms.ChoiceField(
+        choices=[(SearchMode.HYBRID.value, "Hybrid"), (SearchMode.VECTOR.value, "Meaning"),
+                 (SearchMode.TEXT.value, "Exact words")],
+        initial=SearchMode.HYBRID.value, widget=forms.RadioSelect,
+    )

@@ -1,0 +1,61 @@
+"""The workspace a browser session works in, chosen with the switcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+
+from aistack.accounts.models import Role, Workspace
+from aistack.accounts.permissions import (
+    default_workspace,
+    may_manage,
+    may_write,
+    readable_workspaces,
+    role_in,
+)
+
+SESSION_KEY = "workspace_id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Place:
+    """The current workspace and what the user may do in it."""
+
+    workspace: Workspace
+    role: Role | None
+
+    @property
+    def may_write(self) -> bool:
+        """Return whether the user may create and change content here."""
+        return may_write(role=self.role)
+
+    @property
+    def may_manage(self) -> bool:
+        """Return whether the user may manage this workspace's members."""
+        return may_manage(role=self.role)
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    """Return the request's user, which login_required has made sure of."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def current_place(request: HttpRequest) -> Place:
+    """Return the workspace the user chose, or their default one if they have not chosen."""
+    user = signed_in_user(request)
+    chosen = request.session.get(SESSION_KEY)
+    # A workspace the user has since left falls back to the default, not an error.
+    workspace = (readable_workspaces(user=user).filter(pk=chosen).first()
+                 if isinstance(chosen, int) else None)
+    if workspace is None:
+        workspace = default_workspace(user=user)
+    return Place(workspace=workspace, role=role_in(user=user, workspace=workspace))
+
+
+def place_choose(request: HttpRequest, *, workspace: Workspace) -> None:
+    """Make ``workspace`` the session's current workspace."""
+    request.session[SESSION_KEY] = workspace.pk

@@ -1,0 +1,132 @@
+"""Conversations: each turn kept per user, replies streamed and saved once complete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from aistack.ai.backends import scripted
+from aistack.ai.backends.scripted import Reply
+from aistack.ai.chat import CHAT_PROMPT
+from aistack.chat.models import Author, ChatMessage, Conversation
+from aistack.chat.services import conversation_reply_stream, conversation_start
+from aistack.errors import Invalid
+from aistack.usage.models import UsageRecord
+from tests.sse import streamed_events
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def reply(client: Client, message: str, conversation: int | None = None) -> list[tuple[str, Any]]:
+    data = {"message": message, "conversation": conversation or ""}
+    response = client.post("/chat/reply/", data, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    return streamed_events(response)
+
+
+def test_a_first_message_starts_a_conversation_and_the_reply_is_kept(
+    alice: User, scripted_chat: Callable[..., None]
+) -> None:
+    scripted.script("echo", Reply(text="Hello! What shall we look at?"))
+
+    events = reply(signed_in(alice), "  Hello   there  ")
+
+    conversation = Conversation.objects.get(user=alice)
+    assert conversation.title == "Hello there"
+    assert [name for name, _ in events] == ["token"] * 6 + ["done"]
+    assert "".join(data["text"] for name, data in events if name == "token") == \
+        "Hello! What shall we look at?"
+    assert events[-1][1] == {"answer": "Hello! What shall we look at?", "model": "scripted:echo",
+                             "extractive": False, "conversation": conversation.pk,
+                             "url": f"/chat/{conversation.pk}/"}
+    turns = list(conversation.messages.values_list("role", "content", "model"))
+    assert turns == [(Author.USER, "Hello   there", ""),
+                     (Author.ASSISTANT, "Hello! What shall we look at?", "scripted:echo")]
+    row = UsageRecord.objects.get()
+    assert (row.feature, row.user_id, row.workspace_id) == ("chat", alice.pk,
+                                                           alice.personal_workspace.pk)
+
+
+def test_the_next_turn_sends_the_whole_conversation(
+    alice: User, scripted_chat: Callable[..., None]
+) -> None:
+    client = signed_in(alice)
+    scripted.script("echo", Reply(text="Tuesdays."), Reply(text="A second reviewer."))
+    reply(client, "When do we deploy?")
+    conversation = Conversation.objects.get()
+
+    reply(client, "And rollbacks?", conversation.pk)
+
+    assert scripted.calls()[-1].messages == (CHAT_PROMPT.system, "When do we deploy?",
+                                             "Tuesdays.", "And rollbacks?")
+    assert conversation.messages.count() == 4
+    page = client.get(f"/chat/{conversation.pk}/").content.decode()
+    assert page.index("When do we deploy?") < page.index("Tuesdays.") < page.index(
+        "And rollbacks?") < page.index("A second reviewer.")
+
+
+def test_the_oldest_turns_give_way_when_a_conversation_outgrows_the_model(
+    alice: User, scripted_chat: Callable[..., None], settings: Any
+) -> None:
+    settings.AI_CHAT_MAX_INPUT_CHARS = 100
+    conversation = conversation_start(user=alice, first_message="x" * 60)
+    for text in ("x" * 60, "y" * 30):
+        ChatMessage.objects.create(conversation=conversation, role=Author.USER, content=text)
+
+    stream = conversation_reply_stream(conversation=conversation, text="z" * 40,
+                                       workspace_id=None)
+    "".join(stream)
+
+    assert scripted.calls()[-1].messages == (CHAT_PROMPT.system, "y" * 30, "z" * 40)
+
+
+def test_a_message_must_say_something(alice: User, scripted_chat: Callable[..., None]) -> None:
+    with pytest.raises(Invalid, match="Write a message first"):
+        conversation_start(user=alice, first_message="   ")
+
+    response = signed_in(alice).post("/chat/reply/", {"message": ""},
+                                     headers={"Accept": "text/event-stream"})
+
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "Write a message first."
+    assert not Conversation.objects.exists()
+
+
+def test_conversations_are_private(alice: User, bob: User,
+                                   scripted_chat: Callable[..., None]) -> None:
+    reply(signed_in(alice), "My secret plan")
+    conversation = Conversation.objects.get()
+    client = signed_in(bob)
+
+    assert client.get(f"/chat/{conversation.pk}/").status_code == 404
+    assert "My secret plan" not in client.get("/chat/").content.decode()
+    refused = client.post("/chat/reply/", {"message": "Mine now", "conversation": conversation.pk},
+                          headers={"Accept": "text/event-stream"})
+    assert refused.status_code == 404
+    assert conversation.messages.count() == 2
+    assert Client().get("/chat/").status_code == 302
+
+
+def test_a_provider_outage_ends_the_stream_with_an_error_and_keeps_no_reply(
+    alice: User, use_models: Callable[..., None]
+) -> None:
+    use_models("scripted:unavailable")
+
+    events = reply(signed_in(alice), "Anyone there?")
+
+    assert events == [("error", {"error": {
+        "code": "ai_unavailable",
+        "message": "The AI model is unavailable right now; try again shortly."}})]
+    conversation = Conversation.objects.get()
+    assert list(conversation.messages.values_list("role", flat=True)) == [Author.USER]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from weakref import WeakKeyDictionary
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
@@ -15,6 +18,11 @@ from aistack.ai.types import ChatResult
 from aistack.errors import AppError, app_error_for
 
 logger = logging.getLogger(__name__)
+
+# Set when the server serving from that loop starts shutting down.
+_shutting_down: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
+    WeakKeyDictionary()
+)
 
 
 def sse_event(name: str, data: object) -> str:
@@ -74,3 +82,47 @@ def sse_response_of(done: dict[str, object]) -> StreamingHttpResponse:
         yield sse_event("done", done)
 
     return event_stream_response(events())
+
+
+def _shutdown_event() -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    event = _shutting_down.get(loop)
+    if event is None:
+        event = _shutting_down[loop] = asyncio.Event()
+    return event
+
+
+def streams_end() -> None:
+    """End the open streams wrapped in :func:`until_shutdown`: the server is shutting down."""
+    for loop, event in list(_shutting_down.items()):
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+
+async def until_shutdown(events: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+    """Relay ``events`` until they end or the server starts shutting down.
+
+    An endless stream would hold the server's drain until its timeout and then be cut
+    mid-response. Ended cleanly instead, it lets the drain finish with the requests
+    still in flight, and the browser reconnects to a server that is up.
+    """
+    stopping = asyncio.ensure_future(_shutdown_event().wait())
+    step: asyncio.Future[str] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait((step, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        stopping.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await step
+        await events.aclose()

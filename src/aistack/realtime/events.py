@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -164,7 +164,9 @@ def replay_since(*, last_event_id: str | None, since: float | None) -> float:
     return min(max(requested, 0.0), now) - CLOCK_SKEW_SECONDS
 
 
-async def job_event_stream(*, workspace_ids: Sequence[int], since: float) -> AsyncIterator[str]:
+async def job_event_stream(
+    *, workspace_ids: Sequence[int], since: float
+) -> AsyncGenerator[str, None]:
     """Yield the current state of the workspaces' jobs, then every change, as SSE text."""
     # Async on purpose: under ASGI, Django buffers a sync iterator whole before sending.
     allowed = set(workspace_ids)

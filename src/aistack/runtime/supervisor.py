@@ -104,9 +104,14 @@ class Supervisor:
             child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX_SECONDS)
 
     def stop(self) -> None:
-        """SIGTERM every child's process group; SIGKILL what is left after the timeout."""
+        """SIGTERM every child; SIGKILL its whole process group after the timeout."""
         for child in self.children:
-            child.signal_group(signal.SIGTERM)
+            # The child alone, not its group: a worker then finishes its pool's running
+            # jobs (Celery's warm shutdown) where SIGTERM to each pool process would
+            # kill them mid-job; a web server drains its own workers the same way.
+            if child.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         for child in self.children:
             if child.process is None:

@@ -10,6 +10,7 @@ every call; it never calls a backend, let alone a vendor SDK, itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -51,7 +52,7 @@ def _build(params: Mapping[str, Any], alias: str, base: type[BaseModel]) -> Any:
 
 
 class ModelHandler(BaseConnectionHandler[M]):
-    """The configured models of one kind, one backend per alias."""
+    """The configured models of one kind, one backend per alias, shared by every thread."""
 
     exception_class = InvalidModelError
     base: type[BaseModel]
@@ -60,6 +61,16 @@ class ModelHandler(BaseConnectionHandler[M]):
         super().__init__()
         self.settings_name = settings_name
         self.base = base
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the settings read and the backends built from them."""
+        self._settings = None
+        self.__dict__.pop("settings", None)
+        # Not per thread, unlike Django's database connections: under ASGI every request
+        # runs in a thread of its own, and a backend per thread would build its SDK
+        # client (HTTP pool, TLS context) on every request. Backends are thread-safe.
+        self._connections = SimpleNamespace()
 
     def create_connection(self, alias: str) -> M:
         """Build the backend for ``alias``."""

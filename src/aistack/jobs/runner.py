@@ -26,6 +26,7 @@ from aistack.jobs.services import (
     jobs_claim,
     jobs_lease_extend,
 )
+from aistack.observability.metrics import job_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -102,18 +103,24 @@ def _settle(runs: Sequence[JobRun], exc: Exception) -> float | None:
 
 def _attempt(runs: Sequence[JobRun], work: Callable[[], object]) -> float | None:
     """Run ``work`` for claimed runs; return a retry delay if it failed transiently."""
+    started = time.monotonic()
+    outcome, countdown = "complete", None
     try:
         with lease_kept(runs):
             work()
     except JobSuperseded:
+        outcome = "superseded"
         logger.info("%s: superseded, work discarded", ", ".join(
             f"{run.kind.name}#{run.object_id}" for run in runs))
     except Exception as exc:
         if not isinstance(exc, TRANSIENT_ERRORS):
             logger.exception("%s failed", ", ".join(
                 f"{run.kind.name}#{run.object_id}" for run in runs))
-        return _settle(runs, exc)
-    return None
+        countdown = _settle(runs, exc)
+        outcome = "failed" if countdown is None else "retry"
+    job_seconds.labels(task=runs[0].kind.name, outcome=outcome).observe(
+        time.monotonic() - started)
+    return countdown
 
 
 def run_job(

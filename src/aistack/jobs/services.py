@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import update_wrapper
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -28,6 +29,7 @@ from aistack.jobs import kinds
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
+from aistack.observability.metrics import job_failures
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +60,20 @@ def _announce(kind: JobKind, object_ids: Sequence[int], status: JobStatus,
         return
     # Only once committed: listeners may re-read the state, and a change that is rolled
     # back is never announced. Robust: a listener's failure must not fail the job.
-    transaction.on_commit(
-        partial(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
-                status=status, error=error),
-        robust=True,
-    )
+    _after_commit(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
+                  status=status, error=error)
 
 
-# Sends run after commit with robust=True: if the broker is down the change still
-# stands (the reconciler delivers it later) and the request does not fail.
+def _after_commit(func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Call ``func`` once the transaction commits; a failure is logged, never raised.
+
+    If the broker is down the change still stands (the reconciler delivers it later)
+    and the request does not fail. Not a functools.partial: Django names the callable
+    when it logs a failure, and a partial, having no name, turns that into a 500.
+    """
+    transaction.on_commit(update_wrapper(lambda: func(*args, **kwargs), func), robust=True)
+
+
 def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
     celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown)
 
@@ -93,7 +100,7 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
             )
         _mirror(kind, [object_id], JobStatus.PENDING)
     # If the process dies between commit and send, the reconciler sends it later.
-    transaction.on_commit(partial(_send, kind, object_id), robust=True)
+    _after_commit(_send, kind, object_id)
 
 
 def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = True) -> None:
@@ -108,7 +115,7 @@ def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = Tru
     _announce(kind, object_ids, JobStatus.PENDING)
     if deliver:
         for object_id in object_ids:
-            transaction.on_commit(partial(_send, kind, object_id), robust=True)
+            _after_commit(_send, kind, object_id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,7 +267,10 @@ def job_retry_later(*, run: JobRun, error: str, countdown: float) -> bool:
 
 def job_fail(*, run: JobRun, error: str) -> bool:
     """Park the job as failed with a readable reason; False if it changed hands."""
-    return _release(run, status=JobStatus.FAILED, error=error, enqueued_at=timezone.now())
+    failed = _release(run, status=JobStatus.FAILED, error=error, enqueued_at=timezone.now())
+    if failed:
+        job_failures.labels(task=run.kind.name).inc()
+    return failed
 
 
 # Owner of a job that waits for its parts: no worker renews its lease.
@@ -288,7 +298,7 @@ def job_wake(*, kind: JobKind, object_id: int, generation: int) -> bool:
         generation=generation, status=JobStatus.PROCESSING,
     ).update(lease_expires_at=timezone.now())
     if woken:
-        transaction.on_commit(partial(_send, kind, object_id), robust=True)
+        _after_commit(_send, kind, object_id)
     return bool(woken)
 
 
@@ -315,7 +325,7 @@ def job_reconcile() -> int:
                 status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
             )
             _mirror(kind, [job.object_id], JobStatus.PENDING, job.last_error)
-            transaction.on_commit(partial(_send, kind, job.object_id), robust=True)
+            _after_commit(_send, kind, job.object_id)
             resent += 1
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)

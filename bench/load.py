@@ -1,0 +1,473 @@
+"""Load: 50 users on ``aistack serve`` with a mixed workload; latency, errors, memory.
+
+Run with ``python bench/load.py`` (5 minutes) or ``python bench/load.py --duration 30s``.
+It starts ``aistack serve`` in a scratch AISTACK_HOME (embedded PostgreSQL and Redis,
+web, worker and scheduler; ``scripted:echo`` as the chat model, the local embedding
+model for search and indexing), creates a user and documents through the API, and
+then, with locust as a library in this process:
+
+1. measures the resident memory of every process while idle;
+2. runs ``--users`` users, each waiting ``--wait`` seconds between requests, over a
+   mixed workload (list, read, cached summary, search, ask, create) for ``--duration``,
+   sampling memory meanwhile; prints requests, errors, p50 and p99 per endpoint;
+3. measures requests/s on a cached JSON endpoint (the summary) with ``--flood-users``
+   users that never wait, and the CPU that the web processes and this client spent
+   per request, to show what limits it (compared with ``/healthz``, which does no work).
+
+Memory is given as RSS (each process's resident set, shared pages counted in every
+process that maps them) and PSS (shared pages divided among the processes sharing
+them: the sum is what the stack really occupies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from common import percentile
+
+GIB = 1024**3
+# Endpoints whose latency does not include a model call: goal p99 <= 200 ms. Search embeds
+# its query only once per distinct text (then it is cached), and the users repeat theirs.
+NO_MODEL = ("list documents", "read document", "read summary (cached)", "search",
+            "create document")
+QUERIES = ("deploy rollback", "who reviews rollbacks", "change freeze december", "backup restore",
+           "incident pager rotation", "vacuum and index bloat", "expense policy travel",
+           "laptop badge onboarding", "certificate renewal", "queue lease retry")
+TOPICS = ("Deploys happen on Tuesdays after the standup. Rollbacks need a second reviewer.",
+          "Change freezes start on the first of December and end after the new year.",
+          "Backups run nightly; a restore drill happens every quarter on a replica.",
+          "The pager rotation is weekly; incidents get a ticket and a short review.",
+          "Vacuum runs on its own, but index bloat is checked monthly by the database team.",
+          "Travel needs an approved expense request; receipts go in within two weeks.",
+          "New hires get a laptop and a badge on their first day of onboarding.",
+          "Certificates renew automatically thirty days before they expire.")
+
+
+def duration(text: str) -> float:
+    """Parse ``300``, ``30s``, ``5m`` or ``1h`` into seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1:] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def call(method: str, url: str, *, token: str | None = None, body: Any = None,
+         timeout: float = 60) -> tuple[int, Any]:
+    """Send one JSON request; return the status and the parsed body."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_until(probe: Callable[[], Any], *, timeout: float, what: str) -> None:
+    """Poll ``probe`` until it returns something truthy; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+class Serve:
+    """``aistack serve`` in a scratch home, and the processes it consists of."""
+
+    def __init__(self, *, web_workers: int, keep: bool) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="aistack-load-"))
+        self.keep = keep
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {key: value for key, value in os.environ.items()
+                    if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+        self.env.update(AISTACK_HOME=str(self.home), AI_CHAT_MODEL="scripted:echo",
+                        LOG_LEVEL="WARNING", WEB_CONCURRENCY=str(web_workers),
+                        # One user's traffic stands for fifty: the per-user AI limit is lifted.
+                        AI_RATE_LIMIT="1000000/minute")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @contextmanager
+    def running(self) -> Iterator[Serve]:
+        log = open(self.home / "serve.log", "ab")  # noqa: SIM115 (closed below)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aistack", "serve", "--port", str(self.port)], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_until(self._up, timeout=180, what="aistack serve to answer")
+            yield self
+        finally:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            log.close()
+            if self.keep:
+                print(f"kept {self.home}")
+            else:
+                shutil.rmtree(self.home, ignore_errors=True)
+
+    def _up(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError((self.home / "serve.log").read_text()[-3000:])
+        try:
+            return call("GET", f"{self.base}/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def token(self) -> str:
+        """Create a user with ``aistack createuser``; return its API token."""
+        result = subprocess.run(
+            [sys.executable, "-m", "aistack", "createuser", "load"], env=self.env,
+            capture_output=True, text=True, timeout=120, check=True)
+        return result.stdout.strip().splitlines()[-1]
+
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """Return every process of the stack by role, each with its children."""
+        assert self.process is not None
+        serve = psutil.Process(self.process.pid)
+        found: dict[str, list[psutil.Process]] = {"serve (supervisor)": [serve]}
+        for child in serve.children():
+            role = child.cmdline()[3] if len(child.cmdline()) > 3 else child.name()
+            found[role] = [child, *child.children(recursive=True)]
+        postmaster = int((self.home / "postgres" / "postmaster.pid").read_text().split()[0])
+        postgres = psutil.Process(postmaster)
+        found["postgresql"] = [postgres, *postgres.children(recursive=True)]
+        found["redis"] = [psutil.Process(int((self.home / "redis" / "redis.pid").read_text()))]
+        return found
+
+
+@dataclass
+class Memory:
+    """The largest resident memory seen per role, in bytes."""
+
+    rss: dict[str, int] = field(default_factory=dict)
+    pss: dict[str, int] = field(default_factory=dict)
+    count: dict[str, int] = field(default_factory=dict)
+
+    def sample(self, serve: Serve) -> None:
+        """Measure every process now; keep the largest figures."""
+        rss_total = pss_total = 0
+        for role, processes in serve.processes().items():
+            rss = pss = 0
+            for process in processes:
+                try:
+                    info = process.memory_full_info()
+                except psutil.Error:
+                    continue
+                rss += info.rss
+                pss += info.pss
+            self.rss[role] = max(self.rss.get(role, 0), rss)
+            self.pss[role] = max(self.pss.get(role, 0), pss)
+            self.count[role] = len(processes)
+            rss_total += rss
+            pss_total += pss
+        self.rss["total"] = max(self.rss.get("total", 0), rss_total)
+        self.pss["total"] = max(self.pss.get("total", 0), pss_total)
+
+    def show(self, title: str, goal_gib: float) -> None:
+        """Print the figures per process and the total against ``goal_gib``."""
+        print(f"\n{title}")
+        print(f"  {'process':22s} {'procs':>5s} {'RSS MiB':>9s} {'PSS MiB':>9s}")
+        for role in [*sorted(r for r in self.rss if r != "total"), "total"]:
+            print(f"  {role:22s} {self.count.get(role, ''):>5} {self.rss[role] / 2**20:9.0f} "
+                  f"{self.pss[role] / 2**20:9.0f}")
+        print(f"  goal: total < {goal_gib} GiB -> RSS {self.rss['total'] / GIB:.2f} GiB "
+              f"({'met' if self.rss['total'] < goal_gib * GIB else 'missed'}), "
+              f"PSS {self.pss['total'] / GIB:.2f} GiB "
+              f"({'met' if self.pss['total'] < goal_gib * GIB else 'missed'})")
+
+
+def torch_loaded_in(serve: Serve) -> list[str]:
+    """Return the roles with a process that has loaded torch (the embedding model's runtime)."""
+    loaded = []
+    for role, processes in serve.processes().items():
+        for process in processes:
+            try:
+                if any("libtorch" in m.path for m in process.memory_maps()):
+                    loaded.append(f"{role} (pid {process.pid})")
+            except psutil.Error:
+                continue
+    return loaded
+
+
+def seed(serve: Serve, token: str, documents: int) -> list[int]:
+    """Create documents through the API and wait until indexed and summarized."""
+    rng = random.Random(6)
+
+    def create(n: int) -> int:
+        text = "\n\n".join(rng.sample(TOPICS, 4)) + f"\n\nDocument {n}."
+        status, body = call("POST", f"{serve.base}/api/v1/documents", token=token,
+                            body={"title": f"Team note {n}", "content": text})
+        assert status == 201, body
+        return int(body["id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(create, range(documents)))
+
+    def processed() -> bool:
+        for offset in range(0, documents, 100):
+            status, body = call("GET", f"{serve.base}/api/v1/documents?limit=100&offset={offset}",
+                                token=token)
+            if status != 200 or any(d["embedding_status"] != "complete"
+                                    or d["summary_status"] != "complete" for d in body["items"]):
+                return False
+        return True
+
+    wait_until(processed, timeout=600, what="the documents to be processed")
+    return ids
+
+
+class Latencies:
+    """Exact response times and failures per endpoint, from locust's request events."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self.failures: dict[str, int] = defaultdict(int)
+        self.examples: dict[str, str] = {}
+
+    def record(self, name: str, response_time: float, exception: Any = None,
+               **_: Any) -> None:
+        """Take one of locust's request events."""
+        self.times[name].append(response_time / 1000)
+        if exception is not None:
+            self.failures[name] += 1
+            self.examples.setdefault(name, str(exception)[:200])
+
+
+def run_users(user_class: type, *, users: int, seconds: float,
+              on_tick: Callable[[], None] | None = None) -> Latencies:
+    """Run ``users`` locust users of ``user_class`` for ``seconds``; return the latencies."""
+    import gevent
+    from locust.env import Environment
+
+    latencies = Latencies()
+    environment = Environment(user_classes=[user_class])
+    environment.events.request.add_listener(latencies.record)
+    runner = environment.create_local_runner()
+    runner.start(users, spawn_rate=users)
+
+    def tick() -> None:
+        while True:
+            if on_tick is not None:
+                on_tick()
+            gevent.sleep(2)
+
+    ticker = gevent.spawn(tick)
+    gevent.sleep(seconds)
+    runner.quit()
+    ticker.kill()
+    return latencies
+
+
+def user_classes(*, base: str, token: str, ids: list[int], wait: tuple[float, float]) -> Any:
+    """Return the locust user classes for the mixed workload and the flood."""
+    from locust import FastHttpUser, between, constant, task
+
+    headers = {"Authorization": f"Bearer {token}"}
+    cached = ids[0]
+
+    class TeamMember(FastHttpUser):
+        """Someone using the knowledge base: mostly reading, sometimes asking or writing."""
+
+        host = base
+        wait_time = between(*wait)
+
+        @task(20)
+        def list_documents(self) -> None:
+            self.client.get(f"/api/v1/documents?offset={random.randrange(0, 40, 20)}",
+                            headers=headers, name="list documents")
+
+        @task(25)
+        def read_document(self) -> None:
+            self.client.get(f"/api/v1/documents/{random.choice(ids)}", headers=headers,
+                            name="read document")
+
+        @task(20)
+        def read_summary(self) -> None:
+            self.client.get(f"/api/v1/documents/{random.choice(ids)}/summary", headers=headers,
+                            name="read summary (cached)")
+
+        @task(15)
+        def search(self) -> None:
+            self.client.get("/api/v1/search", params={"q": random.choice(QUERIES), "k": 10},
+                            headers=headers, name="search")
+
+        @task(5)
+        def ask(self) -> None:
+            self.client.post("/api/v1/ask", json={"question": random.choice(QUERIES), "k": 4},
+                             headers=headers, name="ask (scripted model)")
+
+        @task(5)
+        def create(self) -> None:
+            self.client.post("/api/v1/documents", headers=headers, name="create document",
+                             json={"title": "Written under load",
+                                   "content": random.choice(TOPICS)})
+
+    class Flood(FastHttpUser):
+        """A client that never waits, on one cached JSON endpoint."""
+
+        host = base
+        wait_time = constant(0)
+        path = f"/api/v1/documents/{cached}/summary"
+
+        @task
+        def read(self) -> None:
+            self.client.get(self.path, headers=headers, name=self.path)
+
+    class Healthz(Flood):
+        """The same, on the endpoint that does nothing: the floor of the HTTP stack."""
+
+        path = "/healthz"
+
+    return TeamMember, Flood, Healthz
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """Return the CPU time (user and system) the processes have used so far."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def flood(serve: Serve, user_class: type, *, users: int,
+          seconds: float) -> tuple[float, float, float, int]:
+    """Return requests/s, web CPU ms and client CPU ms per request, and failures."""
+    web = serve.processes()["web"]
+    client = psutil.Process()
+    web_before, client_before = cpu_seconds(web), cpu_seconds([client])
+    latencies = run_users(user_class, users=users, seconds=seconds)
+    requests = sum(len(t) for t in latencies.times.values())
+    web_cpu = cpu_seconds(web) - web_before
+    client_cpu = cpu_seconds([client]) - client_before
+    return (requests / seconds, web_cpu / max(requests, 1) * 1000,
+            client_cpu / max(requests, 1) * 1000, sum(latencies.failures.values()))
+
+
+def report(latencies: Latencies, seconds: float) -> bool:
+    """Print requests, errors, p50 and p99 per endpoint; return whether the goals were met."""
+    print(f"\n  {'endpoint':26s} {'requests':>8s} {'errors':>7s} {'p50 ms':>8s} {'p99 ms':>8s}"
+          "   goal")
+    met = True
+    total = errors = 0
+    for name in sorted(latencies.times):
+        times = latencies.times[name]
+        failures = latencies.failures[name]
+        total += len(times)
+        errors += failures
+        p99 = percentile(times, 0.99) * 1000
+        goal = ""
+        if name in NO_MODEL:
+            goal = "p99 <= 200 ms: " + ("met" if p99 <= 200 else "missed")
+            met = met and p99 <= 200
+        print(f"  {name:26s} {len(times):8d} {failures:7d} "
+              f"{percentile(times, 0.5) * 1000:8.1f} {p99:8.1f}   {goal}")
+    for name, example in latencies.examples.items():
+        print(f"  first error on {name}: {example}")
+    print(f"  all: {total} requests in {seconds:.0f} s ({total / seconds:.0f}/s), "
+          f"{errors} errors ({errors / max(total, 1):.2%}; goal 0)")
+    return met and errors == 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=duration, default=300.0,
+                        help="mixed load, e.g. 30s or 5m (default 5m)")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--wait", default="0.2-1.0",
+                        help="seconds each user waits between requests, min-max")
+    parser.add_argument("--documents", type=int, default=100)
+    parser.add_argument("--web-workers", type=int, default=1, help="WEB_CONCURRENCY")
+    parser.add_argument("--flood-users", type=int, default=100)
+    parser.add_argument("--flood-seconds", type=duration, default=20.0)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch home")
+    args = parser.parse_args()
+    wait = tuple(float(x) for x in args.wait.split("-"))
+    serve = Serve(web_workers=args.web_workers, keep=args.keep)
+    with serve.running():
+        print(f"torch loaded at start in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+        token = serve.token()
+        started = time.monotonic()
+        ids = seed(serve, token, args.documents)
+        print(f"seeded {len(ids)} documents (indexed and summarized) in "
+              f"{time.monotonic() - started:.0f} s; web workers: {args.web_workers}")
+        time.sleep(10)
+        idle = Memory()
+        idle.sample(serve)
+        idle.show("idle, after seeding (the worker has the embedding model loaded)", 1.5)
+        print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+
+        # Imported only now: locust patches the standard library for gevent on import.
+        member, flood_user, healthz_user = user_classes(base=serve.base, token=token, ids=ids,
+                                                        wait=(wait[0], wait[-1]))
+        started = time.monotonic()
+        status, _ = call("GET", f"{serve.base}/api/v1/search?q=warm", token=token)
+        print(f"\nfirst search (the web process loads the embedding model): "
+              f"{time.monotonic() - started:.1f} s, status {status}")
+        run_users(member, users=args.users, seconds=min(10.0, args.duration))
+
+        loaded = Memory()
+        print(f"\nmixed load: {args.users} users, each waiting {args.wait} s between requests, "
+              f"for {args.duration:.0f} s")
+        latencies = run_users(member, users=args.users, seconds=args.duration,
+                              on_tick=lambda: loaded.sample(serve))
+        goals_met = report(latencies, args.duration)
+        loaded.show("under load (largest seen)", 2.0)
+        print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+
+        print(f"\ncached JSON endpoint, {args.flood_users} users that never wait, "
+              f"{args.flood_seconds:.0f} s each (goal >= 1,800 req/s)")
+        for label, user_class in (("summary (cached)", flood_user),
+                                  ("/healthz (no work)", healthz_user)):
+            rate, web_ms, client_ms, failures = flood(serve, user_class, users=args.flood_users,
+                                                      seconds=args.flood_seconds)
+            # Two cores give 2,000 ms of CPU a second, shared by the web processes, this
+            # client, PostgreSQL and Redis: the web's own cost bounds what it can serve.
+            print(f"  {label:20s} {rate:7.0f} req/s   web CPU {web_ms:5.2f} ms/request "
+                  f"(at most {2000 / web_ms:,.0f} req/s with both cores)   "
+                  f"client CPU {client_ms:5.2f} ms/request   {failures} errors")
+    return 0 if goals_met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

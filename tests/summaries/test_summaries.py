@@ -183,6 +183,8 @@ def test_after_an_edit_readers_see_the_previous_summary_marked_stale(
                                content=CONTENT, author=alice)
     wait_for(lambda: summary_status(document) == JobStatus.COMPLETE, message="first summary")
     url = f"/api/v1/documents/{document.pk}/summary"
+    # Read once, so the warm path has the document's old version cached: the edit must drop it.
+    assert alice_api.get(url).json()["summary"] == "The first summary."
 
     document_update(document=document, content=CONTENT + " Hotfixes skip the queue.")
     document.refresh_from_db()

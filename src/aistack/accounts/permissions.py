@@ -3,31 +3,50 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from aistack.accounts.models import Membership, Role, Workspace
 from aistack.errors import Forbidden, NotFound
 
 _WRITERS = frozenset({Role.OWNER, Role.EDITOR})
+MEMBERSHIPS_CACHE_SECONDS = 60
+
+
+def memberships_cache_key(user_id: int) -> str:
+    """Return where a user's roles by workspace are cached."""
+    return f"auth:memberships:{user_id}"
+
+
+def _roles(user: User | AnonymousUser) -> dict[int, Role]:
+    """Return the user's role in each workspace they belong to."""
+    if not user.is_authenticated:
+        return {}
+    # Asked on every request: from Redis, it costs no database query. A membership
+    # change drops the entry once committed (see signals); the timeout bounds how long
+    # a change racing a reader's refill can go unseen.
+    key = memberships_cache_key(user.pk)
+    roles: dict[int, str] | None = cache.get(key)
+    if roles is None:
+        roles = dict(Membership.objects.filter(user_id=user.pk)
+                     .values_list("workspace_id", "role"))
+        cache.set(key, roles, timeout=MEMBERSHIPS_CACHE_SECONDS)
+    return {workspace_id: Role(role) for workspace_id, role in roles.items()}
 
 
 def role_in(*, user: User | AnonymousUser, workspace: Workspace) -> Role | None:
     """Return the user's role in the workspace, or None for non-members."""
-    if not user.is_authenticated:
-        return None
-    role = (
-        Membership.objects.filter(workspace=workspace, user_id=user.pk)
-        .values_list("role", flat=True)
-        .first()
-    )
-    return Role(role) if role else None
+    return _roles(user).get(workspace.pk)
+
+
+def readable_workspace_ids(*, user: User | AnonymousUser) -> list[int]:
+    """Return the ids of the workspaces the user may read."""
+    return sorted(_roles(user))
 
 
 def readable_workspaces(*, user: User | AnonymousUser) -> QuerySet[Workspace]:
     """Return the workspaces the user may read."""
-    if not user.is_authenticated:
-        return Workspace.objects.none()
-    return Workspace.objects.filter(memberships__user_id=user.pk)
+    return Workspace.objects.filter(pk__in=readable_workspace_ids(user=user))
 
 
 def workspace_for_read(*, user: User | AnonymousUser, workspace_id: int) -> Workspace:
@@ -38,12 +57,36 @@ def workspace_for_read(*, user: User | AnonymousUser, workspace_id: int) -> Work
     return workspace
 
 
+def managed_workspaces(*, user: User | AnonymousUser) -> QuerySet[Workspace]:
+    """Return the workspaces the user owns."""
+    if not user.is_authenticated:
+        return Workspace.objects.none()
+    return Workspace.objects.filter(memberships__user_id=user.pk, memberships__role=Role.OWNER)
+
+
+def usage_workspace_ids(*, user: User | AnonymousUser) -> list[int] | None:
+    """Return the workspaces whose AI usage and costs the user may see; None for all (staff)."""
+    if user.is_authenticated and user.is_staff:
+        return None
+    return list(managed_workspaces(user=user).order_by("pk").values_list("pk", flat=True))
+
+
+def may_write(*, role: Role | None) -> bool:
+    """Return whether a member with ``role`` may create and change content."""
+    return role in _WRITERS
+
+
+def may_manage(*, role: Role | None) -> bool:
+    """Return whether a member with ``role`` may manage the workspace and its members."""
+    return role == Role.OWNER
+
+
 def ensure_can_write(*, user: User | AnonymousUser, workspace: Workspace) -> None:
     """Raise unless the user may create and change content in the workspace."""
     role = role_in(user=user, workspace=workspace)
     if role is None:
         raise NotFound("Workspace not found.")
-    if role not in _WRITERS:
+    if not may_write(role=role):
         raise Forbidden("Viewers cannot change content in this workspace.")
 
 
@@ -52,7 +95,7 @@ def ensure_can_manage(*, user: User | AnonymousUser, workspace: Workspace) -> No
     role = role_in(user=user, workspace=workspace)
     if role is None:
         raise NotFound("Workspace not found.")
-    if role != Role.OWNER:
+    if not may_manage(role=role):
         raise Forbidden("Only owners can manage this workspace.")
 
 

@@ -5,22 +5,36 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from aistack.accounts.models import ApiToken
+from aistack.accounts.models import ApiToken, Membership, Workspace
 from aistack.accounts.services import TOKEN_PREFIX, token_hash
+from aistack.errors import NotFound
 
 # Writing last_used_at on every request would turn every read into a write.
 _LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+def token_cache_key(key_hash: str) -> str:
+    """Return where the user of the token with ``key_hash`` is cached."""
+    return f"auth:token:{key_hash}"
 
 
 def user_for_token(*, raw: str) -> User | None:
     """Return the active user a bearer token belongs to, or None."""
     if not raw.startswith(TOKEN_PREFIX):
         return None
+    key_hash = token_hash(raw)
+    # Every API request authenticates: from Redis, it costs no database query. Revoking
+    # the token or changing its user drops the entry (see signals).
+    cached: User | None = cache.get(token_cache_key(key_hash))
+    if cached is not None:
+        return cached
     token = (
         ApiToken.objects.select_related("user")
-        .filter(key_hash=token_hash(raw), user__is_active=True)
+        .filter(key_hash=key_hash, user__is_active=True)
         .first()
     )
     if token is None:
@@ -28,4 +42,20 @@ def user_for_token(*, raw: str) -> User | None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    # Only as long as last_used_at's resolution, so the column stays that accurate.
+    cache.set(token_cache_key(key_hash), token.user,
+              timeout=_LAST_USED_RESOLUTION.total_seconds())
     return token.user
+
+
+def membership_list(*, workspace: Workspace) -> QuerySet[Membership]:
+    """Return the workspace's memberships with their users, by username."""
+    return workspace.memberships.select_related("user").order_by("user__username")
+
+
+def membership_get(*, workspace: Workspace, membership_id: int) -> Membership:
+    """Return one membership of the workspace."""
+    membership = membership_list(workspace=workspace).filter(pk=membership_id).first()
+    if membership is None:
+        raise NotFound("Member not found.")
+    return membership

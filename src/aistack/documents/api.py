@@ -24,6 +24,7 @@ from aistack.documents.schemas import (
     SummaryOut,
 )
 from aistack.documents.summaries import SummaryState
+from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.validation import Text
 
 router = Router(tags=["documents"])
@@ -99,6 +100,10 @@ def delete_document(request: HttpRequest, document_id: int) -> Status[None]:
 @router.get("/{int:document_id}/summary", response=SummaryOut)
 def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
     """Return the summary: from cache when warm; a cold one is written once for all callers."""
+    # The warm path reads Redis only: the permission check and the version come cached.
+    ref = selectors.document_ref_get(user=request.user, document_id=document_id)
+    if (state := summaries.summary_cached(ref=ref)) is not None:
+        return state
     document = selectors.document_get(user=request.user, document_id=document_id)
     return summaries.summary_read(document=document)
 
@@ -106,6 +111,7 @@ def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
 @router.post("/{int:document_id}/summary", response={202: SummaryOut})
 def request_summary(request: HttpRequest, document_id: int) -> Status[SummaryState]:
     """Queue the summary unless it is current or on its way; retries a failed one."""
+    ai_rate_limit_hit(user=request.user)
     document = selectors.document_get(user=request.user, document_id=document_id)
     ensure_can_write(user=request.user, workspace=document.workspace)
     return Status(202, summaries.summary_request(document=document))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.cache import cache
 from django.db.models import QuerySet
 
-from aistack.accounts.permissions import readable_workspaces
+from aistack.accounts.permissions import readable_workspace_ids
 from aistack.documents.models import Document
 from aistack.errors import NotFound
 
@@ -14,7 +17,7 @@ def document_list(
     *, user: User | AnonymousUser, workspace_id: int | None = None, title: str | None = None
 ) -> QuerySet[Document]:
     """Return the documents the user may read, newest first."""
-    documents = Document.objects.filter(workspace__in=readable_workspaces(user=user))
+    documents = Document.objects.filter(workspace_id__in=readable_workspace_ids(user=user))
     if workspace_id is not None:
         documents = documents.filter(workspace_id=workspace_id)
     if title:
@@ -25,10 +28,45 @@ def document_list(
 def document_get(*, user: User | AnonymousUser, document_id: int) -> Document:
     """Return one document the user may read; others look exactly like missing ones."""
     document = (
-        Document.objects.filter(pk=document_id, workspace__in=readable_workspaces(user=user))
+        Document.objects.filter(pk=document_id, workspace_id__in=readable_workspace_ids(user=user))
         .select_related("workspace")
         .first()
     )
     if document is None:
         raise NotFound("Document not found.")
     return document
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentRef:
+    """A document's identity and version: what its cached summary is keyed by."""
+
+    pk: int
+    workspace_id: int
+    content_hash: str
+
+
+# A document never changes workspace and changes content only through save(), whose
+# signal drops this entry: the expiry only bounds what an unseen change could cost.
+DOCUMENT_REF_CACHE_SECONDS = 3600
+
+
+def document_ref_cache_key(document_id: int) -> str:
+    """Return where a document's ``DocumentRef`` is cached."""
+    return f"documents:ref:{document_id}"
+
+
+def document_ref_get(*, user: User | AnonymousUser, document_id: int) -> DocumentRef:
+    """Return the version of a document the user may read, from Redis when warm."""
+    key = document_ref_cache_key(document_id)
+    found: tuple[int, str] | None = cache.get(key)
+    if found is None:
+        found = (Document.objects.filter(pk=document_id)
+                 .values_list("workspace_id", "content_hash").first())
+        if found is None:
+            raise NotFound("Document not found.")
+        cache.set(key, found, timeout=DOCUMENT_REF_CACHE_SECONDS)
+    workspace_id, content_hash = found
+    if workspace_id not in readable_workspace_ids(user=user):
+        raise NotFound("Document not found.")
+    return DocumentRef(pk=document_id, workspace_id=workspace_id, content_hash=content_hash)

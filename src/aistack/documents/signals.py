@@ -6,10 +6,12 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import pre_delete
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
+from aistack.cache import cache_forget
 from aistack.documents.models import Document
+from aistack.documents.selectors import document_ref_cache_key
 from aistack.jobs import kinds
 from aistack.jobs.models import Job
 from aistack.retrieval.services import chunks_delete
@@ -27,3 +29,9 @@ def forget_document(sender: type[Document], instance: Document, **_: Any) -> Non
                                       instance.source_file.name), robust=True)
     Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
                        object_id=instance.pk).delete()
+
+
+@receiver(post_save, sender=Document)
+@receiver(post_delete, sender=Document)
+def forget_document_ref(sender: type[Document], instance: Document, **_: Any) -> None:
+    cache_forget(document_ref_cache_key(instance.pk))

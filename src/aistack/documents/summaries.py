@@ -21,13 +21,16 @@ from aistack.ai import exceptions as ai_exceptions
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import Attribution, ChatRequest
+from aistack.cache import REDIS_UNREACHABLE
 from aistack.documents.models import Document
+from aistack.documents.selectors import DocumentRef
 from aistack.documents.tasks import DOCUMENT_SUMMARY
 from aistack.errors import app_error_for
 from aistack.jobs.exceptions import JobError, TransientJobError
 from aistack.jobs.models import JobStatus
 from aistack.jobs.services import JobRun, job_enqueue
 from aistack.realtime.locks import single_flight
+from aistack.usage.services import cache_lookups_record
 
 FEATURE = "summary"
 SUMMARY_PROMPT = PromptTemplate(
@@ -94,7 +97,7 @@ class SummaryState:
     extractive: bool
 
 
-def summary_version(*, document: Document) -> SummaryVersion:
+def summary_version(*, document: Document | DocumentRef) -> SummaryVersion:
     """Return the version a summary of the document made now would have."""
     return SummaryVersion(
         workspace_id=document.workspace_id, document_id=document.pk,
@@ -116,12 +119,12 @@ def _cache(version: SummaryVersion, summary: Summary, *, seconds: int | None = N
 
 def _found(document: Document, version: SummaryVersion) -> Summary | None:
     """Return the summary of ``version`` from the cache, or from the row and re-cache it."""
-    if (summary := _cached(version)) is not None:
-        return summary
-    if document.summary_version != version.fingerprint:
-        return None
-    summary = Summary(text=document.summary, extractive=document.summary_extractive)
-    _cache(version, summary)
+    summary = _cached(version)
+    if summary is None and document.summary_version == version.fingerprint:
+        summary = Summary(text=document.summary, extractive=document.summary_extractive)
+        _cache(version, summary)
+    cache_lookups_record(cache="summary", feature=FEATURE, workspace_id=version.workspace_id,
+                         hits=int(summary is not None), misses=int(summary is None))
     return summary
 
 
@@ -185,6 +188,17 @@ def _made(document: Document, version: SummaryVersion, *, wait: float) -> Summar
     return _awaited(version, seconds=wait)
 
 
+def summary_cached(*, ref: DocumentRef) -> SummaryState | None:
+    """Return the current summary if the cache holds it: the warm read, with no query."""
+    version = summary_version(document=ref)
+    summary = _cached(version)
+    if summary is None:
+        return None  # the caller goes on to ``summary_read``, which counts the miss
+    cache_lookups_record(cache="summary", feature=FEATURE, workspace_id=version.workspace_id,
+                         hits=1, misses=0)
+    return _complete(summary)
+
+
 def summary_read(*, document: Document) -> SummaryState:
     """Return the document's summary, writing it now if it is missing and nothing is wrong."""
     version = summary_version(document=document)
@@ -192,7 +206,12 @@ def summary_read(*, document: Document) -> SummaryState:
     if status == JobStatus.FAILED or document.awaits_parsing:
         # A failed summary is retried on request, not by every reader of the document.
         return summary_state(document=document)
-    summary = _made(document, version, wait=settings.SUMMARY_READ_WAIT_SECONDS)
+    try:
+        summary = _made(document, version, wait=settings.SUMMARY_READ_WAIT_SECONDS)
+    except REDIS_UNREACHABLE:
+        # Without Redis no reader can know it is the only one writing: rather than let
+        # every reader call the model, show what PostgreSQL has; the job writes it.
+        return summary_state(document=document)
     if summary is None:
         # Someone else is writing it: show the last summary meanwhile, marked stale.
         return SummaryState(

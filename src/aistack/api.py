@@ -6,6 +6,7 @@ import logging
 import math
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -13,6 +14,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from aistack.accounts.auth import API_AUTH
 from aistack.ai.api import router as chat_router
 from aistack.ai.exceptions import AIError
+from aistack.cache import REDIS_UNREACHABLE
 from aistack.documents.api import router as documents_router
 from aistack.errors import (
     AppError,
@@ -22,11 +24,13 @@ from aistack.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
+    Unavailable,
     app_error_for,
 )
 from aistack.realtime.api import router as events_router
 from aistack.retrieval.api import ask_router
 from aistack.retrieval.api import router as search_router
+from aistack.usage.api import router as usage_router
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,16 @@ def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_response(PayloadTooLarge())
 
 
+def on_service_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """Answer 503 while PostgreSQL (or Redis, where a request cannot do without it) is down."""
+    logger.warning("service unavailable on %s %s: %s", request.method, request.path, exc)
+    return error_response(Unavailable())
+
+
+for _service_error in (OperationalError, InterfaceError, *REDIS_UNREACHABLE):
+    api.exception_handler(_service_error)(on_service_down)
+
+
 @api.exception_handler(Exception)
 def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unhandled error on %s %s", request.method, request.path)
@@ -113,6 +127,7 @@ api.add_router("/chat", chat_router)
 api.add_router("/search", search_router)
 api.add_router("/ask", ask_router)
 api.add_router("/events", events_router)
+api.add_router("/usage", usage_router)
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,8 @@ def serve(host: str, port: int, demo: bool) -> None:
     """Run everything on this machine: database, Redis, web, worker and scheduler."""
     if not _port_free(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use")
+    # Metrics count from this start: the files of an earlier run's processes go.
+    shutil.rmtree(_config().prometheus_multiproc_dir, ignore_errors=True)
     config = _prepare(embedded=True, process_type="serve", migrate=True)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     _ensure_admin(config, url)
@@ -153,7 +157,9 @@ def serve(host: str, port: int, demo: bool) -> None:
 
     me = [sys.executable, "-m", "aistack"]
     children = [
-        Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port)]),
+        # A drain shorter than the supervisor's stop timeout, which then kills what is left.
+        Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
+                                "--graceful-timeout", "5"]),
         Child(name="worker", argv=[*me, "worker"]),
         Child(name="scheduler", argv=[*me, "scheduler"]),
     ]
@@ -179,21 +185,17 @@ def serve(host: str, port: int, demo: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int)
-def web(host: str, port: int, workers: int) -> None:
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Web processes (default: WEB_CONCURRENCY, or 1).")
+@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(0),
+              help="Seconds requests in flight get to finish after SIGTERM.")
+def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> None:
     """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
     config = _prepare(embedded=False, process_type="web")
-    import uvicorn
+    from aistack.runtime.webserver import web_serve
 
-    uvicorn.run(
-        "aistack.asgi:application",
-        host=host,
-        port=port,
-        workers=workers,
-        lifespan="off",
-        log_level=config.log_level.lower(),
-        timeout_graceful_shutdown=5,
-    )
+    web_serve(host=host, port=port, workers=workers or config.web_workers,
+              log_level=config.log_level.lower(), graceful_timeout=graceful_timeout)
 
 
 @main.command()
@@ -506,3 +508,40 @@ def reindex() -> None:
 
     active = active_space()
     click.echo(f"Search uses {active.model if active else 'no model yet'}.")
+
+
+@main.command()
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="First day (UTC), default 30 days ago.")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Last day (UTC), default today.")
+@click.option("--group-by", type=click.Choice(["feature", "user", "workspace", "model", "day"]),
+              default="feature", show_default=True)
+def usage(since: datetime | None, until: datetime | None, group_by: str) -> None:
+    """Print AI calls, tokens and cost over a period, grouped, costliest first."""
+    _prepare(embedded=True, process_type="usage", migrate=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    from aistack.errors import AppError
+    from aistack.usage.rollups import usage_rollup
+    from aistack.usage.selectors import GroupBy, usage_period, usage_report
+
+    try:
+        period = usage_period(since=since and since.date(), until=until and until.date())
+    except AppError as exc:
+        raise click.ClickException(exc.message) from exc
+    # The scheduler rolls the ledger up every minute; a report asked for now includes now.
+    usage_rollup()
+    rows = usage_report(period=period, group_by=GroupBy(group_by), workspace_ids=None)
+    table = Table(title=f"AI usage {period.since} to {period.until} (UTC)")
+    for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):
+        table.add_column(column, justify="left" if column == group_by else "right")
+    for row in rows:
+        table.add_row(row.key, str(row.calls), str(row.input_tokens), str(row.output_tokens),
+                      f"{row.cost_usd:.6f}")
+    table.add_section()
+    table.add_row("total", str(sum(r.calls for r in rows)),
+                  str(sum(r.input_tokens for r in rows)), str(sum(r.output_tokens for r in rows)),
+                  f"{sum(r.cost_usd for r in rows):.6f}")
+    Console().print(table)

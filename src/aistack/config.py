@@ -6,8 +6,11 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
+
+import limits
 
 DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 N = TypeVar("N", int, float)
@@ -61,6 +64,35 @@ def _non_negative_float(value: str | None, *, name: str) -> float:
     return _number(value, name=name, default=0.0, parse=float, inclusive=True)
 
 
+def _non_negative_int(value: str | None, *, name: str, default: int) -> int:
+    return _number(value, name=name, default=default, parse=int, inclusive=True)
+
+
+def _usd(value: str | None, *, name: str) -> Decimal | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        amount = Decimal(value.strip())
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be an amount in USD, got {value!r}") from None
+    if not amount.is_finite() or amount < 0:
+        raise ConfigError(f"{name} must be a non-negative amount in USD, got {value!r}")
+    return amount
+
+
+def _rate_limit(value: str | None, *, name: str, default: str) -> str:
+    text = default if value is None or value.strip() == "" else value.strip()
+    if text.lower() == "off":
+        return ""
+    try:
+        limits.parse_many(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must look like 60/minute (several joined by ';'), or off; got {value!r}"
+        ) from None
+    return text
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything aistack takes from its environment."""
@@ -71,6 +103,9 @@ class Config:
     secret_key: str | None
     allowed_hosts: tuple[str, ...]
     debug: bool
+    https: bool
+    ssl_redirect: bool
+    hsts_seconds: int
     log_level: str
     chat_model: str
     fallback_chat_models: tuple[str, ...]
@@ -90,6 +125,13 @@ class Config:
     ai_max_attempts: int
     ai_retry_backoff_seconds: float
     ai_scripted_latency_seconds: float
+    ai_circuit_open_seconds: float
+    web_workers: int
+    metrics_token: str | None
+    prometheus_multiproc_dir: Path
+    ai_workspace_monthly_budget_usd: Decimal | None
+    ai_user_monthly_budget_usd: Decimal | None
+    ai_rate_limit: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -102,6 +144,12 @@ class Config:
             secret_key=env.get("SECRET_KEY") or None,
             allowed_hosts=_csv(env.get("ALLOWED_HOSTS")) or DEFAULT_ALLOWED_HOSTS,
             debug=_flag(env.get("DEBUG"), name="DEBUG", default=False),
+            https=_flag(env.get("HTTPS"), name="HTTPS", default=False),
+            ssl_redirect=_flag(env.get("SECURE_SSL_REDIRECT"), name="SECURE_SSL_REDIRECT",
+                               default=True),
+            hsts_seconds=_non_negative_int(
+                env.get("HSTS_SECONDS"), name="HSTS_SECONDS", default=365 * 24 * 3600
+            ),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             chat_model=env.get("AI_CHAT_MODEL") or "local:extractive",
             fallback_chat_models=_csv(env.get("AI_FALLBACK_CHAT_MODELS")),
@@ -145,6 +193,26 @@ class Config:
             ai_scripted_latency_seconds=_non_negative_float(
                 env.get("AI_SCRIPTED_LATENCY_SECONDS"), name="AI_SCRIPTED_LATENCY_SECONDS"
             ),
+            ai_circuit_open_seconds=_positive_float(
+                env.get("AI_CIRCUIT_OPEN_SECONDS"), name="AI_CIRCUIT_OPEN_SECONDS", default=30.0
+            ),
+            # The name uvicorn, gunicorn and most hosts use for the number of web processes.
+            web_workers=_positive_int(
+                env.get("WEB_CONCURRENCY"), name="WEB_CONCURRENCY", default=1
+            ),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            prometheus_multiproc_dir=Path(
+                env.get("PROMETHEUS_MULTIPROC_DIR")
+                or Path(env.get("AISTACK_HOME") or ".aistack") / "metrics"
+            ).expanduser().resolve(),
+            ai_workspace_monthly_budget_usd=_usd(
+                env.get("AI_WORKSPACE_MONTHLY_BUDGET_USD"), name="AI_WORKSPACE_MONTHLY_BUDGET_USD"
+            ),
+            ai_user_monthly_budget_usd=_usd(
+                env.get("AI_USER_MONTHLY_BUDGET_USD"), name="AI_USER_MONTHLY_BUDGET_USD"
+            ),
+            ai_rate_limit=_rate_limit(env.get("AI_RATE_LIMIT"), name="AI_RATE_LIMIT",
+                                      default="60/minute"),
         )
 
     @staticmethod

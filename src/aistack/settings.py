@@ -27,17 +27,22 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "django_htmx",
     "aistack.accounts",
     "aistack.jobs",
     "aistack.documents",
     "aistack.retrieval",
     "aistack.ai",
     "aistack.usage",
+    "aistack.observability",
     "aistack.realtime",
     "aistack.web",
+    "aistack.chat",
 ]
 
 MIDDLEWARE = [
+    # First: every request gets its id and its timing, whatever answers it.
+    "aistack.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "aistack.documents.middleware.UploadSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -47,6 +52,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "aistack.web.errors.ErrorPageMiddleware",
 ]
 
 ROOT_URLCONF = "aistack.urls"
@@ -62,6 +69,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "aistack.web.context_processors.navigation",
             ],
         },
     },
@@ -76,12 +84,19 @@ DATABASES: dict[str, Any] = {
         conn_health_checks=True,
     )
 }
+# Under ASGI every request runs in a thread of its own, so without a pool each one opens a
+# new PostgreSQL connection, which costs more than its queries. Health checks make the pool
+# test a connection before lending it: after a database restart, requests get fresh ones.
+# The timeout bounds how long a request waits for a connection (then answers 503).
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 20,
+                                                          "timeout": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Django's RedisCache, but a Redis outage reads as misses instead of failing requests.
+        "BACKEND": "aistack.cache.FailSoftRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "aistack",
         "TIMEOUT": 300,
@@ -106,7 +121,9 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = CONFIG.home / "media"
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "documents"
+LOGOUT_REDIRECT_URL = "login"
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = CONFIG.document_max_chars * 4 + 64 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -176,7 +193,7 @@ AI_RETRY_BACKOFF_MAX_SECONDS = 20.0
 # A provider that asks for a longer wait than this is treated as down: fall back instead.
 AI_RETRY_AFTER_MAX_SECONDS = 30.0
 AI_CIRCUIT_FAILURE_THRESHOLD = 5
-AI_CIRCUIT_OPEN_SECONDS = 30.0
+AI_CIRCUIT_OPEN_SECONDS = CONFIG.ai_circuit_open_seconds
 # How stale a process's view of another process's breaker may be (see aistack.ai.circuit).
 AI_CIRCUIT_REFRESH_SECONDS = 1.0
 # One ledger row per model call; only the benchmark turns it off, to measure its cost.
@@ -184,6 +201,22 @@ AI_RECORD_USAGE = True
 # Test settings turn this on so that no request can reach a paid provider by mistake.
 AI_LOOPBACK_ONLY = False
 AI_CHAT_MAX_INPUT_CHARS = 32_000
+# Monthly spending limits in USD (None: no limit); the admin overrides them per
+# workspace or user. Checked before every model call that has a price.
+AI_WORKSPACE_MONTHLY_BUDGET_USD = CONFIG.ai_workspace_monthly_budget_usd
+AI_USER_MONTHLY_BUDGET_USD = CONFIG.ai_user_monthly_budget_usd
+# The answer's length a budget reserves for when a request sets no maximum.
+AI_BUDGET_OUTPUT_TOKENS = 1024
+# Estimates held this long by a budget nobody touches are taken for those of calls
+# that died, and the budget is rebuilt from the ledger.
+AI_BUDGET_IDLE_SECONDS = 900
+# Per user, over /api/v1/ask, /chat, /search and summary requests ("" for none).
+AI_RATE_LIMIT = CONFIG.ai_rate_limit
+
+# Metrics: /metrics answers loopback clients, and others that send this bearer token.
+METRICS_TOKEN = CONFIG.metrics_token
+PROMETHEUS_MULTIPROC_DIR = CONFIG.prometheus_multiproc_dir
+USAGE_ROLLUP_INTERVAL_SECONDS = 60.0
 
 CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
@@ -201,15 +234,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aistack.jobs.tasks.heartbeat",
         "schedule": 10.0,
     },
+    "usage-rollup": {
+        "task": "aistack.usage.tasks.rollup",
+        "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,
+    },
 }
 
+# One JSON object per line from every process, with the request id (aistack.observability).
+LOGGING_CONFIG = "aistack.observability.logging.configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "aistack.observability.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "root": {"handlers": ["console"], "level": CONFIG.log_level},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
@@ -223,3 +262,19 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# HTTPS=true: served over HTTPS by a proxy in front (deploy/nginx.conf) that terminates
+# TLS and sets X-Forwarded-Proto. Off by default, so `aistack serve` works on plain http.
+if CONFIG.https:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = CONFIG.ssl_redirect
+    # Health probes and Prometheus call the web process directly, over plain http.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = CONFIG.hsts_seconds
+    # includeSubDomains reaches only names below this host's own, and preload only states
+    # consent to a list an operator must still apply to: safe to send, and what
+    # `check --deploy` asks for.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True

@@ -1,15 +1,23 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from aistack.api import api, api_not_found
-from aistack.web import views
+from aistack.observability import views as observability_views
+from aistack.usage import views as usage_views
+from aistack.web import health
 
 urlpatterns = [
-    path("", views.index, name="index"),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
-    path("documents/<int:document_id>/", views.document_page, name="document"),
+    path("", include("aistack.web.urls")),
+    path("", include("aistack.chat.urls")),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", observability_views.metrics, name="metrics"),
+    path("usage/", usage_views.usage_page, name="usage"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
 ]
+
+handler403 = "aistack.web.errors.permission_denied"
+handler404 = "aistack.web.errors.page_not_found"
+handler500 = "aistack.web.errors.server_error"

@@ -18,7 +18,7 @@ def memberships_cache_key(user_id: int) -> str:
     return f"auth:memberships:{user_id}"
 
 
-def _roles(user: User | AnonymousUser) -> dict[int, Role]:
+def _roles(user: User | AnonymousUser, cached: dict[int, str] | None = None) -> dict[int, Role]:
     """Return the user's role in each workspace they belong to."""
     if not user.is_authenticated:
         return {}
@@ -26,7 +26,7 @@ def _roles(user: User | AnonymousUser) -> dict[int, Role]:
     # change drops the entry once committed (see signals); the timeout bounds how long
     # a change racing a reader's refill can go unseen.
     key = memberships_cache_key(user.pk)
-    roles: dict[int, str] | None = cache.get(key)
+    roles = cached if cached is not None else cache.get(key)
     if roles is None:
         roles = dict(Membership.objects.filter(user_id=user.pk)
                      .values_list("workspace_id", "role"))
@@ -39,9 +39,14 @@ def role_in(*, user: User | AnonymousUser, workspace: Workspace) -> Role | None:
     return _roles(user).get(workspace.pk)
 
 
-def readable_workspace_ids(*, user: User | AnonymousUser) -> list[int]:
-    """Return the ids of the workspaces the user may read."""
-    return sorted(_roles(user))
+def readable_workspace_ids(*, user: User | AnonymousUser,
+                           cached_roles: dict[int, str] | None = None) -> list[int]:
+    """Return the ids of the workspaces the user may read.
+
+    ``cached_roles`` is the user's entry under ``memberships_cache_key``, for a caller
+    that read it from the cache together with its own keys (one round trip, not two).
+    """
+    return sorted(_roles(user, cached_roles))
 
 
 def readable_workspaces(*, user: User | AnonymousUser) -> QuerySet[Workspace]:

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.db.models import QuerySet
 
-from aistack.accounts.permissions import readable_workspace_ids
+from aistack.accounts.permissions import memberships_cache_key, readable_workspace_ids
 from aistack.documents.models import Document
 from aistack.errors import NotFound
 
@@ -59,7 +59,9 @@ def document_ref_cache_key(document_id: int) -> str:
 def document_ref_get(*, user: User | AnonymousUser, document_id: int) -> DocumentRef:
     """Return the version of a document the user may read, from Redis when warm."""
     key = document_ref_cache_key(document_id)
-    found: tuple[int, str] | None = cache.get(key)
+    roles_key = memberships_cache_key(user.pk) if user.is_authenticated else None
+    cached = cache.get_many([key, roles_key] if roles_key else [key])
+    found: tuple[int, str] | None = cached.get(key)
     if found is None:
         found = (Document.objects.filter(pk=document_id)
                  .values_list("workspace_id", "content_hash").first())
@@ -67,6 +69,7 @@ def document_ref_get(*, user: User | AnonymousUser, document_id: int) -> Documen
             raise NotFound("Document not found.")
         cache.set(key, found, timeout=DOCUMENT_REF_CACHE_SECONDS)
     workspace_id, content_hash = found
-    if workspace_id not in readable_workspace_ids(user=user):
+    readable = readable_workspace_ids(user=user, cached_roles=cached.get(roles_key))
+    if workspace_id not in readable:
         raise NotFound("Document not found.")
     return DocumentRef(pk=document_id, workspace_id=workspace_id, content_hash=content_hash)

@@ -95,7 +95,8 @@ def job_events_publish(
     """Publish a committed status change to the workspaces of the objects it concerns."""
     if not _relayed(kind):
         return
-    workspaces = kind.model()._default_manager.filter(pk__in=object_ids).values_list(
+    # Unordered: a model's default ordering would cost this per-commit query a sort.
+    workspaces = kind.model()._default_manager.filter(pk__in=object_ids).order_by().values_list(
         "pk", "workspace_id"
     )
     at = _now_ms()

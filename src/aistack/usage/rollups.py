@@ -30,7 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from aistack.realtime.connections import redis_client
 from aistack.usage.models import DailyUsage, DailyUserUsage, DailyWorkspaceUsage, RollupState
-from aistack.usage.services import CACHE_COUNTS_KEY
+from aistack.usage.services import CACHE_COUNTS_KEY, cache_lookups_flush
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ def _day_aggregate(day: date) -> None:
 
 def _cache_counts_take() -> list[str]:
     """Move the cache counters aside, so reads counted from now on start afresh."""
+    cache_lookups_flush()  # this process's own counts; others send theirs within seconds
     client = redis_client()
     prefix = CACHE_COUNTS_KEY.format(day="")
     for key in client.scan_iter(match=f"{prefix}*"):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
+import time
+from collections import Counter
 from decimal import Decimal
 
 from django.utils import timezone
@@ -69,23 +73,50 @@ def _cache_counts_field(*, cache: str, feature: str, workspace_id: int | None,
     return f"{cache}|{feature}|{workspace_id or ''}|{result}"
 
 
+# Counts wait in the process this long at most before going to Redis: a warm cache
+# read is a few Redis round trips, and counting it must not add one more.
+CACHE_COUNTS_FLUSH_SECONDS = 2.0
+_pending_lock = threading.Lock()
+_pending: Counter[tuple[str, str]] = Counter()
+_pending_since = time.monotonic()
+
+
 def cache_lookups_record(*, cache: str, feature: str, workspace_id: int | None,
                          hits: int, misses: int) -> None:
     """Count reads of ``cache`` for ``feature``: for /metrics and the dashboard's hit ratio."""
-    counts = {"hit": hits, "miss": misses}
-    for result, n in counts.items():
-        if n:
-            cache_requests.labels(cache=cache, feature=feature, result=result).inc(n)
     key = CACHE_COUNTS_KEY.format(day=timezone.now().date().isoformat())
+    with _pending_lock:
+        for result, n in (("hit", hits), ("miss", misses)):
+            if n:
+                cache_requests.labels(cache=cache, feature=feature, result=result).inc(n)
+                _pending[key, _cache_counts_field(cache=cache, feature=feature,
+                                                  workspace_id=workspace_id,
+                                                  result=result)] += n
+        due = time.monotonic() - _pending_since >= CACHE_COUNTS_FLUSH_SECONDS
+    if due:
+        cache_lookups_flush()
+
+
+def cache_lookups_flush() -> None:
+    """Send the cache reads counted in this process to Redis."""
+    global _pending_since
+    with _pending_lock:
+        counts = dict(_pending)
+        _pending.clear()
+        _pending_since = time.monotonic()
+    if not counts:
+        return
     try:
         with redis_client().pipeline(transaction=False) as pipe:
-            for result, n in counts.items():
-                if n:
-                    pipe.hincrby(key, _cache_counts_field(cache=cache, feature=feature,
-                                                          workspace_id=workspace_id,
-                                                          result=result), n)
-            pipe.expire(key, CACHE_COUNTS_TTL_SECONDS)
+            for (key, field), n in counts.items():
+                pipe.hincrby(key, field, n)
+            for key in {key for key, _ in counts}:
+                pipe.expire(key, CACHE_COUNTS_TTL_SECONDS)
             pipe.execute()
     except RedisError as exc:
         # Statistics: never worth failing the read that is being counted.
-        logger.warning("cache read not counted: %s", exc)
+        logger.warning("cache reads not counted: %s", exc)
+
+
+# What a process counted in its last seconds is not lost when it stops.
+atexit.register(cache_lookups_flush)

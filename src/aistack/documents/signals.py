@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -24,9 +23,15 @@ from aistack.retrieval.services import chunks_delete
 def forget_document(sender: type[Document], instance: Document, **_: Any) -> None:
     chunks_delete(document_ids=[instance.pk])
     if instance.source_file and instance.source_file.name:
+        storage, name = instance.source_file.storage, instance.source_file.name
+
         # Only once the deletion is committed: a rollback must find the file still there.
-        transaction.on_commit(partial(instance.source_file.storage.delete,
-                                      instance.source_file.name), robust=True)
+        # A named function, not a functools.partial: Django names the callable when it
+        # logs a failure, and a partial has no name.
+        def delete_file() -> None:
+            storage.delete(name)
+
+        transaction.on_commit(delete_file, robust=True)
     Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
                        object_id=instance.pk).delete()
 

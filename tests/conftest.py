@@ -16,6 +16,9 @@ from aistack.accounts.services import api_token_create, membership_set, user_cre
 from aistack.ai.backends import scripted
 from aistack.celery import app as celery_app
 
+# The `browser` fixture, for the tests that drive Chromium.
+pytest_plugins = ["tests.browser"]
+
 
 class ApiClient:
     """A test client that sends a bearer token and JSON."""

@@ -15,8 +15,8 @@ import argparse
 import time
 from collections import Counter
 
-from bench.drills.redis_outage import CONTENT, documents_done
-from bench.drills.stack import Api, Findings, Stack, Traffic, describe, wait_for
+from bench.drills.redis_outage import CONTENT, documents_done, documents_warm, outage_stack
+from bench.drills.stack import Api, Findings, Traffic, describe, wait_for
 
 
 def main() -> int:
@@ -28,11 +28,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     args = parser.parse_args()
     findings = Findings("postgres_restart")
-    with Stack("postgres", keep=args.keep, AI_CHAT_MODEL="scripted:echo",
-               AI_SCRIPTED_LATENCY_SECONDS="0.2", AI_EMBEDDING_MODEL=args.embedding_model,
-               AI_RATE_LIMIT="1000000/minute", JOB_LEASE_SECONDS="5",
-               JOB_PENDING_TIMEOUT_SECONDS="5", RECONCILE_INTERVAL_SECONDS="1",
-               JOB_RETRY_BACKOFF_SECONDS="0.5") as stack:
+    with outage_stack("postgres", keep=args.keep,
+                      embedding_model=args.embedding_model) as stack:
         from django.db import close_old_connections
 
         from aistack.jobs.models import Job
@@ -41,10 +38,7 @@ def main() -> int:
         api = Api(stack.serve(), token)
         before = stack.roles()
         findings.did(f"started aistack serve: {before}")
-        warm = [api.call("POST", "/api/v1/documents",
-                         {"title": f"Warm {n}", "content": CONTENT.format(n=n)}).body["id"]
-                for n in range(5)]
-        wait_for(lambda: documents_done(len(warm)), timeout=180, what="the first documents")
+        warm = documents_warm(api, 5)
         findings.did(f"created {len(warm)} documents and waited for their jobs")
 
         created: list[int] = []

@@ -23,6 +23,24 @@ CONTENT = ("Deploys happen on Tuesdays after the standup. Rollbacks need a secon
            "and a ticket. Change freezes start on the first of December. Note {n}.")
 
 
+def outage_stack(name: str, *, keep: bool, embedding_model: str) -> Stack:
+    """Return the stack an outage drill runs: quick leases, retries and reconciling."""
+    return Stack(name, keep=keep, AI_CHAT_MODEL="scripted:echo",
+                 AI_SCRIPTED_LATENCY_SECONDS="0.2", AI_EMBEDDING_MODEL=embedding_model,
+                 AI_RATE_LIMIT="1000000/minute", JOB_LEASE_SECONDS="5",
+                 JOB_PENDING_TIMEOUT_SECONDS="5", RECONCILE_INTERVAL_SECONDS="1",
+                 JOB_RETRY_BACKOFF_SECONDS="0.5")
+
+
+def documents_warm(api: Api, count: int) -> list[int]:
+    """Create ``count`` documents and wait until all their jobs are done; return their ids."""
+    warm = [api.call("POST", "/api/v1/documents",
+                     {"title": f"Warm {n}", "content": CONTENT.format(n=n)}).body["id"]
+            for n in range(count)]
+    wait_for(lambda: documents_done(len(warm)), timeout=180, what="the first documents")
+    return warm
+
+
 def documents_done(expected: int) -> bool:
     """Return whether ``expected`` documents exist and every one of their jobs is complete."""
     from aistack.documents.models import Document
@@ -42,11 +60,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     args = parser.parse_args()
     findings = Findings("redis_outage")
-    with Stack("redis", keep=args.keep, AI_CHAT_MODEL="scripted:echo",
-               AI_SCRIPTED_LATENCY_SECONDS="0.2", AI_EMBEDDING_MODEL=args.embedding_model,
-               AI_RATE_LIMIT="1000000/minute", JOB_LEASE_SECONDS="5",
-               JOB_PENDING_TIMEOUT_SECONDS="5", RECONCILE_INTERVAL_SECONDS="1",
-               JOB_RETRY_BACKOFF_SECONDS="0.5") as stack:
+    with outage_stack("redis", keep=args.keep, embedding_model=args.embedding_model) as stack:
         from django.db import close_old_connections
 
         from aistack.jobs.models import Job, JobStatus
@@ -56,10 +70,7 @@ def main() -> int:
         before = stack.roles()
         findings.did(f"started aistack serve: {before}")
 
-        warm = [api.call("POST", "/api/v1/documents",
-                         {"title": f"Warm {n}", "content": CONTENT.format(n=n)}).body["id"]
-                for n in range(5)]
-        wait_for(lambda: documents_done(len(warm)), timeout=180, what="the first documents")
+        warm = documents_warm(api, 5)
         for document_id in warm:
             api.call("GET", f"/api/v1/documents/{document_id}/summary")
         # Loads the embedding model in the web process before the outage, as traffic would.

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from django.contrib.auth.models import User
 from aistack.accounts.services import api_token_create
 from aistack.documents.services import document_create
 from tests.e2e.processes import http
-from tests.realtime.streams import EventStream, about
+from tests.realtime.streams import about, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,16 +22,6 @@ SECRET = "Zanzibar quokka ledger: the vault code is 7741."
 @pytest.fixture
 def models(use_models: Callable[..., None], scripted_chat: Callable[..., None]) -> None:
     use_models(embedding="scripted:hash")
-
-
-@contextmanager
-def stream(address: str, user: User, **options: Any) -> Iterator[EventStream]:
-    _, token = api_token_create(user=user)
-    events = EventStream(address, token, **options)
-    try:
-        yield events
-    finally:
-        events.close()
 
 
 def test_his_streams_never_carry_her_events(

@@ -8,8 +8,13 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from django.contrib.auth.models import User
+
+from aistack.accounts.services import api_token_create
 
 Event = tuple[str, str, Any]  # id, name, data
 
@@ -85,3 +90,14 @@ def about(document_id: int, status: str, kind: str = "documents.summary") -> Cal
     """Match a job event on one document reaching a status."""
     return lambda data: (data["kind"], data["object_id"], data["status"]) == (
         kind, document_id, status)
+
+
+@contextmanager
+def stream(address: str, user: User, **options: Any) -> Iterator[EventStream]:
+    """Open an event stream as ``user`` (with a new token of theirs); close it after."""
+    _, token = api_token_create(user=user)
+    events = EventStream(address, token, **options)
+    try:
+        yield events
+    finally:
+        events.close()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 
-from aistack.accounts.services import api_token_create
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
 from aistack.documents.models import Document
@@ -18,21 +16,11 @@ from aistack.documents.services import document_create
 from aistack.jobs.models import JobStatus
 from tests.conftest import ApiClient
 from tests.jobs.helpers import wait_for
-from tests.realtime.streams import EventStream, about
+from tests.realtime.streams import about, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONTENT = "Deploys happen on Tuesdays. Rollbacks need a second reviewer."
-
-
-@contextmanager
-def stream(address: str, user: User, **options: Any) -> Iterator[EventStream]:
-    _, token = api_token_create(user=user)
-    events = EventStream(address, token, **options)
-    try:
-        yield events
-    finally:
-        events.close()
 
 
 def complete(document: Document) -> bool:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from aistack.accounts.models import Workspace
 from aistack.ai.types import Usage
@@ -20,9 +17,9 @@ from aistack.jobs.models import Job, JobStatus
 from aistack.usage.models import Outcome
 from aistack.usage.rollups import usage_rollup
 from aistack.usage.services import cache_lookups_record
+from tests.browser import context_for, screenshot
 from tests.usage.conftest import ledger_row
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHARTS = ["chart-cost-feature", "chart-cost-model", "chart-tokens-feature", "chart-tokens-model",
           "chart-latency", "chart-cache"]
 
@@ -99,28 +96,8 @@ def test_owners_see_only_their_workspaces_in_the_app(
     assert "must not be after" in backwards.content.decode()
 
 
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    # Playwright's sync API keeps an event loop in this thread, which Django would
-    # otherwise take for an async context and refuse the test's own database queries.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
-        connections.close_all()
-
-
 def _open(browser: Browser, asgi_url: str, user: User, path: str) -> Page:
-    client = Client()
-    client.force_login(user)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                          "url": f"http://{asgi_url}"}])
+    context = context_for(browser, asgi_url, user, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(f"http://{asgi_url}{path}")
     return page
@@ -142,14 +119,13 @@ def test_the_dashboard_draws_its_charts_in_a_browser(
     browser: Browser, request: pytest.FixtureRequest,
 ) -> None:
     _seed(alice, bob, shared_workspace)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     admin_page = _open(browser, asgi_url, staff, "/admin/usage/usagedashboard/")
     admin_charts = _drawn(admin_page)
-    admin_page.screenshot(path=SCREENSHOTS / f"{request.node.name}-admin.png", full_page=True)
+    screenshot(admin_page, request, "-admin")
     owner_page = _open(browser, asgi_url, bob, "/usage/")
     owner_charts = _drawn(owner_page)
-    owner_page.screenshot(path=SCREENSHOTS / f"{request.node.name}-owner.png", full_page=True)
+    screenshot(owner_page, request, "-owner")
 
     # 14 days of 3 features (and of 3 models), stacked; p50 and p95 of 4 feature-model
     # pairs (the failed call is a pair of its own), first token of 2 of them; 2 caches.

@@ -24,9 +24,9 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.jobs.models import JobStatus
 from aistack.retrieval.answers import DONT_KNOW
+from tests.browser import context_for, screenshot
 from tests.jobs.helpers import wait_for
 from tests.retrieval.helpers import indexed
-from tests.web.conftest import context_for, screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,8 +15,8 @@ from aistack.ai.backends.scripted import Reply
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.jobs.models import JobStatus
+from tests.browser import screenshot
 from tests.jobs.helpers import wait_for
-from tests.web.conftest import screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
@@ -43,12 +44,19 @@ api = NinjaAPI(
 )
 
 
+ResponseT = TypeVar("ResponseT", bound=HttpResponse)
+
+
 def error_response(error: AppError) -> JsonResponse:
     """Render an error as ``{"error": {"code", "message"}}`` with its status."""
     body: dict[str, object] = {"code": error.code, "message": error.message}
     if error.details is not None:
         body["details"] = error.details
-    response = JsonResponse({"error": body}, status=error.status)
+    return retry_after_set(JsonResponse({"error": body}, status=error.status), error)
+
+
+def retry_after_set(response: ResponseT, error: AppError) -> ResponseT:
+    """Tell a rate-limited client, in whole seconds rounded up, when to try again."""
     if isinstance(error, RateLimited) and error.retry_after is not None:
         response["Retry-After"] = str(math.ceil(error.retry_after))
     return response

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from django.core.cache import cache
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
-from django.db import transaction
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from aistack.transactions import after_commit
+
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # One warning per this many seconds and process: an outage must not flood the logs.
@@ -34,6 +36,15 @@ def _unreachable(operation: str, exc: Exception) -> None:
     if now - _last_warned >= _WARN_EVERY_SECONDS:
         _last_warned = now
         logger.warning("cache unreachable (%s: %s); serving without it", operation, exc)
+
+
+def _soft(default: T, operation: Callable[..., T], *args: Any) -> T:
+    """Return ``operation(*args)``, or ``default`` when Redis is unreachable."""
+    try:
+        return operation(*args)
+    except REDIS_UNREACHABLE as exc:
+        _unreachable(operation.__name__, exc)
+        return default
 
 
 class _ReusedClientRedisCacheClient(RedisCacheClient):
@@ -64,77 +75,43 @@ class FailSoftRedisCache(RedisCache):
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Return the cached value, or ``default`` when missing or Redis is unreachable."""
-        try:
-            return super().get(key, default, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("get", exc)
-            return default
+        return _soft(default, super().get, key, default, version)
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         """Return the cached values found; none when Redis is unreachable."""
-        try:
-            return super().get_many(keys, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("get_many", exc)
-            return {}
+        return _soft({}, super().get_many, keys, version)
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
         """Return whether the key is cached; False when Redis is unreachable."""
-        try:
-            return super().has_key(key, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("has_key", exc)
-            return False
+        return _soft(False, super().has_key, key, version)
 
     def set(self, key: Any, value: Any, timeout: float | None = DEFAULT_TIMEOUT,
             version: int | None = None) -> None:
         """Cache a value; dropped when Redis is unreachable."""
-        try:
-            super().set(key, value, timeout, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("set", exc)
+        _soft(None, super().set, key, value, timeout, version)
 
     def add(self, key: Any, value: Any, timeout: float | None = DEFAULT_TIMEOUT,
             version: int | None = None) -> bool:
         """Cache a value unless the key exists; False when Redis is unreachable."""
-        try:
-            return super().add(key, value, timeout, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("add", exc)
-            return False
+        return _soft(False, super().add, key, value, timeout, version)
 
     def set_many(self, data: dict[Any, Any], timeout: float | None = DEFAULT_TIMEOUT,
                  version: int | None = None) -> list[Any]:
         """Cache many values; returns the keys not stored (all when Redis is unreachable)."""
-        try:
-            return super().set_many(data, timeout, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("set_many", exc)
-            return list(data)
+        return _soft(list(data), super().set_many, data, timeout, version)
 
     def touch(self, key: Any, timeout: float | None = DEFAULT_TIMEOUT,
               version: int | None = None) -> bool:
         """Extend a key's life; False when Redis is unreachable."""
-        try:
-            return super().touch(key, timeout, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("touch", exc)
-            return False
+        return _soft(False, super().touch, key, timeout, version)
 
     def delete(self, key: Any, version: int | None = None) -> bool:
         """Delete a key; False when Redis is unreachable (it expires on its own)."""
-        try:
-            return super().delete(key, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("delete", exc)
-            return False
+        return _soft(False, super().delete, key, version)
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
         """Delete keys; dropped when Redis is unreachable (they expire on their own)."""
-        try:
-            super().delete_many(keys, version)
-        except REDIS_UNREACHABLE as exc:
-            _unreachable("delete_many", exc)
+        _soft(None, super().delete_many, keys, version)
 
 
 def cache_forget(*keys: str) -> None:
@@ -146,4 +123,4 @@ def cache_forget(*keys: str) -> None:
     if not keys:
         return
     cache.delete_many(list(keys))
-    transaction.on_commit(lambda: cache.delete_many(list(keys)), robust=True)
+    after_commit(cache.delete_many, list(keys))

@@ -34,6 +34,11 @@ def _roles(user: User | AnonymousUser, cached: dict[int, str] | None = None) -> 
     return {workspace_id: Role(role) for workspace_id, role in roles.items()}
 
 
+def workspace_roles(*, user: User | AnonymousUser) -> dict[int, Role]:
+    """Return the user's role in each workspace they belong to, by workspace id."""
+    return _roles(user)
+
+
 def role_in(*, user: User | AnonymousUser, workspace: Workspace) -> Role | None:
     """Return the user's role in the workspace, or None for non-members."""
     return _roles(user).get(workspace.pk)
@@ -60,6 +65,16 @@ def workspace_for_read(*, user: User | AnonymousUser, workspace_id: int) -> Work
     if workspace is None:
         raise NotFound("Workspace not found.")
     return workspace
+
+
+def workspace_ids_for_read(*, user: User | AnonymousUser, workspace_id: int | None) -> list[int]:
+    """Return the one workspace asked for (if the user may read it), else all they may read."""
+    readable = readable_workspace_ids(user=user)
+    if workspace_id is None:
+        return readable
+    if workspace_id not in readable:
+        raise NotFound("Workspace not found.")
+    return [workspace_id]
 
 
 def managed_workspaces(*, user: User | AnonymousUser) -> QuerySet[Workspace]:

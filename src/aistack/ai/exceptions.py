@@ -110,11 +110,10 @@ class Misconfigured(AIError):
 class BudgetExceeded(AIError):
     """A monthly AI budget would be crossed: the call was not made."""
 
-    def __init__(self, message: str | None = None, *, scope: str, renews_on: date) -> None:
+    def __init__(self, *, scope: str, renews_on: date) -> None:
         who = "This workspace has" if scope == "workspace" else "You have"
         super().__init__(
-            message or f"{who} used up this month's AI budget; it renews on "
-                       f"{renews_on:%B} {renews_on.day}.",
+            f"{who} used up this month's AI budget; it renews on {renews_on:%B} {renews_on.day}.",
             provider="",
         )
         self.scope = scope

@@ -112,9 +112,10 @@ def document_update(
     # The title is part of every chunk's embedded and searchable text.
     if current.content_hash != old_hash or current.title != old_title:
         job_enqueue(kind=DOCUMENT_INDEX, object_id=current.pk)
+        current.refresh_from_db(fields=["embedding_status", "embedding_error"])
     if current.content_hash != old_hash:
         job_enqueue(kind=DOCUMENT_SUMMARY, object_id=current.pk)
-    current.refresh_from_db()
+        current.refresh_from_db(fields=["summary_status", "summary_error"])
     return current
 
 

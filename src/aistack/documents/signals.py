@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 
@@ -14,6 +13,7 @@ from aistack.documents.selectors import document_ref_cache_key
 from aistack.jobs import kinds
 from aistack.jobs.models import Job
 from aistack.retrieval.services import chunks_delete
+from aistack.transactions import after_commit
 
 
 # A signal rather than only the delete service: documents also go with their
@@ -23,15 +23,8 @@ from aistack.retrieval.services import chunks_delete
 def forget_document(sender: type[Document], instance: Document, **_: Any) -> None:
     chunks_delete(document_ids=[instance.pk])
     if instance.source_file and instance.source_file.name:
-        storage, name = instance.source_file.storage, instance.source_file.name
-
         # Only once the deletion is committed: a rollback must find the file still there.
-        # A named function, not a functools.partial: Django names the callable when it
-        # logs a failure, and a partial has no name.
-        def delete_file() -> None:
-            storage.delete(name)
-
-        transaction.on_commit(delete_file, robust=True)
+        after_commit(instance.source_file.storage.delete, instance.source_file.name)
     Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
                        object_id=instance.pk).delete()
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import update_wrapper
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -30,6 +28,7 @@ from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
 from aistack.observability.metrics import job_failures
+from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +59,8 @@ def _announce(kind: JobKind, object_ids: Sequence[int], status: JobStatus,
         return
     # Only once committed: listeners may re-read the state, and a change that is rolled
     # back is never announced. Robust: a listener's failure must not fail the job.
-    _after_commit(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
+    after_commit(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
                   status=status, error=error)
-
-
-def _after_commit(func: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-    """Call ``func`` once the transaction commits; a failure is logged, never raised.
-
-    If the broker is down the change still stands (the reconciler delivers it later)
-    and the request does not fail. Not a functools.partial: Django names the callable
-    when it logs a failure, and a partial, having no name, turns that into a 500.
-    """
-    transaction.on_commit(update_wrapper(lambda: func(*args, **kwargs), func), robust=True)
 
 
 def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
@@ -100,7 +89,7 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
             )
         _mirror(kind, [object_id], JobStatus.PENDING)
     # If the process dies between commit and send, the reconciler sends it later.
-    _after_commit(_send, kind, object_id)
+    after_commit(_send, kind, object_id)
 
 
 def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = True) -> None:
@@ -115,7 +104,7 @@ def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = Tru
     _announce(kind, object_ids, JobStatus.PENDING)
     if deliver:
         for object_id in object_ids:
-            _after_commit(_send, kind, object_id)
+            after_commit(_send, kind, object_id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,11 +219,9 @@ def jobs_claim(*, kind: JobKind, object_ids: Sequence[int], limit: int,
     ]
 
 
-def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None,
-              due_only: bool = False) -> JobRun | None:
+def job_claim(*, kind: JobKind, object_id: int, owner: str | None = None) -> JobRun | None:
     """Take the job if it is waiting or its owner's lease ran out; None if not ours to run."""
-    runs = jobs_claim(kind=kind, object_ids=[object_id], limit=1, owner=owner,
-                      due_only=due_only)
+    runs = jobs_claim(kind=kind, object_ids=[object_id], limit=1, owner=owner)
     return runs[0] if runs else None
 
 
@@ -298,7 +285,7 @@ def job_wake(*, kind: JobKind, object_id: int, generation: int) -> bool:
         generation=generation, status=JobStatus.PROCESSING,
     ).update(lease_expires_at=timezone.now())
     if woken:
-        _after_commit(_send, kind, object_id)
+        after_commit(_send, kind, object_id)
     return bool(woken)
 
 
@@ -325,7 +312,7 @@ def job_reconcile() -> int:
                 status=JobStatus.PENDING, owner="", lease_expires_at=None, enqueued_at=now
             )
             _mirror(kind, [job.object_id], JobStatus.PENDING, job.last_error)
-            _after_commit(_send, kind, job.object_id)
+            after_commit(_send, kind, job.object_id)
             resent += 1
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)

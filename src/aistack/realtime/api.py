@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Router
 
-from aistack.accounts.permissions import readable_workspaces, workspace_for_read
+from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.realtime.events import job_event_stream, replay_since
 from aistack.streaming import event_stream_response, until_shutdown
 
@@ -27,12 +27,8 @@ def events(request: HttpRequest, since: float | None = None,
     ``since`` (epoch seconds) replays jobs finished after it; a reconnecting browser sends
     ``Last-Event-ID`` instead. ``workspace`` narrows the stream to one of your workspaces.
     """
-    if workspace is not None:
-        workspace_ids = [workspace_for_read(user=request.user, workspace_id=workspace).pk]
-    else:
-        workspace_ids = list(readable_workspaces(user=request.user).values_list("pk", flat=True))
     stream = job_event_stream(
-        workspace_ids=workspace_ids,
+        workspace_ids=workspace_ids_for_read(user=request.user, workspace_id=workspace),
         since=replay_since(last_event_id=request.headers.get("Last-Event-ID"), since=since),
     )
     return event_stream_response(until_shutdown(stream))

@@ -8,7 +8,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema
 from pydantic import Field
 
-from aistack.accounts.permissions import readable_workspaces, workspace_for_read
+from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
@@ -31,17 +31,10 @@ class SearchParams(Schema):
     workspace: int | None = Field(default=None, description="Defaults to all of yours.")
 
 
-def workspace_ids_for(request: HttpRequest, workspace: int | None) -> list[int]:
-    """Return the ids of the workspaces a request may search."""
-    if workspace is not None:
-        return [workspace_for_read(user=request.user, workspace_id=workspace).pk]
-    return list(readable_workspaces(user=request.user).values_list("pk", flat=True))
-
-
 @router.get("", response=SearchOut)
 def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str, Any]:
     ai_rate_limit_hit(user=request.user)
-    workspace_ids = workspace_ids_for(request, params.workspace)
+    workspace_ids = workspace_ids_for_read(user=request.user, workspace_id=params.workspace)
     hits = search(
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,
         attribution=Attribution(feature="search", user_id=request.user.pk),
@@ -86,7 +79,7 @@ class AskOut(Schema):
 @ask_router.post("", response=AskOut)
 def ask(request: HttpRequest, payload: AskIn) -> dict[str, object] | StreamingHttpResponse:
     ai_rate_limit_hit(user=request.user)
-    workspace_ids = workspace_ids_for(request, payload.workspace)
+    workspace_ids = workspace_ids_for_read(user=request.user, workspace_id=payload.workspace)
     plan = answer_plan(workspace_ids=workspace_ids, question=payload.question, k=payload.k,
                        user_id=request.user.pk)
     if not payload.stream:

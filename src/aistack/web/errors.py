@@ -9,13 +9,11 @@ from django.shortcuts import render
 from django.template import loader
 
 from aistack.ai.exceptions import AIError
-from aistack.api import error_response
+from aistack.api import error_response, retry_after_set
 from aistack.errors import (
     AppError,
     Forbidden,
     NotFound,
-    RateLimited,
-    Unavailable,
     app_error_for,
 )
 
@@ -28,26 +26,16 @@ _HEADINGS = {
 }
 
 
-def _heading(error: AppError) -> str:
-    if isinstance(error, RateLimited):
-        return _HEADINGS[429]
-    if isinstance(error, Unavailable):
-        return _HEADINGS[503]
-    return _HEADINGS.get(error.status, "That did not work")
-
-
 def error_page(request: HttpRequest, error: AppError) -> HttpResponse:
     """Render ``error`` as a page, or as the API's JSON to a script that asked for JSON."""
     if not request.accepts("text/html"):
         return error_response(error)
-    response = render(request, "web/error.html", {
-        "status": error.status, "code": error.code, "heading": _heading(error),
+    return retry_after_set(render(request, "web/error.html", {
+        "status": error.status, "code": error.code,
+        "heading": _HEADINGS.get(error.status, "That did not work"),
         "message": error.message,
         "retry_after": getattr(error, "retry_after", None),
-    }, status=error.status)
-    if isinstance(error, RateLimited) and error.retry_after is not None:
-        response["Retry-After"] = str(round(error.retry_after))
-    return response
+    }, status=error.status), error)
 
 
 class ErrorPageMiddleware:

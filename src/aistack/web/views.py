@@ -346,7 +346,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
                       mode=mode, attribution=Attribution(feature="search",
                                                          user_id=request.user.pk,
                                                          workspace_id=place.workspace.pk))
-        found = Document.objects.in_bulk({hit.document_id for hit in hits})
+        found = Document.objects.only("pk", "title").in_bulk({hit.document_id for hit in hits})
         results = [(hit, found[hit.document_id]) for hit in hits if hit.document_id in found]
     return render(request, "web/search.html", {
         "place": place, "form": form, "query": query, "results": results,

@@ -12,8 +12,7 @@ from aistack.accounts.permissions import (
     default_workspace,
     may_manage,
     may_write,
-    readable_workspaces,
-    role_in,
+    workspace_roles,
 )
 
 SESSION_KEY = "workspace_id"
@@ -44,18 +43,30 @@ def signed_in_user(request: HttpRequest) -> User:
     return user
 
 
+# Views and the page header both ask for the place: it is worked out once per request.
+_PLACE_ATTRIBUTE = "_aistack_place"
+
+
 def current_place(request: HttpRequest) -> Place:
     """Return the workspace the user chose, or their default one if they have not chosen."""
+    place: Place | None = getattr(request, _PLACE_ATTRIBUTE, None)
+    if place is not None:
+        return place
     user = signed_in_user(request)
+    roles = workspace_roles(user=user)
     chosen = request.session.get(SESSION_KEY)
     # A workspace the user has since left falls back to the default, not an error.
-    workspace = (readable_workspaces(user=user).filter(pk=chosen).first()
-                 if isinstance(chosen, int) else None)
+    workspace = (Workspace.objects.filter(pk=chosen).first()
+                 if isinstance(chosen, int) and chosen in roles else None)
     if workspace is None:
         workspace = default_workspace(user=user)
-    return Place(workspace=workspace, role=role_in(user=user, workspace=workspace))
+    place = Place(workspace=workspace, role=roles.get(workspace.pk))
+    setattr(request, _PLACE_ATTRIBUTE, place)
+    return place
 
 
 def place_choose(request: HttpRequest, *, workspace: Workspace) -> None:
     """Make ``workspace`` the session's current workspace."""
     request.session[SESSION_KEY] = workspace.pk
+    if hasattr(request, _PLACE_ATTRIBUTE):
+        delattr(request, _PLACE_ATTRIBUTE)

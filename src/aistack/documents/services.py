@@ -27,7 +27,7 @@ from aistack.jobs.services import (
     jobs_create,
     jobs_finishing,
 )
-from aistack.retrieval.chunking import ChunkSpec, chunk_text
+from aistack.retrieval.chunking import ChunkSpec, chunk_texts
 from aistack.retrieval.models import IndexPart
 from aistack.retrieval.services import (
     IndexedDocument,
@@ -196,21 +196,22 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
     """
     documents = Document.objects.in_bulk([run.object_id for run in runs])
     spaces = spaces_to_fill()
-    prepared: list[tuple[JobRun, Document, list[ChunkSpec], list[str]]] = []
+    readable: list[tuple[JobRun, Document, str]] = []
     for run in runs:
         document = documents.get(run.object_id)
         if document is None:
             continue
         try:
-            text = _text_of(document)
+            readable.append((run, document, _text_of(document)))
         except (ParseError, OSError) as exc:
             message = exc.message if isinstance(exc, ParseError) else "The file could not be read."
             job_fail(run=run, error=message)
             # With no text there is nothing to summarize either: say why, don't wait.
             Document.objects.filter(pk=document.pk).update(
                 summary_status=JobStatus.FAILED, summary_error=message)
-            continue
-        specs = chunk_text(text)
+    chunked = chunk_texts([text for *_, text in readable])
+    prepared: list[tuple[JobRun, Document, list[ChunkSpec], list[str]]] = []
+    for (run, document, _), specs in zip(readable, chunked, strict=True):
         inputs = [embedding_input(title=document.title, text=spec.text) for spec in specs]
         if (fan_out and len(inputs) > settings.INDEX_PART_INPUTS
                 and _waits_for_parts(run, document, inputs)):

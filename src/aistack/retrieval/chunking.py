@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -49,19 +50,32 @@ def _splitter(max_tokens: int, overlap: int) -> TextSplitter:
     )
 
 
+def chunk_texts(texts: Sequence[str]) -> list[list[ChunkSpec]]:
+    """Split each text into chunks with character offsets into it.
+
+    The texts are split in parallel and their chunks counted in one tokenizer call:
+    a batch of documents costs far less than splitting them one by one.
+    """
+    splitter = _splitter(settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS)
+    split = splitter.chunk_all_indices(list(texts))
+    encodings = iter(_tokenizer().encode_batch(
+        [piece for pieces in split for _, piece in pieces], add_special_tokens=False))
+    return [
+        [
+            ChunkSpec(
+                ordinal=ordinal,
+                text=piece,
+                token_count=len(next(encodings).ids),
+                start_char=start,
+                end_char=start + len(piece),
+                content_hash=content_hash(piece),
+            )
+            for ordinal, (start, piece) in enumerate(pieces)
+        ]
+        for pieces in split
+    ]
+
+
 def chunk_text(text: str) -> list[ChunkSpec]:
     """Split ``text`` into chunks with character offsets into it."""
-    splitter = _splitter(settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS)
-    pieces = splitter.chunk_indices(text)
-    encodings = _tokenizer().encode_batch([piece for _, piece in pieces], add_special_tokens=False)
-    return [
-        ChunkSpec(
-            ordinal=ordinal,
-            text=piece,
-            token_count=len(encoding.ids),
-            start_char=start,
-            end_char=start + len(piece),
-            content_hash=content_hash(piece),
-        )
-        for ordinal, ((start, piece), encoding) in enumerate(zip(pieces, encodings, strict=True))
-    ]
+    return chunk_texts([text])[0]

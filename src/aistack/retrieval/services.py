@@ -179,16 +179,6 @@ def _terms_adjust(delta: Counter[str]) -> None:
         )
 
 
-def postings_insert_sql(where: str) -> str:
-    """Return SQL that writes the postings of the chunks matching ``where`` (alias ``c``)."""
-    # ``where`` is a fragment written in this package, never input.
-    return (
-        "INSERT INTO retrieval_posting (lexeme, workspace_id, chunk_id, tf, length) "  # noqa: S608
-        "SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count "
-        f"FROM retrieval_chunk c, unnest(c.search_vector) u WHERE {where}"
-    )
-
-
 def chunks_delete(*, document_ids: Sequence[int]) -> None:
     """Delete documents' chunks and take them out of the term statistics."""
     old = _frequencies(document_ids)
@@ -206,6 +196,34 @@ class IndexedDocument:
     vectors: Mapping[EmbeddingSpace, Sequence[list[float]]]
 
 
+# Chunks with their stemmed terms and BM25 length, and their postings, in one statement:
+# each row is written once, and the GIN index gets each chunk's terms once.
+_CHUNKS_INSERT = """
+WITH new AS (
+    SELECT r.*, to_tsvector(%s::regconfig, d.title || ' ' || r.text) AS terms
+    FROM unnest(%s::bigint[], %s::bigint[], %s::int[], %s::text[], %s::int[], %s::int[],
+                %s::int[], %s::text[])
+         AS r(document_id, workspace_id, ordinal, text, token_count, start_char, end_char,
+              content_hash)
+    JOIN documents_document d ON d.id = r.document_id
+), chunks AS (
+    INSERT INTO retrieval_chunk (document_id, workspace_id, ordinal, text, token_count,
+                                 start_char, end_char, content_hash, search_vector,
+                                 term_count, created_at)
+    SELECT document_id, workspace_id, ordinal, text, token_count, start_char, end_char,
+           content_hash, terms,
+           coalesce((SELECT sum(cardinality(u.positions)) FROM unnest(terms) u), 0), now()
+    FROM new
+    RETURNING id, document_id, ordinal, workspace_id, search_vector, term_count
+), postings AS (
+    INSERT INTO retrieval_posting (lexeme, workspace_id, chunk_id, tf, length)
+    SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count
+    FROM chunks c, unnest(c.search_vector) u
+)
+SELECT id, document_id, ordinal FROM chunks
+"""
+
+
 def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
     """Replace documents' chunks, vectors and term statistics (inside the jobs' transaction)."""
     document_ids = [item.document.pk for item in items]
@@ -213,60 +231,41 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
         return 0
     old = _frequencies(document_ids)
     Chunk.objects.filter(document_id__in=document_ids).delete()
-    chunks = Chunk.objects.bulk_create(
-        (
-            Chunk(
-                document=item.document,
-                workspace_id=item.document.workspace_id,
-                ordinal=spec.ordinal,
-                text=spec.text,
-                token_count=spec.token_count,
-                start_char=spec.start_char,
-                end_char=spec.end_char,
-                content_hash=spec.content_hash,
-            )
-            for item in items
-            for spec in item.specs
-        ),
-        batch_size=1000,
-    )
+    rows = [(item.document.pk, item.document.workspace_id, spec)
+            for item in items for spec in item.specs]
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE retrieval_chunk c "
-            "SET search_vector = to_tsvector(%s::regconfig, d.title || ' ' || c.text) "
-            "FROM documents_document d WHERE d.id = c.document_id AND c.document_id = ANY(%s)",
-            [TEXT_SEARCH_CONFIG, document_ids],
-        )
-        cursor.execute(
-            "UPDATE retrieval_chunk c SET term_count = coalesce("
-            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0) "
-            "WHERE c.document_id = ANY(%s)",
-            [document_ids],
-        )
-        cursor.execute(postings_insert_sql("c.document_id = ANY(%s)"), [document_ids])
+        cursor.execute(_CHUNKS_INSERT, [
+            TEXT_SEARCH_CONFIG,
+            [document_id for document_id, _, _ in rows],
+            [workspace_id for _, workspace_id, _ in rows],
+            [spec.ordinal for *_, spec in rows],
+            [spec.text for *_, spec in rows],
+            [spec.token_count for *_, spec in rows],
+            [spec.start_char for *_, spec in rows],
+            [spec.end_char for *_, spec in rows],
+            [spec.content_hash for *_, spec in rows],
+        ])
+        chunk_ids = {(document_id, ordinal): chunk_id
+                     for chunk_id, document_id, ordinal in cursor.fetchall()}
     delta = _frequencies(document_ids)
     delta.subtract(old)
     _terms_adjust(delta)
-    by_document: dict[int, list[Chunk]] = {}
-    for chunk in chunks:
-        by_document.setdefault(chunk.document_id, []).append(chunk)
     ChunkVector.objects.bulk_create(
         (
             ChunkVector(
-                chunk=chunk,
+                chunk_id=chunk_ids[item.document.pk, spec.ordinal],
                 space=space,
-                workspace_id=chunk.workspace_id,
+                workspace_id=item.document.workspace_id,
                 input_hash=_input_hash(space.model, text),
                 embedding=vector,
             )
             for item in items
             for space, vectors in item.vectors.items()
-            for chunk, text, vector in zip(by_document.get(item.document.pk, []), item.inputs,
-                                           vectors, strict=True)
+            for spec, text, vector in zip(item.specs, item.inputs, vectors, strict=True)
         ),
         batch_size=1000,
     )
-    return len(chunks)
+    return len(chunk_ids)
 
 
 def vectors_stage(*, part: IndexPart, vectors: Mapping[EmbeddingSpace, Sequence[list[float]]]

@@ -8,14 +8,19 @@ raise, because a caller that counts needs to know its count was not kept.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+import redis.asyncio
 from django.core.cache import cache
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient, RedisSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -28,6 +33,8 @@ REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 # One warning per this many seconds and process: an outage must not flood the logs.
 _WARN_EVERY_SECONDS = 30.0
 _last_warned = 0.0
+# An asynchronous read waits at most this long: a stuck Redis must not hang requests.
+ASYNC_TIMEOUT_SECONDS = 1.0
 
 
 def _unreachable(operation: str, exc: Exception) -> None:
@@ -47,31 +54,83 @@ def _soft(default: T, operation: Callable[..., T], *args: Any) -> T:
         return default
 
 
-class _ReusedClientRedisCacheClient(RedisCacheClient):
-    """Django's Redis cache client, keeping one ``redis.Redis`` per connection pool.
+# Clients (and so connection pools) shared by every cache object of the process, by
+# server list and options: Django makes a cache object per thread, and under ASGI per
+# request, each of which would otherwise open connections of its own and never close
+# them. Two web processes under load ran Redis out of its 10,000 clients that way.
+_shared_clients: dict[tuple[Any, ...], Any] = {}
+_shared_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
 
-    Django builds a new client object for every cache call (about 0.13 ms here); the
-    client is a thin, thread-safe wrapper around its pool, so one per pool suffices.
+
+class _SharedClientRedisCacheClient(RedisCacheClient):
+    """Django's Redis cache client, with one ``redis.Redis`` per process and server list.
+
+    Django builds a new client for every cache call (about 0.13 ms here) and a new
+    connection pool for every cache object; the client is a thin, thread-safe wrapper
+    around its pool, so one per process suffices.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._clients: dict[bool, Any] = {}
+    def __init__(self, servers: list[str], *args: Any, **kwargs: Any) -> None:
+        super().__init__(servers, *args, **kwargs)
+        self._shared_key = (tuple(servers), repr(args), repr(sorted(kwargs.items())))
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
-        """Return the client for reads or writes, built once."""
-        client = self._clients.get(write)
+        """Return the process's client for reads or writes, built once."""
+        shared_key = (*self._shared_key, write)
+        client = _shared_clients.get(shared_key)
         if client is None:
-            client = self._clients[write] = super().get_client(key, write=write)
+            with _shared_lock:
+                client = _shared_clients.get(shared_key)
+                if client is None:
+                    client = _shared_clients[shared_key] = super().get_client(key, write=write)
         return client
 
 
 class FailSoftRedisCache(RedisCache):
-    """A Redis cache whose reads miss and whose writes are dropped while Redis is unreachable."""
+    """A Redis cache whose reads miss and whose writes are dropped while Redis is unreachable.
 
-    def __init__(self, server: str, params: dict[str, Any]) -> None:
+    ``aget`` and ``aget_many`` are truly asynchronous (Django's run the synchronous
+    call in a thread): the event loop serves other requests while Redis answers.
+    """
+
+    def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         super().__init__(server, params)
-        self._class = _ReusedClientRedisCacheClient
+        self._class = _SharedClientRedisCacheClient
+        # What the synchronous client uses by default (CACHES sets no other): both read
+        # and write the same bytes.
+        self._async_url = re.split("[;,]", server)[0] if isinstance(server, str) else server[0]
+        self._async_serializer = RedisSerializer()
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        # An asyncio connection belongs to the loop that made it: one client per loop.
+        loop = asyncio.get_running_loop()
+        clients = _shared_async_clients.setdefault(loop, {})
+        client = clients.get(self._async_url)
+        if client is None:
+            client = clients[self._async_url] = redis.asyncio.Redis.from_url(
+                self._async_url, socket_timeout=ASYNC_TIMEOUT_SECONDS,
+                socket_connect_timeout=ASYNC_TIMEOUT_SECONDS)
+        return client
+
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """Return the cached value, or ``default`` when missing or Redis is unreachable."""
+        found = await self.aget_many([key], version=version)
+        return found.get(key, default)
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        """Return the cached values found; none when Redis is unreachable."""
+        # Our own keys: Django's check for memcached-unsafe characters is not needed.
+        names = {self.make_key(key, version=version): key for key in keys}
+        try:
+            values: list[Any] = await self._async_client().mget(list(names))
+        except REDIS_UNREACHABLE as exc:
+            _unreachable("aget_many", exc)
+            return {}
+        loads = self._async_serializer.loads
+        return {key: loads(value)
+                for key, value in zip(names.values(), values, strict=True) if value is not None}
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         """Return the cached value, or ``default`` when missing or Redis is unreachable."""

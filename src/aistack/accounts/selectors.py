@@ -24,17 +24,16 @@ def token_cache_key(key_hash: str) -> str:
 
 def user_for_token(*, raw: str) -> User | None:
     """Return the active user a bearer token belongs to, or None."""
-    if not raw.startswith(TOKEN_PREFIX):
+    if (key := token_user_cache_key(raw=raw)) is None:
         return None
-    key_hash = token_hash(raw)
     # Every API request authenticates: from Redis, it costs no database query. Revoking
     # the token or changing its user drops the entry (see signals).
-    cached: User | None = cache.get(token_cache_key(key_hash))
+    cached: User | None = cache.get(key)
     if cached is not None:
         return cached
     token = (
         ApiToken.objects.select_related("user")
-        .filter(key_hash=key_hash, user__is_active=True)
+        .filter(key_hash=token_hash(raw), user__is_active=True)
         .first()
     )
     if token is None:
@@ -43,9 +42,14 @@ def user_for_token(*, raw: str) -> User | None:
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     # Only as long as last_used_at's resolution, so the column stays that accurate.
-    cache.set(token_cache_key(key_hash), token.user,
+    cache.set(key, token.user,
               timeout=_LAST_USED_RESOLUTION.total_seconds())
     return token.user
+
+
+def token_user_cache_key(*, raw: str) -> str | None:
+    """Return where the user of bearer token ``raw`` is cached; None if it is no token of ours."""
+    return token_cache_key(token_hash(raw)) if raw.startswith(TOKEN_PREFIX) else None
 
 
 def membership_list(*, workspace: Workspace) -> QuerySet[Membership]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.cache import cache
 from django.http import HttpRequest
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
@@ -11,8 +12,11 @@ from ninja.files import UploadedFile
 from aistack.accounts.permissions import (
     default_workspace,
     ensure_can_write,
+    memberships_cache_key,
+    readable_workspace_ids,
     workspace_for_read,
 )
+from aistack.accounts.selectors import token_user_cache_key
 from aistack.api_pagination import paginate
 from aistack.documents import selectors, services, summaries
 from aistack.documents.models import Document
@@ -106,6 +110,42 @@ def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
         return state
     document = selectors.document_get(user=request.user, document_id=document_id)
     return summaries.summary_read(document=document)
+
+
+async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | None:
+    """Return the body ``get_summary`` would send, if Redis alone can answer; else None.
+
+    For the ASGI fast path (``aistack.fastpath``): the same token, permission and
+    summary entries as the view, read in two round trips that do not block the event
+    loop. It answers only when every entry is cached and allows the read; anything
+    else, refusals included, is left to the view.
+    """
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    token_key = token_user_cache_key(raw=raw.strip()) if scheme.lower() == "bearer" else None
+    if token_key is None:
+        return None
+    ref_key = selectors.document_ref_cache_key(document_id)
+    first = await cache.aget_many([token_key, ref_key])
+    user, found = first.get(token_key), first.get(ref_key)
+    if user is None or found is None:
+        return None
+    ref = selectors.DocumentRef(pk=document_id, workspace_id=found[0], content_hash=found[1])
+    version = summaries.summary_version(document=ref)
+    roles_key = memberships_cache_key(user.pk)
+    second = await cache.aget_many([roles_key, version.cache_key])
+    roles = second.get(roles_key)
+    if roles is None or ref.workspace_id not in readable_workspace_ids(user=user,
+                                                                        cached_roles=roles):
+        return None
+    state = summaries.summary_from_cached(version, second.get(version.cache_key))
+    if state is None:
+        return None
+    # The API's own renderer: byte for byte what the view's response carries.
+    from aistack.api import api
+
+    rendered: str = api.renderer.render(request, SummaryOut.from_orm(state).model_dump(),
+                                        response_status=200)
+    return rendered
 
 
 @router.post("/{int:document_id}/summary", response={202: SummaryOut})

@@ -68,8 +68,15 @@ def document_ref_get(*, user: User | AnonymousUser, document_id: int) -> Documen
         if found is None:
             raise NotFound("Document not found.")
         cache.set(key, found, timeout=DOCUMENT_REF_CACHE_SECONDS)
-    workspace_id, content_hash = found
-    readable = readable_workspace_ids(user=user, cached_roles=cached.get(roles_key))
-    if workspace_id not in readable:
+    ref = _readable_ref(user, document_id, found, cached.get(roles_key))
+    if ref is None:
         raise NotFound("Document not found.")
+    return ref
+
+
+def _readable_ref(user: User | AnonymousUser, document_id: int, found: tuple[int, str],
+                  roles: dict[int, str] | None) -> DocumentRef | None:
+    workspace_id, content_hash = found
+    if workspace_id not in readable_workspace_ids(user=user, cached_roles=roles):
+        return None
     return DocumentRef(pk=document_id, workspace_id=workspace_id, content_hash=content_hash)

@@ -191,12 +191,17 @@ def _made(document: Document, version: SummaryVersion, *, wait: float) -> Summar
 def summary_cached(*, ref: DocumentRef) -> SummaryState | None:
     """Return the current summary if the cache holds it: the warm read, with no query."""
     version = summary_version(document=ref)
-    summary = _cached(version)
-    if summary is None:
+    return summary_from_cached(version, cache.get(version.cache_key))
+
+
+def summary_from_cached(version: SummaryVersion, found: tuple[str, bool] | None
+                        ) -> SummaryState | None:
+    """Return the state for ``version``'s cache entry ``found``, read by the caller."""
+    if found is None:
         return None  # the caller goes on to ``summary_read``, which counts the miss
     cache_lookups_record(cache="summary", feature=FEATURE, workspace_id=version.workspace_id,
                          hits=1, misses=0)
-    return _complete(summary)
+    return _complete(Summary(text=found[0], extractive=found[1]))
 
 
 def summary_read(*, document: Document) -> SummaryState:

@@ -20,6 +20,9 @@ import click
 
 from aistack.config import Config, ConfigError
 
+# The niceness ``serve`` gives the worker and the scheduler (0 is the web's).
+BACKGROUND_NICE = 10
+
 _stack: Any = None
 
 
@@ -160,8 +163,11 @@ def serve(host: str, port: int, demo: bool) -> None:
         # A drain shorter than the supervisor's stop timeout, which then kills what is left.
         Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
                                 "--graceful-timeout", "5"]),
-        Child(name="worker", argv=[*me, "worker"]),
-        Child(name="scheduler", argv=[*me, "scheduler"]),
+        # One pool process: the local model already uses every core, and each pool
+        # process would load its own copy (600 MB). At a lower priority, so indexing
+        # and summaries never slow the requests being served.
+        Child(name="worker", argv=[*me, "worker", "--concurrency", "1"], nice=BACKGROUND_NICE),
+        Child(name="scheduler", argv=[*me, "scheduler"], nice=BACKGROUND_NICE),
     ]
     announced = False
 

@@ -28,12 +28,23 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _start_child(nice: int) -> Callable[[], None]:
+    def start() -> None:
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return start
+
+
 @dataclass(kw_only=True)
 class Child:
     """A supervised process."""
 
     name: str
     argv: Sequence[str]
+    # Added to the child's niceness: background work yields the CPU to requests.
+    nice: int = 0
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -41,7 +52,8 @@ class Child:
     backoff: float = field(default=1.0)
 
     def start(self, env: Mapping[str, str]) -> None:
-        self.process = subprocess.Popen(list(self.argv), env=dict(env), preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(list(self.argv), env=dict(env),
+                                        preexec_fn=_start_child(self.nice))
         self.started_at = time.monotonic()
         logger.info("started %s (pid %d)", self.name, self.process.pid)
 

@@ -13,7 +13,6 @@ from aistack.accounts.permissions import (
     default_workspace,
     ensure_can_write,
     memberships_cache_key,
-    readable_workspace_ids,
     workspace_for_read,
 )
 from aistack.accounts.selectors import token_user_cache_key
@@ -129,13 +128,14 @@ async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | 
     user, found = first.get(token_key), first.get(ref_key)
     if user is None or found is None:
         return None
-    ref = selectors.DocumentRef(pk=document_id, workspace_id=found[0], content_hash=found[1])
-    version = summaries.summary_version(document=ref)
+    # The summary's key is known now, so it is read with the roles, before the check.
+    version = summaries.summary_version(document=selectors.DocumentRef(
+        pk=document_id, workspace_id=found[0], content_hash=found[1]))
     roles_key = memberships_cache_key(user.pk)
     second = await cache.aget_many([roles_key, version.cache_key])
     roles = second.get(roles_key)
-    if roles is None or ref.workspace_id not in readable_workspace_ids(user=user,
-                                                                        cached_roles=roles):
+    if roles is None or selectors.readable_ref(user=user, document_id=document_id, found=found,
+                                               roles=roles) is None:
         return None
     state = summaries.summary_from_cached(version, second.get(version.cache_key))
     if state is None:

@@ -68,14 +68,16 @@ def document_ref_get(*, user: User | AnonymousUser, document_id: int) -> Documen
         if found is None:
             raise NotFound("Document not found.")
         cache.set(key, found, timeout=DOCUMENT_REF_CACHE_SECONDS)
-    ref = _readable_ref(user, document_id, found, cached.get(roles_key))
+    ref = readable_ref(user=user, document_id=document_id, found=found,
+                       roles=cached.get(roles_key))
     if ref is None:
         raise NotFound("Document not found.")
     return ref
 
 
-def _readable_ref(user: User | AnonymousUser, document_id: int, found: tuple[int, str],
-                  roles: dict[int, str] | None) -> DocumentRef | None:
+def readable_ref(*, user: User | AnonymousUser, document_id: int, found: tuple[int, str],
+                 roles: dict[int, str] | None) -> DocumentRef | None:
+    """Return the version ``found`` (its cache entry) if the user, with ``roles``, may read it."""
     workspace_id, content_hash = found
     if workspace_id not in readable_workspace_ids(user=user, cached_roles=roles):
         return None

@@ -106,10 +106,13 @@ def summary_version(*, document: Document | DocumentRef) -> SummaryVersion:
     )
 
 
-def _cached(version: SummaryVersion) -> Summary | None:
+def _summary_of(found: tuple[str, bool] | None) -> Summary | None:
     # Cached as plain values, not a pickled class that a later release might rename.
-    found: tuple[str, bool] | None = cache.get(version.cache_key)
     return None if found is None else Summary(text=found[0], extractive=found[1])
+
+
+def _cached(version: SummaryVersion) -> Summary | None:
+    return _summary_of(cache.get(version.cache_key))
 
 
 def _cache(version: SummaryVersion, summary: Summary, *, seconds: int | None = None) -> None:
@@ -197,11 +200,11 @@ def summary_cached(*, ref: DocumentRef) -> SummaryState | None:
 def summary_from_cached(version: SummaryVersion, found: tuple[str, bool] | None
                         ) -> SummaryState | None:
     """Return the state for ``version``'s cache entry ``found``, read by the caller."""
-    if found is None:
+    if (summary := _summary_of(found)) is None:
         return None  # the caller goes on to ``summary_read``, which counts the miss
     cache_lookups_record(cache="summary", feature=FEATURE, workspace_id=version.workspace_id,
                          hits=1, misses=0)
-    return _complete(Summary(text=found[0], extractive=found[1]))
+    return _complete(summary)
 
 
 def summary_read(*, document: Document) -> SummaryState:

@@ -68,7 +68,15 @@ def main() -> int:
             stack.postgres_start()
             up_at = time.monotonic()
             findings.did(f"kept PostgreSQL down {up_at - down_at:.1f}s, then started it again")
-            time.sleep(5)
+            # Traffic goes on until a request has got through, and for a while after it:
+            # those later requests are the ones that must all succeed.
+            try:
+                wait_for(lambda: any(s.status in (200, 201) and s.at - s.seconds >= up_at
+                                     for s in list(traffic.samples)),
+                         timeout=60, interval=0.2, what="a request to succeed after the restart")
+            except TimeoutError as exc:
+                findings.did(str(exc))  # judged below: no request succeeded
+            time.sleep(3)
         close_old_connections()
         expected = len(warm) + len(pending) + len(created)
         try:

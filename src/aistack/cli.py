@@ -20,7 +20,7 @@ import click
 
 from aistack.config import Config, ConfigError
 
-# The niceness ``serve`` gives the worker and the scheduler (0 is the web's).
+# The niceness ``serve`` gives the worker's jobs and the scheduler (0 is the web's).
 BACKGROUND_NICE = 10
 
 _stack: Any = None
@@ -164,9 +164,11 @@ def serve(host: str, port: int, demo: bool) -> None:
         Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
                                 "--graceful-timeout", "5"]),
         # One pool process: the local model already uses every core, and each pool
-        # process would load its own copy (600 MB). At a lower priority, so indexing
-        # and summaries never slow the requests being served.
-        Child(name="worker", argv=[*me, "worker", "--concurrency", "1"], nice=BACKGROUND_NICE),
+        # process would load its own copy (600 MB). Its jobs run at a lower priority, so
+        # indexing and summaries never slow the requests being served; the thread that
+        # embeds the web's search queries does not.
+        Child(name="worker", argv=[*me, "worker", "--concurrency", "1",
+                                   "--task-nice", str(BACKGROUND_NICE)]),
         Child(name="scheduler", argv=[*me, "scheduler"], nice=BACKGROUND_NICE),
     ]
     announced = False
@@ -197,6 +199,9 @@ def serve(host: str, port: int, demo: bool) -> None:
               help="Seconds requests in flight get to finish after SIGTERM.")
 def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> None:
     """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
+    # The workers load the local models to index documents; the web asks them to embed
+    # its queries rather than hold another copy (and torch) in every web process.
+    os.environ.setdefault("AI_LOCAL_MODELS_IN", "worker")
     config = _prepare(embedded=False, process_type="web")
     from aistack.runtime.webserver import web_serve
 
@@ -206,10 +211,16 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> Non
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=int)
-def worker(concurrency: int) -> None:
+@click.option("--task-nice", default=0, show_default=True, type=click.IntRange(0, 19),
+              help="Niceness of the jobs alone; the local model answers the web at the "
+                   "worker's own priority.")
+def worker(concurrency: int, task_nice: int) -> None:
     """Run a Celery worker against DATABASE_URL and REDIS_URL."""
     config = _prepare(embedded=False, process_type="worker")
+    from aistack.ai import worker as ai_worker
     from aistack.celery import app
+
+    ai_worker.task_nice = task_nice
 
     app.worker_main(argv=["worker", f"--loglevel={config.log_level}",
                           f"--concurrency={concurrency}", "--hostname=worker-%i@%h",

@@ -68,6 +68,13 @@ def _non_negative_int(value: str | None, *, name: str, default: int) -> int:
     return _number(value, name=name, default=default, parse=int, inclusive=True)
 
 
+def _choice(value: str | None, *, name: str, choices: tuple[str, ...], default: str) -> str:
+    text = (value or "").strip().lower() or default
+    if text not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return text
+
+
 def _usd(value: str | None, *, name: str) -> Decimal | None:
     if value is None or value.strip() == "":
         return None
@@ -110,6 +117,7 @@ class Config:
     chat_model: str
     fallback_chat_models: tuple[str, ...]
     embedding_model: str
+    local_models_in: str
     document_max_chars: int
     upload_max_bytes: int
     job_lease_seconds: int
@@ -154,6 +162,8 @@ class Config:
             chat_model=env.get("AI_CHAT_MODEL") or "local:extractive",
             fallback_chat_models=_csv(env.get("AI_FALLBACK_CHAT_MODELS")),
             embedding_model=env.get("AI_EMBEDDING_MODEL") or "local:all-MiniLM-L6-v2",
+            local_models_in=_choice(env.get("AI_LOCAL_MODELS_IN"), name="AI_LOCAL_MODELS_IN",
+                                    choices=("process", "worker"), default="process"),
             document_max_chars=_positive_int(
                 env.get("DOCUMENT_MAX_CHARS"), name="DOCUMENT_MAX_CHARS", default=1_000_000
             ),

@@ -164,6 +164,9 @@ AI_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
     "anthropic": {"API_KEY": CONFIG.anthropic_api_key, "BASE_URL": CONFIG.anthropic_base_url},
     "ollama": {"BASE_URL": CONFIG.ollama_base_url},
     "scripted": {"LATENCY_SECONDS": CONFIG.ai_scripted_latency_seconds},
+    # "worker": this process asks the workers to run the local models instead of loading
+    # them (and torch) itself. `aistack web` does so unless told otherwise.
+    "local": {"RUN_IN": CONFIG.local_models_in},
 }
 
 

@@ -38,6 +38,31 @@ def worker_pids(serve_pid: int) -> set[int]:
     return pids
 
 
+def children_running(serve_pid: int, command: str) -> list[psutil.Process]:
+    """Return the processes under ``serve_pid`` started as ``aistack <command>``."""
+    found = []
+    for process in process_tree(serve_pid):
+        try:
+            if process.cmdline()[2:4] == ["aistack", command]:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def torch_loaded(process: psutil.Process) -> bool:
+    return any("libtorch" in mapped.path for mapped in process.memory_maps())
+
+
+def thread_niceness(process: psutil.Process) -> dict[int, int]:
+    """Return the niceness of each of the process's threads (Linux keeps one per thread)."""
+    found = {}
+    for thread in process.threads():
+        stat = Path(f"/proc/{process.pid}/task/{thread.id}/stat").read_text()
+        found[thread.id] = int(stat.rsplit(")", 1)[1].split()[16])
+    return found
+
+
 def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = free_port()
@@ -64,6 +89,21 @@ def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
                  timeout=60, message="the worker to process the document")
         wait_for(lambda: http("GET", f"{base}/readyz")[0] == 200, timeout=30,
                  message="readiness with a worker heartbeat")
+
+        # The worker embeds the query: the web never loads the model or torch.
+        status, found = http("GET", f"{base}/api/v1/search?q=what+must+survive&mode=vector",
+                             token=token)
+        assert status == 200
+        assert [hit["document_id"] for hit in found["results"]] == [created["id"]]
+        [web] = children_running(serve.pid, "web")
+        assert not torch_loaded(web)
+        [pool] = [p for p in process_tree(serve.pid)
+                  if torch_loaded(p) and p.ppid() != serve.pid]
+        assert pool.ppid() in {p.pid for p in children_running(serve.pid, "worker")}
+        # Jobs run at a lower priority; the thread answering the web does not.
+        niceness = thread_niceness(pool)
+        assert niceness[pool.pid] == 10
+        assert 0 in niceness.values()
 
         # A crashed child is restarted.
         [crashed] = worker_pids(serve.pid)

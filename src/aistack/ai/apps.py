@@ -19,6 +19,8 @@ class AIConfig(AppConfig):
     label = "ai"
 
     def ready(self) -> None:
+        # Connects the Celery signals that serve the local models from worker processes.
+        from aistack.ai import worker  # noqa: F401
         from aistack.ai.checks import check_models
 
         checks.register(check_models, "ai")

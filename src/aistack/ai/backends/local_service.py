@@ -1,0 +1,150 @@
+"""The local models, served by the workers to processes that do not load them.
+
+The worker loads all-MiniLM-L6-v2 anyway, to index documents. A web process that
+embedded search queries itself would hold a second copy, with torch, for a few
+milliseconds of work per new query. Instead it pushes the texts onto a Redis list and
+waits for the reply; a thread in each worker pool process answers them with the
+model that process already has. The thread keeps the worker's priority while the
+jobs of that process may run at a lower one (see ``aistack.ai.worker``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis
+from django.conf import settings
+
+from aistack.ai.exceptions import BadResponse, Timeout
+from aistack.realtime.connections import redis_client
+
+logger = logging.getLogger(__name__)
+
+REQUESTS_KEY = "ai:local-model:requests"
+# A reply nobody collects (its caller gave up) goes with this.
+_REPLY_TTL_SECONDS = 60
+# How often the serving thread looks up from an idle queue to see whether to stop.
+_POLL_SECONDS = 1.0
+
+
+def _vectors_encode(vectors: Any) -> str:
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode()
+
+
+def _vectors_decode(text: str, rows: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(rows, -1)
+
+
+def run_remote(texts: Sequence[str], *, vectors: bool,
+               timeout: float) -> tuple[np.ndarray | None, int]:
+    """Have a worker embed (or only count) ``texts``: return (vectors or None, tokens)."""
+    reply_key = f"ai:local-model:reply:{uuid.uuid4().hex}"
+    request = json.dumps({"reply": reply_key, "texts": list(texts), "vectors": vectors,
+                          "expires": time.time() + timeout})
+    client = redis_client()
+    try:
+        client.rpush(REQUESTS_KEY, request)
+        answer = client.blpop([reply_key], timeout=timeout)
+        if answer is None:
+            # Nobody took it in time: a worker that starts later should not do it for nobody.
+            client.lrem(REQUESTS_KEY, 1, request)
+    except redis.RedisError as exc:
+        raise Timeout(f"could not reach the workers through Redis: {exc}",
+                      provider="local") from exc
+    if answer is None:
+        raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
+                      provider="local")
+    reply = json.loads(answer[1])
+    if "error" in reply:
+        raise BadResponse(f"the worker could not run the local model: {reply['error']}",
+                          provider="local")
+    found = _vectors_decode(reply["vectors"], len(texts)) if vectors else None
+    return found, int(reply["tokens"])
+
+
+def _answer(client: redis.Redis, raw: bytes) -> None:
+    from aistack.ai.backends.local import run_here
+
+    request = json.loads(raw)
+    if request["expires"] < time.time():
+        return
+    try:
+        found, tokens = run_here(request["texts"], vectors=request["vectors"])
+        reply: dict[str, Any] = {"tokens": tokens}
+        if found is not None:
+            reply["vectors"] = _vectors_encode(found)
+    except Exception as exc:  # noqa: BLE001 - the caller gets the reason, this thread goes on
+        logger.exception("local model request failed")
+        reply = {"error": f"{type(exc).__name__}: {exc}"}
+    with client.pipeline() as pipe:
+        pipe.rpush(request["reply"], json.dumps(reply))
+        pipe.expire(request["reply"], _REPLY_TTL_SECONDS)
+        pipe.execute()
+
+
+class LocalModelService(threading.Thread):
+    """Answers local model requests from other processes until stopped."""
+
+    def __init__(self, *, preload: bool) -> None:
+        super().__init__(name="local-model-service", daemon=True)
+        self._preload = preload
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        """Load the model if asked to, then answer requests as they come."""
+        if self._preload:
+            from aistack.ai.backends.local import sentence_model
+
+            sentence_model()
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    item = client.blpop([REQUESTS_KEY], timeout=_POLL_SECONDS)
+                    if item is not None:
+                        _answer(client, item[1])
+                except redis.RedisError as exc:
+                    # Redis restarting: callers time out and retry; so does this thread.
+                    logger.warning("local model service: %s", exc)
+                    self._stopping.wait(_POLL_SECONDS)
+                except (ValueError, KeyError, TypeError):
+                    # Not a request this code sends; whoever sent it gets no reply.
+                    logger.exception("local model service: malformed request dropped")
+        finally:
+            client.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the request in hand, if any."""
+        self._stopping.set()
+        self.join(timeout)
+
+
+_service: LocalModelService | None = None
+_service_lock = threading.Lock()
+
+
+def service_start(*, preload: bool) -> LocalModelService:
+    """Start this process's serving thread, once."""
+    global _service
+    with _service_lock:
+        if _service is None or not _service.is_alive():
+            _service = LocalModelService(preload=preload)
+            _service.start()
+        return _service
+
+
+def service_stop() -> None:
+    """Stop this process's serving thread, if it runs."""
+    global _service
+    with _service_lock:
+        if _service is not None:
+            _service.stop()
+            _service = None

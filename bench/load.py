@@ -463,7 +463,7 @@ def main() -> int:
                                                         wait=(wait[0], wait[-1]))
         started = time.monotonic()
         status, _ = call("GET", f"{serve.base}/api/v1/search?q=warm", token=token)
-        print(f"\nfirst search (the web process loads the embedding model): "
+        print(f"\nfirst search (a worker embeds the query; the web never loads the model): "
               f"{time.monotonic() - started:.1f} s, status {status}")
         run_users(member, users=args.users, seconds=min(10.0, args.duration))
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
 from aistack.accounts.models import Workspace
+from aistack.ai.exceptions import AIError
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.documents.services import document_delete, document_update
@@ -242,3 +244,28 @@ def test_search_api_shapes_errors_and_highlights(alice: User, alice_api: ApiClie
         response = alice_api.get("/api/v1/search", params)
         assert response.status_code == 422, params
         assert response.json()["error"]["code"] == "invalid"
+
+
+def test_hybrid_search_falls_back_to_keywords_when_no_worker_embeds_the_query(
+    alice: User, corpus: dict[str, Document], settings: Any,
+) -> None:
+    from aistack.ai.backends.local_service import service_stop
+
+    service_stop()  # no worker answers in this process
+    settings.AI_EMBEDDING_MODELS = {"default": {**settings.AI_EMBEDDING_MODELS["default"],
+                                                "OPTIONS": {"RUN_IN": "worker"}}}
+    settings.AI_TIMEOUT_SECONDS = 0.3
+    settings.AI_MAX_ATTEMPTS = 1
+    query = "who can roll back a deploy?"
+    workspaces = [alice.personal_workspace.pk]
+
+    hybrid = search(workspace_ids=workspaces, query=query, k=4, mode=SearchMode.HYBRID,
+                    attribution=ATTRIBUTION)
+    text = search(workspace_ids=workspaces, query=query, k=4, mode=SearchMode.TEXT,
+                  attribution=ATTRIBUTION)
+
+    assert titles(hybrid, corpus)[0] == "Deploys"
+    assert [hit.chunk_id for hit in hybrid] == [hit.chunk_id for hit in text]
+    with pytest.raises(AIError, match="is a worker running"):
+        search(workspace_ids=workspaces, query=query, k=4, mode=SearchMode.VECTOR,
+               attribution=ATTRIBUTION)

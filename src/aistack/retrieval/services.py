@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
+from aistack.ai.exceptions import AIError
 from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.jobs.exceptions import TransientJobError
@@ -26,6 +28,8 @@ from aistack.retrieval.models import (
 )
 from aistack.retrieval.selectors import SearchHit, SearchMode, active_space, chunk_search
 from aistack.usage.services import cache_lookups_record
+
+logger = logging.getLogger(__name__)
 
 TEXT_SEARCH_CONFIG = "english"
 
@@ -337,10 +341,21 @@ def search(
     *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
     attribution: Attribution, exact: bool | None = None, snippets: bool = True,
 ) -> list[SearchHit]:
-    """Return the best chunks for ``query`` in the workspaces (the caller checked access)."""
+    """Return the best chunks for ``query`` in the workspaces (the caller checked access).
+
+    Hybrid search whose query cannot be embedded (the model's provider, or the workers
+    that run the local model, unreachable) answers with keyword search alone; vector
+    search raises the model's error.
+    """
     space = active_space()
     vector = None
     if mode != SearchMode.TEXT and space is not None and query.strip():
-        vector = query_vector(space=space, query=query, attribution=attribution)
+        try:
+            vector = query_vector(space=space, query=query, attribution=attribution)
+        except AIError as exc:
+            if mode == SearchMode.VECTOR:
+                raise
+            logger.warning("search: query not embedded (%s); keyword results only", exc)
+            mode = SearchMode.TEXT
     return chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
                         mode=mode, space=space, exact=exact, snippets=snippets)

@@ -23,7 +23,7 @@ import numpy as np
 import redis
 from django.conf import settings
 
-from aistack.ai.exceptions import BadResponse, Timeout
+from aistack.ai.exceptions import BadResponse, ConnectionFailed, Timeout
 from aistack.realtime.connections import redis_client
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def run_remote(texts: Sequence[str], *, vectors: bool,
             # Nobody took it in time: a worker that starts later should not do it for nobody.
             client.lrem(REQUESTS_KEY, 1, request)
     except redis.RedisError as exc:
-        raise Timeout(f"could not reach the workers through Redis: {exc}",
-                      provider="local") from exc
+        raise ConnectionFailed(f"could not reach the workers through Redis: {exc}",
+                               provider="local") from exc
     if answer is None:
         raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
                       provider="local")

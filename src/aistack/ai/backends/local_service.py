@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import redis
-from django.conf import settings
 
+from aistack.ai.backends.local import encode, sentence_model, token_count
 from aistack.ai.exceptions import BadResponse, ConnectionFailed, Timeout
 from aistack.realtime.connections import redis_client
 
@@ -45,9 +45,17 @@ def _vectors_decode(text: str, rows: int) -> np.ndarray:
 
 def run_remote(texts: Sequence[str], *, vectors: bool,
                timeout: float) -> tuple[np.ndarray | None, int]:
-    """Have a worker embed (or only count) ``texts``: return (vectors or None, tokens)."""
+    """Like ``run_here``, but a worker embeds: return (vectors or None, tokens).
+
+    Tokens are counted here: the tokenizer alone is light, and needs no round trip.
+    """
+    found = _encode_remote(texts, timeout=timeout) if vectors else None
+    return found, token_count(texts)
+
+
+def _encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
     reply_key = f"ai:local-model:reply:{uuid.uuid4().hex}"
-    request = json.dumps({"reply": reply_key, "texts": list(texts), "vectors": vectors,
+    request = json.dumps({"reply": reply_key, "texts": list(texts),
                           "expires": time.time() + timeout})
     client = redis_client()
     try:
@@ -56,31 +64,24 @@ def run_remote(texts: Sequence[str], *, vectors: bool,
         if answer is None:
             # Nobody took it in time: a worker that starts later should not do it for nobody.
             client.lrem(REQUESTS_KEY, 1, request)
+            raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
+                          provider="local")
     except redis.RedisError as exc:
         raise ConnectionFailed(f"could not reach the workers through Redis: {exc}",
                                provider="local") from exc
-    if answer is None:
-        raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
-                      provider="local")
     reply = json.loads(answer[1])
     if "error" in reply:
         raise BadResponse(f"the worker could not run the local model: {reply['error']}",
                           provider="local")
-    found = _vectors_decode(reply["vectors"], len(texts)) if vectors else None
-    return found, int(reply["tokens"])
+    return _vectors_decode(reply["vectors"], len(texts))
 
 
 def _answer(client: redis.Redis, raw: bytes | str) -> None:
-    from aistack.ai.backends.local import run_here
-
     request = json.loads(raw)
     if request["expires"] < time.time():
         return
     try:
-        found, tokens = run_here(request["texts"], vectors=request["vectors"])
-        reply: dict[str, Any] = {"tokens": tokens}
-        if found is not None:
-            reply["vectors"] = _vectors_encode(found)
+        reply = {"vectors": _vectors_encode(encode(request["texts"]))}
     except Exception as exc:  # the caller gets the reason, and this thread goes on
         logger.exception("local model request failed")
         reply = {"error": f"{type(exc).__name__}: {exc}"}
@@ -101,25 +102,20 @@ class LocalModelService(threading.Thread):
     def run(self) -> None:
         """Load the model if asked to, then answer requests as they come."""
         if self._preload:
-            from aistack.ai.backends.local import sentence_model
-
             sentence_model()
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    item = client.blpop([REQUESTS_KEY], timeout=_POLL_SECONDS)
-                    if item is not None:
-                        _answer(client, item[1])
-                except redis.RedisError as exc:
-                    # Redis restarting: callers time out and retry; so does this thread.
-                    logger.warning("local model service: %s", exc)
-                    self._stopping.wait(_POLL_SECONDS)
-                except (ValueError, KeyError, TypeError):
-                    # Not a request this code sends; whoever sent it gets no reply.
-                    logger.exception("local model service: malformed request dropped")
-        finally:
-            client.close()
+        client = redis_client()
+        while not self._stopping.is_set():
+            try:
+                item = client.blpop([REQUESTS_KEY], timeout=_POLL_SECONDS)
+                if item is not None:
+                    _answer(client, item[1])
+            except redis.RedisError as exc:
+                # Redis restarting: callers time out and retry; so does this thread.
+                logger.warning("local model service: %s", exc)
+                self._stopping.wait(_POLL_SECONDS)
+            except (ValueError, KeyError, TypeError):
+                # Not a request this code sends; whoever sent it gets no reply.
+                logger.exception("local model service: malformed request dropped")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the request in hand, if any."""

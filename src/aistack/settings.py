@@ -88,7 +88,10 @@ DATABASES: dict[str, Any] = {
 # new PostgreSQL connection, which costs more than its queries. Health checks make the pool
 # test a connection before lending it: after a database restart, requests get fresh ones.
 # The timeout bounds how long a request waits for a connection (then answers 503).
-DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 20,
+# Ten per process: a request holds one only while its view runs (an event stream gives
+# its back once it has sent the current state), and every PostgreSQL connection is a
+# process of its own.
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 10,
                                                           "timeout": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

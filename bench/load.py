@@ -108,7 +108,7 @@ def wait_until(probe: Callable[[], Any], *, timeout: float, what: str) -> None:
 class Serve:
     """``aistack serve`` in a scratch home, and the processes it consists of."""
 
-    def __init__(self, *, web_workers: int, keep: bool) -> None:
+    def __init__(self, *, web_workers: int | None, keep: bool) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="aistack-load-"))
         self.keep = keep
         self.port = free_port()
@@ -116,9 +116,11 @@ class Serve:
         self.env = {key: value for key, value in os.environ.items()
                     if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
         self.env.update(AISTACK_HOME=str(self.home), AI_CHAT_MODEL="scripted:echo",
-                        LOG_LEVEL="WARNING", WEB_CONCURRENCY=str(web_workers),
+                        LOG_LEVEL="WARNING",
                         # One user's traffic stands for fifty: the per-user AI limit is lifted.
                         AI_RATE_LIMIT="1000000/minute")
+        if web_workers is not None:
+            self.env["WEB_CONCURRENCY"] = str(web_workers)
         self.process: subprocess.Popen[bytes] | None = None
 
     @contextmanager
@@ -158,6 +160,12 @@ class Serve:
             [sys.executable, "-m", "aistack", "createuser", "load"], env=self.env,
             capture_output=True, text=True, timeout=120, check=True)
         return result.stdout.strip().splitlines()[-1]
+
+    def web_servers(self) -> int:
+        """Return how many processes serve requests (uvicorn's parent only supervises them)."""
+        web = self.processes()["web"]
+        spawned = [p for p in web[1:] if "spawn_main" in " ".join(p.cmdline())]
+        return len(spawned) or 1
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """Return every process of the stack by role, each with its children."""
@@ -213,6 +221,40 @@ class Memory:
               f"({'met' if self.rss['total'] < goal_gib * GIB else 'missed'}), "
               f"PSS {self.pss['total'] / GIB:.2f} GiB "
               f"({'met' if self.pss['total'] < goal_gib * GIB else 'missed'})")
+
+
+@dataclass
+class CpuUse:
+    """CPU time per role over a run, from samples of every process (new ones from zero)."""
+
+    first: dict[int, float] = field(default_factory=dict)
+    last: dict[int, tuple[str, float]] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def sample(self, serve: Serve) -> None:
+        """Read the CPU time of every process of the stack, and of this load generator."""
+        roles = {**serve.processes(), "load generator": [psutil.Process()]}
+        for role, processes in roles.items():
+            for process in processes:
+                try:
+                    used = cpu_seconds([process]) if process.is_running() else None
+                except psutil.Error:
+                    continue
+                if used is None:
+                    continue
+                self.first.setdefault(process.pid, used if not self.last else 0.0)
+                self.last[process.pid] = (role, used)
+
+    def show(self) -> None:
+        """Print each role's share of the machine's CPU over the sampled time."""
+        seconds = time.monotonic() - self.started
+        per_role: dict[str, float] = defaultdict(float)
+        for pid, (role, used) in self.last.items():
+            per_role[role] += used - self.first[pid]
+        print(f"\n  CPU over the mixed load (a core is 100%; the machine has "
+              f"{psutil.cpu_count()}):")
+        for role, used in sorted(per_role.items(), key=lambda item: -item[1]):
+            print(f"    {role:22s} {used / seconds:6.0%}")
 
 
 def torch_loaded_in(serve: Serve) -> list[str]:
@@ -438,7 +480,8 @@ def main() -> int:
     parser.add_argument("--wait", default="0.2-1.0",
                         help="seconds each user waits between requests, min-max")
     parser.add_argument("--documents", type=int, default=100)
-    parser.add_argument("--web-workers", type=int, default=1, help="WEB_CONCURRENCY")
+    parser.add_argument("--web-workers", type=int, default=None,
+                        help="WEB_CONCURRENCY (default: aistack's own)")
     parser.add_argument("--flood-users", type=int, default=100)
     parser.add_argument("--flood-seconds", type=duration, default=20.0)
     parser.add_argument("--keep", action="store_true", help="keep the scratch home")
@@ -451,7 +494,7 @@ def main() -> int:
         started = time.monotonic()
         ids = seed(serve, token, args.documents)
         print(f"seeded {len(ids)} documents (indexed and summarized) in "
-              f"{time.monotonic() - started:.0f} s; web workers: {args.web_workers}")
+              f"{time.monotonic() - started:.0f} s; web processes serving: {serve.web_servers()}")
         time.sleep(10)
         idle = Memory()
         idle.sample(serve)
@@ -468,11 +511,18 @@ def main() -> int:
         run_users(member, users=args.users, seconds=min(10.0, args.duration))
 
         loaded = Memory()
+        cpu = CpuUse()
+        cpu.sample(serve)
         print(f"\nmixed load: {args.users} users, each waiting {args.wait} s between requests, "
               f"for {args.duration:.0f} s")
-        latencies = run_users(member, users=args.users, seconds=args.duration,
-                              on_tick=lambda: loaded.sample(serve))
+
+        def tick() -> None:
+            loaded.sample(serve)
+            cpu.sample(serve)
+
+        latencies = run_users(member, users=args.users, seconds=args.duration, on_tick=tick)
         goals_met = report(latencies, args.duration)
+        cpu.show()
         loaded.show("under load (largest seen)", 2.0)
         print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
 

@@ -10,8 +10,9 @@ import signal
 import socket
 import sys
 import time
+import traceback
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import click
 
 from aistack.config import Config, ConfigError
 
-# The niceness ``serve`` gives the worker's jobs and the scheduler (0 is the web's).
+# The niceness ``serve`` gives the scheduler (0 is the web's).
 BACKGROUND_NICE = 10
 
 _stack: Any = None
@@ -88,18 +89,60 @@ def _system_check() -> None:
         )
 
 
-def _prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Config:
+def _services(*, embedded: bool, process_type: str) -> Config:
+    """Load the configuration; start the embedded services or insist on external ones."""
     config = _config()
     config.home.mkdir(parents=True, exist_ok=True)
     if embedded:
         _use_embedded_services(config)
     else:
         _require_external_services(config, process_type)
+    return config
+
+
+def _django_ready(*, migrate: bool = False) -> None:
+    """Set Django up, refuse a configuration its checks fault, and migrate if asked."""
     _django_setup()
     _system_check()
     if migrate:
         _migrate()
+
+
+def _prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Config:
+    config = _services(embedded=embedded, process_type=process_type)
+    _django_ready(migrate=migrate)
     return config
+
+
+def _in_child(work: Callable[[], object]) -> None:
+    """Run ``work`` in a forked child and wait for it; exit with its code if it fails.
+
+    For a process that only supervises others: what ``work`` loads (Django and the
+    whole application, 150 MB) leaves with the child instead of staying resident.
+    The child ends with ``os._exit``, so the parent's exit handlers (which stop the
+    embedded services) run only in the parent.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if (pid := os.fork()) == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # shown here; the parent sees the exit code
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if code := os.waitstatus_to_exitcode(status):
+        raise SystemExit(code)
 
 
 @click.group()
@@ -146,15 +189,22 @@ def serve(host: str, port: int, demo: bool) -> None:
         raise click.ClickException(f"port {port} on {host} is already in use")
     # Metrics count from this start: the files of an earlier run's processes go.
     shutil.rmtree(_config().prometheus_multiproc_dir, ignore_errors=True)
-    config = _prepare(embedded=True, process_type="serve", migrate=True)
+    # This process owns the embedded services and then only supervises: the setup that
+    # needs Django runs in a child of its own.
+    config = _services(embedded=True, process_type="serve")
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
-    _ensure_admin(config, url)
-    if demo:
-        from aistack.documents.demo import demo_load
 
-        loaded = demo_load()
-        if loaded:
-            click.echo(f"Loaded {loaded} demo document(s).")
+    def ready() -> None:
+        _django_ready(migrate=True)
+        _ensure_admin(config, url)
+        if demo:
+            from aistack.documents.demo import demo_load
+
+            loaded = demo_load()
+            if loaded:
+                click.echo(f"Loaded {loaded} demo document(s).")
+
+    _in_child(ready)
 
     from aistack.runtime.supervisor import Child, Supervisor
 
@@ -164,11 +214,10 @@ def serve(host: str, port: int, demo: bool) -> None:
         Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
                                 "--graceful-timeout", "5"]),
         # One pool process: the local model already uses every core, and each pool
-        # process would load its own copy (600 MB). Its jobs run at a lower priority, so
-        # indexing and summaries never slow the requests being served; the thread that
-        # embeds the web's search queries does not.
-        Child(name="worker", argv=[*me, "worker", "--concurrency", "1",
-                                   "--task-nice", str(BACKGROUND_NICE)]),
+        # process would load its own copy (600 MB). Its jobs run only on CPU time the
+        # requests leave over, so indexing and summaries never slow the requests being
+        # served; the thread that embeds the web's search queries keeps normal priority.
+        Child(name="worker", argv=[*me, "worker", "--concurrency", "1", "--task-idle"]),
         Child(name="scheduler", argv=[*me, "scheduler"], nice=BACKGROUND_NICE),
     ]
     announced = False
@@ -194,7 +243,7 @@ def serve(host: str, port: int, demo: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=None, type=click.IntRange(1),
-              help="Web processes (default: WEB_CONCURRENCY, or 1).")
+              help="Web processes (default: WEB_CONCURRENCY, or 2).")
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(0),
               help="Seconds requests in flight get to finish after SIGTERM.")
 def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> None:
@@ -202,10 +251,16 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> Non
     # The workers load the local models to index documents; the web asks them to embed
     # its queries rather than hold another copy (and torch) in every web process.
     os.environ.setdefault("AI_LOCAL_MODELS_IN", "worker")
-    config = _prepare(embedded=False, process_type="web")
+    config = _services(embedded=False, process_type="web")
+    workers = workers or config.web_workers
+    if workers > 1:
+        # The server's parent only supervises its processes, which set Django up anew.
+        _in_child(_django_ready)
+    else:
+        _django_ready()
     from aistack.runtime.webserver import web_serve
 
-    web_serve(host=host, port=port, workers=workers or config.web_workers,
+    web_serve(host=host, port=port, workers=workers,
               log_level=config.log_level.lower(), graceful_timeout=graceful_timeout)
 
 
@@ -214,13 +269,17 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> Non
 @click.option("--task-nice", default=0, show_default=True, type=click.IntRange(0, 19),
               help="Niceness of the jobs alone; the local model answers the web at the "
                    "worker's own priority.")
-def worker(concurrency: int, task_nice: int) -> None:
+@click.option("--task-idle", is_flag=True,
+              help="Run the jobs only on CPU time nothing else wants (Linux SCHED_IDLE), "
+                   "for a worker beside the web on one machine.")
+def worker(concurrency: int, task_nice: int, task_idle: bool) -> None:
     """Run a Celery worker against DATABASE_URL and REDIS_URL."""
     config = _prepare(embedded=False, process_type="worker")
     from aistack.ai import worker as ai_worker
     from aistack.celery import app
 
     ai_worker.task_nice = task_nice
+    ai_worker.task_idle = task_idle
 
     app.worker_main(argv=["worker", f"--loglevel={config.log_level}",
                           f"--concurrency={concurrency}", "--hostname=worker-%i@%h",
@@ -230,10 +289,14 @@ def worker(concurrency: int, task_nice: int) -> None:
 @main.command()
 def scheduler() -> None:
     """Run the periodic-job scheduler (Celery beat); run exactly one."""
-    config = _prepare(embedded=False, process_type="scheduler")
-    from aistack.celery import app
+    config = _services(embedded=False, process_type="scheduler")
+    # Checked like every process's configuration, but in a child: the scheduler itself
+    # only sends jobs by name, and runs without Django set up.
+    _in_child(_django_ready)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
+    from aistack.jobs.beat import beat_app
 
-    app.start(argv=["beat", f"--loglevel={config.log_level}",
+    beat_app().start(argv=["beat", f"--loglevel={config.log_level}",
                     f"--schedule={config.home / 'celerybeat-schedule'}"])
 
 

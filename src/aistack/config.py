@@ -207,8 +207,10 @@ class Config:
                 env.get("AI_CIRCUIT_OPEN_SECONDS"), name="AI_CIRCUIT_OPEN_SECONDS", default=30.0
             ),
             # The name uvicorn, gunicorn and most hosts use for the number of web processes.
+            # Two: Python serves one request at a time per process, and a small server
+            # has two cores.
             web_workers=_positive_int(
-                env.get("WEB_CONCURRENCY"), name="WEB_CONCURRENCY", default=1
+                env.get("WEB_CONCURRENCY"), name="WEB_CONCURRENCY", default=2
             ),
             metrics_token=env.get("METRICS_TOKEN") or None,
             prometheus_multiproc_dir=Path(

@@ -3,7 +3,8 @@
 A thread started here answers the web's local model requests (see
 ``aistack.ai.backends.local_service``) with the model the process loads for its jobs.
 With ``aistack worker --task-nice N`` the jobs then run at a lower priority than
-requests: Linux keeps a niceness per thread, and the threads torch starts for a
+requests, and with ``--task-idle`` only on CPU time nothing else wants (Linux's
+``SCHED_IDLE``): Linux keeps a priority per thread, and the threads torch starts for a
 calling thread inherit that thread's.
 """
 
@@ -17,8 +18,9 @@ from django.conf import settings
 
 from aistack.ai.backends.local_service import service_start, service_stop
 
-# Set by `aistack worker --task-nice`; pool processes inherit it when they fork.
+# Set by `aistack worker --task-nice` and `--task-idle`; pool processes inherit them.
 task_nice = 0
+task_idle = False
 
 
 def _local_models_configured() -> bool:
@@ -30,8 +32,11 @@ def _local_models_configured() -> bool:
 def _pool_process_started(**_: Any) -> None:
     # Started before the niceness changes, so the serving thread keeps the worker's.
     service_start(preload=_local_models_configured())
-    if task_nice:
-        os.nice(task_nice)  # this thread only: the one that runs the jobs
+    # This thread only: the one that runs the jobs.
+    if task_idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif task_nice:
+        os.nice(task_nice)
 
 
 @worker_process_shutdown.connect

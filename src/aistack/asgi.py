@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -41,3 +42,8 @@ django_application = OneHopASGIHandler()
 from aistack.fastpath import WarmReads  # noqa: E402  (needs Django set up)
 
 application = WarmReads(django_application)
+
+# Everything loaded so far (Django, the URLconf and every module it imports) lives as
+# long as the process. Frozen, it is left out of garbage collection: a full collection
+# walked it in about 75 ms, with every request of the process paused meanwhile.
+gc.freeze()

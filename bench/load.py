@@ -8,8 +8,9 @@ then, with locust as a library in this process:
 
 1. measures the resident memory of every process while idle;
 2. runs ``--users`` users, each waiting ``--wait`` seconds between requests, over a
-   mixed workload (list, read, cached summary, search, ask, create) for ``--duration``,
-   sampling memory meanwhile; prints requests, errors, p50 and p99 per endpoint;
+   mixed workload (list, read, cached summary, search, ask, create) for ``--duration``
+   after 10 s in which they start, sampling memory and CPU meanwhile; prints requests,
+   errors, p50 and p99 per endpoint, and each process's share of the CPU;
 3. measures requests/s on a cached JSON endpoint (the summary) with ``--flood-users``
    users that never wait, and the CPU that the web processes and this client spent
    per request, to show what limits it (compared with ``/healthz``, which does no work).
@@ -314,17 +315,22 @@ class Latencies:
             self.examples.setdefault(name, str(exception)[:200])
 
 
-def run_users(user_class: type, *, users: int, seconds: float,
+def run_users(user_class: type, *, users: int, seconds: float, warmup: float = 0.0,
               on_tick: Callable[[], None] | None = None) -> Latencies:
-    """Run ``users`` locust users of ``user_class`` for ``seconds``; return the latencies."""
+    """Run ``users`` locust users of ``user_class``; return the latencies of ``seconds``.
+
+    The users all start at once, each opening its connection with its first request: a
+    burst no steady load has. The first ``warmup`` seconds are run but not recorded.
+    """
     import gevent
     from locust.env import Environment
 
     latencies = Latencies()
     environment = Environment(user_classes=[user_class])
-    environment.events.request.add_listener(latencies.record)
     runner = environment.create_local_runner()
     runner.start(users, spawn_rate=users)
+    gevent.sleep(warmup)
+    environment.events.request.add_listener(latencies.record)
 
     def tick() -> None:
         while True:
@@ -508,19 +514,19 @@ def main() -> int:
         status, _ = call("GET", f"{serve.base}/api/v1/search?q=warm", token=token)
         print(f"\nfirst search (a worker embeds the query; the web never loads the model): "
               f"{time.monotonic() - started:.1f} s, status {status}")
-        run_users(member, users=args.users, seconds=min(10.0, args.duration))
 
         loaded = Memory()
         cpu = CpuUse()
         cpu.sample(serve)
         print(f"\nmixed load: {args.users} users, each waiting {args.wait} s between requests, "
-              f"for {args.duration:.0f} s")
+              f"for {args.duration:.0f} s after 10 s to start them (not recorded)")
 
         def tick() -> None:
             loaded.sample(serve)
             cpu.sample(serve)
 
-        latencies = run_users(member, users=args.users, seconds=args.duration, on_tick=tick)
+        latencies = run_users(member, users=args.users, seconds=args.duration, warmup=10.0,
+                              on_tick=tick)
         goals_met = report(latencies, args.duration)
         cpu.show()
         loaded.show("under load (largest seen)", 2.0)

@@ -65,8 +65,12 @@ def _require_external_services(config: Config, process_type: str) -> None:
         )
 
 
-def _django_setup() -> None:
+def _django_settings() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
+
+
+def _django_setup() -> None:
+    _django_settings()
     import django
 
     django.setup()
@@ -293,7 +297,7 @@ def scheduler() -> None:
     # Checked like every process's configuration, but in a child: the scheduler itself
     # only sends jobs by name, and runs without Django set up.
     _in_child(_django_ready)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
+    _django_settings()
     from aistack.jobs.beat import beat_app
 
     beat_app().start(argv=["beat", f"--loglevel={config.log_level}",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aistack.ai.backends import local
-from aistack.ai.backends.local_service import REQUESTS_KEY, run_remote, service_stop
+from aistack.ai.backends.local_service import REQUESTS_KEY, encode_remote, service_stop
 from aistack.ai.exceptions import Timeout
 from aistack.ai.types import ChatRequest, Message
 from aistack.realtime.connections import redis_client
@@ -54,7 +54,7 @@ def test_without_a_worker_the_call_times_out_and_leaves_nothing_queued(
     service_stop()
     started = time.monotonic()
     with pytest.raises(Timeout, match="is a worker running"):
-        run_remote(TEXTS, vectors=True, timeout=0.5)
+        encode_remote(TEXTS, timeout=0.5)
 
     assert 0.4 < time.monotonic() - started < 3
     # A worker starting later finds no request whose caller has gone.
@@ -64,15 +64,19 @@ def test_without_a_worker_the_call_times_out_and_leaves_nothing_queued(
 def test_a_malformed_request_does_not_stop_the_service(celery_worker: Any) -> None:
     redis_client().rpush(REQUESTS_KEY, b"not json", b'{"texts": 3}')
 
-    vectors, tokens = run_remote(TEXTS[:1], vectors=True, timeout=30)
+    vectors, tokens = encode_remote(TEXTS[:1], timeout=30), local.token_count(TEXTS[:1])
 
     assert vectors is not None and vectors.shape == (1, 384)
     assert tokens > 3
 
 
+def vectors_and_tokens(texts: list[str]) -> tuple[Any, int]:
+    return local.encode(texts), local.token_count(texts)
+
+
 def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
     batches = [[f"{text} ({n})" * (1 + n % 4) for text in TEXTS] for n in range(8)]
-    alone = [local.run_here(batch, vectors=True) for batch in batches]
+    alone = [vectors_and_tokens(batch) for batch in batches]
     together: list[Any] = [None] * len(batches)
     errors: list[BaseException] = []
     start = threading.Barrier(len(batches))
@@ -81,8 +85,8 @@ def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
         start.wait()
         try:
             # Counting tokens (MiniLM's tokenizer alone) while the model tokenizes.
-            local.run_here(batches[n], vectors=False)
-            together[n] = local.run_here(batches[n], vectors=True)
+            local.token_count(batches[n])
+            together[n] = vectors_and_tokens(batches[n])
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 

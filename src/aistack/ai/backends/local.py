@@ -102,18 +102,13 @@ def encode(texts: Sequence[str]) -> Any:
                                    convert_to_numpy=True, show_progress_bar=False)
 
 
-def run_here(texts: Sequence[str], *, vectors: bool) -> tuple[Any, int]:
-    """Return (unit-length vectors as a numpy array, or None; token count) for ``texts``."""
-    return (encode(texts) if vectors else None), token_count(texts)
-
-
-def _run(options: dict[str, Any], texts: Sequence[str], *, vectors: bool,
-         timeout: float) -> tuple[Any, int]:
+def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float) -> Any:
+    """Return unit-length vectors for ``texts``: from the model here, or from a worker."""
     if options.get("RUN_IN", RUN_HERE) == RUN_IN_WORKER:
-        from aistack.ai.backends.local_service import run_remote
+        from aistack.ai.backends.local_service import encode_remote
 
-        return run_remote(texts, vectors=vectors, timeout=timeout)
-    return run_here(texts, vectors=vectors)
+        return encode_remote(texts, timeout=timeout)
+    return encode(texts)
 
 
 class EmbeddingModel(BaseEmbeddingModel):
@@ -142,9 +137,9 @@ class EmbeddingModel(BaseEmbeddingModel):
 
         The timeout bounds the wait for a worker; it cannot stop work in this process.
         """
-        vectors, tokens = _run(self.options, texts, vectors=True, timeout=timeout)
+        vectors = _encode(self.options, texts, timeout=timeout)
         return EmbeddingResult(vectors=vectors.tolist(), model=self.id,
-                               usage=Usage(input_tokens=tokens))
+                               usage=Usage(input_tokens=token_count(texts)))
 
 
 def _sentences(context: Sequence[str]) -> list[tuple[int, str]]:
@@ -183,19 +178,17 @@ class ChatModel(BaseChatModel):
         question = request.last_user_text().strip()
         sentences = _sentences(request.context)
         consumed = [question, *(sentence for _, sentence in sentences)]
-        vectors, input_tokens = _run(self.options, consumed, vectors=bool(sentences),
-                                     timeout=timeout)
         if not sentences:
             text = NO_CONTEXT
         elif question and request.task == "answer":
-            text = self._answer(vectors, sentences)
+            text = self._answer(_encode(self.options, consumed, timeout=timeout), sentences)
         else:
-            text = self._summary(vectors[1:], sentences)
-        _, output_tokens = _run(self.options, [text], vectors=False, timeout=timeout)
+            text = self._summary(_encode(self.options, consumed[1:], timeout=timeout),
+                                 sentences)
         return ChatResult(
             text=text,
             model=self.id,
-            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            usage=Usage(input_tokens=token_count(consumed), output_tokens=token_count([text])),
             extractive=True,
         )
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from aistack.ai.backends.local import encode, sentence_model, token_count
+from aistack.ai.backends.local import encode, sentence_model
 from aistack.ai.exceptions import BadResponse, ConnectionFailed, Timeout
 from aistack.realtime.connections import redis_client
 
@@ -43,17 +43,11 @@ def _vectors_decode(text: str, rows: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(rows, -1)
 
 
-def run_remote(texts: Sequence[str], *, vectors: bool,
-               timeout: float) -> tuple[np.ndarray | None, int]:
-    """Like ``run_here``, but a worker embeds: return (vectors or None, tokens).
+def encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
+    """Like ``local.encode``, but a worker runs the model: unit-length vectors for ``texts``.
 
-    Tokens are counted here: the tokenizer alone is light, and needs no round trip.
+    The caller counts tokens itself (``local.token_count``): the tokenizer alone is light.
     """
-    found = _encode_remote(texts, timeout=timeout) if vectors else None
-    return found, token_count(texts)
-
-
-def _encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
     reply_key = f"ai:local-model:reply:{uuid.uuid4().hex}"
     request = json.dumps({"reply": reply_key, "texts": list(texts),
                           "expires": time.time() + timeout})

@@ -238,11 +238,11 @@ class CpuUse:
         for role, processes in roles.items():
             for process in processes:
                 try:
-                    used = cpu_seconds([process]) if process.is_running() else None
+                    times = process.cpu_times()
                 except psutil.Error:
                     continue
-                if used is None:
-                    continue
+                used = times.user + times.system
+                # A process first seen after the first sample started after it: from zero.
                 self.first.setdefault(process.pid, used if not self.last else 0.0)
                 self.last[process.pid] = (role, used)
 

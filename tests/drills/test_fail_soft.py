@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import override_settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aistack.ai import chat_models
-from aistack.cache import FailSoftRedisCache
+from aistack.cache import FailSoftRedisCache, event_loop_cache
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
 from aistack.jobs.services import job_status_changed
@@ -40,6 +42,32 @@ def test_the_same_cache_works_normally_when_redis_is_up(clean_redis: None) -> No
     assert up.add("key", 2) is False
     up.set("n", 1)
     assert up.incr("n") == 2
+
+
+def test_shared_reads_unpickle_equal_bytes_once_and_see_every_change(clean_redis: None) -> None:
+    up = FailSoftRedisCache(settings.REDIS_URL, {"KEY_PREFIX": "fail-soft-test"})
+    up.set("roles", {1: "owner"})
+
+    async def read() -> Any:
+        return (await up.aget_many_shared(["roles", "missing"])).get("roles")
+
+    first, again = asyncio.run(read()), asyncio.run(read())
+    assert first == {1: "owner"} and again is first
+    up.set("roles", {1: "viewer"})
+    assert asyncio.run(read()) == {1: "viewer"}, "a changed entry must be read anew"
+    # The unshared read gives every caller its own copy.
+    copies = [asyncio.run(up.aget_many(["roles"]))["roles"] for _ in range(2)]
+    assert copies[0] == copies[1] and copies[0] is not copies[1]
+
+
+def test_the_event_loop_cache_is_one_object_that_follows_the_settings(
+        clean_redis: None) -> None:
+    assert event_loop_cache() is event_loop_cache()
+    assert event_loop_cache().key_prefix == "aistack"
+    with override_settings(CACHES={"default": {**settings.CACHES["default"],
+                                               "KEY_PREFIX": "elsewhere"}}):
+        assert event_loop_cache().key_prefix == "elsewhere"
+    assert event_loop_cache().key_prefix == "aistack"
 
 
 @pytest.mark.django_db(transaction=True)

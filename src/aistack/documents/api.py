@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from django.core.cache import cache
 from django.http import HttpRequest
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
@@ -17,6 +17,7 @@ from aistack.accounts.permissions import (
 )
 from aistack.accounts.selectors import token_user_cache_key
 from aistack.api_pagination import paginate
+from aistack.cache import event_loop_cache
 from aistack.documents import selectors, services, summaries
 from aistack.documents.models import Document
 from aistack.documents.schemas import (
@@ -124,7 +125,9 @@ async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | 
     if token_key is None:
         return None
     ref_key = selectors.document_ref_cache_key(document_id)
-    first = await cache.aget_many([token_key, ref_key])
+    # Shared values, read here and never changed: each is unpickled once per process.
+    cache = event_loop_cache()
+    first = await cache.aget_many_shared([token_key, ref_key])
     user, found = first.get(token_key), first.get(ref_key)
     if user is None or found is None:
         return None
@@ -132,7 +135,7 @@ async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | 
     version = summaries.summary_version(document=selectors.DocumentRef(
         pk=document_id, workspace_id=found[0], content_hash=found[1]))
     roles_key = memberships_cache_key(user.pk)
-    second = await cache.aget_many([roles_key, version.cache_key])
+    second = await cache.aget_many_shared([roles_key, version.cache_key])
     roles = second.get(roles_key)
     if roles is None or selectors.readable_ref(user=user, document_id=document_id, found=found,
                                                roles=roles) is None:
@@ -143,9 +146,15 @@ async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | 
     # The API's own renderer: byte for byte what the view's response carries.
     from aistack.api import api
 
-    rendered: str = api.renderer.render(request, SummaryOut.from_orm(state).model_dump(),
-                                        response_status=200)
+    rendered: str = api.renderer.render(request, _summary_out(state), response_status=200)
     return rendered
+
+
+@functools.lru_cache(maxsize=512)
+def _summary_out(state: SummaryState) -> dict[str, Any]:
+    """The response's data for ``state``, built once per process: never change it."""
+    out: dict[str, Any] = SummaryOut.from_orm(state).model_dump()
+    return out
 
 
 @router.post("/{int:document_id}/summary", response={202: SummaryOut})

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any
 
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
 
@@ -50,14 +54,16 @@ class _RequestThread(ThreadPoolExecutor):
 
 
 class OneHopASGIHandler(ASGIHandler):
-    """Django's ASGI handler with fewer thread crossings and no new thread per request.
+    """Django's ASGI handler with one thread crossing per request and no new thread.
 
-    Django builds an asynchronous chain under ASGI. Ours is synchronous below its first
-    middleware, so every request crossed between the event loop and its thread four
-    times: into the middleware, back out for Django's inner handler, in again for the
-    view, out again. Each crossing costs CPU and a wait for the GIL. Here the whole
-    chain (middleware, view, exception handling) is synchronous and runs in the
-    request's thread at once. Streamed bodies are still sent from the event loop.
+    Django's handler crosses between the event loop and the request's thread about six
+    times a request: for the request-started signal, into the (synchronous) middleware,
+    back out for the inner handler, in again for the view, out again, and in to close
+    the response. Each crossing costs CPU and a wait for the GIL. Here one call in the
+    request's thread does it all: the signal, the middleware and view, and, unless the
+    body is streamed, closing the response (which hands the database connection back
+    before the bytes go out). The event loop reads the body and sends the response,
+    and still notices a client that leaves, as Django's does.
 
     Django also gives every request a thread of its own, started for it and joined
     after it. Here each request borrows a thread that earlier requests used, as a WSGI
@@ -71,9 +77,7 @@ class OneHopASGIHandler(ASGIHandler):
         self._idle_threads: list[_RequestThread] = []
 
     def load_middleware(self, is_async: bool = False) -> None:
-        super().load_middleware(is_async=False)
-        chain: Callable[[HttpRequest], HttpResponseBase] = self._middleware_chain  # type: ignore[has-type]
-        self._middleware_chain = sync_to_async(chain, thread_sensitive=True)
+        super().load_middleware(is_async=False)  # our middleware is synchronous
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,6 +88,62 @@ class OneHopASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             self._give_back(thread)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's ``handle``, with the request's synchronous work in one call."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        respond = sync_to_async(self._respond, thread_sensitive=True)
+
+        async def process_request() -> HttpResponseBase:
+            response: HttpResponseBase = await respond(scope, body_file)
+            with contextlib.suppress(asyncio.CancelledError):  # the client left mid-send
+                await self.send_response(response, send)
+            return response
+
+        # As Django does: a client that leaves cancels the request's task.
+        processing = asyncio.create_task(process_request())
+        tasks = [asyncio.create_task(self.listen_for_disconnect(receive)), processing]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = processing.result()
+        except asyncio.CancelledError:
+            await signals.request_finished.asend(sender=self.__class__)
+        else:
+            if response.streaming:
+                await sync_to_async(response.close)()
+        body_file.close()
+
+    def _respond(self, scope: dict[str, Any], body_file: IO[bytes]) -> HttpResponseBase:
+        """Run in the request's thread: everything between reading the body and sending."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        created = self.create_request(scope, body_file)
+        if created[0] is None:
+            response = created[1]  # refused: an undecodable request or one too large
+        else:
+            response = self.get_response(created[0])
+            response._handler_class = self.__class__  # type: ignore[attr-defined]
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()  # the request-finished signal: the connection goes back now
+        return response
 
     def _give_back(self, thread: _RequestThread) -> None:
         if len(self._idle_threads) >= IDLE_REQUEST_THREADS:

@@ -27,14 +27,14 @@ def document_list(
 
 def document_get(*, user: User | AnonymousUser, document_id: int) -> Document:
     """Return one document the user may read; others look exactly like missing ones."""
-    document = (
+    # Sliced, not ``first()``: one row at most, so no ORDER BY to build and run.
+    found = list(
         Document.objects.filter(pk=document_id, workspace_id__in=readable_workspace_ids(user=user))
-        .select_related("workspace")
-        .first()
+        .select_related("workspace")[:1]
     )
-    if document is None:
+    if not found:
         raise NotFound("Document not found.")
-    return document
+    return found[0]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -153,7 +153,10 @@ def chunk_search(
     count, avgdl = _corpus_stats()
     params: dict[str, Any] = {
         "query": query, "workspaces": workspace_ids, "depth": depth, "k": k,
-        "n": count, "avgdl": avgdl, "vector": query_vector,
+        "n": count, "avgdl": avgdl,
+        # pgvector's text form, built once: as a list, each of its numbers would be
+        # quoted in Python, and again for every place the query uses it.
+        "vector": None if query_vector is None else f"[{','.join(map(str, query_vector))}]",
         "headline_options": _HEADLINE_OPTIONS,
     }
     ctes: list[str] = []

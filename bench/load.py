@@ -237,11 +237,8 @@ class CpuUse:
         roles = {**serve.processes(), "load generator": [psutil.Process()]}
         for role, processes in roles.items():
             for process in processes:
-                try:
-                    times = process.cpu_times()
-                except psutil.Error:
-                    continue
-                used = times.user + times.system
+                if (used := process_cpu_seconds(process)) is None:
+                    continue  # gone
                 # A process first seen after the first sample started after it: from zero.
                 self.first.setdefault(process.pid, used if not self.last else 0.0)
                 self.last[process.pid] = (role, used)
@@ -408,16 +405,18 @@ def user_classes(*, base: str, token: str, ids: list[int], wait: tuple[float, fl
     return TeamMember, Flood, Healthz
 
 
+def process_cpu_seconds(process: psutil.Process) -> float | None:
+    """Return the CPU time (user and system) the process has used so far; None if it is gone."""
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
 def cpu_seconds(processes: list[psutil.Process]) -> float:
-    """Return the CPU time (user and system) the processes have used so far."""
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system
-    return total
+    """Return the CPU time the processes have used so far (none for those gone)."""
+    return sum(process_cpu_seconds(process) or 0.0 for process in processes)
 
 
 def flood(serve: Serve, user_class: type, *, users: int,

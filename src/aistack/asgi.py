@@ -75,6 +75,7 @@ class OneHopASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self._idle_threads: list[_RequestThread] = []
+        self._respond_in_thread = sync_to_async(self._respond, thread_sensitive=True)
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)  # our middleware is synchronous
@@ -95,10 +96,9 @@ class OneHopASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
-        respond = sync_to_async(self._respond, thread_sensitive=True)
 
         async def process_request() -> HttpResponseBase:
-            response: HttpResponseBase = await respond(scope, body_file)
+            response: HttpResponseBase = await self._respond_in_thread(scope, body_file)
             with contextlib.suppress(asyncio.CancelledError):  # the client left mid-send
                 await self.send_response(response, send)
             return response

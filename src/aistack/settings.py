@@ -84,9 +84,10 @@ DATABASES: dict[str, Any] = {
         conn_health_checks=True,
     )
 }
-# Under ASGI every request runs in a thread of its own, so without a pool each one opens a
-# new PostgreSQL connection, which costs more than its queries. Health checks make the pool
-# test a connection before lending it: after a database restart, requests get fresh ones.
+# A request's connection is closed when it ends (CONN_MAX_AGE 0), so without a pool each
+# request opens a new PostgreSQL connection, which costs more than its queries. Health
+# checks make the pool test a connection before lending it: after a database restart,
+# requests get fresh ones.
 # The timeout bounds how long a request waits for a connection (then answers 503).
 # Ten per process: a request holds one only while its view runs (an event stream gives
 # its back once it has sent the current state), and every PostgreSQL connection is a

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils.html import escape
+from pgvector import Vector
 
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 
@@ -156,7 +157,7 @@ def chunk_search(
         "n": count, "avgdl": avgdl,
         # pgvector's text form, built once: as a list, each of its numbers would be
         # quoted in Python, and again for every place the query uses it.
-        "vector": None if query_vector is None else f"[{','.join(map(str, query_vector))}]",
+        "vector": None if query_vector is None else Vector(query_vector).to_text(),
         "headline_options": _HEADLINE_OPTIONS,
     }
     ctes: list[str] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +172,24 @@ class Serve:
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """Return every process of the stack by role, each with its children."""
+        return self.stack().processes()
+
+    def stack(self) -> Stack:
+        """Return what finds the running stack's processes (it can go to another process)."""
         assert self.process is not None
-        serve = psutil.Process(self.process.pid)
+        return Stack(supervisor=self.process.pid, home=self.home)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The processes of a running ``aistack serve``: its supervisor's and the services'."""
+
+    supervisor: int
+    home: Path
+
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """Return every process of the stack by role, each with its children."""
+        serve = psutil.Process(self.supervisor)
         found: dict[str, list[psutil.Process]] = {"serve (supervisor)": [serve]}
         for child in serve.children():
             role = child.cmdline()[3] if len(child.cmdline()) > 3 else child.name()
@@ -191,10 +209,10 @@ class Memory:
     pss: dict[str, int] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
 
-    def sample(self, serve: Serve) -> None:
+    def sample(self, stack: Stack) -> None:
         """Measure every process now; keep the largest figures."""
         rss_total = pss_total = 0
-        for role, processes in serve.processes().items():
+        for role, processes in stack.processes().items():
             rss = pss = 0
             for process in processes:
                 try:
@@ -228,13 +246,15 @@ class Memory:
 class CpuUse:
     """CPU time per role over a run, from samples of every process (new ones from zero)."""
 
+    client: int
     first: dict[int, float] = field(default_factory=dict)
     last: dict[int, tuple[str, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    ended: float = field(default_factory=time.monotonic)
 
-    def sample(self, serve: Serve) -> None:
-        """Read the CPU time of every process of the stack, and of this load generator."""
-        roles = {**serve.processes(), "load generator": [psutil.Process()]}
+    def sample(self, stack: Stack) -> None:
+        """Read the CPU time of every process of the stack, and of the load generator."""
+        roles = {**stack.processes(), "load generator": [psutil.Process(self.client)]}
         for role, processes in roles.items():
             for process in processes:
                 if (used := process_cpu_seconds(process)) is None:
@@ -242,10 +262,11 @@ class CpuUse:
                 # A process first seen after the first sample started after it: from zero.
                 self.first.setdefault(process.pid, used if not self.last else 0.0)
                 self.last[process.pid] = (role, used)
+        self.ended = time.monotonic()
 
     def show(self) -> None:
         """Print each role's share of the machine's CPU over the sampled time."""
-        seconds = time.monotonic() - self.started
+        seconds = self.ended - self.started
         per_role: dict[str, float] = defaultdict(float)
         for pid, (role, used) in self.last.items():
             per_role[role] += used - self.first[pid]
@@ -253,6 +274,39 @@ class CpuUse:
               f"{psutil.cpu_count()}):")
         for role, used in sorted(per_role.items(), key=lambda item: -item[1]):
             print(f"    {role:22s} {used / seconds:6.0%}")
+
+
+def _sample_until_told(stack: Stack, client: int, every: float, pipe: Connection) -> None:
+    memory, cpu = Memory(), CpuUse(client=client)
+    while True:
+        memory.sample(stack)
+        cpu.sample(stack)
+        if pipe.poll(every):
+            break
+    pipe.send((memory, cpu))
+
+
+class Sampler:
+    """Memory and CPU of the stack sampled every ``every`` seconds, from another process.
+
+    Reading the memory maps of some thirty processes takes about 0.15 s of CPU. Done in
+    the load generator, it would hold up the responses in flight each time, and the
+    delay would show in their latency as if the server had taken it.
+    """
+
+    def __init__(self, stack: Stack, every: float = 2.0) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(target=_sample_until_told,
+                                        args=(stack, os.getpid(), every, child_end))
+        self._process.start()
+
+    def stop(self) -> tuple[Memory, CpuUse]:
+        """Take a last sample; return the largest memory seen and the CPU used meanwhile."""
+        self._pipe.send(None)
+        memory, cpu = self._pipe.recv()
+        self._process.join(10)
+        return memory, cpu
 
 
 def torch_loaded_in(serve: Serve) -> list[str]:
@@ -312,8 +366,7 @@ class Latencies:
             self.examples.setdefault(name, str(exception)[:200])
 
 
-def run_users(user_class: type, *, users: int, seconds: float, warmup: float = 0.0,
-              on_tick: Callable[[], None] | None = None) -> Latencies:
+def run_users(user_class: type, *, users: int, seconds: float, warmup: float = 0.0) -> Latencies:
     """Run ``users`` locust users of ``user_class``; return the latencies of ``seconds``.
 
     The users all start at once, each opening its connection with its first request: a
@@ -328,17 +381,8 @@ def run_users(user_class: type, *, users: int, seconds: float, warmup: float = 0
     runner.start(users, spawn_rate=users)
     gevent.sleep(warmup)
     environment.events.request.add_listener(latencies.record)
-
-    def tick() -> None:
-        while True:
-            if on_tick is not None:
-                on_tick()
-            gevent.sleep(2)
-
-    ticker = gevent.spawn(tick)
     gevent.sleep(seconds)
     runner.quit()
-    ticker.kill()
     return latencies
 
 
@@ -502,7 +546,7 @@ def main() -> int:
               f"{time.monotonic() - started:.0f} s; web processes serving: {serve.web_servers()}")
         time.sleep(10)
         idle = Memory()
-        idle.sample(serve)
+        idle.sample(serve.stack())
         idle.show("idle, after seeding (the worker has the embedding model loaded)", 1.5)
         print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
 
@@ -514,18 +558,11 @@ def main() -> int:
         print(f"\nfirst search (a worker embeds the query; the web never loads the model): "
               f"{time.monotonic() - started:.1f} s, status {status}")
 
-        loaded = Memory()
-        cpu = CpuUse()
-        cpu.sample(serve)
         print(f"\nmixed load: {args.users} users, each waiting {args.wait} s between requests, "
               f"for {args.duration:.0f} s after 10 s to start them (not recorded)")
-
-        def tick() -> None:
-            loaded.sample(serve)
-            cpu.sample(serve)
-
-        latencies = run_users(member, users=args.users, seconds=args.duration, warmup=10.0,
-                              on_tick=tick)
+        sampler = Sampler(serve.stack())
+        latencies = run_users(member, users=args.users, seconds=args.duration, warmup=10.0)
+        loaded, cpu = sampler.stop()
         goals_met = report(latencies, args.duration)
         cpu.show()
         loaded.show("under load (largest seen)", 2.0)

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -276,14 +277,15 @@ class CpuUse:
             print(f"    {role:22s} {used / seconds:6.0%}")
 
 
-def _sample_until_told(stack: Stack, client: int, every: float, pipe: Connection) -> None:
+def _sample_until_told(stack: Stack, client: int, every: float, stop: Event,
+                       results: Connection) -> None:
     memory, cpu = Memory(), CpuUse(client=client)
     while True:
         memory.sample(stack)
         cpu.sample(stack)
-        if pipe.poll(every):
+        if stop.wait(every):
             break
-    pipe.send((memory, cpu))
+    results.send((memory, cpu))
 
 
 class Sampler:
@@ -296,15 +298,18 @@ class Sampler:
 
     def __init__(self, stack: Stack, every: float = 2.0) -> None:
         context = multiprocessing.get_context("spawn")
-        self._pipe, child_end = context.Pipe()
-        self._process = context.Process(target=_sample_until_told,
-                                        args=(stack, os.getpid(), every, child_end))
+        # A one-way pipe is a plain file descriptor, which gevent (once locust is
+        # imported) leaves blocking; a socket pair it would make non-blocking.
+        self._results, results = context.Pipe(duplex=False)
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_sample_until_told, args=(stack, os.getpid(), every, self._stop, results))
         self._process.start()
 
     def stop(self) -> tuple[Memory, CpuUse]:
         """Take a last sample; return the largest memory seen and the CPU used meanwhile."""
-        self._pipe.send(None)
-        memory, cpu = self._pipe.recv()
+        self._stop.set()
+        memory, cpu = self._results.recv()
         self._process.join(10)
         return memory, cpu
 

@@ -505,7 +505,6 @@ def search(query: str, k: int, mode: str, workspace: str | None) -> None:
 
     from aistack.accounts.models import Workspace
     from aistack.ai.types import Attribution
-    from aistack.documents.models import Document
     from aistack.retrieval.selectors import SearchMode
     from aistack.retrieval.services import search as search_chunks
 
@@ -513,15 +512,13 @@ def search(query: str, k: int, mode: str, workspace: str | None) -> None:
                      else list(Workspace.objects.values_list("pk", flat=True)))
     hits = search_chunks(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode(mode),
                          attribution=Attribution(feature="search"))
-    titles = dict(Document.objects.filter(pk__in={h.document_id for h in hits})
-                  .values_list("pk", "title"))
     table = Table(show_lines=True)
     for column in ("score", "document", "passage"):
         table.add_column(column)
     for hit in hits:
         passage = html.unescape(hit.snippet.replace("<mark>", "[bold yellow]")
                                 .replace("</mark>", "[/bold yellow]"))
-        table.add_row(f"{hit.score:.3f}", f"{titles.get(hit.document_id, '')} "
+        table.add_row(f"{hit.score:.3f}", f"{hit.document_title} "
                       f"(#{hit.document_id})", passage)
     Console().print(table if hits else "No results.")
 

@@ -27,10 +27,11 @@ def document_list(
 
 def document_get(*, user: User | AnonymousUser, document_id: int) -> Document:
     """Return one document the user may read; others look exactly like missing ones."""
-    # Sliced, not ``first()``: one row at most, so no ORDER BY to build and run.
+    # One row at most: no ordering to build and run (``first()`` and the model's default
+    # ordering would add one). The workspace is loaded only by callers that use it.
     found = list(
         Document.objects.filter(pk=document_id, workspace_id__in=readable_workspace_ids(user=user))
-        .select_related("workspace")[:1]
+        .order_by()[:1]
     )
     if not found:
         raise NotFound("Document not found.")

@@ -10,7 +10,6 @@ from pydantic import Field
 
 from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.ai.types import Attribution
-from aistack.documents.models import Document
 from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
 from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
@@ -39,13 +38,11 @@ def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,
         attribution=Attribution(feature="search", user_id=request.user.pk),
     )
-    titles = dict(Document.objects.filter(pk__in={hit.document_id for hit in hits})
-                  .values_list("pk", "title"))
     return {
         "mode": params.mode.value,
         "results": [
             {"document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
-             "snippet": hit.snippet, "document_title": titles.get(hit.document_id, "")}
+             "snippet": hit.snippet, "document_title": hit.document_title}
             for hit in hits
         ],
     }

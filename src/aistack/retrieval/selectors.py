@@ -7,6 +7,7 @@ that comes from a request is passed as a parameter.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -17,6 +18,7 @@ from django.utils.html import escape
 from pgvector import Vector
 
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.transactions import after_commit
 
 # BM25 parameters tuned for short passages (the Anserini defaults are 0.9 and 0.4).
 BM25_K1 = 0.9
@@ -57,13 +59,38 @@ class SearchHit:
 
     chunk_id: int
     document_id: int
+    document_title: str
     score: float
     snippet: str
 
 
+_ACTIVE_SPACE_KEY = "retrieval:active-space"
+# The services that change which space is active rewrite the entry once they commit:
+# the expiry only bounds what a change made some other way could cost.
+_ACTIVE_SPACE_TTL_SECONDS = 300
+
+
+def _active_space_read() -> EmbeddingSpace | bool:
+    return EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).first() or False
+
+
 def active_space() -> EmbeddingSpace | None:
     """Return the embedding space search reads, if any vectors exist yet."""
-    return EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).first()
+    cached: EmbeddingSpace | bool | None = cache.get(_ACTIVE_SPACE_KEY)
+    if cached is None:
+        cached = _active_space_read()
+        # Added, not set: a switch that committed since this read has written its own.
+        cache.add(_ACTIVE_SPACE_KEY, cached, _ACTIVE_SPACE_TTL_SECONDS)
+    return cached if isinstance(cached, EmbeddingSpace) else None
+
+
+def _active_space_rewrite() -> None:
+    cache.set(_ACTIVE_SPACE_KEY, _active_space_read(), _ACTIVE_SPACE_TTL_SECONDS)
+
+
+def active_space_changed() -> None:
+    """Make search read the newly active space once the current transaction commits."""
+    after_commit(_active_space_rewrite)
 
 
 def _corpus_stats() -> tuple[int, float]:
@@ -162,10 +189,12 @@ def chunk_search(
     }
     ctes: list[str] = []
     ef_search = HNSW_EF_SEARCH_MIN
+    walks_hnsw = False
     if use_vectors:
         assert space is not None and query_vector is not None
         planned_exact, ef_search = _vector_plan(space, workspace_ids, depth)
-        ctes.append(_vector_sql(space, exact=planned_exact if exact is None else exact))
+        walks_hnsw = not (planned_exact if exact is None else exact)
+        ctes.append(_vector_sql(space, exact=not walks_hnsw))
     if use_text:
         ctes.append(_bm25_sql())
     if not ctes:
@@ -184,19 +213,24 @@ def chunk_search(
         ranked = f"SELECT chunk_id, score FROM {source}"
     sql = f"""
         WITH {",".join(ctes)}
-        SELECT r.chunk_id, c.document_id, r.score, {_HEADLINE_SQL if snippets else "''"}
-        FROM ({ranked}) r JOIN retrieval_chunk c ON c.id = r.chunk_id
+        SELECT r.chunk_id, c.document_id, d.title, r.score,
+               {_HEADLINE_SQL if snippets else "''"}
+        FROM ({ranked}) r
+        JOIN retrieval_chunk c ON c.id = r.chunk_id
+        JOIN documents_document d ON d.id = c.document_id
         ORDER BY r.score DESC, r.chunk_id
         LIMIT %(k)s"""
-    with transaction.atomic(), connection.cursor() as cursor:
-        if use_vectors:
+    # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
+    # is walked, as an exact scan has no use for the setting (and the round trips).
+    with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
+        if walks_hnsw:
             cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [
-        SearchHit(chunk_id=chunk_id, document_id=document_id, score=float(score),
-                  snippet=highlight(headline))
-        for chunk_id, document_id, score, headline in rows
+        SearchHit(chunk_id=chunk_id, document_id=document_id, document_title=title,
+                  score=float(score), snippet=highlight(headline))
+        for chunk_id, document_id, title, score, headline in rows
     ]
 
 

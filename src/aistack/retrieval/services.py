@@ -26,7 +26,13 @@ from aistack.retrieval.models import (
     SpaceStatus,
     StagedVector,
 )
-from aistack.retrieval.selectors import SearchHit, SearchMode, active_space, chunk_search
+from aistack.retrieval.selectors import (
+    SearchHit,
+    SearchMode,
+    active_space,
+    active_space_changed,
+    chunk_search,
+)
 from aistack.usage.services import cache_lookups_record
 
 logger = logging.getLogger(__name__)
@@ -82,6 +88,7 @@ def embedding_space_for_configured_model() -> EmbeddingSpace:
             space.status = SpaceStatus.ACTIVE if first else SpaceStatus.BUILDING
             space.activated_at = timezone.now() if first else None
             space.save(update_fields=["status", "activated_at"])
+            active_space_changed()
     return space
 
 
@@ -114,6 +121,7 @@ def embedding_space_activate(*, space: EmbeddingSpace) -> None:
         status=SpaceStatus.RETIRED, activated_at=None)
     EmbeddingSpace.objects.filter(pk=space.pk).update(
         status=SpaceStatus.ACTIVE, activated_at=timezone.now())
+    active_space_changed()
     with connection.cursor() as cursor:
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for old in retired:

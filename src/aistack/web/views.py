@@ -336,18 +336,16 @@ def search_page(request: HttpRequest) -> HttpResponse:
     if data is not None:
         data.setdefault("mode", SearchMode.HYBRID.value)
     form = SearchForm(data)
-    results: list[tuple[SearchHit, Document]] = []
+    results: list[SearchHit] = []
     query = ""
     if form.is_valid() and form.cleaned_data["q"].strip():
         query = form.cleaned_data["q"].strip()
         mode = SearchMode(form.cleaned_data["mode"])
         ai_rate_limit_hit(user=request.user)
-        hits = search(workspace_ids=[place.workspace.pk], query=query, k=SEARCH_RESULTS,
-                      mode=mode, attribution=Attribution(feature="search",
-                                                         user_id=request.user.pk,
-                                                         workspace_id=place.workspace.pk))
-        found = Document.objects.only("pk", "title").in_bulk({hit.document_id for hit in hits})
-        results = [(hit, found[hit.document_id]) for hit in hits if hit.document_id in found]
+        results = search(workspace_ids=[place.workspace.pk], query=query, k=SEARCH_RESULTS,
+                         mode=mode, attribution=Attribution(feature="search",
+                                                            user_id=request.user.pk,
+                                                            workspace_id=place.workspace.pk))
     return render(request, "web/search.html", {
         "place": place, "form": form, "query": query, "results": results,
     }, status=_form_status(form))

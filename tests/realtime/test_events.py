@@ -39,6 +39,8 @@ def test_events_follow_a_summary_job_and_never_cross_workspaces(
                                author=alice)
         for status in ("pending", "processing", "complete"):
             alices.wait_for(about(mine.pk, status))
+        # Both of a new document's jobs are announced, in one publish.
+        alices.wait_for(about(mine.pk, "pending", kind="documents.index"))
         theirs = document_create(workspace=bob.personal_workspace, title="B",
                                  content=CONTENT, author=bob)
         bobs.wait_for(about(theirs.pk, "complete"))

@@ -121,7 +121,8 @@ def ensure_can_manage(*, user: User | AnonymousUser, workspace: Workspace) -> No
 
 def default_workspace(*, user: User) -> Workspace:
     """Return the workspace used when a request names none: the personal one."""
-    workspace = Workspace.objects.filter(personal_for=user).first()
+    # One at most: unordered, as ``first()`` would sort by the primary key.
+    workspace = next(iter(Workspace.objects.filter(personal_for=user).order_by()[:1]), None)
     if workspace is None:
         workspace = readable_workspaces(user=user).order_by("pk").first()
     if workspace is None:

@@ -61,10 +61,9 @@ def document_create(
     )
     document.save()
     # A new document has no jobs yet and its statuses already read "pending": plain
-    # inserts do, which keeps the request fast.
-    jobs_create(kind=DOCUMENT_INDEX, object_ids=[document.pk])
-    # Summarized before anyone asks, so the first reader gets a cache hit.
-    jobs_create(kind=DOCUMENT_SUMMARY, object_ids=[document.pk])
+    # inserts do, which keeps the request fast. It is summarized before anyone asks, so
+    # the first reader gets a cache hit.
+    jobs_create(kinds=[DOCUMENT_INDEX, DOCUMENT_SUMMARY], object_ids=[document.pk])
     return document
 
 
@@ -90,7 +89,7 @@ def document_upload_create(
             content="", source_name=name, source_kind=kind, source_file=file,
         ))
         document.save()
-        jobs_create(kind=DOCUMENT_INDEX, object_ids=[document.pk])
+        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[document.pk])
     return document
 
 
@@ -155,7 +154,7 @@ def _parts_plan(run: JobRun, document: Document, inputs: Sequence[str]) -> None:
                       inputs=list(inputs[start:start + size]))
             for n, start in enumerate(range(0, len(inputs), size))
         )
-        jobs_create(kind=DOCUMENT_INDEX_PART, object_ids=[part.pk for part in created])
+        jobs_create(kinds=[DOCUMENT_INDEX_PART], object_ids=[part.pk for part in created])
         job_park(run=run, seconds=settings.INDEX_PARTS_WAIT_SECONDS)
 
 
@@ -308,9 +307,9 @@ def documents_import(
         document.content_hash = content_hash(document.content)
     with transaction.atomic():
         created = Document.objects.bulk_create(documents, batch_size=1000)
-        jobs_create(kind=DOCUMENT_INDEX, object_ids=[d.pk for d in created], deliver=deliver)
+        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[d.pk for d in created], deliver=deliver)
         if summarize:
-            jobs_create(kind=DOCUMENT_SUMMARY, object_ids=[d.pk for d in created])
+            jobs_create(kinds=[DOCUMENT_SUMMARY], object_ids=[d.pk for d in created])
     return created
 
 

@@ -31,5 +31,8 @@ def forget_document(sender: type[Document], instance: Document, **_: Any) -> Non
 
 @receiver(post_save, sender=Document)
 @receiver(post_delete, sender=Document)
-def forget_document_ref(sender: type[Document], instance: Document, **_: Any) -> None:
-    cache_forget(document_ref_cache_key(instance.pk))
+def forget_document_ref(sender: type[Document], instance: Document, created: bool = False,
+                        **_: Any) -> None:
+    # Only a document that was read can have an entry: a new one has none yet.
+    if not created:
+        cache_forget(document_ref_cache_key(instance.pk))

@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 _ERROR_MAX_CHARS = 2000
 
 job_status_changed = Signal()
-"""Sent once committed when jobs change status: ``kind``, ``object_ids``, ``status``, ``error``."""
+"""Sent once committed when jobs change status: ``kinds``, ``object_ids``, ``status``, ``error``.
+
+The job of each of ``kinds`` for each of ``object_ids`` reached ``status``.
+"""
 
 
 def worker_identity() -> str:
@@ -50,21 +53,30 @@ def _mirror(kind: JobKind, object_ids: Sequence[int], status: JobStatus, error: 
     kind.model()._default_manager.filter(pk__in=object_ids).update(
         **{kind.status_field: status, kind.error_field: error}
     )
-    _announce(kind, object_ids, status, error)
+    _announce([kind], object_ids, status, error)
 
 
-def _announce(kind: JobKind, object_ids: Sequence[int], status: JobStatus,
+def _announce(kinds: Sequence[JobKind], object_ids: Sequence[int], status: JobStatus,
               error: str = "") -> None:
-    if kind.status_field is None:
+    shown = [kind for kind in kinds if kind.status_field is not None]
+    if not shown:
         return
     # Only once committed: listeners may re-read the state, and a change that is rolled
     # back is never announced. Robust: a listener's failure must not fail the job.
-    after_commit(job_status_changed.send, sender=Job, kind=kind, object_ids=list(object_ids),
+    after_commit(job_status_changed.send, sender=Job, kinds=shown, object_ids=list(object_ids),
                   status=status, error=error)
 
 
 def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
     celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown)
+
+
+def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
+    # One producer, and so one broker connection taken from the pool, for every message.
+    with celery_app.producer_or_acquire() as producer:
+        for kind in kinds:
+            for object_id in object_ids:
+                celery_app.send_task(kind.task_name, args=[object_id], producer=producer)
 
 
 def job_enqueue(*, kind: JobKind, object_id: int) -> None:
@@ -92,19 +104,20 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
     after_commit(_send, kind, object_id)
 
 
-def jobs_create(*, kind: JobKind, object_ids: Sequence[int], deliver: bool = True) -> None:
-    """Create pending jobs for new objects; deliver them once the transaction commits."""
+def jobs_create(*, kinds: Sequence[JobKind], object_ids: Sequence[int],
+                deliver: bool = True) -> None:
+    """Create a pending job of each kind for new objects; deliver them once committed."""
     now = timezone.now()
     Job.objects.bulk_create(
         (Job(kind=kind.name, object_id=object_id, status=JobStatus.PENDING, generation=1,
-             enqueued_at=now) for object_id in object_ids),
+             enqueued_at=now) for kind in kinds for object_id in object_ids),
         batch_size=1000,
     )
     # The objects' status fields already read "pending" (their default): only announce it.
-    _announce(kind, object_ids, JobStatus.PENDING)
-    if deliver:
-        for object_id in object_ids:
-            after_commit(_send, kind, object_id)
+    _announce(kinds, object_ids, JobStatus.PENDING)
+    if deliver and object_ids:
+        # If the process dies between commit and send, the reconciler sends them later.
+        after_commit(_send_all, kinds, object_ids)
 
 
 @dataclass(frozen=True, kw_only=True)

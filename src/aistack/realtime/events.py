@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Model, Q
 from redis.exceptions import RedisError
 
 from aistack.jobs import kinds
@@ -90,26 +91,33 @@ def _relayed(kind: JobKind) -> bool:
 
 
 def job_events_publish(
-    *, kind: JobKind, object_ids: Sequence[int], status: JobStatus, error: str, **_: Any
+    *, kinds: Sequence[JobKind], object_ids: Sequence[int], status: JobStatus, error: str,
+    **_: Any,
 ) -> None:
     """Publish a committed status change to the workspaces of the objects it concerns."""
-    if not _relayed(kind):
+    by_model: dict[type[Model], list[JobKind]] = defaultdict(list)
+    for kind in kinds:
+        if _relayed(kind):
+            by_model[kind.model()].append(kind)
+    if not by_model:
         return
-    # Unordered: a model's default ordering would cost this per-commit query a sort.
-    workspaces = kind.model()._default_manager.filter(pk__in=object_ids).order_by().values_list(
-        "pk", "workspace_id"
-    )
     at = _now_ms()
     try:
         with redis_client().pipeline(transaction=False) as pipeline:
-            for object_id, workspace_id in workspaces:
-                event = JobEvent(workspace=workspace_id, kind=kind.name, object_id=object_id,
-                                 status=status, error=error, at=at)
-                pipeline.publish(workspace_channel(workspace_id), json.dumps(asdict(event)))
+            for model, relayed in by_model.items():
+                # Unordered: a model's default ordering would cost this query a sort.
+                workspaces = model._default_manager.filter(pk__in=object_ids).order_by()
+                for object_id, workspace_id in workspaces.values_list("pk", "workspace_id"):
+                    for kind in relayed:
+                        event = JobEvent(workspace=workspace_id, kind=kind.name,
+                                         object_id=object_id, status=status, error=error, at=at)
+                        pipeline.publish(workspace_channel(workspace_id),
+                                         json.dumps(asdict(event)))
             pipeline.execute()
     except RedisError:
         # Clients re-read the state when they reconnect: a lost event costs only latency.
-        logger.warning("could not publish %s events", kind.name, exc_info=True)
+        logger.warning("could not publish %s events", ", ".join(k.name for k in kinds),
+                       exc_info=True)
 
 
 def job_states(*, workspace_ids: Sequence[int], since: float) -> list[JobEvent]:

@@ -58,7 +58,7 @@ def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
     ))
     with transaction.atomic():
         Job.objects.filter(kind=CHUNKS_REEMBED.name, object_id__in=document_ids).delete()
-        jobs_create(kind=CHUNKS_REEMBED, object_ids=document_ids)
+        jobs_create(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
     return space, document_ids
 
 

@@ -135,6 +135,7 @@ class Config:
     ai_scripted_latency_seconds: float
     ai_circuit_open_seconds: float
     web_workers: int
+    database_pool_size: int
     metrics_token: str | None
     prometheus_multiproc_dir: Path
     ai_workspace_monthly_budget_usd: Decimal | None
@@ -211,6 +212,9 @@ class Config:
             # has two cores.
             web_workers=_positive_int(
                 env.get("WEB_CONCURRENCY"), name="WEB_CONCURRENCY", default=2
+            ),
+            database_pool_size=_positive_int(
+                env.get("DATABASE_POOL_SIZE"), name="DATABASE_POOL_SIZE", default=4
             ),
             metrics_token=env.get("METRICS_TOKEN") or None,
             prometheus_multiproc_dir=Path(

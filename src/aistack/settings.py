@@ -89,11 +89,12 @@ DATABASES: dict[str, Any] = {
 # checks make the pool test a connection before lending it: after a database restart,
 # requests get fresh ones.
 # The timeout bounds how long a request waits for a connection (then answers 503).
-# Ten per process: a request holds one only while its view runs (an event stream gives
-# its back once it has sent the current state), and every PostgreSQL connection is a
-# process of its own.
-DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 10,
-                                                          "timeout": 5}
+# A few per process: a request holds one only while it queries (it gives it back while
+# it waits on a model, and an event stream once it has sent the current state), two
+# cores run no more than a few queries at once anyway, and every PostgreSQL connection
+# is a process of its own, with its own memory.
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": 1, "max_size": CONFIG.database_pool_size, "timeout": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -419,3 +420,34 @@ def test_a_circuit_opened_by_another_process_is_seen_within_the_refresh_interval
 
     with pytest.raises(CircuitOpen):
         services.chat_complete(request=REQUEST, attribution=ATTRIBUTION)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_gives_its_database_connection_back_while_the_model_works(
+    scripted_chat: Callable[..., None],
+) -> None:
+    # A request waiting on a model should not keep one of its process's few pooled
+    # connections idle: while the model works, every connection is in the pool.
+    from django.db import connection
+
+    scripted_chat(latency=1.0)
+    during: list[dict[str, int]] = []
+
+    def request() -> None:
+        UsageRecord.objects.count()  # the request has queried: it holds a connection
+        assert connection.connection is not None
+        services.chat_complete(request=REQUEST, attribution=ATTRIBUTION)
+        connection.close()
+
+    connection.close()  # this thread's, back to the pool: only the request's is counted
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(0.5)
+    pool = connection.pool
+    assert pool is not None
+    during.append(pool.get_stats())
+    thread.join()
+    stats = during[0]
+    assert stats["pool_size"] >= 1
+    assert stats["pool_available"] == stats["pool_size"], stats
+    assert _only_row().outcome == Outcome.OK  # the call was still recorded afterwards

@@ -43,6 +43,7 @@ from aistack.ai.types import (
     Usage,
 )
 from aistack.observability.metrics import ai_budget_denials, ai_request_seconds, ai_usage_observe
+from aistack.transactions import connection_give_back
 from aistack.usage.budgets import Reservation, budget_reserve, budget_settle, call_estimate_usd
 from aistack.usage.models import Outcome
 from aistack.usage.pricing import cost_usd
@@ -212,6 +213,8 @@ class _Call:
         """Send to each model in turn, retrying by policy; return the first success."""
         policy = RetryPolicy.from_settings()
         error: AIError | None = None
+        # Models take seconds: no pooled connection is held idle meanwhile.
+        connection_give_back()
         for model in models:
             circuit = Circuit(model.circuit_key)
             self.model = model

@@ -30,6 +30,7 @@ from aistack.jobs.exceptions import JobError, TransientJobError
 from aistack.jobs.models import JobStatus
 from aistack.jobs.services import JobRun, job_enqueue
 from aistack.realtime.locks import single_flight
+from aistack.transactions import connection_give_back
 from aistack.usage.services import cache_lookups_record
 
 FEATURE = "summary"
@@ -171,6 +172,8 @@ def _write(document: Document, version: SummaryVersion) -> Summary:
 
 
 def _awaited(version: SummaryVersion, *, seconds: float) -> Summary | None:
+    # The writer needs a connection once the model answers: the waiters hold none.
+    connection_give_back()
     deadline = time.monotonic() + seconds
     while (summary := _cached(version)) is None and time.monotonic() < deadline:
         time.sleep(WAIT_POLL_SECONDS)

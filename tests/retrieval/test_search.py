@@ -247,7 +247,7 @@ def test_search_api_shapes_errors_and_highlights(alice: User, alice_api: ApiClie
 
 
 def test_hybrid_search_falls_back_to_keywords_when_no_worker_embeds_the_query(
-    alice: User, corpus: dict[str, Document], settings: Any,
+    alice: User, alice_api: ApiClient, corpus: dict[str, Document], settings: Any,
 ) -> None:
     from aistack.ai.backends.local_service import service_stop
 
@@ -269,3 +269,7 @@ def test_hybrid_search_falls_back_to_keywords_when_no_worker_embeds_the_query(
     with pytest.raises(AIError, match="is a worker running"):
         search(workspace_ids=workspaces, query=query, k=4, mode=SearchMode.VECTOR,
                attribution=ATTRIBUTION)
+    # The API says which mode answered.
+    body = alice_api.get("/api/v1/search", {"q": query, "k": 4}).json()
+    assert body["mode"] == "text"
+    assert [r["chunk_id"] for r in body["results"]] == [hit.chunk_id for hit in text]

@@ -13,7 +13,7 @@ from aistack.ai.types import Attribution
 from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
 from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
-from aistack.retrieval.services import search
+from aistack.retrieval.services import search_and_mode
 from aistack.streaming import sse_response, sse_response_of
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.validation import Text
@@ -34,12 +34,12 @@ class SearchParams(Schema):
 def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str, Any]:
     ai_rate_limit_hit(user=request.user)
     workspace_ids = workspace_ids_for_read(user=request.user, workspace_id=params.workspace)
-    hits = search(
+    hits, mode = search_and_mode(
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,
         attribution=Attribution(feature="search", user_id=request.user.pk),
     )
     return {
-        "mode": params.mode.value,
+        "mode": mode.value,
         "results": [
             {"document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
              "snippet": hit.snippet, "document_title": hit.document_title}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ninja import Schema
+from pydantic import Field
 
 
 class SearchResultOut(Schema):
@@ -15,4 +16,5 @@ class SearchResultOut(Schema):
 
 class SearchOut(Schema):
     results: list[SearchResultOut]
-    mode: str
+    mode: str = Field(description="The mode used: `text` when a hybrid query could not be "
+                                  "embedded (its model unreachable).")

@@ -355,6 +355,16 @@ def search(
     that run the local model, unreachable) answers with keyword search alone; vector
     search raises the model's error.
     """
+    hits, _ = search_and_mode(workspace_ids=workspace_ids, query=query, k=k, mode=mode,
+                              attribution=attribution, exact=exact, snippets=snippets)
+    return hits
+
+
+def search_and_mode(
+    *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
+    attribution: Attribution, exact: bool | None = None, snippets: bool = True,
+) -> tuple[list[SearchHit], SearchMode]:
+    """``search``, and the mode it used: text when a hybrid query could not be embedded."""
     space = active_space()
     vector = None
     if mode != SearchMode.TEXT and space is not None and query.strip():
@@ -365,5 +375,6 @@ def search(
                 raise
             logger.warning("search: query not embedded (%s); keyword results only", exc)
             mode = SearchMode.TEXT
-    return chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
+    hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
                         mode=mode, space=space, exact=exact, snippets=snippets)
+    return hits, mode

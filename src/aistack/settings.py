@@ -93,8 +93,12 @@ DATABASES: dict[str, Any] = {
 # it waits on a model, and an event stream once it has sent the current state), two
 # cores run no more than a few queries at once anyway, and every PostgreSQL connection
 # is a process of its own, with its own memory.
+# When connecting fails, the pool retries with a doubling delay (1, 2, 4, 8 s...) and
+# only a new attempt starts again from a short one: retries end after 5 s, so once
+# PostgreSQL is back the next request's attempt connects, however long it was down.
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-    "min_size": 1, "max_size": CONFIG.database_pool_size, "timeout": 5}
+    "min_size": 1, "max_size": CONFIG.database_pool_size, "timeout": 5,
+    "reconnect_timeout": 5}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"

@@ -28,10 +28,10 @@ def document_list(
 def document_get(*, user: User | AnonymousUser, document_id: int) -> Document:
     """Return one document the user may read; others look exactly like missing ones."""
     # One row at most: no ordering to build and run (``first()`` and the model's default
-    # ordering would add one). The workspace is loaded only by callers that use it.
+    # ordering would add one). Joined with its workspace, which most callers check or show.
     found = list(
         Document.objects.filter(pk=document_id, workspace_id__in=readable_workspace_ids(user=user))
-        .order_by()[:1]
+        .select_related("workspace").order_by()[:1]
     )
     if not found:
         raise NotFound("Document not found.")

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for every process type: `web`, `worker`, `scheduler` and `manage ...`
-# (see docker-compose.yml). Two stages: wheels are built with compilers at hand,
-# and only the wheels reach the final image.
+# (see docker-compose.yml). Two stages: a virtualenv is built with compilers at hand,
+# and only that virtualenv reaches the final image.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS builder
@@ -9,23 +9,26 @@ FROM python:${PYTHON_VERSION}-slim AS builder
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/aistack
+ENV PATH=/opt/aistack/bin:$PATH
 WORKDIR /src
-# torch from PyTorch's CPU index: the torch wheel PyPI serves for Linux pulls in the
-# CUDA libraries, gigabytes this CPU-only image never uses.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels \
-        --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# Exactly the set `make install` puts in a virtualenv: every package pinned with its
+# hashes in requirements/app.txt, nothing resolved here. The lock pins torch's CPU build,
+# which PyTorch's CPU index serves (PyPI's Linux wheel pulls in gigabytes of CUDA).
+COPY requirements/app.txt requirements/app.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps \
+        --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/app.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
-# --find-links: the pinned torch resolves to the CPU wheel built above.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels .
+# The project alone: its dependencies are all in the virtualenv already.
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PATH=/opt/aistack/bin:$PATH \
     AISTACK_HOME=/data
-# The wheels are mounted for this one step, so they add no layer to the image.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels aistack
+COPY --from=builder /opt/aistack /opt/aistack
 # Volumes mounted on /data/media and /data/static take these directories' owner.
 RUN useradd --create-home --uid 10001 aistack \
     && mkdir -p /data/media /data/static \

@@ -4,17 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
+APP_LOCK := requirements/app.txt
+TEST_LOCK := requirements/test.txt
 
-.PHONY: install run test lint typecheck pytest chromium clean
+.PHONY: install run test lint typecheck contract pytest chromium lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch first and pinned: the local CPU build. Any other spec pulls the CUDA wheels.
-$(INSTALLED): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+# Exactly the locked set: every package pinned with its hashes, nothing resolved at install
+# time (torch included: the lock pins the local CPU build). The project itself goes in
+# last, without its dependencies, and the check stops the build if pyproject.toml asks
+# for something the lock does not hold.
+define install_locked
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(1)
+	$(BIN)/python requirements/check.py
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+endef
+
+$(INSTALLED): pyproject.toml $(APP_LOCK) | $(BIN)/python
+	$(call install_locked,$(APP_LOCK))
 	@touch $@
 
 install: $(INSTALLED)
@@ -22,9 +31,21 @@ install: $(INSTALLED)
 run: install
 	$(BIN)/aistack serve --demo
 
-$(TEST_INSTALLED): $(INSTALLED)
-	$(BIN)/pip install --quiet -e '.[test]'
+$(TEST_INSTALLED): $(INSTALLED) $(TEST_LOCK)
+	$(call install_locked,$(TEST_LOCK))
 	@touch $@
+
+# Re-resolve the lock after editing pyproject.toml, keeping every pin that still fits;
+# `make lock UPGRADE=1` moves every package to its newest allowed release. The test lock is
+# compiled first and constrains the app lock, so the two never pin different versions.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --all-build-deps --no-emit-index-url --no-emit-find-links \
+	$(if $(UPGRADE),--upgrade)
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(TEST_LOCK)
+	$(PIP_COMPILE) --extra test -o $(TEST_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(TEST_LOCK) -o $(APP_LOCK) pyproject.toml
+	$(BIN)/python requirements/check.py
 
 # Browser tests drive Debian's Chromium; install it when missing and we are root.
 chromium:
@@ -37,7 +58,7 @@ chromium:
 	fi
 
 lint: $(TEST_INSTALLED)
-	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests bench requirements
 
 typecheck: $(TEST_INSTALLED)
 	$(BIN)/mypy

@@ -259,12 +259,10 @@ def test_the_image_builds_in_two_stages_and_runs_unprivileged() -> None:
     users = [value for instruction, value in final if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     final_runs = " ".join(value for instruction, value in final if instruction == "RUN")
-    for tool in ("build-essential", "gcc", "apt-get install"):
+    for tool in ("build-essential", "gcc", "apt-get install", "pip install"):
         assert tool not in final_runs
-    assert "--no-index --find-links /wheels" in final_runs
-    builder_runs = " ".join(value for instruction, value in builder if instruction == "RUN")
-    [pin] = re.findall(r'"(torch==[^"]+)"', (ROOT / "pyproject.toml").read_text())
-    assert f"--index-url https://download.pytorch.org/whl/cpu {pin}" in builder_runs
+    copies = [value for instruction, value in final if instruction == "COPY"]
+    assert copies == ["--from=builder /opt/aistack /opt/aistack"]
 
 
 def aistack_manage(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

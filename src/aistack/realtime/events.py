@@ -206,5 +206,5 @@ async def job_event_stream(
             if event.workspace in allowed:
                 yield event.sse()
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await client.aclose()

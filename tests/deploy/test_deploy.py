@@ -254,7 +254,7 @@ def test_the_image_builds_in_two_stages_and_runs_unprivileged() -> None:
         if stages:
             stages[-1].append((instruction["instruction"], instruction["value"]))
     assert len(stages) == 2
-    builder, final = stages
+    final = stages[-1]
     assert final[0][1].startswith("python:") and final[0][1].endswith("-slim")
     users = [value for instruction, value in final if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")

@@ -88,7 +88,8 @@ def test_the_check_names_what_pyproject_asks_and_the_lock_lacks(
     check: ModuleType, tmp_path: Path
 ) -> None:
     lock = tmp_path / "app.txt"
-    lock.write_text("django==5.2.1 \\\n    --hash=sha256:00\nredis==4.0.0 \\\n    --hash=sha256:00\n")
+    lock.write_text("django==5.2.1 \\\n    --hash=sha256:00\n"
+                    "redis==4.0.0 \\\n    --hash=sha256:00\n")
     found = check.problems(lock, ["django>=5.2,<5.3", "redis>=5", "structlog>=24.1",
                                   "pywin32>=1; sys_platform == 'win32'"])
     assert found == [

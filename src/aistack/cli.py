@@ -605,15 +605,12 @@ def usage(since: datetime | None, until: datetime | None, group_by: str) -> None
     from rich.table import Table
 
     from aistack.errors import AppError
-    from aistack.usage.rollups import usage_rollup
     from aistack.usage.selectors import GroupBy, usage_period, usage_report
 
     try:
         period = usage_period(since=since and since.date(), until=until and until.date())
     except AppError as exc:
         raise click.ClickException(exc.message) from exc
-    # The scheduler rolls the ledger up every minute; a report asked for now includes now.
-    usage_rollup()
     rows = usage_report(period=period, group_by=GroupBy(group_by), workspace_ids=None)
     table = Table(title=f"AI usage {period.since} to {period.until} (UTC)")
     for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):

@@ -24,7 +24,6 @@ from aistack.chat.models import Conversation
 from aistack.documents.models import Document
 from aistack.jobs.models import Job
 from aistack.usage.models import UsageRecord
-from aistack.usage.rollups import usage_rollup
 from tests.conftest import ApiClient
 from tests.retrieval.helpers import indexed
 from tests.sse import streamed_events
@@ -221,7 +220,6 @@ def test_usage_reports_only_his_own(scene: Scene) -> None:
     scene.alice_api.post("/api/v1/ask", {"question": "Where is the vault code kept?"})
     scene.alice_api.post("/api/v1/chat", {"prompt": "Remind me of the vault code."})
     scene.bob_api.post("/api/v1/chat", {"prompt": "Any quokkas today?"})
-    usage_rollup()
     bobs_calls = UsageRecord.objects.filter(user=scene.bob).count()
     assert UsageRecord.objects.filter(user=scene.alice).exists()
 

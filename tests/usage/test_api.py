@@ -12,7 +12,6 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from aistack.accounts.models import Workspace
-from aistack.usage.rollups import usage_rollup
 from tests.conftest import ApiClient, client_for
 from tests.e2e.processes import clean_env, run_aistack
 from tests.e2e.test_worker_kill import database_url_of_test_db
@@ -32,7 +31,6 @@ def ledger(alice: User, bob: User, shared_workspace: Workspace) -> None:
     ledger_row(user=bob, workspace_id=bob.personal_workspace.pk, feature="chat", cost="0.05")
     ledger_row(user=bob, workspace_id=bob.personal_workspace.pk, feature="chat", cost="0.05",
                at=timezone.now() - timedelta(days=40))
-    usage_rollup()
 
 
 def _rows(api: ApiClient, **params: str) -> dict[str, tuple[int, Decimal]]:

@@ -34,7 +34,8 @@ from aistack.usage.services import cache_lookups_record
 from aistack.usage.tasks import rollup
 from tests.usage.conftest import ledger_row
 
-pytestmark = pytest.mark.django_db
+# The rollups store the snapshot they summed in: only committed rows are told apart.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _day(days_ago: int) -> datetime:
@@ -120,7 +121,6 @@ def test_histogram_percentiles_interpolate_and_handle_the_ends() -> None:
     assert histogram_percentile({0: 1, len(LATENCY_BOUNDS_MS): 1}, 0.95) == LATENCY_BOUNDS_MS[-1]
 
 
-@pytest.mark.django_db(transaction=True)
 def test_cache_reads_are_counted_and_rolled_up_once(alice: User) -> None:
     workspace = alice.personal_workspace.pk
     cache_lookups_record(cache="summary", feature="summary", workspace_id=workspace,

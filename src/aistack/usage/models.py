@@ -7,6 +7,13 @@ from django.db import models
 from django.utils import timezone
 
 
+class CurrentTransaction(models.Func):
+    """The id of the transaction writing the row (PostgreSQL's ``pg_current_xact_id()``)."""
+
+    template = "(pg_current_xact_id()::text::bigint)"
+    output_field = models.BigIntegerField()
+
+
 class Outcome(models.TextChoices):
     OK = "ok", "OK"
     ERROR = "error", "Error"
@@ -42,9 +49,13 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=200, blank=True)
     cache_hit = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
+    # The writing transaction's id, set by PostgreSQL: the rollups store the snapshot they
+    # summed, and rows whose transaction that snapshot cannot see are the ones still to add.
+    created_xact = models.BigIntegerField(db_default=CurrentTransaction(), editable=False)
 
     class Meta:
         indexes = [
+            models.Index(fields=["created_xact"], name="usage_created_xact"),
             # By time; and the slowest calls of a recent window, found in the index alone.
             models.Index(fields=["created_at", "latency_ms"], include=["id"],
                          name="usage_created_latency"),
@@ -157,11 +168,12 @@ class DailyCacheUsage(models.Model):
 class RollupState(models.Model):
     """How far the daily rollups have read the ledger (a single row)."""
 
-    last_usage_id = models.BigIntegerField(default=0)
+    # The PostgreSQL snapshot (pg_snapshot text) the rollups were summed in; empty: none yet.
+    snapshot = models.TextField(blank=True)
     rolled_up_at = models.DateTimeField(null=True)
 
     def __str__(self) -> str:
-        return f"rolled up to #{self.last_usage_id}"
+        return f"rolled up at {self.rolled_up_at}"
 
 
 class BudgetScope(models.TextChoices):

@@ -1,10 +1,11 @@
 """Daily rollups of the ledger and of cache reads, kept up to date by a periodic job.
 
-Each run re-aggregates, whole, only the days that ledger rows written since the
-previous run fall on (found by id, from the last id the previous run saw), so its
-cost follows the traffic since, not the size of the ledger. A row that committed
-after the previous run although its id is below that run's mark was written just
-before it: rows that recent, a little below the mark, count as new too.
+Each run sums in one PostgreSQL snapshot (repeatable read) and stores that snapshot. The
+ledger rows the stored snapshot cannot see (by the writing transaction's id, which every
+row keeps) are exactly the ones the rollups do not hold yet: the next run re-aggregates,
+whole, only the days those rows fall on, so its cost follows the traffic since, not the
+size of the ledger; and readers add those same rows to the rollups, so a report includes
+every call committed before it was asked for (``aistack.usage.selectors``).
 
 Latency percentiles: every rollup row keeps a sparse histogram of its calls'
 latencies (and times to first token) over fixed buckets, each 10% wider than the
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,12 +36,15 @@ from aistack.usage.services import CACHE_COUNTS_KEY, cache_lookups_flush
 logger = logging.getLogger(__name__)
 
 LATENCY_BOUNDS_MS: tuple[int, ...] = tuple(sorted({round(1.1 ** n) for n in range(141)}))
-# Rows still being written when a run reads the newest id are at most this far below
-# it (one per call in flight), and were created at most this long before.
-LATE_IDS = 1000
-LATE_SECONDS = 60
 _LOCK_ID = 7_301_001
 _FLUSHING_KEY = "aistack:usage:cache-flushing:{day}:{suffix}"
+
+# Ledger rows the snapshot %(snapshot)s cannot see: committed after it was taken, or in
+# flight then. Rows older than its xmin are all visible, so the index narrows the scan.
+UNSEEN_BY_SNAPSHOT = """
+    created_xact >= pg_snapshot_xmin(%(snapshot)s::pg_snapshot)::text::bigint
+    AND NOT pg_visible_in_snapshot(created_xact::text::xid8, %(snapshot)s::pg_snapshot)
+"""
 
 _DAY_RANGE = """
     FROM usage_usagerecord WHERE created_at >= %(start)s AND created_at < %(end)s
@@ -112,6 +116,21 @@ _CACHE_COUNTS_SQL = """
 """
 
 
+@contextlib.contextmanager
+def one_snapshot(*, read_only: bool = False) -> Iterator[None]:
+    """Run the block in one transaction whose every statement sees the same snapshot.
+
+    Inside a transaction already open (a test's), the block joins it as it is.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+                               + (", READ ONLY" if read_only else ""))
+        yield
+
+
 @dataclass(frozen=True, kw_only=True)
 class RollupRun:
     """What one rollup run did."""
@@ -120,15 +139,13 @@ class RollupRun:
     cache_counts: int
 
 
-def _touched_days(state: RollupState) -> list[date]:
-    late = state.rolled_up_at or timezone.now()
+def _touched_days(snapshot: str) -> list[date]:
+    """Return the days of the ledger rows that ``snapshot`` (empty: every row) cannot see."""
+    sql = "SELECT DISTINCT (created_at AT TIME ZONE 'UTC')::date FROM usage_usagerecord"
+    if snapshot:
+        sql += f" WHERE {UNSEEN_BY_SNAPSHOT}"
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT (created_at AT TIME ZONE 'UTC')::date FROM usage_usagerecord "
-            "WHERE id > %(mark)s OR (id > %(mark)s - %(late_ids)s AND created_at >= %(late)s)",
-            {"mark": state.last_usage_id, "late_ids": LATE_IDS,
-             "late": late - timedelta(seconds=LATE_SECONDS)},
-        )
+        cursor.execute(sql, {"snapshot": snapshot})
         return sorted(row[0] for row in cursor.fetchall())
 
 
@@ -192,16 +209,25 @@ def _cache_counts_store(keys: Iterable[str]) -> int:
 
 def usage_rollup() -> RollupRun:
     """Bring the daily rollups up to date with the ledger and the cache counters."""
-    with transaction.atomic():
+    with connection.cursor() as cursor:
+        # One run at a time (the scheduler's, or a test's). A session lock, taken before the
+        # run's snapshot: a run that waited here sums what the one before it committed.
+        # Readers take no lock: they never wait for a run, nor make it wait.
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_LOCK_ID])
+    try:
+        return _rollup_run()
+    finally:
         with connection.cursor() as cursor:
-            # One run at a time (the scheduler's, or `aistack usage` refreshing first).
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
-            cursor.execute("SELECT max(id) FROM usage_usagerecord")
-            newest = cursor.fetchone()[0] or 0
-        state, _ = RollupState.objects.select_for_update().get_or_create(pk=1)
-        days: list[date] = []
-        if newest > state.last_usage_id:
-            days = _touched_days(state)
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_ID])
+
+
+def _rollup_run() -> RollupRun:
+    with one_snapshot():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_snapshot()::text")
+            snapshot = cursor.fetchone()[0]
+        state, _ = RollupState.objects.get_or_create(pk=1)
+        days = _touched_days(state.snapshot)
         for day in days:
             _day_aggregate(day)
         try:
@@ -210,7 +236,7 @@ def usage_rollup() -> RollupRun:
             # The ledger's rollups do not wait for Redis; the counts stay there till next run.
             logger.warning("cache counts not rolled up: %s", exc)
             cache_counts = 0
-        state.last_usage_id = max(newest, state.last_usage_id)
+        state.snapshot = snapshot
         state.rolled_up_at = timezone.now()
         state.save()
     return RollupRun(days=tuple(days), cache_counts=cache_counts)

@@ -1,4 +1,9 @@
-"""Reads for the usage dashboard, API and CLI: from the daily rollups, never a ledger scan.
+"""Reads for the usage dashboard, API and CLI: the daily rollups plus the ledger's tail.
+
+A report includes every call committed before it was asked for. Each read runs in one
+snapshot, and adds to the rollups the ledger rows that the rollups' own snapshot could not
+see (``aistack.usage.rollups``): the calls since the last run, a minute's worth at most,
+found through an index. Readers take no lock, so they never wait for a run.
 
 Every reader takes ``workspace_ids``: the workspaces whose usage the caller may see,
 or None for all of it (see ``aistack.accounts.permissions.usage_workspace_ids``).
@@ -32,7 +37,7 @@ from aistack.usage.models import (
     RollupState,
     UsageRecord,
 )
-from aistack.usage.rollups import LATENCY_BOUNDS_MS
+from aistack.usage.rollups import LATENCY_BOUNDS_MS, UNSEEN_BY_SNAPSHOT, one_snapshot
 
 DEFAULT_PERIOD_DAYS = 30
 MAX_PERIOD_DAYS = 400
@@ -84,6 +89,8 @@ def usage_period(*, since: date | None = None, until: date | None = None) -> Per
 def _scoped(rows: QuerySet[Any], period: Period,
             workspace_ids: Sequence[int] | None) -> QuerySet[Any]:
     rows = rows.filter(day__range=(period.since, period.until))
+    if not _rolled_up_snapshot():
+        return rows.none()  # never rolled up (or not since an upgrade): all is in the tail
     return rows if workspace_ids is None else rows.filter(workspace_id__in=workspace_ids)
 
 
@@ -92,6 +99,60 @@ def _figures(period: Period, workspace_ids: Sequence[int] | None) -> QuerySet[An
     if workspace_ids is None:
         return _scoped(DailyUsage.objects.all(), period, None)
     return _scoped(DailyWorkspaceUsage.objects.all(), period, workspace_ids)
+
+
+def _rolled_up_snapshot() -> str:
+    return RollupState.objects.filter(pk=1).values_list("snapshot", flat=True).first() or ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TailCalls:
+    """Ledger rows not rolled up yet, counted under one key and one pair of latency buckets."""
+
+    day: date
+    feature: str
+    model: str
+    workspace_id: int | None
+    user_id: int | None
+    latency_bucket: int
+    ttft_bucket: int | None
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+    def key(self, group_by: GroupBy) -> Any:
+        """Return this entry's value of ``group_by``."""
+        return getattr(self, {GroupBy.USER: "user_id", GroupBy.WORKSPACE: "workspace_id"}.get(
+            group_by, group_by.value))
+
+
+_TAIL_SQL = """
+    SELECT (created_at AT TIME ZONE 'UTC')::date, feature, model, workspace_id, user_id,
+           width_bucket(latency_ms, %(bounds)s::int[]),
+           width_bucket(time_to_first_token_ms, %(bounds)s::int[]),
+           count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd)
+    FROM usage_usagerecord
+    WHERE created_at >= %(start)s AND created_at < %(end)s {scope} {unseen}
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+"""
+
+
+def usage_tail(*, period: Period, workspace_ids: Sequence[int] | None) -> list[TailCalls]:
+    """Return the period's calls that the rollups do not hold yet, summed per key."""
+    snapshot = _rolled_up_snapshot()
+    sql = _TAIL_SQL.format(
+        scope="" if workspace_ids is None else "AND workspace_id = ANY(%(workspaces)s)",
+        unseen=f"AND {UNSEEN_BY_SNAPSHOT}" if snapshot else "")
+    start = datetime.combine(period.since, time.min, tzinfo=UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"bounds": list(LATENCY_BOUNDS_MS), "start": start,
+                             "end": period.end, "workspaces": list(workspace_ids or []),
+                             "snapshot": snapshot})
+        return [TailCalls(day=row[0], feature=row[1], model=row[2], workspace_id=row[3],
+                          user_id=row[4], latency_bucket=row[5], ttft_bucket=row[6],
+                          calls=row[7], input_tokens=row[8], output_tokens=row[9],
+                          cost_usd=row[10]) for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,24 +180,40 @@ def _labels(group_by: GroupBy, values: set[Any]) -> dict[Any, str]:
             for value in values}
 
 
+def _sorted_key(value: Any) -> tuple[bool, Any]:
+    return (value is None, value)  # as PostgreSQL sorts: no owner last
+
+
 def usage_report(*, period: Period, group_by: GroupBy, workspace_ids: Sequence[int] | None,
                  limit: int | None = None) -> list[UsageRow]:
     """Return usage summed by ``group_by``: costliest first, or day by day."""
     by_owner = group_by in (GroupBy.USER, GroupBy.WORKSPACE)
-    rows = (_scoped(DailyUserUsage.objects.all(), period, workspace_ids) if by_owner
-            else _figures(period, workspace_ids))
     column = {GroupBy.USER: "user_id", GroupBy.WORKSPACE: "workspace_id"}.get(
         group_by, group_by.value)
-    order = [column] if group_by == GroupBy.DAY else ["-cost", column]
-    sums = (rows.values(column)
-            .annotate(n=Sum("calls"), tokens_in=Sum("input_tokens"),
-                      tokens_out=Sum("output_tokens"), cost=Sum("cost_usd"))
-            .order_by(*order))
-    found = list(sums[:limit] if limit else sums)
-    labels = _labels(group_by, {row[column] for row in found})
-    return [UsageRow(key=labels[row[column]], calls=row["n"], input_tokens=row["tokens_in"],
-                     output_tokens=row["tokens_out"], cost_usd=row["cost"])
-            for row in found]
+    sums: dict[Any, list[Any]] = defaultdict(lambda: [0, 0, 0, Decimal(0)])
+    with one_snapshot(read_only=True):
+        rows = (_scoped(DailyUserUsage.objects.all(), period, workspace_ids) if by_owner
+                else _figures(period, workspace_ids))
+        for row in (rows.values(column).annotate(n=Sum("calls"), i=Sum("input_tokens"),
+                                                 o=Sum("output_tokens"), c=Sum("cost_usd"))
+                    .order_by()):
+            _add(sums[row[column]], row["n"], row["i"], row["o"], row["c"])
+        for tail in usage_tail(period=period, workspace_ids=workspace_ids):
+            _add(sums[tail.key(group_by)], tail.calls, tail.input_tokens, tail.output_tokens,
+                 tail.cost_usd)
+        if group_by == GroupBy.DAY:
+            keys = sorted(sums)
+        else:
+            keys = sorted(sums, key=lambda k: (-sums[k][3], _sorted_key(k)))
+        keys = keys[:limit] if limit else keys
+        labels = _labels(group_by, set(keys))
+    return [UsageRow(key=labels[key], calls=sums[key][0], input_tokens=sums[key][1],
+                     output_tokens=sums[key][2], cost_usd=sums[key][3]) for key in keys]
+
+
+def _add(into: list[Any], *values: Any) -> None:
+    for n, value in enumerate(values):
+        into[n] += value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,13 +232,19 @@ def usage_daily(*, period: Period, by: GroupBy, workspace_ids: Sequence[int] | N
     index = {day: n for n, day in enumerate(days)}
     cost: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(days))
     tokens: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
-    rows = (_figures(period, workspace_ids).values("day", by.value)
-            .annotate(cost=Sum("cost_usd"), tokens_in=Sum("input_tokens"),
-                      tokens_out=Sum("output_tokens"))
-            .order_by(by.value, "day"))
-    for row in rows:
-        cost[row[by.value]][index[row["day"]]] = float(row["cost"])
-        tokens[row[by.value]][index[row["day"]]] = row["tokens_in"] + row["tokens_out"]
+    with one_snapshot(read_only=True):
+        rows = (_figures(period, workspace_ids).values("day", by.value)
+                .annotate(cost=Sum("cost_usd"), tokens_in=Sum("input_tokens"),
+                          tokens_out=Sum("output_tokens"))
+                .order_by(by.value, "day"))
+        figures = [(row["day"], row[by.value], row["cost"], row["tokens_in"] + row["tokens_out"])
+                   for row in rows]
+        figures += [(tail.day, tail.key(by), tail.cost_usd,
+                     tail.input_tokens + tail.output_tokens)
+                    for tail in usage_tail(period=period, workspace_ids=workspace_ids)]
+    for day, key, day_cost, day_tokens in sorted(figures, key=lambda f: (f[1], f[0])):
+        cost[key][index[day]] += float(day_cost)
+        tokens[key][index[day]] += day_tokens
     return DailyBreakdown(days=days, cost_usd=dict(cost), tokens=dict(tokens))
 
 
@@ -225,12 +308,20 @@ def latency_percentiles(*, period: Period, workspace_ids: Sequence[int] | None
         scope = "AND d.workspace_id = ANY(%(workspaces)s)"
     histograms: dict[tuple[str, str], dict[str, dict[int, int]]] = defaultdict(
         lambda: {"latency": {}, "ttft": {}})
-    with connection.cursor() as cursor:
-        cursor.execute(_HISTOGRAMS_SQL.format(table=table, scope=scope), {
-            "since": period.since, "until": period.until, "workspaces": list(workspace_ids or []),
-        })
-        for feature, model, kind, bucket, calls in cursor.fetchall():
-            histograms[(feature, model)][kind][bucket] = calls
+    with one_snapshot(read_only=True), connection.cursor() as cursor:
+        if _rolled_up_snapshot():
+            cursor.execute(_HISTOGRAMS_SQL.format(table=table, scope=scope), {
+                "since": period.since, "until": period.until,
+                "workspaces": list(workspace_ids or []),
+            })
+            for feature, model, kind, bucket, calls in cursor.fetchall():
+                histograms[(feature, model)][kind][bucket] = calls
+        for tail in usage_tail(period=period, workspace_ids=workspace_ids):
+            latency = histograms[(tail.feature, tail.model)]["latency"]
+            latency[tail.latency_bucket] = latency.get(tail.latency_bucket, 0) + tail.calls
+            if tail.ttft_bucket is not None:
+                ttft = histograms[(tail.feature, tail.model)]["ttft"]
+                ttft[tail.ttft_bucket] = ttft.get(tail.ttft_bucket, 0) + tail.calls
     rows = []
     for (feature, model), kinds_ in sorted(histograms.items()):
         latency, ttft = kinds_["latency"], kinds_["ttft"]
@@ -335,22 +426,24 @@ class Dashboard:
 
 def usage_dashboard(*, period: Period, workspace_ids: Sequence[int] | None) -> Dashboard:
     """Return the dashboard of the period over the workspaces (None: all of them)."""
-    totals = _figures(period, workspace_ids).aggregate(
-        n=Sum("calls", default=0), tokens_in=Sum("input_tokens", default=0),
-        tokens_out=Sum("output_tokens", default=0), cost=Sum("cost_usd", default=Decimal(0)))
-    return Dashboard(
-        period=period,
-        totals=UsageRow(key="total", calls=totals["n"], input_tokens=totals["tokens_in"],
-                        output_tokens=totals["tokens_out"], cost_usd=totals["cost"]),
-        by_feature=usage_daily(period=period, by=GroupBy.FEATURE, workspace_ids=workspace_ids),
-        by_model=usage_daily(period=period, by=GroupBy.MODEL, workspace_ids=workspace_ids),
-        top_users=usage_report(period=period, group_by=GroupBy.USER,
-                               workspace_ids=workspace_ids, limit=TOP),
-        top_workspaces=usage_report(period=period, group_by=GroupBy.WORKSPACE,
-                                    workspace_ids=workspace_ids, limit=TOP),
-        latency=latency_percentiles(period=period, workspace_ids=workspace_ids),
-        slowest=calls_slowest(period=period, workspace_ids=workspace_ids),
-        job_failures=job_failures(period=period, workspace_ids=workspace_ids),
-        cache=cache_hit_ratios(period=period, workspace_ids=workspace_ids),
-        rolled_up_at=rolled_up_at(),
-    )
+    with one_snapshot(read_only=True):
+        features = usage_report(period=period, group_by=GroupBy.FEATURE,
+                                workspace_ids=workspace_ids)
+        return Dashboard(
+            period=period,
+            totals=UsageRow(key="total", calls=sum(row.calls for row in features),
+                            input_tokens=sum(row.input_tokens for row in features),
+                            output_tokens=sum(row.output_tokens for row in features),
+                            cost_usd=sum((row.cost_usd for row in features), Decimal(0))),
+            by_feature=usage_daily(period=period, by=GroupBy.FEATURE, workspace_ids=workspace_ids),
+            by_model=usage_daily(period=period, by=GroupBy.MODEL, workspace_ids=workspace_ids),
+            top_users=usage_report(period=period, group_by=GroupBy.USER,
+                                   workspace_ids=workspace_ids, limit=TOP),
+            top_workspaces=usage_report(period=period, group_by=GroupBy.WORKSPACE,
+                                        workspace_ids=workspace_ids, limit=TOP),
+            latency=latency_percentiles(period=period, workspace_ids=workspace_ids),
+            slowest=calls_slowest(period=period, workspace_ids=workspace_ids),
+            job_failures=job_failures(period=period, workspace_ids=workspace_ids),
+            cache=cache_hit_ratios(period=period, workspace_ids=workspace_ids),
+            rolled_up_at=rolled_up_at(),
+        )

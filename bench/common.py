@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 from collections.abc import Callable, Sequence
@@ -37,3 +38,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def bench_arguments(parser: argparse.ArgumentParser, **smoke: object) -> argparse.Namespace:
+    """Parse the command line; with ``--smoke``, the sizes default to ``smoke``'s.
+
+    `make test` runs every bench with --smoke (``tests/bench``), in seconds, so a change
+    that breaks one fails CI. Figures at that size say nothing of the goals.
+    """
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds at a small size, to show the bench works")
+    args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args()
+    return args

@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import django_on_embedded_services, median, percentile
+from common import bench_arguments, django_on_embedded_services, median, percentile
 
-QUERIES = 200
 K = 10
-INGEST_DOCUMENTS = 600
 
 
 def load_scifact(directory: Path) -> tuple[list[tuple[str, str]], list[str]]:
@@ -47,11 +45,7 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
     from aistack.ai.types import Attribution
     from aistack.documents.models import Document
     from aistack.retrieval.models import Chunk, ChunkVector
-    from aistack.retrieval.services import (
-        embedding_input,
-        embedding_space_for_configured_model,
-        postings_insert_sql,
-    )
+    from aistack.retrieval.services import embedding_input, embedding_space_for_configured_model
 
     space = embedding_space_for_configured_model()
     base_texts = [text for _, text in documents]
@@ -91,7 +85,12 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
             "UPDATE retrieval_chunk c SET term_count = coalesce("
             "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0) "
             "WHERE workspace_id = ANY(%s)", [ours])
-        cursor.execute(postings_insert_sql("c.workspace_id = ANY(%s)"), [ours])
+        # The postings the pipeline writes with each chunk (retrieval.services), in bulk.
+        cursor.execute(
+            "INSERT INTO retrieval_posting (lexeme, workspace_id, chunk_id, tf, length) "
+            "SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count "
+            "FROM retrieval_chunk c, unnest(c.search_vector) u WHERE c.workspace_id = ANY(%s)",
+            [ours])
         cursor.execute(
             "INSERT INTO retrieval_term (lexeme, df) SELECT u.lexeme, count(*) "
             "FROM retrieval_chunk c, unnest(c.search_vector) u GROUP BY u.lexeme "
@@ -144,14 +143,14 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None
                   f"{recall:>19}")
 
 
-def bench_ingest(documents: list[tuple[str, str]]) -> None:
+def bench_ingest(documents: list[tuple[str, str]], count: int) -> None:
     from aistack.accounts.models import Workspace
     from aistack.ai.backends.local import sentence_model
     from aistack.documents.services import documents_import, documents_process_now
     from aistack.retrieval.chunking import chunk_text
     from aistack.retrieval.services import embedding_input
 
-    sample = documents[:INGEST_DOCUMENTS]
+    sample = documents[:count]
     texts = [embedding_input(title=title, text=spec.text)
              for title, body in sample for spec in chunk_text(body)]
     model = sentence_model()
@@ -189,12 +188,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dataset", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/scifact")
-    parser.add_argument("--queries", type=int, default=QUERIES)
+    parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--passages", type=int, default=None,
                         help="Embed only this many real passages as the base (quick runs).")
+    parser.add_argument("--ingest-documents", type=int, default=600)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
-    args = parser.parse_args()
+    args = bench_arguments(parser, chunks=300, queries=5, passages=40, ingest_documents=10)
     documents, queries = load_scifact(args.dataset)
     documents = documents[: args.passages] if args.passages else documents
     rng = random.Random(7)
@@ -202,7 +202,7 @@ def main() -> None:
     stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2")
     try:
         if not args.skip_ingest:
-            bench_ingest(documents)
+            bench_ingest(documents, args.ingest_documents)
         if not args.skip_search:
             print(f"\nbuilding {args.chunks:,} chunks")
             workspaces = build_corpus(args.chunks, documents)

@@ -1,14 +1,16 @@
 """Benchmark summaries: warm vs cold reads, single flight vs a naive cache, create latency.
 
-Run with ``python bench/summaries.py``. It starts the embedded PostgreSQL and Redis in a
-scratch AISTACK_HOME (the services ``aistack serve`` uses) and stands in for a model with
-``scripted:echo`` at a fixed latency, so every figure but the model's is real.
+Run with ``python bench/summaries.py [--warm-reads 2000] [--creates 200]``. It starts
+the embedded PostgreSQL and Redis in a scratch AISTACK_HOME (the services ``aistack serve``
+uses) and stands in for a model with ``scripted:echo`` at a fixed latency, so every figure
+but the model's is real.
 Reads and creates go through the whole Django request path (routing, token auth,
 permission checks, the handler) in this process: server-side times, no network.
 """
 
 from __future__ import annotations
 
+import argparse
 import secrets
 import shutil
 import statistics
@@ -20,13 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import django_on_embedded_services, percentile
+from common import bench_arguments, django_on_embedded_services, percentile
 
-WARM_READS = 2000
-COLD_READS = 5
 COLD_LATENCY_SECONDS = 1.5
-CONCURRENT_READS = 100
-CREATES = 200
 CREATE_LATENCY_SECONDS = 2.0
 CONTENT = ("Deploys happen on Tuesdays after the standup. Rollbacks need a second reviewer "
            "and a ticket. Change freezes start on the first of December. ")
@@ -115,16 +113,16 @@ def _cold_document(workspace: Any) -> Any:
                                    content=f"{CONTENT} ({time.time_ns()})")
 
 
-def bench_reads(api: _Api, workspace: Any) -> None:
+def bench_reads(api: _Api, workspace: Any, *, warm_reads: int, cold_reads: int) -> None:
     """Print warm-cache read latency against cold reads that wait on the model."""
     from aistack.documents.selectors import document_ref_get
     from aistack.documents.summaries import summary_cached, summary_read
 
     user = workspace.personal_for
     with _model_latency(COLD_LATENCY_SECONDS):
-        _replies(COLD_READS + 1)
+        _replies(cold_reads + 1)
         cold = []
-        for _ in range(COLD_READS):
+        for _ in range(cold_reads):
             document = _cold_document(workspace)
             cold += _timed(lambda d=document: api.get(f"/api/v1/documents/{d.pk}/summary"), 1)
         document = _cold_document(workspace)
@@ -133,11 +131,11 @@ def bench_reads(api: _Api, workspace: Any) -> None:
         assert api.get(path)["status"] == "complete"
         _timed(lambda: api.get(path), 200)  # warm connections
         api.server.timings.clear()
-        warm = _timed(lambda: api.get(path), WARM_READS)
+        warm = _timed(lambda: api.get(path), warm_reads)
         server = list(api.server.timings)
         handler = _timed(lambda: summary_cached(
-            ref=document_ref_get(user=user, document_id=document.pk)), WARM_READS)
-        lookup = _timed(lambda: summary_read(document=document), WARM_READS)
+            ref=document_ref_get(user=user, document_id=document.pk)), warm_reads)
+        lookup = _timed(lambda: summary_read(document=document), warm_reads)
 
     cold_p50 = statistics.median(cold)
     print(f"summary reads, model at {COLD_LATENCY_SECONDS} s (server-side, in this process)")
@@ -193,40 +191,46 @@ def _concurrently(read: Callable[[], object], n: int) -> float:
     return time.perf_counter() - started
 
 
-def bench_single_flight(workspace: Any) -> None:
+def bench_single_flight(workspace: Any, *, concurrent_reads: int) -> None:
     """Print the model calls that concurrent reads of one cold key cause, with and without."""
     from django.test import override_settings
 
     from aistack.documents.summaries import summary_read
 
-    print(f"{CONCURRENT_READS} concurrent reads of one cold key, model at "
+    print(f"{concurrent_reads} concurrent reads of one cold key, model at "
           f"{COLD_LATENCY_SECONDS} s (usage ledger off: it would need a connection each)")
     with _model_latency(COLD_LATENCY_SECONDS), override_settings(AI_RECORD_USAGE=False):
         for label, read in (("naive read-through cache", _naive_read),
                             ("single flight (aistack)", lambda d: summary_read(document=d))):
             document = _cold_document(workspace)
-            _replies(CONCURRENT_READS)
-            took = _concurrently(lambda r=read, d=document: r(d), CONCURRENT_READS)
+            _replies(concurrent_reads)
+            took = _concurrently(lambda r=read, d=document: r(d), concurrent_reads)
             print(f"  {label:28s}  {_model_calls():4d} model call(s)   all done in {took:5.2f} s"
                   + ("   (goal: 1)" if "single" in label else ""))
 
 
-def bench_create(api: _Api) -> None:
+def bench_create(api: _Api, *, creates: int) -> None:
     """Print how long creating a document takes while its summary's model call is slow."""
     with _model_latency(CREATE_LATENCY_SECONDS):
         _timed(lambda: api.post("/api/v1/documents", {"title": "Warm-up", "content": CONTENT}),
                20)
         timings = _timed(
             lambda: api.post("/api/v1/documents", {"title": "Runbook", "content": CONTENT}),
-            CREATES,
+            creates,
         )
     print(f"create requests (POST /api/v1/documents), model at {CREATE_LATENCY_SECONDS} s, "
-          f"{CREATES} requests")
+          f"{creates} requests")
     print(f"  p50 {statistics.median(timings) * 1e3:8.2f} ms   "
           f"p95 {percentile(timings, 0.95) * 1e3:8.2f} ms   (goal: p50 <= 15 ms)")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--warm-reads", type=int, default=2000)
+    parser.add_argument("--cold-reads", type=int, default=5)
+    parser.add_argument("--concurrent-reads", type=int, default=100)
+    parser.add_argument("--creates", type=int, default=200)
+    args = bench_arguments(parser, warm_reads=50, cold_reads=2, concurrent_reads=10, creates=10)
     home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
     release = django_on_embedded_services(home, AI_CHAT_MODEL="scripted:echo")
     try:
@@ -236,9 +240,9 @@ def main() -> None:
         _, token = api_token_create(user=user)
         api = _Api(token)
         workspace = user.personal_workspace
-        bench_reads(api, workspace)
-        bench_single_flight(workspace)
-        bench_create(api)
+        bench_reads(api, workspace, warm_reads=args.warm_reads, cold_reads=args.cold_reads)
+        bench_single_flight(workspace, concurrent_reads=args.concurrent_reads)
+        bench_create(api, creates=args.creates)
     finally:
         release()
         shutil.rmtree(home, ignore_errors=True)

@@ -24,15 +24,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from common import django_on_embedded_services, median, percentile
+from common import bench_arguments, django_on_embedded_services, median, percentile
 
 USERS = 200
 WORKSPACES = 40
 DAYS = 90
-DASHBOARD_RUNS = 30
-BUDGET_CALLS = 3000
-CHOKE_POINT_CALLS = 2000
-NEW_CALLS = 2000
 
 # Five features, four models, users in their workspaces, all picked at random; latencies
 # log-normal-ish, first tokens only for streamed features; one call in 97 fails.
@@ -115,7 +111,7 @@ def ledger_fill(rows: int) -> None:
         cursor.execute("VACUUM ANALYZE usage_usagerecord")
 
 
-def bench_rollups() -> None:
+def bench_rollups(new_calls: int) -> None:
     """Print how long the first rollup and an incremental one take."""
     from django.db import connection
     from django.utils import timezone
@@ -136,23 +132,23 @@ def bench_rollups() -> None:
           f"{DailyUsage.objects.count()} rows by feature and model, "
           f"{DailyWorkspaceUsage.objects.count()} by workspace too, "
           f"{DailyUserUsage.objects.count()} by user")
-    def new_calls() -> None:
-        for _ in range(NEW_CALLS):
+    def write_calls() -> None:
+        for _ in range(new_calls):
             usage_record(attribution=Attribution(feature="chat"), provider="scripted",
                          model="echo", usage=Usage(input_tokens=10, output_tokens=5),
                          latency_ms=120, outcome=Outcome.OK)
 
-    new_calls()
+    write_calls()
     started = time.perf_counter()
     incremental = usage_rollup()
-    print(f"  a run after {NEW_CALLS} new calls re-aggregates {len(incremental.days)} day(s) "
+    print(f"  a run after {new_calls} new calls re-aggregates {len(incremental.days)} day(s) "
           f"({timezone.now().date()}) in {(time.perf_counter() - started) * 1000:.0f} ms")
     # Left for the dashboard to add from the ledger, as a minute of busy traffic would be.
-    new_calls()
-    print(f"  {NEW_CALLS} calls written since that run: every read adds them from the ledger")
+    write_calls()
+    print(f"  {new_calls} calls written since that run: every read adds them from the ledger")
 
 
-def bench_dashboard() -> None:
+def bench_dashboard(runs: int) -> None:
     """Print the dashboard's query times over the rollups."""
     from django.utils import timezone
 
@@ -161,7 +157,7 @@ def bench_dashboard() -> None:
 
     one = [DailyWorkspaceUsage.objects.exclude(workspace_id=None).values_list(
         "workspace_id", flat=True).first() or 0]
-    print(f"dashboard queries ({DASHBOARD_RUNS} runs each)")
+    print(f"dashboard queries ({runs} runs each)")
     results: dict[str, list[float]] = {}
     today = timezone.now().date()
     for days in (30, 90):
@@ -169,7 +165,7 @@ def bench_dashboard() -> None:
         for scope, workspace_ids in (("every workspace", None), ("one workspace", one)):
             label = f"whole dashboard, {days} days, {scope}"
             results[label] = _timed(lambda p=period, w=workspace_ids: selectors.usage_dashboard(
-                period=p, workspace_ids=w), DASHBOARD_RUNS)
+                period=p, workspace_ids=w), runs)
             _report(label, results[label])
     period = selectors.usage_period()
     parts: dict[str, Callable[[], Any]] = {
@@ -186,12 +182,12 @@ def bench_dashboard() -> None:
             period=period, workspace_ids=None),
     }
     for label, call in parts.items():
-        _report(f"30 days, every workspace: {label}", _timed(call, DASHBOARD_RUNS))
+        _report(f"30 days, every workspace: {label}", _timed(call, runs))
     worst = max(percentile(t, 0.95) for t in results.values())
     print(f"  worst whole-dashboard p95 {worst:.1f} ms  (goal <= 200 ms)")
 
 
-def bench_budget_check() -> None:
+def bench_budget_check(calls: int) -> None:
     """Print the budget check's cost per call, and against the choke point's own."""
     from decimal import Decimal
 
@@ -223,12 +219,12 @@ def bench_budget_check() -> None:
     request = ChatRequest(messages=(Message(role="user", content="ping"),))
     free = Attribution(feature="bench")
     choke_point = _timed(lambda: services.chat_complete(request=request, attribution=free),
-                         CHOKE_POINT_CALLS)
+                         calls)
     for call in (check(workspace.pk), check(unlimited.pk)):
         _timed(call, 50)  # warm connections and the price table
-    limited_ms = _timed(check(workspace.pk), BUDGET_CALLS)
-    unlimited_ms = _timed(check(unlimited.pk), BUDGET_CALLS)
-    print(f"budget check per priced model call ({BUDGET_CALLS} calls)")
+    limited_ms = _timed(check(workspace.pk), calls)
+    unlimited_ms = _timed(check(unlimited.pk), calls)
+    print(f"budget check per priced model call ({calls} calls)")
     _report_us("estimate, reserve and settle (a limit applies)", limited_ms)
     _report_us("estimate and limit lookup (no limit applies)", unlimited_ms)
     _report_us("choke point, whole call (scripted:echo, free)", choke_point)
@@ -239,15 +235,19 @@ def bench_budget_check() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="ledger rows to write")
-    args = parser.parse_args()
+    parser.add_argument("--runs", type=int, default=30, help="timed runs of each dashboard query")
+    parser.add_argument("--new-calls", type=int, default=2000,
+                        help="calls written after the rollups, before each run and each read")
+    parser.add_argument("--budget-calls", type=int, default=3000)
+    args = bench_arguments(parser, rows=500, runs=3, new_calls=50, budget_calls=50)
     home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
     release = django_on_embedded_services(home, AI_CHAT_MODEL="scripted:echo",
                                           AI_EMBEDDING_MODEL="scripted:hash")
     try:
         ledger_fill(args.rows)
-        bench_rollups()
-        bench_dashboard()
-        bench_budget_check()
+        bench_rollups(args.new_calls)
+        bench_dashboard(args.runs)
+        bench_budget_check(args.budget_calls)
     finally:
         release()
         shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""Every benchmark and drill runs to its end at a smoke size, so none can rot unseen."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.processes import clean_env
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = sorted(path.stem for path in (ROOT / "bench").glob("*.py")
+                 if "def main(" in path.read_text())
+DRILLS = sorted(path.stem for path in (ROOT / "bench/drills").glob("*.py")
+                if "def main(" in path.read_text())
+# A figure as the benches print them: a number with its unit.
+FIGURE = re.compile(r"\d[\d,]*(\.\d+)?\s*(ms|µs|s|req/s|texts/s|chunks/s|documents/s|MiB|GiB|%)")
+WORDS = ["protein", "cell", "tumour", "gene", "vaccine", "dose", "trial", "cohort", "mouse",
+         "receptor", "signal", "pathway", "insulin", "glucose", "cancer", "therapy", "mutation",
+         "virus", "antibody", "kinase"]
+
+
+def beir_dataset(folder: Path, documents: int = 60, queries: int = 10) -> Path:
+    """Write a small corpus in the BEIR layout the retrieval bench reads."""
+    rng = random.Random(3)
+    folder.mkdir()
+    with (folder / "corpus.jsonl").open("w") as corpus:
+        for n in range(documents):
+            text = ". ".join(" ".join(rng.choices(WORDS, k=12)) for _ in range(4)) + "."
+            corpus.write(json.dumps({"_id": str(n), "title": f"Study {n}", "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as out:
+        for n in range(queries):
+            out.write(json.dumps({"_id": str(n), "text": " ".join(rng.choices(WORDS, k=5))}) + "\n")
+    return folder
+
+
+def test_every_bench_and_drill_is_found() -> None:
+    assert {"load", "providers", "retrieval", "summaries", "usage"} <= set(BENCHES)
+    assert {"postgres_restart", "provider_outage", "redis_outage", "worker_kills"} <= set(DRILLS)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", BENCHES)
+def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
+    extra = ["--dataset", str(beir_dataset(tmp_path / "beir"))] if name == "retrieval" else []
+    done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
+                          env=clean_env(), capture_output=True, text=True, timeout=240,
+                          check=False)
+
+    assert done.returncode == 0, done.stderr[-5000:]
+    figures = [line for line in done.stdout.splitlines() if FIGURE.search(line)]
+    assert len(figures) >= 3, done.stdout[-5000:]
+
+
+@pytest.mark.parametrize("name", DRILLS)
+def test_the_suite_runs_every_drill(name: str) -> None:
+    """Drills run at their short size in tests/drills, each through run_drill."""
+    runs = "".join(path.read_text() for path in (ROOT / "tests/drills").glob("test_*.py"))
+    assert re.search(rf'run_drill\(\s*"{name}"', runs), f"no test runs the {name} drill"

@@ -101,6 +101,41 @@ def test_failed_jobs_keep_their_reason_and_can_be_requeued(document: Document) -
     assert (document.embedding_status, document.embedding_error) == (JobStatus.PENDING, "")
 
 
+def test_a_backlog_in_the_broker_is_not_sent_again_only_what_it_lost(
+    alice: User, clean_redis: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        for n in range(20):
+            document_create(workspace=alice.personal_workspace, title=f"Doc {n}",
+                            content="Some text.", author=alice)
+    Job.objects.update(enqueued_at=timezone.now() - timedelta(hours=1))
+    queued = queued_messages()
+    assert queued == Job.objects.filter(status=JobStatus.PENDING).count() == 40
+
+    # Waiting far past the timeout, but every message is there: a backlog, nothing to send.
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert job_reconcile() == 0
+    assert queued_messages() == queued
+
+    with celery_app.connection_for_write() as connection:
+        for _ in range(5):
+            connection.default_channel.client.rpop("celery")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 5
+    assert queued_messages() == queued
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0
+
+    with celery_app.connection_for_write() as connection:
+        connection.default_channel.client.flushdb()
+    with django_capture_on_commit_callbacks(execute=True):
+        # Everything is lost; the five just sent again are not stale yet.
+        assert job_reconcile() == 35
+    assert queued_messages() == 35
+
+
 def test_reconciler_redelivers_lost_and_abandoned_work_only(
     alice: User, clean_redis: None,
     django_capture_on_commit_callbacks: Callable[..., Any],

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from aistack.celery import app as celery_app
 from aistack.jobs import kinds
+from aistack.jobs.broker import BrokerUnavailable, messages_held
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
@@ -33,6 +34,8 @@ from aistack.transactions import after_commit
 logger = logging.getLogger(__name__)
 
 _ERROR_MAX_CHARS = 2000
+# Jobs the reconciler sends again at most per run.
+_RECONCILE_BATCH = 1000
 
 job_status_changed = Signal()
 """Sent once committed when jobs change status: ``kinds``, ``object_ids``, ``status``, ``error``.
@@ -302,6 +305,27 @@ def job_wake(*, kind: JobKind, object_id: int, generation: int) -> bool:
     return bool(woken)
 
 
+def _lost_pending(stale: Q) -> list[Job]:
+    """Return the stale pending jobs to send again: no more than the broker can have lost.
+
+    A pending job waits for its message. When the broker holds at least as many messages
+    as there are pending jobs, the jobs are a backlog, not lost, and sending them again
+    would only lengthen it; when it holds fewer (a flushed or restarted Redis, a send that
+    never happened), the difference is sent again, oldest first. A lost message hidden by
+    a duplicate shows once the backlog drains.
+    """
+    try:
+        held = messages_held()
+    except BrokerUnavailable as exc:
+        logger.warning("broker unavailable; pending jobs are checked on the next run: %s", exc)
+        return []
+    missing = Job.objects.filter(status=JobStatus.PENDING).count() - held
+    if missing <= 0:
+        return []
+    return list(Job.objects.select_for_update(skip_locked=True).filter(stale)
+                .order_by("enqueued_at")[:min(missing, _RECONCILE_BATCH)])
+
+
 def job_reconcile() -> int:
     """Re-deliver jobs whose message was lost or whose owner died; return how many."""
     now = timezone.now()
@@ -312,9 +336,8 @@ def job_reconcile() -> int:
     abandoned = Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)
     resent = 0
     with transaction.atomic():
-        jobs = list(
-            Job.objects.select_for_update(skip_locked=True).filter(stale_pending | abandoned)[:1000]
-        )
+        jobs = list(Job.objects.select_for_update(skip_locked=True).filter(abandoned)
+                    [:_RECONCILE_BATCH]) + _lost_pending(stale_pending)
         for job in jobs:
             try:
                 kind = kinds.get(job.kind)
@@ -330,4 +353,3 @@ def job_reconcile() -> int:
     if resent:
         logger.info("reconciler re-delivered %d job(s)", resent)
     return resent
-

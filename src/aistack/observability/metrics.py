@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from django.conf import settings
-from kombu.exceptions import KombuError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,7 +21,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from aistack.ai.types import Usage
 
@@ -84,25 +81,18 @@ class QueueDepthCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """Yield ``aistack_queue_depth`` with one sample per queue."""
-        from aistack.celery import app
+        from aistack.jobs.broker import BrokerUnavailable, queue_depths
 
         gauge = GaugeMetricFamily("aistack_queue_depth",
                                   "Jobs waiting in each Celery queue.", labels=["queue"])
         try:
-            with app.connection_for_read() as connection:
-                # The broker's channel (Redis here) is richer than kombu's declared type.
-                channel: Any = connection.default_channel
-                for name in sorted(app.amqp.queues):
-                    # A queue nobody has used yet does not exist in Redis: it is empty.
-                    try:
-                        depth = channel.queue_declare(queue=name, passive=True).message_count
-                    except connection.channel_errors:
-                        depth = 0
-                    gauge.add_metric([name], depth)
-        except (KombuError, RedisError, OSError) as exc:
+            depths = queue_depths()
+        except BrokerUnavailable as exc:
             # A scrape still reports everything else while the broker is down.
             logger.warning("queue depth unavailable: %s", exc)
             return
+        for name, depth in depths.items():
+            gauge.add_metric([name], depth)
         yield gauge
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from django.utils import timezone
 from aistack.celery import app as celery_app
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_SUMMARY
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.models import Job, JobStatus
 from aistack.jobs.services import job_claim, job_enqueue, job_fail, job_reconcile
@@ -134,6 +135,35 @@ def test_a_backlog_in_the_broker_is_not_sent_again_only_what_it_lost(
         # Everything is lost; the five just sent again are not stale yet.
         assert job_reconcile() == 35
     assert queued_messages() == 35
+
+
+def test_taken_messages_count_by_task(
+    alice: User, clean_redis: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False):
+        document_create(workspace=alice.personal_workspace, title="Lost", content="Text.",
+                        author=alice)
+    Job.objects.filter(kind=DOCUMENT_SUMMARY.name).delete()
+    Job.objects.update(enqueued_at=timezone.now() - timedelta(hours=1))
+
+    def taken(tag: str, task: str) -> None:
+        with celery_app.connection_for_write() as connection:
+            connection.default_channel.client.hset(
+                "unacked", tag, json.dumps([{"headers": {"task": task}}, "", "celery"]))
+
+    # A worker holds the job's message: it is not lost.
+    taken("a", DOCUMENT_INDEX.task_name)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0
+    # The reconciler runs as a task and holds its own message meanwhile: that one is not
+    # the job's, which is lost.
+    with celery_app.connection_for_write() as connection:
+        connection.default_channel.client.delete("unacked")
+    taken("b", "aistack.jobs.tasks.reconcile")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 1
+    assert queued_messages() == 1
 
 
 def test_reconciler_redelivers_lost_and_abandoned_work_only(

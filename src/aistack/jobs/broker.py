@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -27,9 +29,24 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
-def messages_held() -> int:
-    """Return every message the broker holds: queued, or with a worker and not yet acked."""
+def messages_held(*, tasks: Collection[str]) -> int:
+    """Return the messages the broker holds: all that are queued, and those of ``tasks``
+    that a worker took and has not acknowledged yet.
+
+    Taken messages are told apart by task, because a task asking this (the reconciler)
+    holds its own message unacknowledged meanwhile; the few queued messages of other
+    tasks are counted, which can only delay a re-send until they are consumed.
+    """
     with app.connection_for_read() as connection:
         channel: Any = connection.default_channel
-        unacked = int(channel.client.hlen(channel.unacked_key))
+        taken = channel.client.hvals(channel.unacked_key)
+    unacked = sum(1 for raw in taken if _task_of(raw) in tasks)
     return sum(queue_depths().values()) + unacked
+
+
+def _task_of(raw: bytes) -> str | None:
+    try:
+        message, *_ = json.loads(raw)
+        return str(message["headers"]["task"])
+    except (ValueError, KeyError, TypeError):
+        return None

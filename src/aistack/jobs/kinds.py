@@ -42,6 +42,11 @@ def for_model(model_label: str) -> list[JobKind]:
     return [kind for kind in _registry.values() if kind.model_label == model_label]
 
 
+def task_names() -> set[str]:
+    """Return the names of the tasks that run registered kinds of job."""
+    return {kind.task_name for kind in _registry.values()}
+
+
 def get(name: str) -> JobKind:
     """Return a registered job kind."""
     return _registry[name]

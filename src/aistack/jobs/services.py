@@ -315,7 +315,7 @@ def _lost_pending(stale: Q) -> list[Job]:
     a duplicate shows once the backlog drains.
     """
     try:
-        held = messages_held()
+        held = messages_held(tasks=kinds.task_names())
     except BrokerUnavailable as exc:
         logger.warning("broker unavailable; pending jobs are checked on the next run: %s", exc)
         return []

@@ -27,6 +27,7 @@ from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from aistack.realtime.connections import client_options
 from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class FailSoftRedisCache(RedisCache):
     """
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
+        # Fail fast, as every Redis client of the process does (see realtime.connections).
+        params = {**params, "OPTIONS": {**client_options(), **params.get("OPTIONS", {})}}
         super().__init__(server, params)
         self._class = _SharedClientRedisCacheClient
         # What the synchronous client uses by default (CACHES sets no other): both read

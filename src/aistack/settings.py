@@ -236,6 +236,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A message that cannot be sent now is sent by the reconciler later: a request never
+# waits on a broker that is down (kombu would retry for 0.6 s per send, and connecting
+# for 4 s). Workers reconnect by their own policy (CELERY_BROKER_CONNECTION_RETRY).
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-jobs": {

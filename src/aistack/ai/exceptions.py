@@ -47,6 +47,14 @@ class ConnectionFailed(AIError):
     counts_against_provider = True
 
 
+class WorkersUnreachable(ConnectionFailed):
+    """The workers that run the local model cannot be reached: Redis, between us, is down."""
+
+    # Redis is back in seconds or minutes, not in a retry's backoff: fail now, and let the
+    # caller fall back (hybrid search to its keyword half) or its job retry later.
+    retryable = False
+
+
 class Timeout(AIError):
     """The model provider did not answer in time."""
 

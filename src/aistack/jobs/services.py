@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +29,7 @@ from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
 from aistack.observability.metrics import job_failures
+from aistack.realtime.connections import redis_outage_active, redis_outage_seen
 from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
@@ -71,15 +72,36 @@ def _announce(kinds: Sequence[JobKind], object_ids: Sequence[int], status: JobSt
 
 
 def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
-    celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown)
+    _deliver(lambda: celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown),
+             count=1)
 
 
 def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
-    # One producer, and so one broker connection taken from the pool, for every message.
-    with celery_app.producer_or_acquire() as producer:
-        for kind in kinds:
-            for object_id in object_ids:
-                celery_app.send_task(kind.task_name, args=[object_id], producer=producer)
+    def send() -> None:
+        # One producer, and so one broker connection taken from the pool, for every message.
+        with celery_app.producer_or_acquire() as producer:
+            for kind in kinds:
+                for object_id in object_ids:
+                    celery_app.send_task(kind.task_name, args=[object_id], producer=producer)
+
+    _deliver(send, count=len(kinds) * len(object_ids))
+
+
+def _deliver(send: Callable[[], object], *, count: int) -> None:
+    """Send messages unless Redis is down; if it is, leave them to the reconciler at once.
+
+    The jobs are committed as pending either way: a send that cannot happen now is made
+    by the reconciler once Redis is back, so the request need not wait for the broker.
+    """
+    if redis_outage_active():
+        logger.warning("Redis is down: %d job(s) left for the reconciler to deliver", count)
+        return
+    try:
+        send()
+    except BrokerUnavailable as exc:
+        redis_outage_seen()
+        logger.warning("Redis is down (%s): %d job(s) left for the reconciler to deliver",
+                       exc, count)
 
 
 def job_enqueue(*, kind: JobKind, object_id: int) -> None:

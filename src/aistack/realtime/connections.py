@@ -1,20 +1,79 @@
-"""Redis clients for pub/sub and locks (the cache goes through Django's cache framework)."""
+"""Redis clients for pub/sub and locks (the cache goes through Django's cache framework).
+
+Redis holds speed, never data, so every caller already carries on without it. What this
+module adds is that carrying on is quick: clients do not retry (callers have their own
+policies), connecting gives up after ``CONNECT_TIMEOUT_SECONDS``, and once a connection
+has failed, every client of the process fails at once for ``OUTAGE_SECONDS`` instead of
+each paying its own failure. After that one call tries again, and so on until Redis is back.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from functools import cache
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 1.0
+OUTAGE_SECONDS = 2.0
+
+_outage_until = 0.0
+_outage_lock = threading.Lock()
+
+
+def redis_outage_seen() -> None:
+    """Note that Redis could not be reached: callers skip it for ``OUTAGE_SECONDS``."""
+    global _outage_until
+    with _outage_lock:
+        _outage_until = time.monotonic() + OUTAGE_SECONDS
+
+
+def redis_outage_active() -> bool:
+    """Return whether Redis failed moments ago, so that trying again now would only wait."""
+    return time.monotonic() < _outage_until
+
+
+class FailFastRetry(Retry):
+    """No retries; while an outage is fresh, fail without trying; note any new one."""
+
+    def __init__(self) -> None:
+        super().__init__(NoBackoff(), 0)
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any],
+                        *args: Any, **kwargs: Any) -> T:
+        """Call ``do`` once, unless Redis failed moments ago."""
+        if redis_outage_active():
+            raise RedisConnectionError("Redis was unreachable moments ago; not trying yet")
+        try:
+            return super().call_with_retry(do, fail, *args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError):
+            redis_outage_seen()
+            raise
+
+
+def client_options() -> dict[str, Any]:
+    """Return the options every synchronous Redis client of the process is built with."""
+    return {"retry": FailFastRetry(), "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
 
 
 @cache
 def redis_client() -> redis.Redis:
     """Return this process's client; its connection pool is shared by every thread."""
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(settings.REDIS_URL, **client_options())
 
 
 def async_redis_client() -> redis.asyncio.Redis:
     """Return a new asyncio client, to be closed by the caller (it belongs to one event loop)."""
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL,
+                                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)

@@ -23,7 +23,7 @@ import numpy as np
 import redis
 
 from aistack.ai.backends.local import encode, sentence_model
-from aistack.ai.exceptions import BadResponse, ConnectionFailed, Timeout
+from aistack.ai.exceptions import BadResponse, Timeout, WorkersUnreachable
 from aistack.realtime.connections import redis_client
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,8 @@ def encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
             raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
                           provider="local")
     except redis.RedisError as exc:
-        raise ConnectionFailed(f"could not reach the workers through Redis: {exc}",
-                               provider="local") from exc
+        raise WorkersUnreachable(f"could not reach the workers through Redis: {exc}",
+                                 provider="local") from exc
     reply = json.loads(answer[1])
     if "error" in reply:
         raise BadResponse(f"the worker could not run the local model: {reply['error']}",

@@ -1,0 +1,78 @@
+"""While Redis is down, every client of the process fails at once instead of waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from aistack.ai.backends import local_service
+from aistack.ai.exceptions import WorkersUnreachable
+from aistack.realtime import connections
+from aistack.realtime.connections import client_options, redis_outage_active
+
+FAIL_OVER_SECONDS = 0.05
+
+
+@pytest.fixture
+def no_outage() -> Iterator[None]:
+    """Leave the process's memory of an outage as found: other tests use the real Redis."""
+    connections._outage_until = 0.0
+    yield
+    connections._outage_until = 0.0
+
+
+@pytest.fixture
+def dead_redis(tmp_path: Path, no_outage: None) -> redis.Redis:
+    return redis.Redis(unix_socket_path=str(tmp_path / "gone.sock"), **client_options())
+
+
+def _timed_failure(client: redis.Redis) -> tuple[float, str]:
+    started = time.perf_counter()
+    with pytest.raises(RedisConnectionError) as failure:
+        client.ping()
+    return time.perf_counter() - started, str(failure.value)
+
+
+def test_a_failed_connection_fails_at_once_and_is_remembered_briefly(
+    dead_redis: redis.Redis,
+) -> None:
+    first, _ = _timed_failure(dead_redis)
+    assert first < FAIL_OVER_SECONDS
+    assert redis_outage_active()
+    second, reason = _timed_failure(dead_redis)
+    assert second < FAIL_OVER_SECONDS and "moments ago" in reason
+
+    connections._outage_until = time.monotonic() - 1  # OUTAGE_SECONDS later
+    assert not redis_outage_active()
+    _, reason = _timed_failure(dead_redis)  # tried again, and failed again
+    assert "moments ago" not in reason and redis_outage_active()
+
+
+def test_the_local_model_through_the_workers_fails_without_retrying(
+    dead_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_service, "redis_client", lambda: dead_redis)
+    started = time.perf_counter()
+    with pytest.raises(WorkersUnreachable) as failure:
+        local_service.encode_remote(["a query"], timeout=5)
+    assert time.perf_counter() - started < FAIL_OVER_SECONDS
+    # Not retried by the choke point: Redis does not come back within a backoff.
+    assert not failure.value.retryable and failure.value.counts_against_provider
+
+
+def test_sending_a_job_while_redis_is_down_leaves_it_to_the_reconciler(
+    dead_redis: redis.Redis, no_outage: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aistack.documents.tasks import DOCUMENT_INDEX
+    from aistack.jobs import services
+
+    _timed_failure(dead_redis)  # the process has seen Redis fail
+    started = time.perf_counter()
+    services._send_all([DOCUMENT_INDEX], [1, 2, 3])
+    assert time.perf_counter() - started < FAIL_OVER_SECONDS
+    assert "3 job(s) left for the reconciler" in caplog.text

@@ -17,6 +17,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.db import connections
 from django.http import FileResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
@@ -68,8 +69,10 @@ class OneHopASGIHandler(ASGIHandler):
     Django also gives every request a thread of its own, started for it and joined
     after it. Here each request borrows a thread that earlier requests used, as a WSGI
     server's threads are: one request at a time, all of its synchronous work (the
-    signals, the view, closing the response, a stream's database reads) in that one
-    thread, as Django requires.
+    signals, the middleware, the view, closing the response) in that one thread, as
+    Django requires. A streamed body's later synchronous work (a chat stream's model
+    calls, the closing of the response) runs on a thread of the stream's own, made only
+    if needed, so a stream that only waits (an event stream) holds no thread at all.
     """
 
     def __init__(self) -> None:
@@ -83,10 +86,20 @@ class OneHopASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # A streamed body's own synchronous work, if it has any, gets a thread of its own
+        # for the stream's life, made when first needed. An event stream has none: it
+        # waits minutes holding no thread.
+        async with ThreadSensitiveContext():
+            await self.handle(scope, receive, send)
+
+    async def _respond_on_lent_thread(self, scope: dict[str, Any],
+                                      body_file: IO[bytes]) -> HttpResponseBase:
+        """Run ``_respond`` on a kept thread, given back as soon as the response is made."""
         thread = self._idle_threads.pop() if self._idle_threads else _RequestThread()
         try:
             async with ThreadSensitiveContext(executor=thread):
-                await self.handle(scope, receive, send)
+                response: HttpResponseBase = await self._respond_in_thread(scope, body_file)
+                return response
         finally:
             self._give_back(thread)
 
@@ -98,7 +111,7 @@ class OneHopASGIHandler(ASGIHandler):
             return
 
         async def process_request() -> HttpResponseBase:
-            response: HttpResponseBase = await self._respond_in_thread(scope, body_file)
+            response = await self._respond_on_lent_thread(scope, body_file)
             with contextlib.suppress(asyncio.CancelledError):  # the client left mid-send
                 await self.send_response(response, send)
             return response
@@ -143,6 +156,11 @@ class OneHopASGIHandler(ASGIHandler):
                 response.block_size = self.chunk_size
         if not response.streaming:
             response.close()  # the request-finished signal: the connection goes back now
+        else:
+            # The thread goes back to the pool while the body streams: so do its connections.
+            connections.close_all()
+            if created[0] is not None:
+                _request_let_go(response, created[0])
         return response
 
     def _give_back(self, thread: _RequestThread) -> None:
@@ -155,6 +173,19 @@ class OneHopASGIHandler(ASGIHandler):
             loop = asyncio.get_running_loop()
             thread.submit(lambda: None).add_done_callback(
                 lambda _: loop.call_soon_threadsafe(self._give_back, thread))
+
+
+def _request_let_go(response: HttpResponseBase, request: Any) -> None:
+    """Close a streamed response's request now, rather than when the stream ends.
+
+    Django keeps the request (its headers, session, user, messages) alive until the
+    response closes, for one call: closing the request's uploaded files. The view has
+    returned, so that can happen now, and a stream that lasts minutes holds a few
+    hundred bytes instead of tens of kilobytes.
+    """
+    closers = response._resource_closers  # type: ignore[attr-defined]
+    closers[:] = [closer for closer in closers if getattr(closer, "__self__", None) is not request]
+    request.close()
 
 
 # A web process runs its event loop and a thread per request, which take turns holding

@@ -84,7 +84,8 @@ def sse_response_of(done: dict[str, object]) -> StreamingHttpResponse:
     return event_stream_response(events())
 
 
-def _shutdown_event() -> asyncio.Event:
+def shutdown_event() -> asyncio.Event:
+    """Return the event set once the server starts shutting down (one per event loop)."""
     loop = asyncio.get_running_loop()
     event = _shutting_down.get(loop)
     if event is None:
@@ -106,7 +107,7 @@ async def until_shutdown(events: AsyncGenerator[str, None]) -> AsyncIterator[str
     mid-response. Ended cleanly instead, it lets the drain finish with the requests
     still in flight, and the browser reconnects to a server that is up.
     """
-    stopping = asyncio.ensure_future(_shutdown_event().wait())
+    stopping = asyncio.ensure_future(shutdown_event().wait())
     step: asyncio.Future[str] | None = None
     try:
         while True:

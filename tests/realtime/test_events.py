@@ -90,3 +90,48 @@ def test_a_reconnecting_client_converges_on_what_it_missed(
 
 def test_events_need_authentication(asgi_url: str, anonymous_api: ApiClient) -> None:
     assert anonymous_api.get("/api/v1/events").status_code == 401
+
+
+def test_many_streams_share_one_subscription_and_each_gets_the_event(
+    asgi_url: str, alice: User, bob: User,
+) -> None:
+    from contextlib import ExitStack
+
+    from aistack.documents.tasks import DOCUMENT_SUMMARY
+    from aistack.realtime.connections import redis_client
+    from aistack.realtime.events import job_events_publish
+
+    document = Document.objects.create(workspace=alice.personal_workspace, title="A",
+                                       content=CONTENT, content_hash="")
+    with ExitStack() as open_streams:
+        alices = [open_streams.enter_context(stream(asgi_url, alice)) for _ in range(20)]
+        bobs = open_streams.enter_context(stream(asgi_url, bob))
+        subscribed = [c for c in redis_client().client_list()
+                      if int(c["sub"]) + int(c["psub"]) > 0]
+        job_events_publish(kinds=[DOCUMENT_SUMMARY], object_ids=[document.pk],
+                           status=JobStatus.PROCESSING, error="")
+
+        for each in alices:
+            each.wait_for(about(document.pk, "processing"), timeout=5)
+        time.sleep(0.3)
+        assert not any(data["object_id"] == document.pk for _, _, data in bobs.received())
+    assert len(subscribed) == 1  # one per web process, whatever the number of streams
+
+
+def test_a_stream_whose_client_falls_behind_is_ended_not_buffered() -> None:
+    import asyncio
+
+    from aistack.realtime.events import KEEPALIVE, STREAM_BACKLOG, _Listener
+
+    async def fill() -> list[object]:
+        listener = _Listener([1], closes_at=0)
+        for _ in range(STREAM_BACKLOG + 10):
+            listener.put(KEEPALIVE)
+        items = []
+        while (item := await listener.get()) is not None:
+            items.append(item)
+        return items
+
+    items = asyncio.run(fill())
+    # What was queued is sent, then the stream ends: the client reconnects and catches up.
+    assert len(items) == STREAM_BACKLOG

@@ -7,7 +7,7 @@ from ninja import Router
 
 from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.realtime.events import job_event_stream, replay_since
-from aistack.streaming import event_stream_response, until_shutdown
+from aistack.streaming import event_stream_response
 
 router = Router(tags=["events"])
 
@@ -31,4 +31,5 @@ def events(request: HttpRequest, since: float | None = None,
         workspace_ids=workspace_ids_for_read(user=request.user, workspace_id=workspace),
         since=replay_since(last_event_id=request.headers.get("Last-Event-ID"), since=since),
     )
-    return event_stream_response(until_shutdown(stream))
+    # The process's event hub ends the stream when the server starts shutting down.
+    return event_stream_response(stream)

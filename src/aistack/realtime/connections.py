@@ -27,6 +27,11 @@ T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 1.0
 OUTAGE_SECONDS = 2.0
+# Connections a process keeps per pool. Without a cap a burst of requests grows a pool
+# to its peak concurrency, and every connection stays open afterwards (with a 64 KB read
+# buffer each); past the cap a caller waits up to POOL_WAIT_SECONDS for a free one.
+POOL_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 2.0
 
 _outage_until = 0.0
 _outage_lock = threading.Lock()
@@ -62,15 +67,30 @@ class FailFastRetry(Retry):
             raise
 
 
+_RETRY = FailFastRetry()
+
+
 def client_options() -> dict[str, Any]:
-    """Return the options every synchronous Redis client of the process is built with."""
-    return {"retry": FailFastRetry(), "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    """Return the options every synchronous Redis client of the process is built with.
+
+    The same objects every time: clients are shared by their options (``aistack.cache``).
+    """
+    return {"retry": _RETRY, "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "pool_class": redis.BlockingConnectionPool, "max_connections": POOL_CONNECTIONS,
+            "timeout": POOL_WAIT_SECONDS}
+
+
+def redis_client_for(url: str) -> redis.Redis:
+    """Return a new client of the Redis at ``url``, built as every client here is."""
+    options = client_options()
+    pool_class = options.pop("pool_class")
+    return redis.Redis(connection_pool=pool_class.from_url(url, **options))
 
 
 @cache
 def redis_client() -> redis.Redis:
     """Return this process's client; its connection pool is shared by every thread."""
-    return redis.Redis.from_url(settings.REDIS_URL, **client_options())
+    return redis_client_for(settings.REDIS_URL)
 
 
 def async_redis_client() -> redis.asyncio.Redis:

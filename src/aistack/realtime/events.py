@@ -1,20 +1,25 @@
 """Job status changes, published per workspace through Redis and streamed as server-sent events.
 
 Workers (and web processes) publish on ``aistack:events:workspace:<id>`` once a status
-change commits; every web process relays what its clients' workspaces receive. Pub/sub
-keeps nothing, so a stream starts with the current state read from PostgreSQL: a
-client that connects late, or reconnects after missing events, still converges.
+change commits. Each web process holds one subscription to every workspace's channel
+(``EventHub``) and hands each event to its own streams of that workspace, so a
+thousand open streams cost one Redis connection, not a thousand. Pub/sub keeps
+nothing, so a stream starts with the current state read from PostgreSQL: a client
+that connects late, or reconnects after missing events, still converges; and when
+the subscription breaks, every stream of the process ends and its client reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
-from collections import defaultdict
-from collections.abc import AsyncGenerator, Sequence
+import weakref
+from collections import defaultdict, deque
+from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +34,7 @@ from aistack.jobs import kinds
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.models import Job, JobStatus
 from aistack.realtime.connections import async_redis_client, redis_client
-from aistack.streaming import sse_event
+from aistack.streaming import shutdown_event, sse_event
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,12 @@ KEEPALIVE_SECONDS = 15.0
 # client removed from a workspace stops hearing about it without a check per event.
 MAX_STREAM_SECONDS = 300.0
 RECONNECT_MILLISECONDS = 2000
+# Events a stream may have waiting before it is deemed stuck and ended (its client
+# reconnects and replays from its last event id).
+STREAM_BACKLOG = 1000
+# How long a new stream waits for the process's subscription when there is none yet.
+SUBSCRIBE_TIMEOUT_SECONDS = 1.0
+_CHANNEL_PATTERN = "aistack:events:workspace:*"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,38 +184,183 @@ def replay_since(*, last_event_id: str | None, since: float | None) -> float:
     return min(max(requested, 0.0), now) - CLOCK_SKEW_SECONDS
 
 
+class _Keepalive:
+    """Queued to every stream now and then: it sends a comment line, which keeps proxies
+    from closing a quiet stream."""
+
+
+KEEPALIVE = _Keepalive()
+Item = JobEvent | _Keepalive | None  # None: the stream ends
+
+
+class _Listener:
+    """One stream's inbox, filled by the hub: events, keepalives, and None to end it.
+
+    A deque and one future to wake the stream: the lightest inbox that waits without a
+    task, as thousands are open at once.
+    """
+
+    __slots__ = ("_items", "_waiter", "closes_at", "ended", "workspaces")
+
+    def __init__(self, workspaces: Collection[int], closes_at: float) -> None:
+        self.workspaces = frozenset(workspaces)
+        self.closes_at = closes_at
+        self.ended = False
+        self._items: deque[Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: JobEvent | _Keepalive) -> None:
+        """Queue ``item``; end the stream instead if its client has fallen too far behind."""
+        if self.ended:
+            return
+        if len(self._items) >= STREAM_BACKLOG:
+            self.end()  # events were missed: the client reconnects and catches up
+        else:
+            self._push(item)
+
+    def end(self) -> None:
+        """End the stream once it has sent what is queued."""
+        if not self.ended:
+            self.ended = True
+            self._push(None)
+
+    def _push(self, item: Item) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Item:
+        """Return the next item, waiting for one."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+class EventHub:
+    """This process's one subscription to every workspace's events, fanned out to its streams.
+
+    Each stream only waits on its own queue: one event wakes each stream of its workspace
+    once, with no task or timer per stream. A single ticker sends keepalives, closes
+    streams that reached ``MAX_STREAM_SECONDS``, and ends them all when the server
+    starts shutting down.
+    """
+
+    def __init__(self) -> None:
+        self._all: set[_Listener] = set()
+        self._by_workspace: dict[int, set[_Listener]] = defaultdict(set)
+        self._subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def join(self, workspaces: Collection[int]) -> _Listener:
+        """Return a listener of ``workspaces``, once the subscription is in place."""
+        loop = asyncio.get_running_loop()
+        listener = _Listener(workspaces, loop.time() + MAX_STREAM_SECONDS)
+        if shutdown_event().is_set():
+            listener.end()
+            return listener
+        self._all.add(listener)
+        for workspace in listener.workspaces:
+            self._by_workspace[workspace].add(listener)
+        if not self._tasks or any(task.done() for task in self._tasks):
+            self._tasks = [loop.create_task(self._relay()), loop.create_task(self._tick())]
+        if listener.workspaces:
+            try:
+                await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                listener.end()  # no Redis: the stream serves the state, then ends
+        return listener
+
+    def leave(self, listener: _Listener) -> None:
+        """Stop handing events to ``listener``."""
+        self._all.discard(listener)
+        for workspace in listener.workspaces:
+            listeners = self._by_workspace.get(workspace)
+            if listeners is not None:
+                listeners.discard(listener)
+                if not listeners:
+                    del self._by_workspace[workspace]
+
+    def _deliver(self, event: JobEvent) -> None:
+        # Channels are per workspace already; checked again, as events must never cross.
+        for listener in tuple(self._by_workspace.get(event.workspace, ())):
+            listener.put(event)
+
+    def _end_all(self) -> None:
+        for listener in tuple(self._all):
+            listener.end()
+
+    async def _relay(self) -> None:
+        """Relay events to the listeners, resubscribing after Redis comes back."""
+        while True:
+            client = async_redis_client()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(_CHANNEL_PATTERN)
+                self._subscribed.set()
+                while True:
+                    message = await pubsub.get_message(timeout=KEEPALIVE_SECONDS)
+                    if message is not None and message["type"] == "pmessage":
+                        self._deliver(JobEvent.from_json(message["data"]))
+            except (RedisError, OSError) as exc:
+                logger.warning("event subscription lost, streams end and reconnect: %s", exc)
+            finally:
+                self._subscribed.clear()
+                self._end_all()
+                await pubsub.aclose()
+                await client.aclose()
+            await asyncio.sleep(SUBSCRIBE_TIMEOUT_SECONDS)
+
+    async def _tick(self) -> None:
+        """Send keepalives and close old streams; end every stream when shutdown begins."""
+        loop = asyncio.get_running_loop()
+        stopping = shutdown_event()
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), KEEPALIVE_SECONDS)
+            now = loop.time()
+            for listener in tuple(self._all):
+                if stopping.is_set() or now >= listener.closes_at:
+                    listener.end()
+                else:
+                    listener.put(KEEPALIVE)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventHub] = (
+    weakref.WeakKeyDictionary())
+
+
+def event_hub() -> EventHub:
+    """Return the hub of the running event loop (one per web process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = EventHub()
+    return hub
+
+
 async def job_event_stream(
     *, workspace_ids: Sequence[int], since: float
 ) -> AsyncGenerator[str, None]:
     """Yield the current state of the workspaces' jobs, then every change, as SSE text."""
     # Async on purpose: under ASGI, Django buffers a sync iterator whole before sending.
     allowed = set(workspace_ids)
-    client = async_redis_client()
-    pubsub = client.pubsub()
+    hub = event_hub()
+    # Joined before reading the state, so that nothing changes unseen in between.
+    listener = await hub.join(allowed)
     try:
-        if allowed:
-            # Subscribe before reading the state, so that nothing changes unseen in between.
-            await pubsub.subscribe(*(workspace_channel(pk) for pk in sorted(allowed)))
         yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
-        for event in await sync_to_async(_snapshot)(sorted(allowed), since):
+        # On a thread of the shared pool: a stream keeps no thread of its own while it waits.
+        for event in await sync_to_async(_snapshot, thread_sensitive=False)(sorted(allowed),
+                                                                             since):
             yield event.sse()
-        loop = asyncio.get_running_loop()
-        closes_at = loop.time() + MAX_STREAM_SECONDS
-        while (left := closes_at - loop.time()) > 0:
-            wait = min(KEEPALIVE_SECONDS, left)
-            if not allowed:
-                await asyncio.sleep(wait)
-                message = None
-            else:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            if message is None:
-                # A comment line: keeps proxies from closing an idle stream.
+        while (item := await listener.get()) is not None:
+            if isinstance(item, _Keepalive):
                 yield ": keepalive\n\n"
-                continue
-            event = JobEvent.from_json(message["data"])
-            # Channels are per workspace already; checked again, as events must never cross.
-            if event.workspace in allowed:
-                yield event.sse()
+            elif item.workspace in allowed:
+                yield item.sse()
     finally:
-        await pubsub.aclose()
-        await client.aclose()
+        hub.leave(listener)

@@ -15,6 +15,7 @@ from aistack.accounts.models import Role, Workspace
 from aistack.accounts.services import api_token_create, membership_set, user_create
 from aistack.ai.backends import scripted
 from aistack.celery import app as celery_app
+from aistack.realtime import connections
 
 # The `browser` fixture, for the tests that drive Chromium.
 pytest_plugins = ["tests.browser"]
@@ -135,6 +136,8 @@ def use_models(settings: Any) -> Callable[..., None]:
 @pytest.fixture(autouse=True)
 def fresh_ai_state() -> Iterator[None]:
     """Start each test with no scripted steps, no recorded calls and closed circuits."""
+    # A test that made Redis unreachable must not leave the process skipping it.
+    connections._outage_until = 0.0
     scripted.reset()
     cache.clear()
     yield

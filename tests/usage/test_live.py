@@ -96,10 +96,14 @@ def test_a_read_does_not_wait_for_a_run_nor_a_run_for_a_read(alice: User) -> Non
     try:
         with other.cursor() as run:
             run.execute("SELECT pg_advisory_lock(%s)", [_LOCK_ID])
-            with ThreadPoolExecutor(1) as pool:
-                read = pool.submit(_in_thread(lambda: usage_report(
-                    period=usage_period(), group_by=GroupBy.DAY, workspace_ids=None)))
-                rows = read.result(timeout=20)
+            try:
+                with ThreadPoolExecutor(1) as pool:
+                    read = pool.submit(_in_thread(lambda: usage_report(
+                        period=usage_period(), group_by=GroupBy.DAY, workspace_ids=None)))
+                    rows = read.result(timeout=20)
+            finally:
+                # Pooled: closing would hand the connection back with the lock still held.
+                run.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_ID])
     finally:
         other.close()
     assert [(r.calls, r.cost_usd) for r in rows] == [(2, Decimal("0.75"))]  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ inside it); a row holds only the buckets its calls fell in.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import secrets
 from collections import Counter
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError, ResponseError
 
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 LATENCY_BOUNDS_MS: tuple[int, ...] = tuple(sorted({round(1.1 ** n) for n in range(141)}))
 _LOCK_ID = 7_301_001
+_RUN_ATTEMPTS = 3
 _FLUSHING_KEY = "aistack:usage:cache-flushing:{day}:{suffix}"
 
 # Ledger rows the snapshot %(snapshot)s cannot see: committed after it was taken, or in
@@ -209,24 +211,32 @@ def _cache_counts_store(keys: Iterable[str]) -> int:
 
 def usage_rollup() -> RollupRun:
     """Bring the daily rollups up to date with the ledger and the cache counters."""
-    with connection.cursor() as cursor:
-        # One run at a time (the scheduler's, or a test's). A session lock, taken before the
-        # run's snapshot: a run that waited here sums what the one before it committed.
-        # Readers take no lock: they never wait for a run, nor make it wait.
-        cursor.execute("SELECT pg_advisory_lock(%s)", [_LOCK_ID])
-    try:
-        return _rollup_run()
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_ID])
+    for attempt in itertools.count(1):
+        try:
+            return _rollup_run()
+        except (OperationalError, IntegrityError) as exc:
+            # Another run committed after this one's snapshot was taken (it waited for
+            # that run's lock): run again on a fresh snapshot.
+            if attempt >= _RUN_ATTEMPTS or not _concurrent_run(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _concurrent_run(exc: Exception) -> bool:
+    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+    return sqlstate in ("40001", "23505")  # serialization failure; the state row created
 
 
 def _rollup_run() -> RollupRun:
     with one_snapshot():
         with connection.cursor() as cursor:
+            # One run at a time: the scheduler's, `aistack usage`'s or a test's. Readers
+            # take no lock: they never wait for a run, nor make it wait.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
             cursor.execute("SELECT pg_current_snapshot()::text")
             snapshot = cursor.fetchone()[0]
-        state, _ = RollupState.objects.get_or_create(pk=1)
+        # Fails if a run committed after this snapshot: its rows could not be seen here.
+        state, _ = RollupState.objects.select_for_update().get_or_create(pk=1)
         days = _touched_days(state.snapshot)
         for day in days:
             _day_aggregate(day)

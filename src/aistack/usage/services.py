@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -73,12 +74,13 @@ def _cache_counts_field(*, cache: str, feature: str, workspace_id: int | None,
     return f"{cache}|{feature}|{workspace_id or ''}|{result}"
 
 
-# Counts wait in the process this long at most before going to Redis: a warm cache
-# read is a few Redis round trips, and counting it must not add one more.
+# Counts wait in the process this long at most before a thread of their own sends them
+# to Redis: a warm cache read is a few Redis round trips, and counting it must add none,
+# least of all a blocking one on the web's event loop (the summary fast path counts).
 CACHE_COUNTS_FLUSH_SECONDS = 2.0
 _pending_lock = threading.Lock()
 _pending: Counter[tuple[str, str]] = Counter()
-_pending_since = time.monotonic()
+_flusher_pid = 0
 
 
 def cache_lookups_record(*, cache: str, feature: str, workspace_id: int | None,
@@ -92,18 +94,30 @@ def cache_lookups_record(*, cache: str, feature: str, workspace_id: int | None,
                 _pending[key, _cache_counts_field(cache=cache, feature=feature,
                                                   workspace_id=workspace_id,
                                                   result=result)] += n
-        due = time.monotonic() - _pending_since >= CACHE_COUNTS_FLUSH_SECONDS
-    if due:
+    if _flusher_pid != os.getpid():  # none yet in this process (a fork has none either)
+        _flusher_start()
+
+
+def _flusher_start() -> None:
+    global _flusher_pid
+    with _pending_lock:
+        if _flusher_pid == os.getpid():
+            return
+        _flusher_pid = os.getpid()
+    threading.Thread(target=_flush_forever, name="cache-counts", daemon=True).start()
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(CACHE_COUNTS_FLUSH_SECONDS)
         cache_lookups_flush()
 
 
 def cache_lookups_flush() -> None:
     """Send the cache reads counted in this process to Redis."""
-    global _pending_since
     with _pending_lock:
         counts = dict(_pending)
         _pending.clear()
-        _pending_since = time.monotonic()
     if not counts:
         return
     try:

@@ -138,7 +138,12 @@ def main() -> int:
         findings.check("a summary cached before the outage is still served (from PostgreSQL)",
                        bool(cached) and all(s.body.get("status") == "complete"
                                             and s.body.get("summary") for s in cached))
-        for name in ("create", "search"):
+        # A search embeds its query with the model while the query-vector cache is gone:
+        # with the local model that is the workers' (through Redis, so it fails over); a
+        # scripted model's set latency is not Redis's to remove.
+        waits_on_redis = ["create"] + (["search"] if args.embedding_model.startswith("local:")
+                                       else [])
+        for name in waits_on_redis:
             times = [s.seconds for s in during if s.name == name]
             findings.check(f"{name} answers within 50 ms (median) while Redis is down",
                            bool(times) and percentile(times, 0.5) <= 0.05,

@@ -19,7 +19,8 @@ BENCHES = sorted(path.stem for path in (ROOT / "bench").glob("*.py")
 DRILLS = sorted(path.stem for path in (ROOT / "bench/drills").glob("*.py")
                 if "def main(" in path.read_text())
 # A figure as the benches print them: a number with its unit.
-FIGURE = re.compile(r"\d[\d,]*(\.\d+)?\s*(ms|µs|s|req/s|texts/s|chunks/s|documents/s|MiB|GiB|%)")
+FIGURE = re.compile(
+    r"\d[\d,]*(\.\d+)?\s*(ms|µs|s|req/s|texts/s|chunks/s|documents/s|KB|MiB|GiB|%)")
 WORDS = ["protein", "cell", "tumour", "gene", "vaccine", "dose", "trial", "cohort", "mouse",
          "receptor", "signal", "pathway", "insulin", "glucose", "cancer", "therapy", "mutation",
          "virus", "antibody", "kinase"]
@@ -54,7 +55,7 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
 
     assert done.returncode == 0, done.stderr[-5000:]
     figures = [line for line in done.stdout.splitlines() if FIGURE.search(line)]
-    assert len(figures) >= 3, done.stdout[-5000:]
+    assert len(figures) >= 2, done.stdout[-5000:]
 
 
 @pytest.mark.parametrize("name", DRILLS)

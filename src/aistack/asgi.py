@@ -179,13 +179,12 @@ def _request_let_go(response: HttpResponseBase, request: Any) -> None:
     """Close a streamed response's request now, rather than when the stream ends.
 
     Django keeps the request (its headers, session, user, messages) alive until the
-    response closes, for one call: closing the request's uploaded files. The view has
-    returned, so that can happen now, and a stream that lasts minutes holds a few
-    hundred bytes instead of tens of kilobytes.
+    response closes, for one call: closing the request's uploaded files, which close
+    themselves once the request is gone. The handler closes the body itself after the
+    stream. A stream that lasts minutes then holds a few hundred bytes, not tens of KB.
     """
     closers = response._resource_closers  # type: ignore[attr-defined]
     closers[:] = [closer for closer in closers if getattr(closer, "__self__", None) is not request]
-    request.close()
 
 
 # A web process runs its event loop and a thread per request, which take turns holding

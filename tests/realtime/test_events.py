@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -135,3 +136,19 @@ def test_a_stream_whose_client_falls_behind_is_ended_not_buffered() -> None:
     items = asyncio.run(fill())
     # What was queued is sent, then the stream ends: the client reconnects and catches up.
     assert len(items) == STREAM_BACKLOG
+
+
+def test_an_event_the_process_cannot_read_is_dropped_and_the_rest_still_flow() -> None:
+    import asyncio
+
+    from aistack.realtime.events import EventHub, _Listener
+
+    listener = _Listener([1], closes_at=0)
+    hub = EventHub()
+    hub._by_workspace[1].add(listener)
+    hub._relay_one(b'{"workspace": 1, "status": "a status of a newer version"}')
+    hub._relay_one(json.dumps({"workspace": 1, "kind": "documents.summary", "object_id": 5,
+                               "status": "complete", "error": "", "at": 1}).encode())
+
+    event = asyncio.run(listener.get())
+    assert (event.object_id, listener.ended) == (5, False)  # type: ignore[union-attr]

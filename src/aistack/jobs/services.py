@@ -331,9 +331,10 @@ def _lost_pending(stale: Q) -> list[Job]:
     """Return the stale pending jobs to send again: no more than the broker can have lost.
 
     A pending job waits for its message. When the broker holds at least as many messages
-    as there are pending jobs, the jobs are a backlog, not lost, and sending them again
-    would only lengthen it; when it holds fewer (a flushed or restarted Redis, a send that
-    never happened), the difference is sent again, oldest first. A lost message hidden by
+    as there are jobs waiting for or running on one, the jobs are a backlog, not lost,
+    and sending them again would only lengthen it; when it holds fewer (a flushed or
+    restarted Redis, a send that never happened), the difference is sent again, oldest
+    first. A lost message hidden by
     a duplicate shows once the backlog drains.
     """
     try:
@@ -341,7 +342,12 @@ def _lost_pending(stale: Q) -> list[Job]:
     except BrokerUnavailable as exc:
         logger.warning("broker unavailable; pending jobs are checked on the next run: %s", exc)
         return []
-    missing = Job.objects.filter(status=JobStatus.PENDING).count() - held
+    # Each pending job waits for a message, and each running one holds its own, taken
+    # and not yet acknowledged; a job waiting for its parts holds none.
+    expecting = Job.objects.filter(
+        Q(status=JobStatus.PENDING)
+        | (Q(status=JobStatus.PROCESSING) & ~Q(owner=WAITING_FOR_PARTS))).count()
+    missing = expecting - held
     if missing <= 0:
         return []
     return list(Job.objects.select_for_update(skip_locked=True).filter(stale)

@@ -93,7 +93,8 @@ def redis_client() -> redis.Redis:
     return redis_client_for(settings.REDIS_URL)
 
 
-def async_redis_client() -> redis.asyncio.Redis:
+def async_redis_client(**options: Any) -> redis.asyncio.Redis:
     """Return a new asyncio client, to be closed by the caller (it belongs to one event loop)."""
     return redis.asyncio.Redis.from_url(settings.REDIS_URL,
-                                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS)
+                                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                                        **options)

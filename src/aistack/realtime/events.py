@@ -54,6 +54,7 @@ STREAM_BACKLOG = 1000
 # How long a new stream waits for the process's subscription when there is none yet.
 SUBSCRIBE_TIMEOUT_SECONDS = 1.0
 _CHANNEL_PATTERN = "aistack:events:workspace:*"
+HEALTH_CHECK_SECONDS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,7 +254,8 @@ class EventHub:
         self._all: set[_Listener] = set()
         self._by_workspace: dict[int, set[_Listener]] = defaultdict(set)
         self._subscribed = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._relaying: asyncio.Task[None] | None = None
+        self._ticking: asyncio.Task[None] | None = None
 
     async def join(self, workspaces: Collection[int]) -> _Listener:
         """Return a listener of ``workspaces``, once the subscription is in place."""
@@ -265,8 +267,10 @@ class EventHub:
         self._all.add(listener)
         for workspace in listener.workspaces:
             self._by_workspace[workspace].add(listener)
-        if not self._tasks or any(task.done() for task in self._tasks):
-            self._tasks = [loop.create_task(self._relay()), loop.create_task(self._tick())]
+        if self._relaying is None or self._relaying.done():
+            self._relaying = loop.create_task(self._relay())
+        if self._ticking is None or self._ticking.done():
+            self._ticking = loop.create_task(self._tick())
         if listener.workspaces:
             try:
                 await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
@@ -289,6 +293,15 @@ class EventHub:
         for listener in tuple(self._by_workspace.get(event.workspace, ())):
             listener.put(event)
 
+    def _relay_one(self, raw: bytes) -> None:
+        try:
+            event = JobEvent.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            # A publisher of another version, say: one bad event must not end every stream.
+            logger.warning("event dropped, not understood: %r", raw[:200])
+            return
+        self._deliver(event)
+
     def _end_all(self) -> None:
         for listener in tuple(self._all):
             listener.end()
@@ -296,7 +309,9 @@ class EventHub:
     async def _relay(self) -> None:
         """Relay events to the listeners, resubscribing after Redis comes back."""
         while True:
-            client = async_redis_client()
+            # Pinged while idle: a connection dropped silently (a failover, a NAT timeout)
+            # shows as an error, and the relay subscribes again.
+            client = async_redis_client(health_check_interval=HEALTH_CHECK_SECONDS)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(_CHANNEL_PATTERN)
@@ -304,7 +319,7 @@ class EventHub:
                 while True:
                     message = await pubsub.get_message(timeout=KEEPALIVE_SECONDS)
                     if message is not None and message["type"] == "pmessage":
-                        self._deliver(JobEvent.from_json(message["data"]))
+                        self._relay_one(message["data"])
             except (RedisError, OSError) as exc:
                 logger.warning("event subscription lost, streams end and reconnect: %s", exc)
             finally:

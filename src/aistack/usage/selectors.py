@@ -401,12 +401,6 @@ def cache_hit_ratios(*, period: Period, workspace_ids: Sequence[int] | None
                        misses=row["m"]) for row in rows]
 
 
-def rolled_up_at() -> datetime | None:
-    """Return when the rollups last caught up with the ledger."""
-    state = RollupState.objects.filter(pk=1).first()
-    return state.rolled_up_at if state else None
-
-
 @dataclass(frozen=True, kw_only=True)
 class Dashboard:
     """Everything the usage dashboard shows."""
@@ -421,7 +415,6 @@ class Dashboard:
     slowest: list[UsageRecord]
     job_failures: list[JobFailures]
     cache: list[CacheRatio]
-    rolled_up_at: datetime | None
 
 
 def usage_dashboard(*, period: Period, workspace_ids: Sequence[int] | None) -> Dashboard:
@@ -445,5 +438,4 @@ def usage_dashboard(*, period: Period, workspace_ids: Sequence[int] | None) -> D
             slowest=calls_slowest(period=period, workspace_ids=workspace_ids),
             job_failures=job_failures(period=period, workspace_ids=workspace_ids),
             cache=cache_hit_ratios(period=period, workspace_ids=workspace_ids),
-            rolled_up_at=rolled_up_at(),
         )

@@ -101,3 +101,36 @@ def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
                                                                       strict=True):
         assert tokens == expected_tokens
         assert np.allclose(vectors, expected_vectors, atol=1e-6)
+
+
+def test_a_thread_stalled_while_tokenizing_holds_up_no_other_thread() -> None:
+    """A job thread at idle priority can be preempted mid-call for as long as the CPU is
+    busy; nothing it holds then may be something a request's thread needs."""
+    model = local.sentence_model()
+    inside, release = threading.Event(), threading.Event()
+
+    def stall_inside_tokenizer() -> None:
+        tokenizer = model[0].processor  # this thread's own
+        encode_plus = tokenizer._encode_plus
+
+        def stalled(*args: Any, **kwargs: Any) -> Any:
+            inside.set()
+            release.wait(60)
+            return encode_plus(*args, **kwargs)
+
+        tokenizer._encode_plus = stalled
+        local.encode(TEXTS)
+
+    stalled_thread = threading.Thread(target=stall_inside_tokenizer)
+    stalled_thread.start()
+    try:
+        assert inside.wait(30)
+        served: list[Any] = []
+        serving = threading.Thread(target=lambda: served.append(local.encode(TEXTS[:1])))
+        serving.start()
+        serving.join(30)
+        assert not serving.is_alive() and len(served) == 1
+        assert served[0].shape == (1, 384)
+    finally:
+        release.set()
+        stalled_thread.join(60)

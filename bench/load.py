@@ -166,11 +166,13 @@ class Serve:
             capture_output=True, text=True, timeout=120, check=True)
         return result.stdout.strip().splitlines()[-1]
 
-    def web_servers(self) -> int:
-        """Return how many processes serve requests (uvicorn's parent only supervises them)."""
+    def web_servers(self) -> list[psutil.Process]:
+        """Return the processes that serve requests (a parent only supervises them)."""
         web = self.processes()["web"]
-        spawned = [p for p in web[1:] if "spawn_main" in " ".join(p.cmdline())]
-        return len(spawned) or 1
+        # Each on a socket of its own (Linux), or uvicorn's children on a shared one.
+        serving = [p for p in web[1:]
+                   if any(mark in " ".join(p.cmdline()) for mark in ("--socket-fd", "spawn_main"))]
+        return serving or web[:1]
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """Return every process of the stack by role, each with its children."""
@@ -276,6 +278,12 @@ class CpuUse:
               f"{psutil.cpu_count()}):")
         for role, used in sorted(per_role.items(), key=lambda item: -item[1]):
             print(f"    {role:22s} {used / seconds:6.0%}")
+        # A process that only supervises the web's (under 2% of their CPU) is left out.
+        web = sorted((used - self.first[pid] for pid, (role, used) in self.last.items()
+                      if role == "web"), reverse=True)
+        serving = [used for used in web if used >= 0.02 * sum(web)]
+        print(f"    split of the web's CPU between its {len(serving)} serving processes: "
+              + " / ".join(f"{used / (sum(serving) or 1.0):.0%}" for used in serving))
 
 
 def _sample_until_told(stack: Stack, client: int, every: float, stop: Event,
@@ -474,6 +482,14 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(process_cpu_seconds(process) or 0.0 for process in processes)
 
 
+def split(processes: list[psutil.Process], before: list[float]) -> str:
+    """Return each process's share of the CPU they used together since ``before``."""
+    used = [(process_cpu_seconds(process) or start) - start
+            for process, start in zip(processes, before, strict=True)]
+    total = sum(used) or 1.0
+    return " / ".join(f"{share / total:.0%}" for share in used)
+
+
 def flood(serve: Serve, user_class: type, *, users: int,
           seconds: float) -> tuple[float, float, float, int]:
     """Return requests/s, web CPU ms and client CPU ms per request, and failures."""
@@ -557,7 +573,8 @@ def main() -> int:
         started = time.monotonic()
         ids = seed(serve, token, args.documents)
         print(f"seeded {len(ids)} documents (indexed and summarized) in "
-              f"{time.monotonic() - started:.0f} s; web processes serving: {serve.web_servers()}")
+              f"{time.monotonic() - started:.0f} s; "
+              f"web processes serving: {len(serve.web_servers())}")
         time.sleep(args.settle)
         idle = Memory()
         idle.sample(serve.stack())
@@ -597,6 +614,8 @@ def main() -> int:
         for label, user_class, path, auth in (
                 ("summary (cached)", flood_user, flood_user.path, token),
                 ("/healthz (no work)", healthz_user, healthz_user.path, None)):
+            serving = serve.web_servers()
+            before = [process_cpu_seconds(process) or 0.0 for process in serving]
             if wrk:
                 rate, web_ms, client_ms, failures = flood_wrk(
                     serve, serve.base + path, token=auth, users=args.flood_users,
@@ -609,6 +628,8 @@ def main() -> int:
             print(f"  {label:20s} {rate:7.0f} req/s   web CPU {web_ms:5.2f} ms/request "
                   f"(at most {2000 / web_ms:,.0f} req/s with both cores)   "
                   f"client CPU {client_ms:5.2f} ms/request   {failures} errors")
+            print(f"  {'':20s} split of the web's CPU between its {len(serving)} processes: "
+                  + split(serving, before))
     return 0 if goals_met or args.smoke else 1
 
 

@@ -250,13 +250,16 @@ def serve(host: str, port: int, demo: bool) -> None:
               help="Web processes (default: WEB_CONCURRENCY, or 2).")
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(0),
               help="Seconds requests in flight get to finish after SIGTERM.")
-def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> None:
+@click.option("--socket-fd", default=None, type=click.IntRange(0), hidden=True,
+              help="Serve this inherited listening socket, in one process.")
+def web(host: str, port: int, workers: int | None, graceful_timeout: int,
+        socket_fd: int | None) -> None:
     """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
     # The workers load the local models to index documents; the web asks them to embed
     # its queries rather than hold another copy (and torch) in every web process.
     os.environ.setdefault("AI_LOCAL_MODELS_IN", "worker")
     config = _services(embedded=False, process_type="web")
-    workers = workers or config.web_workers
+    workers = 1 if socket_fd is not None else workers or config.web_workers
     if workers > 1:
         # The server's parent only supervises its processes, which set Django up anew.
         _in_child(_django_ready)
@@ -264,8 +267,8 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int) -> Non
         _django_ready()
     from aistack.runtime.webserver import web_serve
 
-    web_serve(host=host, port=port, workers=workers,
-              log_level=config.log_level.lower(), graceful_timeout=graceful_timeout)
+    web_serve(host=host, port=port, workers=workers, log_level=config.log_level.lower(),
+              graceful_timeout=graceful_timeout, socket_fd=socket_fd)
 
 
 @main.command()

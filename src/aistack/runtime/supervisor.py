@@ -45,6 +45,8 @@ class Child:
     argv: Sequence[str]
     # Added to the child's niceness: background work yields the CPU to requests.
     nice: int = 0
+    # Descriptors the child inherits (a listening socket), beyond stdin, out and err.
+    pass_fds: tuple[int, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -53,6 +55,7 @@ class Child:
 
     def start(self, env: Mapping[str, str]) -> None:
         self.process = subprocess.Popen(list(self.argv), env=dict(env),
+                                        pass_fds=self.pass_fds,
                                         preexec_fn=_start_child(self.nice))
         self.started_at = time.monotonic()
         logger.info("started %s (pid %d)", self.name, self.process.pid)

@@ -1,9 +1,27 @@
-"""The web process: uvicorn, ending event streams as soon as it starts shutting down."""
+"""The web processes: uvicorn, each on its own listening socket, draining on shutdown.
+
+Several web processes accepting from one shared socket split the load unevenly: the
+kernel wakes every process waiting on it, and the one that is least busy at that
+instant takes the connection, so one process can serve most of the traffic while
+another idles. On Linux each web process gets a socket of its own on the same port
+(``SO_REUSEPORT``) and the kernel spreads new connections evenly among them.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+
+import click
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+APPLICATION = "aistack.asgi:application"
+# uvicorn's default: connections the kernel queues for a process before it accepts them.
+BACKLOG = 2048
+# Beyond a drain's own timeout, what a web process gets to exit before it is killed.
+EXIT_MARGIN_SECONDS = 5
 
 
 # uvicorn picks its HTTP protocol class at import time and types it as a variable.
@@ -20,12 +38,66 @@ class DrainingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
 
 
 def web_serve(*, host: str, port: int, workers: int, log_level: str,
-              graceful_timeout: int) -> None:
+              graceful_timeout: int, socket_fd: int | None = None) -> None:
     """Serve the ASGI application until SIGTERM or SIGINT, then drain and exit.
 
     On the signal the server stops accepting connections, ends event streams, and
-    gives the requests in flight ``graceful_timeout`` seconds to finish.
+    gives the requests in flight ``graceful_timeout`` seconds to finish. With
+    ``socket_fd``, this process serves the listening socket it inherited.
     """
-    uvicorn.run("aistack.asgi:application", host=host, port=port, workers=workers,
-                http=DrainingHTTPProtocol, lifespan="off", log_level=log_level,
-                timeout_graceful_shutdown=graceful_timeout)
+    options = {"http": DrainingHTTPProtocol, "lifespan": "off", "log_level": log_level,
+               "timeout_graceful_shutdown": graceful_timeout}
+    if socket_fd is not None:
+        config = uvicorn.Config(APPLICATION, **options)  # type: ignore[arg-type]
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=socket_fd)])
+    elif workers > 1 and sys.platform == "linux":
+        _serve_processes(host=host, port=port, workers=workers,
+                         graceful_timeout=graceful_timeout)
+    else:
+        uvicorn.run(APPLICATION, host=host, port=port, workers=workers,
+                    **options)  # type: ignore[arg-type]
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """Return ``count`` sockets listening on ``host:port``, among which Linux spreads
+    new connections; raise ``OSError`` if anything else listens there already."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    # Bound without SO_REUSEPORT first: another server on the port (another aistack
+    # included) then makes this fail, instead of silently sharing its connections.
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    found = []
+    for _ in range(count):
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        found.append(sock)
+    return found
+
+
+def _serve_processes(*, host: str, port: int, workers: int, graceful_timeout: int) -> None:
+    """Run ``workers`` web processes, each on its own socket, until SIGTERM or SIGINT.
+
+    This process holds the sockets, so connections the kernel queued for a process
+    that crashed wait for its replacement, which serves the same socket.
+    """
+    from aistack.runtime.supervisor import Child, Supervisor
+
+    try:
+        sockets = listening_sockets(host, port, workers)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    me = [sys.executable, "-m", "aistack", "web"]
+    children = [
+        Child(name=f"web {n}", pass_fds=(sock.fileno(),),
+              argv=[*me, "--graceful-timeout", str(graceful_timeout),
+                    "--socket-fd", str(sock.fileno())])
+        for n, sock in enumerate(sockets, start=1)
+    ]
+    click.echo(f"Serving on http://{host}:{port} with {workers} processes")
+    Supervisor(children, env=os.environ,
+               stop_timeout=graceful_timeout + EXIT_MARGIN_SECONDS).run()

@@ -102,8 +102,9 @@ async def _bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     process = stack.start("web", "web", "--port", str(port), "--workers", "1")
     await sync_to_async(stack._answering)("web", process, port)
     web = psutil.Process(process.pid)
-    workers = web.children(recursive=True) or [web]
-    rss = lambda: sum(p.memory_info().rss for p in [web, *workers])  # noqa: E731
+    # The web process and any it started (none with one worker): each counted once.
+    processes = [web, *web.children(recursive=True)]
+    rss = lambda: sum(p.memory_info().rss for p in processes)  # noqa: E731
     redis = redis_client()
     # Warm up: the first streams load code and fill pools that later ones share.
     warm = await asyncio.gather(*(_open(port, token) for token in tokens[:WARM_STREAMS]))

@@ -22,6 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -69,8 +70,9 @@ class JobEvent:
     # Milliseconds since the epoch: the event's id, which a reconnecting client sends back.
     at: int
 
+    @cached_property
     def sse(self) -> str:
-        """Format the event for an event stream."""
+        """The event formatted for an event stream: once, for every stream it goes to."""
         return f"id: {self.at}\n" + sse_event("job", asdict(self))
 
     @classmethod
@@ -371,11 +373,11 @@ async def job_event_stream(
         # On a thread of the shared pool: a stream keeps no thread of its own while it waits.
         for event in await sync_to_async(_snapshot, thread_sensitive=False)(sorted(allowed),
                                                                              since):
-            yield event.sse()
+            yield event.sse
         while (item := await listener.get()) is not None:
             if isinstance(item, _Keepalive):
                 yield ": keepalive\n\n"
             elif item.workspace in allowed:
-                yield item.sse()
+                yield item.sse
     finally:
         hub.leave(listener)

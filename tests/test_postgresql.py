@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from psycopg_pool import ConnectionPool
 
 from aistack.postgresql.base import check_without_round_trip
@@ -46,18 +47,34 @@ def test_a_connection_the_server_closed_fails_the_check() -> None:
             check_without_round_trip(lent)
 
 
-def test_requests_get_a_working_connection_after_the_pool_s_were_terminated() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (first,) = cursor.fetchone()
-    connection.close()  # back to the pool
+def test_requests_get_a_working_connection_soon_after_every_one_was_terminated() -> None:
+    """As after a database restart: every connection the pool holds is broken."""
+    pool = connection.pool
+    assert pool is not None
+    # The pool holds as many connections as it may (requests in threads at once).
+    barrier = threading.Barrier(pool.max_size)
+
+    def query() -> None:
+        barrier.wait()
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(0.2)")
+        connections.close_all()
+
+    threads = [threading.Thread(target=query) for _ in range(pool.max_size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert pool.get_stats()["pool_available"] == pool.max_size
     with connect() as watcher:
-        # Every connection the pool holds, as a database restart would.
         watcher.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         time.sleep(0.2)
+
+    started = time.monotonic()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (second,) = cursor.fetchone()
-    assert second != first
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    # One pause (about 1 s) before a new connection, not one per broken connection.
+    assert time.monotonic() - started < 2.5
     assert connection.settings_dict["ENGINE"] == "aistack.postgresql"

@@ -13,6 +13,7 @@ this way, nor by a round trip until TCP gives up: the pool's own lifetime limits
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -32,6 +33,24 @@ def check_without_round_trip(conn: Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def _sweeping_check(pool: Callable[[], ConnectionPool[Any]]) -> Callable[[Connection[Any]], None]:
+    """Return the pool's check: ``check_without_round_trip``, and on a failure, a sweep.
+
+    A connection the server closed means it most likely closed every other one too (a
+    restart). The pool would find them one at a time, pausing longer after each
+    (1, 2, 4 s...) and time out; the sweep drops them all at once instead, so the
+    next connection tried is a new one.
+    """
+    def check(conn: Connection[Any]) -> None:
+        try:
+            check_without_round_trip(conn)
+        except Exception:
+            pool().check()
+            raise
+
+    return check
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     @property
     def pool(self) -> ConnectionPool[Any] | None:
@@ -48,10 +67,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 pool_options = {}
             # Autocommit while in the pool; Django sets what it needs on checkout.
             connect_kwargs = {**self.get_connection_params(), "autocommit": True}
-            check = check_without_round_trip if self.settings_dict["CONN_HEALTH_CHECKS"] else None
             pool = ConnectionPool(kwargs=connect_kwargs, open=False,
                                   configure=self._configure_connection,  # type: ignore[attr-defined]
-                                  check=check, **pool_options)
+                                  check=(_sweeping_check(lambda: pool)
+                                         if self.settings_dict["CONN_HEALTH_CHECKS"] else None),
+                                  **pool_options)
             # As in Django: threads racing here at startup keep the first pool made.
             pools.setdefault(self.alias, pool)
         return pools[self.alias]

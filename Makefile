@@ -58,7 +58,7 @@ chromium:
 	fi
 
 lint: $(TEST_INSTALLED)
-	$(BIN)/ruff check src tests bench requirements
+	$(BIN)/ruff check src tests bench requirements harness
 
 typecheck: $(TEST_INSTALLED)
 	$(BIN)/mypy

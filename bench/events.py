@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-# The drills' process helpers live in the bench package; run as a script, add its root.
+# The drills' stack and what tests and benches share live at the repository's root (the
+# bench package, harness); run as a script, add it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bench_arguments, median, percentile
-from bench.drills.stack import Stack, free_port
+from bench.drills.stack import Stack
+from harness import free_port, process_tree
 
 MEMBERS = 100
 CONNECT_BATCH = 100
@@ -101,9 +101,8 @@ async def _bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     port = free_port()
     process = stack.start("web", "web", "--port", str(port), "--workers", "1")
     await sync_to_async(stack._answering)("web", process, port)
-    web = psutil.Process(process.pid)
     # The web process and any it started (none with one worker): each counted once.
-    processes = [web, *web.children(recursive=True)]
+    processes = process_tree(process.pid)
     rss = lambda: sum(p.memory_info().rss for p in processes)  # noqa: E731
     redis = redis_client()
     # Warm up: the first streams load code and fill pools that later ones share.

@@ -24,23 +24,18 @@ them: the sum is what the stack really occupies).
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +45,21 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+# What tests and benches share lives at the repository's root; run as a script, add it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import (
+    aistack,
+    clean_env,
+    embedded_service_pid,
+    free_port,
+    http,
+    process_tree,
+    run_aistack,
+    stop_or_kill,
+    wait_for,
+    wait_http_ok,
+)
 
 from common import bench_arguments, percentile
 
@@ -79,37 +89,6 @@ def duration(text: str) -> float:
     return float(text)
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def call(method: str, url: str, *, token: str | None = None, body: Any = None,
-         timeout: float = 60) -> tuple[int, Any]:
-    """Send one JSON request; return the status and the parsed body."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def wait_until(probe: Callable[[], Any], *, timeout: float, what: str) -> None:
-    """Poll ``probe`` until it returns something truthy; raise TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
 class Serve:
     """``aistack serve`` in a scratch home, and the processes it consists of."""
 
@@ -118,53 +97,30 @@ class Serve:
         self.keep = keep
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {key: value for key, value in os.environ.items()
-                    if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-        self.env.update(AISTACK_HOME=str(self.home), AI_CHAT_MODEL="scripted:echo",
-                        LOG_LEVEL="WARNING",
-                        # One user's traffic stands for fifty: the per-user AI limit is lifted.
-                        AI_RATE_LIMIT="1000000/minute")
+        # One user's traffic stands for fifty: the per-user AI limit is lifted.
+        self.env = clean_env(AISTACK_HOME=str(self.home), AI_CHAT_MODEL="scripted:echo",
+                             LOG_LEVEL="WARNING", AI_RATE_LIMIT="1000000/minute")
         if web_workers is not None:
             self.env["WEB_CONCURRENCY"] = str(web_workers)
         self.process: subprocess.Popen[bytes] | None = None
 
     @contextmanager
     def running(self) -> Iterator[Serve]:
-        log = open(self.home / "serve.log", "ab")  # noqa: SIM115 (closed below)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "aistack", "serve", "--port", str(self.port)], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log = self.home / "serve.log"
+        self.process = aistack("serve", "--port", str(self.port), env=self.env, log=log)
         try:
-            wait_until(self._up, timeout=180, what="aistack serve to answer")
+            wait_http_ok(f"{self.base}/healthz", timeout=180, process=self.process, log=log)
             yield self
         finally:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            log.close()
+            stop_or_kill(self.process, timeout=30)
             if self.keep:
                 print(f"kept {self.home}")
             else:
                 shutil.rmtree(self.home, ignore_errors=True)
 
-    def _up(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError((self.home / "serve.log").read_text()[-3000:])
-        try:
-            return call("GET", f"{self.base}/healthz", timeout=2)[0] == 200
-        except OSError:
-            return False
-
     def token(self) -> str:
         """Create a user with ``aistack createuser``; return its API token."""
-        result = subprocess.run(
-            [sys.executable, "-m", "aistack", "createuser", "load"], env=self.env,
-            capture_output=True, text=True, timeout=120, check=True)
-        return result.stdout.strip().splitlines()[-1]
+        return run_aistack("createuser", "load", env=self.env).strip().splitlines()[-1]
 
     def web_servers(self) -> list[psutil.Process]:
         """Return the processes that serve requests (a parent only supervises them)."""
@@ -197,11 +153,9 @@ class Stack:
         found: dict[str, list[psutil.Process]] = {"serve (supervisor)": [serve]}
         for child in serve.children():
             role = child.cmdline()[3] if len(child.cmdline()) > 3 else child.name()
-            found[role] = [child, *child.children(recursive=True)]
-        postmaster = int((self.home / "postgres" / "postmaster.pid").read_text().split()[0])
-        postgres = psutil.Process(postmaster)
-        found["postgresql"] = [postgres, *postgres.children(recursive=True)]
-        found["redis"] = [psutil.Process(int((self.home / "redis" / "redis.pid").read_text()))]
+            found[role] = process_tree(child.pid)
+        found["postgresql"] = process_tree(embedded_service_pid(self.home, "postgresql"))
+        found["redis"] = [psutil.Process(embedded_service_pid(self.home, "redis"))]
         return found
 
 
@@ -342,16 +296,16 @@ def seed(serve: Serve, token: str, documents: int) -> list[int]:
 
     def create(n: int) -> int:
         text = "\n\n".join(rng.sample(TOPICS, 4)) + f"\n\nDocument {n}."
-        status, body = call("POST", f"{serve.base}/api/v1/documents", token=token,
-                            body={"title": f"Team note {n}", "content": text})
+        status, body = http("POST", f"{serve.base}/api/v1/documents", token=token,
+                            body={"title": f"Team note {n}", "content": text}, timeout=60)
         assert status == 201, body
         return int(body["id"])
 
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(create, range(documents)))
 
-    wait_until(lambda: processed(serve, token), timeout=600,
-               what="the documents to be processed")
+    wait_for(lambda: processed(serve, token), timeout=600, interval=0.5,
+             message="the documents to be processed")
     return ids
 
 
@@ -359,8 +313,8 @@ def processed(serve: Serve, token: str) -> bool:
     """Return whether every document is indexed and summarized."""
     offset, count = 0, 1
     while offset < count:
-        status, body = call("GET", f"{serve.base}/api/v1/documents?limit=100&offset={offset}",
-                            token=token)
+        status, body = http("GET", f"{serve.base}/api/v1/documents?limit=100&offset={offset}",
+                            token=token, timeout=60)
         if status != 200 or any(d["embedding_status"] != "complete"
                                 or d["summary_status"] != "complete" for d in body["items"]):
             return False
@@ -585,7 +539,7 @@ def main() -> int:
         member, flood_user, healthz_user = user_classes(base=serve.base, token=token, ids=ids,
                                                         wait=(wait[0], wait[-1]))
         started = time.monotonic()
-        status, _ = call("GET", f"{serve.base}/api/v1/search?q=warm", token=token)
+        status, _ = http("GET", f"{serve.base}/api/v1/search?q=warm", token=token, timeout=60)
         print(f"\nfirst search (a worker embeds the query; the web never loads the model): "
               f"{time.monotonic() - started:.1f} s, status {status}")
 
@@ -603,8 +557,8 @@ def main() -> int:
         # The workers index and summarize what the load created: measured meanwhile, the
         # flood would measure the endpoint and that backlog together.
         started = time.monotonic()
-        wait_until(lambda: processed(serve, token), timeout=600,
-                   what="the documents the load created to be processed")
+        wait_for(lambda: processed(serve, token), timeout=600, interval=0.5,
+                 message="the documents the load created to be processed")
         print(f"\nthe workers finished the documents the load created "
               f"{time.monotonic() - started:.0f} s after it ended")
         print(f"\ncached JSON endpoint, {args.flood_users} users that never wait, "

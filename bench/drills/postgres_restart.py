@@ -16,7 +16,8 @@ import time
 from collections import Counter
 
 from bench.drills.redis_outage import CONTENT, documents_done, documents_warm, outage_stack
-from bench.drills.stack import Api, Findings, Sample, Traffic, describe, wait_for
+from bench.drills.stack import Api, Findings, Sample, Traffic, describe
+from harness import WaitTimeout, wait_for
 
 
 def database_bound(samples: list[Sample], down_at: float, up_at: float) -> set[str]:
@@ -84,16 +85,16 @@ def main() -> int:
                 wait_for(lambda: any(s.status in (200, 201) and s.at - s.seconds >= up_at
                                      and s.name in database_bound(traffic.samples, down_at, up_at)
                                      for s in list(traffic.samples)),
-                         timeout=60, interval=0.2, what="a request to succeed after the restart")
-            except TimeoutError as exc:
+                         timeout=60, interval=0.2, message="a request to succeed after the restart")
+            except WaitTimeout as exc:
                 findings.did(str(exc))  # judged below: no request succeeded
             time.sleep(3)
         close_old_connections()
         expected = len(warm) + len(pending) + len(created)
         try:
             wait_for(lambda: documents_done(expected), timeout=180, interval=0.5,
-                     what="every document to complete")
-        except TimeoutError as exc:
+                     message="every document to complete")
+        except WaitTimeout as exc:
             findings.did(str(exc))
         done_at = time.monotonic()
 

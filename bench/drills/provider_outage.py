@@ -19,11 +19,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench.common import percentile
-from bench.drills.stack import Api, Findings, Sample, Stack, Traffic, describe, wait_for
+from bench.drills.stack import Api, Findings, Sample, Stack, Traffic, describe
+from harness import QuietHandler, WaitTimeout, loopback_server, wait_for
 
 PRIMARY = "openai:gpt-4.1-mini"
 FALLBACK = "scripted:echo"
@@ -38,14 +38,9 @@ class FakeOpenAI:
         self.hits: list[tuple[float, str]] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.read_body()
                 mode = provider.mode
                 provider.hits.append((time.monotonic(), mode))
                 if mode == "timeout":
@@ -71,8 +66,7 @@ class FakeOpenAI:
                     self.end_headers()
                     self.wfile.write(raw)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = loopback_server(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     @contextmanager
@@ -168,8 +162,8 @@ def main() -> int:
                 wait_for(lambda: any(s.at > back_at and s.body.get("model") == PRIMARY
                                      for s in traffic.between(back_at, time.monotonic())
                                      if s.status == 200),
-                         timeout=args.open_seconds + 30, what="the primary to serve again")
-            except TimeoutError as exc:
+                         timeout=args.open_seconds + 30, message="the primary to serve again")
+            except WaitTimeout as exc:
                 findings.did(str(exc))
             time.sleep(2)
             end = time.monotonic()

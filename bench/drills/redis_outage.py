@@ -18,7 +18,8 @@ import time
 from collections import Counter
 
 from bench.common import percentile
-from bench.drills.stack import Api, Findings, Stack, Traffic, describe, wait_for
+from bench.drills.stack import Api, Findings, Stack, Traffic, describe
+from harness import WaitTimeout, wait_for
 
 CONTENT = ("Deploys happen on Tuesdays after the standup. Rollbacks need a second reviewer "
            "and a ticket. Change freezes start on the first of December. Note {n}.")
@@ -38,7 +39,7 @@ def documents_warm(api: Api, count: int) -> list[int]:
     warm = [api.call("POST", "/api/v1/documents",
                      {"title": f"Warm {n}", "content": CONTENT.format(n=n)}).body["id"]
             for n in range(count)]
-    wait_for(lambda: documents_done(len(warm)), timeout=180, what="the first documents")
+    wait_for(lambda: documents_done(len(warm)), timeout=180, message="the first documents")
     return warm
 
 
@@ -118,8 +119,8 @@ def main() -> int:
         close_old_connections()
         try:
             wait_for(lambda: documents_done(expected), timeout=180, interval=0.5,
-                     what="every document to complete")
-        except TimeoutError as exc:
+                     message="every document to complete")
+        except WaitTimeout as exc:
             findings.did(str(exc))
         done_at = time.monotonic()
         during = traffic.between(down_at, up_at)

@@ -9,19 +9,15 @@ exits 1 when an invariant does not hold.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +27,17 @@ from typing import Any
 
 import psutil
 from bench.common import django_on_embedded_services, percentile
+from harness import (
+    aistack,
+    embedded_service_pid,
+    free_port,
+    http,
+    kill_group,
+    process_tree,
+    stop_or_kill,
+    wait_for,
+    wait_http_ok,
+)
 
 
 class Findings:
@@ -71,26 +78,6 @@ class Findings:
         return 1 if self.failures else 0
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, interval: float = 0.1,
-             what: str = "a condition") -> Any:
-    """Poll ``probe`` until it returns something truthy; raise TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Response:
     """An API answer: status, parsed body, and how long it took."""
@@ -109,22 +96,12 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None, *, timeout: float = 30) -> Response:
         """Send one request; a refused or timed-out connection is status 0, not an exception."""
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)  # noqa: S310
-        request.add_header("Content-Type", "application/json")
-        request.add_header("Authorization", f"Bearer {self.token}")
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-                status, raw = answer.status, answer.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
+            status, parsed = http(method, self.base + path, token=self.token, body=body,
+                                  timeout=timeout)
         except OSError as error:
             return Response(status=0, body=str(error), seconds=time.monotonic() - started)
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode(errors="replace")[:200]
         return Response(status=status, body=parsed, seconds=time.monotonic() - started)
 
 
@@ -227,39 +204,24 @@ class Stack:
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start ``aistack ARGS`` in its own process group, logging to logs/NAME.log."""
-        with open(self.home / "logs" / f"{name}.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "aistack", *args], env=self.env,
-                                       stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        process = aistack(*args, env=self.env, log=self._log_path(name))
         self.processes[name] = process
         return process
 
     def tree(self, name: str) -> set[int]:
         """Return the pids of a process and all its children."""
         try:
-            parent = psutil.Process(self.processes[name].pid)
-            return {parent.pid, *(child.pid for child in parent.children(recursive=True))}
+            return {process.pid for process in process_tree(self.processes[name].pid)}
         except psutil.NoSuchProcess:
             return set()
 
     def kill(self, name: str) -> None:
         """SIGKILL a process and its children (a worker's pool), as the OOM killer would."""
-        process = self.processes.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(30)
+        kill_group(self.processes.pop(name), timeout=30)
 
     def stop(self, name: str) -> None:
         """SIGTERM a process group; SIGKILL what is left after 20 seconds."""
-        process = self.processes.pop(name)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_or_kill(self.processes.pop(name), timeout=20, group=True)
 
     def web(self, name: str = "web") -> str:
         """Start ``aistack web`` on a free port; return its base URL once it answers."""
@@ -285,22 +247,15 @@ class Stack:
 
     def _answering(self, name: str, process: subprocess.Popen[bytes], port: int) -> str:
         base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited:\n{self.log(name)[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as answer:  # noqa: S310
-                    return bool(answer.status == 200)
-            except OSError:
-                return False
-
-        wait_for(up, timeout=120, what=f"{name} to answer")
+        wait_http_ok(f"{base}/healthz", timeout=120, process=process, log=self._log_path(name))
         return base
 
     def log(self, name: str) -> str:
         """Return what process ``name`` has written to its log."""
-        return (self.home / "logs" / f"{name}.log").read_text(errors="replace")
+        return self._log_path(name).read_text(errors="replace")
+
+    def _log_path(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
 
     # Users.
 
@@ -314,18 +269,15 @@ class Stack:
 
     # Services.
 
-    def _pid(self, path: Path) -> int:
-        return int(path.read_text().split()[0])
-
     def redis_flush_and_kill(self) -> None:
         """Drop all of Redis's data (FLUSHALL), then SIGKILL the server."""
         import redis
         from django.conf import settings
 
         redis.Redis.from_url(settings.REDIS_URL).flushall()
-        pid = self._pid(self.home / "redis" / "redis.pid")
+        pid = embedded_service_pid(self.home, "redis")
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: not psutil.pid_exists(pid), timeout=10, what="redis to die")
+        wait_for(lambda: not psutil.pid_exists(pid), timeout=10, message="redis to die")
 
     def redis_start(self) -> None:
         """Start the embedded Redis again (empty: it keeps nothing on disk)."""
@@ -335,9 +287,9 @@ class Stack:
 
     def postgres_stop(self) -> None:
         """Stop PostgreSQL the way an orchestrator restarting it does (fast shutdown)."""
-        pid = self._pid(self.home / "postgres" / "postmaster.pid")
+        pid = embedded_service_pid(self.home, "postgresql")
         os.kill(pid, signal.SIGINT)
-        wait_for(lambda: not psutil.pid_exists(pid), timeout=30, what="postgres to stop")
+        wait_for(lambda: not psutil.pid_exists(pid), timeout=30, message="postgres to stop")
 
     def postgres_start(self) -> None:
         """Start the embedded PostgreSQL again, on the same data directory."""

@@ -17,7 +17,8 @@ import random
 import time
 from collections import Counter
 
-from bench.drills.stack import Findings, Stack, wait_for
+from bench.drills.stack import Findings, Stack
+from harness import WaitTimeout, wait_for
 
 WORDS = (
     "deploy", "rollback", "review", "ticket", "freeze", "release", "standup", "incident", "pager",
@@ -146,8 +147,8 @@ def main() -> int:
                                 content=document_text(rng), author=user)
             try:
                 slot, held = wait_for(lambda: busy_worker(stack, slots), timeout=120,
-                                      interval=0.05, what="a worker to take a job")
-            except TimeoutError:
+                                      interval=0.05, message="a worker to take a job")
+            except WaitTimeout:
                 findings.did(f"wave {wave + 1}: no worker took a job in 120 s; no kill")
                 continue
             time.sleep(rng.uniform(0, 0.3))
@@ -171,8 +172,8 @@ def main() -> int:
             return open_jobs == 0 and Job.objects.count() == 2 * args.documents
 
         try:
-            wait_for(settled, timeout=args.timeout, interval=0.5, what="every job to end")
-        except TimeoutError as exc:
+            wait_for(settled, timeout=args.timeout, interval=0.5, message="every job to end")
+        except WaitTimeout as exc:
             findings.did(str(exc))
         findings.found("seconds_total", round(time.monotonic() - started, 1),
                        f"{args.documents} documents ingested through {len(kills)} kills")

@@ -13,8 +13,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from harness import QuietHandler, loopback_server
 
 
 @dataclass
@@ -48,15 +49,9 @@ class VendorServer:
         self.received: list[Received] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length)
+                raw = self.read_body()
                 server.received.append(Received(
                     method="POST", path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
@@ -90,8 +85,7 @@ class VendorServer:
                     # Without this terminator the body is cut short: a broken stream.
                     self.wfile.write(b"0\r\n\r\n")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = loopback_server(Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

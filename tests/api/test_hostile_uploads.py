@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 from django.contrib.auth.models import User
+from harness import wait_for
 from urllib3 import encode_multipart_formdata
 
 from aistack.accounts.services import api_token_create
@@ -17,7 +18,6 @@ from aistack.documents.models import Document
 from aistack.jobs.models import JobStatus
 from aistack.retrieval.models import Chunk
 from tests.documents.files import garbage, make_bomb, make_docx, make_pdf, make_zip
-from tests.jobs.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.e2e.processes import clean_env
+from harness import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = sorted(path.stem for path in (ROOT / "bench").glob("*.py")

@@ -18,13 +18,13 @@ from django.conf import settings
 from django.core.management import get_commands
 from dockerfile_parse import DockerfileParser
 from dotenv import dotenv_values
+from harness import clean_env
 
 import aistack.cli
 from aistack.cli import main as cli
 from aistack.config import Config
 from aistack.documents.middleware import _ENVELOPE_BYTES
 from aistack.realtime.events import KEEPALIVE_SECONDS
-from tests.e2e.processes import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("web", "worker", "scheduler")

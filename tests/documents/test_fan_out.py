@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from harness import wait_for
 
 from aistack.ai.backends import scripted
 from aistack.ai.exceptions import Rejected
@@ -17,7 +18,6 @@ from aistack.jobs.models import Job, JobStatus
 from aistack.retrieval.chunking import chunk_text
 from aistack.retrieval.models import Chunk, ChunkVector, IndexPart, StagedVector
 from aistack.usage.models import UsageRecord
-from tests.jobs.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.processes import clean_env
+from harness import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from tests.e2e.processes import (
+from harness import (
     aistack,
     alive,
     clean_env,
@@ -20,9 +19,9 @@ from tests.e2e.processes import (
     process_tree,
     run_aistack,
     stop,
+    wait_for,
     wait_http_ok,
 )
-from tests.jobs.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from harness import aistack, free_port, kill_group, wait_for, wait_http_ok
 
-from tests.e2e.processes import aistack, free_port, kill_group, wait_http_ok
 from tests.e2e.test_lifecycle import service_env
-from tests.jobs.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True),
               pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="Linux only")]

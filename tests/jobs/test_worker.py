@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from harness import wait_for
 
 from aistack.celery import app as celery_app
 from aistack.documents.models import Document
@@ -19,7 +20,6 @@ from aistack.jobs.models import Job, JobStatus
 from aistack.jobs.runner import run_job
 from aistack.jobs.services import JobRun, job_enqueue
 from aistack.retrieval.models import Chunk
-from tests.jobs.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

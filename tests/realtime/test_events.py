@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from harness import wait_for
 
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
@@ -16,7 +17,6 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_create
 from aistack.jobs.models import JobStatus
 from tests.conftest import ApiClient
-from tests.jobs.helpers import wait_for
 from tests.realtime.streams import about, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from harness import wait_for
 
 from aistack.accounts.models import Workspace
 from aistack.accounts.services import api_token_create
@@ -28,7 +29,6 @@ from aistack.realtime import locks
 from aistack.realtime.locks import single_flight
 from aistack.usage.models import UsageRecord
 from tests.conftest import ApiClient
-from tests.jobs.helpers import wait_for
 
 CONTENT = "Deploys happen on Tuesdays. Rollbacks need a second reviewer. Freezes start in December."
 

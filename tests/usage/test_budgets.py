@@ -14,6 +14,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
+from harness import wait_for
 
 from aistack.ai import chat_models
 from aistack.ai.exceptions import BudgetExceeded
@@ -35,7 +36,6 @@ from aistack.usage.models import Budget, Outcome, UsageRecord
 from tests.ai import vendors
 from tests.ai.vendors import VendorServer
 from tests.conftest import ApiClient
-from tests.jobs.helpers import wait_for
 from tests.usage.conftest import ledger_row
 
 QUESTION = "What does our refund policy say about damaged goods?"

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test import Client
+from harness import clean_env, run_aistack
 
 from aistack.usage.models import UsageRecord
 from aistack.usage.rollups import _LOCK_ID, one_snapshot, usage_rollup
@@ -21,7 +22,6 @@ from aistack.usage.selectors import GroupBy, usage_period, usage_report
 from tests.ai import vendors
 from tests.ai.vendors import VendorServer
 from tests.conftest import ApiClient
-from tests.e2e.processes import clean_env, run_aistack
 from tests.e2e.test_worker_kill import database_url_of_test_db
 from tests.usage.conftest import ledger_row
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from harness import wait_for
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from aistack.accounts.models import Membership, Role, Workspace
@@ -25,7 +26,6 @@ from aistack.documents.services import document_create, document_update
 from aistack.jobs.models import JobStatus
 from aistack.retrieval.answers import DONT_KNOW
 from tests.browser import context_for, screenshot
-from tests.jobs.helpers import wait_for
 from tests.retrieval.helpers import indexed
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from harness import wait_for
 from playwright.sync_api import BrowserContext, Page, expect
 
 from aistack.ai.backends import scripted
@@ -16,7 +17,6 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.jobs.models import JobStatus
 from tests.browser import screenshot
-from tests.jobs.helpers import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

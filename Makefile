@@ -7,7 +7,7 @@ TEST_INSTALLED := $(VENV)/.test-installed
 APP_LOCK := requirements/app.txt
 TEST_LOCK := requirements/test.txt
 
-.PHONY: install run test lint typecheck contract pytest chromium lock clean
+.PHONY: install run test lint typecheck layers pytest chromium lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,10 +63,14 @@ lint: $(TEST_INSTALLED)
 typecheck: $(TEST_INSTALLED)
 	$(BIN)/mypy
 
+# The architecture written down (.importlinter): what may import what.
+layers: $(TEST_INSTALLED)
+	$(BIN)/lint-imports
+
 pytest: $(TEST_INSTALLED) chromium
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck layers pytest
 
 clean:
 	rm -rf $(VENV) .aistack .mypy_cache .ruff_cache artifacts

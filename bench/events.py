@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bench_arguments, median, percentile
 from bench.drills.stack import Stack
+
 from harness import free_port, process_tree
 
 MEMBERS = 100
@@ -81,10 +82,10 @@ async def _bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     from aistack.accounts.models import Membership, Role, Workspace
     from aistack.accounts.services import api_token_create, user_create
     from aistack.documents.models import Document
-    from aistack.documents.tasks import DOCUMENT_SUMMARY
-    from aistack.jobs.models import JobStatus
-    from aistack.realtime.connections import redis_client
+    from aistack.documents.summaries import DOCUMENT_SUMMARY
+    from aistack.jobs.kinds import JobStatus
     from aistack.realtime.events import job_events_publish
+    from aistack.redis.connections import redis_client
 
     def setup() -> tuple[list[str], int]:
         team = Workspace.objects.create(name="Team", slug="team")

@@ -48,6 +48,7 @@ import psutil
 
 # What tests and benches share lives at the repository's root; run as a script, add it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import bench_arguments, percentile
 from harness import (
     aistack,
     clean_env,
@@ -60,8 +61,6 @@ from harness import (
     wait_for,
     wait_http_ok,
 )
-
-from common import bench_arguments, percentile
 
 GIB = 1024**3
 # Endpoints whose latency does not include a model call: goal p99 <= 200 ms. Search embeds

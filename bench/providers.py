@@ -33,7 +33,8 @@ def bench_overhead(calls: int) -> None:
     from django.test import override_settings
 
     from aistack.ai import chat_models, services
-    from aistack.ai.types import Attribution, ChatRequest, Message
+    from aistack.ai.types import ChatRequest, Message
+    from aistack.usage.types import Attribution
 
     request = ChatRequest(messages=(Message(role="user", content="ping"),))
     attribution = Attribution(feature="bench")
@@ -78,7 +79,7 @@ def bench_embeddings(count: int, rounds: int) -> None:
     """Print local embedding throughput through services against sentence-transformers alone."""
     from aistack.ai import services
     from aistack.ai.backends.local import ENCODE_BATCH_SIZE, sentence_model
-    from aistack.ai.types import Attribution
+    from aistack.usage.types import Attribution
 
     texts = _texts(count)
     model = sentence_model()

@@ -42,10 +42,11 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
 
     from aistack.accounts.models import Workspace
     from aistack.ai.services import embeddings_create
-    from aistack.ai.types import Attribution
     from aistack.documents.models import Document
+    from aistack.retrieval.embedding import embedding_input
     from aistack.retrieval.models import Chunk, ChunkVector
-    from aistack.retrieval.services import embedding_input, embedding_space_for_configured_model
+    from aistack.retrieval.spaces import embedding_space_for_configured_model
+    from aistack.usage.types import Attribution
 
     space = embedding_space_for_configured_model()
     base_texts = [text for _, text in documents]
@@ -96,7 +97,7 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
             "FROM retrieval_chunk c, unnest(c.search_vector) u GROUP BY u.lexeme "
             "ON CONFLICT (lexeme) DO UPDATE SET df = EXCLUDED.df")
     started = time.perf_counter()
-    from aistack.retrieval.services import embedding_space_index_create
+    from aistack.retrieval.spaces import embedding_space_index_create
 
     embedding_space_index_create(space=space)
     with connection.cursor() as cursor:
@@ -106,9 +107,10 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None:
-    from aistack.ai.types import Attribution
+    from aistack.retrieval.embedding import query_vectors_warm
     from aistack.retrieval.selectors import SearchMode
-    from aistack.retrieval.services import query_vectors_warm, search
+    from aistack.retrieval.services import search
+    from aistack.usage.types import Attribution
 
     attribution = Attribution(feature="bench")
     query_vectors_warm(queries=queries, attribution=attribution)
@@ -146,9 +148,10 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None
 def bench_ingest(documents: list[tuple[str, str]], count: int) -> None:
     from aistack.accounts.models import Workspace
     from aistack.ai.backends.local import sentence_model
-    from aistack.documents.services import documents_import, documents_process_now
+    from aistack.documents.indexing import documents_process_now
+    from aistack.documents.services import documents_import
     from aistack.retrieval.chunking import chunk_text
-    from aistack.retrieval.services import embedding_input
+    from aistack.retrieval.embedding import embedding_input
 
     sample = documents[:count]
     texts = [embedding_input(title=title, text=spec.text)

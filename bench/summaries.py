@@ -157,8 +157,9 @@ def _naive_read(document: Any) -> None:
     from django.core.cache import cache
 
     from aistack.ai import services as ai
-    from aistack.ai.types import Attribution, ChatRequest
+    from aistack.ai.types import ChatRequest
     from aistack.documents.summaries import SUMMARY_PROMPT, summary_version
+    from aistack.usage.types import Attribution
 
     key = "naive:" + summary_version(document=document).cache_key
     if cache.get(key) is None:

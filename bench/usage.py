@@ -116,10 +116,10 @@ def bench_rollups(new_calls: int) -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from aistack.ai.types import Attribution, Usage
     from aistack.usage.models import DailyUsage, DailyUserUsage, DailyWorkspaceUsage, Outcome
     from aistack.usage.rollups import usage_rollup
     from aistack.usage.services import usage_record
+    from aistack.usage.types import Attribution, Usage
 
     started = time.perf_counter()
     first = usage_rollup()
@@ -194,9 +194,10 @@ def bench_budget_check(calls: int) -> None:
     from aistack.accounts.models import Workspace
     from aistack.ai import services
     from aistack.ai.backends import openai
-    from aistack.ai.types import Attribution, ChatRequest, Message
+    from aistack.ai.types import ChatRequest, Message
     from aistack.usage.budgets import budget_reserve, budget_settle, call_estimate_usd
     from aistack.usage.models import Budget
+    from aistack.usage.types import Attribution
 
     workspace = Workspace.objects.create(name="Budgeted", slug="budgeted")
     Budget.objects.create(workspace=workspace, monthly_limit_usd=Decimal("1000000"))
@@ -209,7 +210,8 @@ def bench_budget_check(calls: int) -> None:
         attribution = Attribution(feature="chat", workspace_id=workspace_id)
 
         def reserve_and_settle() -> None:
-            estimate = call_estimate_usd(models=[priced], input_chars=len(prompt),
+            estimate = call_estimate_usd(served_by=[(priced.provider, priced.model)],
+                                         input_chars=len(prompt),
                                          output_tokens=1024)
             reservation = budget_reserve(attribution=attribution, estimate=estimate)
             if reservation is not None:

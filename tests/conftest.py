@@ -15,7 +15,7 @@ from aistack.accounts.models import Role, Workspace
 from aistack.accounts.services import api_token_create, membership_set, user_create
 from aistack.ai.backends import scripted
 from aistack.celery import app as celery_app
-from aistack.realtime import connections
+from aistack.redis import connections
 
 # The `browser` fixture, for the tests that drive Chromium.
 pytest_plugins = ["tests.browser"]

@@ -15,14 +15,14 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_what_the_child_loads_stays_out_of_the_parent() -> None:
     result = run_python("""
         import sys
-        from aistack.cli import _in_child
+        from aistack.cli import in_child
 
         def work():
             import django.contrib.admin  # noqa: F401
             assert "django.contrib.admin" in sys.modules
             print("child ran", flush=True)
 
-        _in_child(work)
+        in_child(work)
         print("parent has django:", any(m.startswith("django") for m in sys.modules))
     """)
 
@@ -33,18 +33,18 @@ def test_what_the_child_loads_stays_out_of_the_parent() -> None:
 def test_a_failing_child_ends_the_parent_with_its_reason_and_code() -> None:
     refused = run_python("""
         import click
-        from aistack.cli import _in_child
+        from aistack.cli import in_child
 
         def work():
             raise click.ClickException("the configuration has problems")
 
-        _in_child(work)
+        in_child(work)
         print("not reached")
     """)
     crashed = run_python("""
-        from aistack.cli import _in_child
+        from aistack.cli import in_child
 
-        _in_child(lambda: 1 / 0)
+        in_child(lambda: 1 / 0)
         print("not reached")
     """)
 
@@ -58,10 +58,10 @@ def test_a_failing_child_ends_the_parent_with_its_reason_and_code() -> None:
 def test_the_parent_exit_handlers_run_once_in_the_parent_alone() -> None:
     result = run_python("""
         import atexit, os
-        from aistack.cli import _in_child
+        from aistack.cli import in_child
 
         atexit.register(lambda: print("exit handler in", os.getpid(), flush=True))
-        _in_child(lambda: print("child", os.getpid(), flush=True))
+        in_child(lambda: print("child", os.getpid(), flush=True))
         print("parent", os.getpid(), flush=True)
     """)
 

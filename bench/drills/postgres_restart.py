@@ -17,6 +17,7 @@ from collections import Counter
 
 from bench.drills.redis_outage import CONTENT, documents_done, documents_warm, outage_stack
 from bench.drills.stack import Api, Findings, Sample, Traffic, describe
+
 from harness import WaitTimeout, wait_for
 
 

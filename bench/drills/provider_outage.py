@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.common import percentile
 from bench.drills.stack import Api, Findings, Sample, Stack, Traffic, describe
+
 from harness import QuietHandler, WaitTimeout, loopback_server, wait_for
 
 PRIMARY = "openai:gpt-4.1-mini"

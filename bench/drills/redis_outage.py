@@ -19,6 +19,7 @@ from collections import Counter
 
 from bench.common import percentile
 from bench.drills.stack import Api, Findings, Stack, Traffic, describe
+
 from harness import WaitTimeout, wait_for
 
 CONTENT = ("Deploys happen on Tuesdays after the standup. Rollbacks need a second reviewer "
@@ -46,7 +47,8 @@ def documents_warm(api: Api, count: int) -> list[int]:
 def documents_done(expected: int) -> bool:
     """Return whether ``expected`` documents exist and every one of their jobs is complete."""
     from aistack.documents.models import Document
-    from aistack.jobs.models import Job, JobStatus
+    from aistack.jobs.kinds import JobStatus
+    from aistack.jobs.models import Job
 
     documents = Document.objects.count()
     open_jobs = Job.objects.exclude(status=JobStatus.COMPLETE).count()
@@ -65,7 +67,8 @@ def main() -> int:
     with outage_stack("redis", keep=args.keep, embedding_model=args.embedding_model) as stack:
         from django.db import close_old_connections
 
-        from aistack.jobs.models import Job, JobStatus
+        from aistack.jobs.kinds import JobStatus
+        from aistack.jobs.models import Job
 
         _, token = stack.token()
         api = Api(stack.serve(), token)

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 from bench.common import django_on_embedded_services, percentile
+
 from harness import (
     aistack,
     embedded_service_pid,

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 
 from bench.drills.stack import Findings, Stack
+
 from harness import WaitTimeout, wait_for
 
 WORDS = (
@@ -41,7 +42,8 @@ def document_text(rng: random.Random) -> str:
 
 def busy_worker(stack: Stack, slots: list[str]) -> tuple[str, int] | None:
     """Return a worker holding jobs right now and how many, or None."""
-    from aistack.jobs.models import Job, JobStatus
+    from aistack.jobs.kinds import JobStatus
+    from aistack.jobs.models import Job
 
     owners = Counter(int(owner.rsplit(":", 1)[1]) for owner in Job.objects.filter(
         status=JobStatus.PROCESSING).exclude(owner="").values_list("owner", flat=True))
@@ -58,7 +60,8 @@ def verify(findings: Findings, *, documents: int) -> None:
     from django.db.models import Count
 
     from aistack.documents.models import Document
-    from aistack.jobs.models import Job, JobStatus
+    from aistack.jobs.kinds import JobStatus
+    from aistack.jobs.models import Job
     from aistack.retrieval.chunking import chunk_text
     from aistack.retrieval.models import Chunk, ChunkVector
 
@@ -164,7 +167,8 @@ def main() -> int:
         last_kill = time.monotonic()
         findings.found("kills", len(kills), f"jobs held at each: {kills}")
 
-        from aistack.jobs.models import Job, JobStatus
+        from aistack.jobs.kinds import JobStatus
+        from aistack.jobs.models import Job
 
         def settled() -> bool:
             open_jobs = Job.objects.filter(status__in=[JobStatus.PENDING,

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
-from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from aistack.accounts.auth import API_AUTH
-from aistack.ai.api import router as chat_router
-from aistack.ai.exceptions import AIError
+from aistack.ai.exceptions import AIError, app_error_for
 from aistack.cache import REDIS_UNREACHABLE
+from aistack.chat.api import router as chat_router
 from aistack.documents.api import router as documents_router
 from aistack.errors import (
     AppError,
@@ -23,10 +21,9 @@ from aistack.errors import (
     Invalid,
     NotFound,
     PayloadTooLarge,
-    RateLimited,
     Unauthenticated,
     Unavailable,
-    app_error_for,
+    error_response,
 )
 from aistack.realtime.api import router as events_router
 from aistack.retrieval.api import ask_router
@@ -42,24 +39,6 @@ api = NinjaAPI(
     auth=API_AUTH,
     urls_namespace="api-v1",
 )
-
-
-ResponseT = TypeVar("ResponseT", bound=HttpResponse)
-
-
-def error_response(error: AppError) -> JsonResponse:
-    """Render an error as ``{"error": {"code", "message"}}`` with its status."""
-    body: dict[str, object] = {"code": error.code, "message": error.message}
-    if error.details is not None:
-        body["details"] = error.details
-    return retry_after_set(JsonResponse({"error": body}, status=error.status), error)
-
-
-def retry_after_set(response: ResponseT, error: AppError) -> ResponseT:
-    """Tell a rate-limited client, in whole seconds rounded up, when to try again."""
-    if isinstance(error, RateLimited) and error.retry_after is not None:
-        response["Retry-After"] = str(math.ceil(error.retry_after))
-    return response
 
 
 @api.exception_handler(AppError)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import re
 import threading
@@ -27,7 +28,7 @@ from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aistack.realtime.connections import client_options
+from aistack.redis.connections import client_options
 from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class FailSoftRedisCache(RedisCache):
     """
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
-        # Fail fast, as every Redis client of the process does (see realtime.connections).
+        # Fail fast, as every Redis client of the process does (see aistack.redis.connections).
         params = {**params, "OPTIONS": {**client_options(), **params.get("OPTIONS", {})}}
         super().__init__(server, params)
         self._class = _SharedClientRedisCacheClient
@@ -220,3 +221,8 @@ def cache_forget(*keys: str) -> None:
         return
     cache.delete_many(list(keys))
     after_commit(cache.delete_many, list(keys))
+
+
+def content_hash(text: str) -> str:
+    """Return the hash that identifies a version of some text: versioned keys carry it."""
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,14 +1,17 @@
 """Errors a user may see: each has a stable code, an HTTP status and a message.
 
-Services raise these; one handler in :mod:`aistack.api` renders them as
-``{"error": {"code", "message"}}``. Anything else is logged and shown as a generic 500.
+Services raise these; ``error_response`` renders them as ``{"error": {"code",
+"message"}}`` for the API's one handler (:mod:`aistack.api`). Anything else is logged
+and shown as a generic 500. What a failed model call tells the user is decided in
+:func:`aistack.ai.exceptions.app_error_for`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, TypeVar
 
-from aistack.ai import exceptions as ai_exceptions
+from django.http import HttpResponse, JsonResponse
 
 
 class AppError(Exception):
@@ -137,18 +140,19 @@ class AIBadGateway(BadGateway):
     code = "ai_bad_gateway"
 
 
-def app_error_for(error: ai_exceptions.AIError) -> AppError:
-    """Return what the user is told about a provider error: never the provider's own words."""
-    if isinstance(error, ai_exceptions.InvalidRequest):
-        return Invalid(error.message)
-    if isinstance(error, ai_exceptions.BudgetExceeded):
-        return BudgetExceeded(error.message)
-    if isinstance(error, ai_exceptions.RateLimited):
-        return AIRateLimited(retry_after=error.retry_after)
-    if isinstance(error, ai_exceptions.Timeout):
-        return AITimeout()
-    if isinstance(error, ai_exceptions.Rejected | ai_exceptions.BadResponse):
-        return AIBadGateway()
-    # Connection failures, outages, open circuits and misconfiguration: the operator's
-    # problem, and from the user's side all the same thing.
-    return AIUnavailable()
+ResponseT = TypeVar("ResponseT", bound=HttpResponse)
+
+
+def error_response(error: AppError) -> JsonResponse:
+    """Render an error as ``{"error": {"code", "message"}}`` with its status."""
+    body: dict[str, object] = {"code": error.code, "message": error.message}
+    if error.details is not None:
+        body["details"] = error.details
+    return retry_after_set(JsonResponse({"error": body}, status=error.status), error)
+
+
+def retry_after_set(response: ResponseT, error: AppError) -> ResponseT:
+    """Tell a rate-limited client, in whole seconds rounded up, when to try again."""
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        response["Retry-After"] = str(math.ceil(error.retry_after))
+    return response

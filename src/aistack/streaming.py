@@ -12,10 +12,10 @@ from weakref import WeakKeyDictionary
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
 
-from aistack.ai.exceptions import AIError
+from aistack.ai.exceptions import AIError, app_error_for
 from aistack.ai.services import ChatStream
 from aistack.ai.types import ChatResult
-from aistack.errors import AppError, app_error_for
+from aistack.errors import AppError
 
 logger = logging.getLogger(__name__)
 

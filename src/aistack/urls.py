@@ -2,16 +2,15 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from aistack.api import api, api_not_found
-from aistack.observability import views as observability_views
 from aistack.usage import views as usage_views
-from aistack.web import health
+from aistack.web import health, metrics
 
 urlpatterns = [
     path("", include("aistack.web.urls")),
     path("", include("aistack.chat.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("metrics", observability_views.metrics, name="metrics"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("usage/", usage_views.usage_page, name="usage"),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

@@ -15,7 +15,6 @@ from aistack.accounts.models import Workspace
 from aistack.accounts.services import api_token_create
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
-from aistack.ai.chat import CHAT_PROMPT
 from aistack.ai.exceptions import (
     BadResponse,
     ConnectionFailed,
@@ -25,6 +24,7 @@ from aistack.ai.exceptions import (
     Rejected,
     Timeout,
 )
+from aistack.chat.services import CHAT_PROMPT
 from aistack.usage.models import Outcome, UsageRecord
 from tests.ai import vendors
 from tests.ai.conftest import TEST_API_KEY

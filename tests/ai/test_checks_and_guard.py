@@ -11,7 +11,8 @@ from aistack.ai import services
 from aistack.ai.backends.http import NetworkBlocked, is_loopback
 from aistack.ai.checks import check_models
 from aistack.ai.prompts import PromptTemplate
-from aistack.ai.types import Attribution, ChatRequest, Message
+from aistack.ai.types import ChatRequest, Message
+from aistack.usage.types import Attribution
 from tests.ai import vendors
 from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer

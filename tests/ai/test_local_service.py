@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from aistack.ai.backends import local
-from aistack.ai.backends.local_service import REQUESTS_KEY, encode_remote, service_stop
+from aistack.ai.backends.local import REQUESTS_KEY, encode_remote
+from aistack.ai.backends.local_service import service_stop
 from aistack.ai.exceptions import Timeout
 from aistack.ai.types import ChatRequest, Message
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 
 TEXTS = ["How many vacation days do I get?",
          "Employees receive 25 days of paid leave each year, and unused days carry over."]

@@ -25,8 +25,9 @@ from aistack.ai.exceptions import (
     Unavailable,
 )
 from aistack.ai.services import RetryPolicy
-from aistack.ai.types import Attribution, ChatRequest, Message, Usage
+from aistack.ai.types import ChatRequest, Message
 from aistack.usage.models import Outcome, UsageRecord
+from aistack.usage.types import Attribution, Usage
 from tests.ai import vendors
 from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import requests
 from django.contrib.auth.models import User
-from harness import wait_for
 from urllib3 import encode_multipart_formdata
 
 from aistack.accounts.services import api_token_create
 from aistack.documents.models import Document
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
 from aistack.retrieval.models import Chunk
+from harness import wait_for
 from tests.documents.files import garbage, make_bomb, make_docx, make_pdf, make_zip
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from harness import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]

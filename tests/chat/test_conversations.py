@@ -11,9 +11,8 @@ from django.test import Client
 
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
-from aistack.ai.chat import CHAT_PROMPT
 from aistack.chat.models import Author, ChatMessage, Conversation
-from aistack.chat.services import conversation_reply_stream, conversation_start
+from aistack.chat.services import CHAT_PROMPT, conversation_reply_stream, conversation_start
 from aistack.errors import Invalid
 from aistack.usage.models import UsageRecord
 from tests.sse import streamed_events

@@ -18,13 +18,13 @@ from django.conf import settings
 from django.core.management import get_commands
 from dockerfile_parse import DockerfileParser
 from dotenv import dotenv_values
-from harness import clean_env
 
-import aistack.cli
+import aistack.cli.processes
 from aistack.cli import main as cli
 from aistack.config import Config
 from aistack.documents.middleware import _ENVELOPE_BYTES
 from aistack.realtime.events import KEEPALIVE_SECONDS
+from harness import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("web", "worker", "scheduler")
@@ -114,7 +114,7 @@ def test_health_checks_probe_what_each_service_needs(
     assert "redis-cli ping" in probe("redis")
     # The worker answers a ping addressed to its own node name (see `aistack worker`).
     assert "inspect ping --destination worker-0@$$HOSTNAME" in probe("worker")
-    assert "--hostname=worker-%i@%h" in Path(aistack.cli.__file__).read_text()
+    assert "--hostname=worker-%i@%h" in Path(aistack.cli.processes.__file__).read_text()
 
 
 def test_services_start_in_order(services: dict[str, dict[str, Any]]) -> None:

@@ -7,17 +7,18 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from harness import wait_for
 
 from aistack.ai.backends import scripted
 from aistack.ai.exceptions import Rejected
+from aistack.documents.indexing import DOCUMENT_INDEX, DOCUMENT_INDEX_PART
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
-from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_INDEX_PART
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.retrieval.chunking import chunk_text
 from aistack.retrieval.models import Chunk, ChunkVector, IndexPart, StagedVector
 from aistack.usage.models import UsageRecord
+from harness import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

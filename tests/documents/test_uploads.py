@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from aistack.accounts.models import Workspace
 from aistack.documents.models import Document
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
 from aistack.retrieval.models import Chunk
 from tests.conftest import ApiClient
 from tests.documents.files import make_bomb, make_docx, make_pdf

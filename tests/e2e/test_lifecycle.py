@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from harness import aistack, clean_env, free_port, http, kill_group, wait_for, wait_http_ok
 
 from aistack.accounts.services import api_token_create
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.retrieval.chunking import chunk_text
 from aistack.retrieval.models import Chunk
 from aistack.usage.models import UsageRecord
+from harness import aistack, clean_env, free_port, http, kill_group, wait_for, wait_http_ok
 from tests.e2e.test_worker_kill import database_url_of_test_db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

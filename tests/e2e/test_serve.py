@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from harness import (
     aistack,
     alive,
@@ -93,7 +94,7 @@ def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
         assert [hit["document_id"] for hit in found["results"]] == [created["id"]]
         [web] = children_running(serve.pid, "web")
         servers = web.children(recursive=True)
-        assert len([p for p in servers if "spawn_main" in " ".join(p.cmdline())]) == 2
+        assert len([p for p in servers if "--socket-fd" in p.cmdline()]) == 2
         assert not any(torch_loaded(p) for p in [web, *servers])
         # The processes that only supervise or send periodic jobs never set Django up.
         [scheduler] = children_running(serve.pid, "scheduler")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from harness import aistack, free_port, kill_group, wait_for, wait_http_ok
 
+from harness import aistack, free_port, kill_group, wait_for, wait_http_ok
 from tests.e2e.test_lifecycle import service_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True),

@@ -11,14 +11,15 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
-from harness import aistack, clean_env, kill_group, stop, wait_for
 
+from aistack.documents.indexing import DOCUMENT_INDEX
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.documents.tasks import DOCUMENT_INDEX
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.retrieval.chunking import chunk_text
 from aistack.retrieval.models import Chunk
+from harness import aistack, clean_env, kill_group, stop, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from harness import http
 
 from aistack.accounts.services import api_token_create
 from aistack.documents.services import document_create
+from harness import http
 from tests.realtime.streams import about, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,15 +7,12 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from aistack.accounts.services import workspace_create
+from aistack.documents.indexing import DOCUMENT_INDEX, documents_process_now
 from aistack.documents.models import Document
-from aistack.documents.services import (
-    document_create,
-    document_update,
-    documents_import,
-    documents_process_now,
-)
-from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_SUMMARY
-from aistack.jobs.models import Job, JobStatus
+from aistack.documents.services import document_create, document_update, documents_import
+from aistack.documents.summaries import DOCUMENT_SUMMARY
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.jobs.runner import jobs_work_through
 from aistack.jobs.services import JobRun, job_reconcile
 from aistack.retrieval.models import Term

@@ -12,11 +12,14 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from aistack.celery import app as celery_app
+from aistack.documents.indexing import DOCUMENT_INDEX
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_SUMMARY
+from aistack.documents.summaries import DOCUMENT_SUMMARY
+from aistack.jobs import kinds
 from aistack.jobs.exceptions import JobSuperseded
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.jobs.services import job_claim, job_enqueue, job_fail, job_reconcile
 
 
@@ -218,3 +221,12 @@ def test_a_batch_claim_takes_at_most_its_limit_and_never_twice(alice: User) -> N
     assert [run.object_id for run in late] == [ids[4]]
     statuses = dict(Document.objects.filter(pk__in=ids).values_list("pk", "embedding_status"))
     assert [statuses[pk] for pk in ids[:4]] == [JobStatus.PROCESSING] * 4
+
+
+def test_every_job_task_acks_late_and_goes_back_to_the_queue_if_its_worker_dies() -> None:
+    names = kinds.task_names()
+    assert {"aistack.documents.tasks.document_index",
+            "aistack.retrieval.tasks.chunks_reembed"} <= names
+    for name in names:
+        task = celery_app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost and task.ignore_result, name

@@ -8,18 +8,18 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
-from harness import wait_for
 
 from aistack.celery import app as celery_app
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.jobs import kinds
 from aistack.jobs.exceptions import TransientJobError
-from aistack.jobs.kinds import JobKind
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.models import Job
 from aistack.jobs.runner import run_job
 from aistack.jobs.services import JobRun, job_enqueue
 from aistack.retrieval.models import Chunk
+from harness import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from harness import wait_for
 
 from aistack.documents.models import Document
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
 from aistack.observability.logging import JsonFormatter, request_id_bind, request_id_forget
+from harness import wait_for
 from tests.conftest import ApiClient
 
 

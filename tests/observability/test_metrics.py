@@ -11,14 +11,14 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
-from harness import aistack, clean_env, process_tree, stop, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from aistack.accounts.services import api_token_create
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
+from harness import aistack, clean_env, process_tree, stop, wait_for
 from tests.e2e.test_worker_kill import database_url_of_test_db
 
 pytestmark = pytest.mark.django_db(transaction=True)

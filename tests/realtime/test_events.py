@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from harness import wait_for
 
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
+from harness import wait_for
 from tests.conftest import ApiClient
 from tests.realtime.streams import about, stream
 
@@ -98,9 +98,9 @@ def test_many_streams_share_one_subscription_and_each_gets_the_event(
 ) -> None:
     from contextlib import ExitStack
 
-    from aistack.documents.tasks import DOCUMENT_SUMMARY
-    from aistack.realtime.connections import redis_client
+    from aistack.documents.summaries import DOCUMENT_SUMMARY
     from aistack.realtime.events import job_events_publish
+    from aistack.redis.connections import redis_client
 
     document = Document.objects.create(workspace=alice.personal_workspace, title="A",
                                        content=CONTENT, content_hash="")

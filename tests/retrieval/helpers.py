@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 
 from aistack.accounts.models import Workspace
+from aistack.documents.indexing import DOCUMENT_INDEX, document_index_run
 from aistack.documents.models import Document
-from aistack.documents.services import document_create, document_index_run
-from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.documents.services import document_create
 from aistack.jobs.services import job_claim
 
 

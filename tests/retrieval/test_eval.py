@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-from harness import clean_env, run_aistack
 
-from aistack.retrieval.evaluation import DatasetError, dataset_load, ndcg_at, recall_at
+from aistack.evaluation import DatasetError, dataset_load, ndcg_at, recall_at
+from harness import clean_env, run_aistack
 
 CORPUS = {
     "d1": ("Vacation policy", "Employees receive 25 days of paid vacation per year."),

@@ -7,12 +7,12 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
-from aistack.ai.types import Attribution
 from aistack.retrieval.models import ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.reindex import reindex_run
 from aistack.retrieval.selectors import SearchMode, active_space
 from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
+from aistack.usage.types import Attribution
 from tests.retrieval.helpers import indexed
 
 OLD, NEW = "local:all-MiniLM-L6-v2", "scripted:hash"

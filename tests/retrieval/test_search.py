@@ -13,13 +13,13 @@ from django.db import connection
 
 from aistack.accounts.models import Workspace
 from aistack.ai.exceptions import AIError
-from aistack.ai.types import Attribution
 from aistack.documents.models import Document
 from aistack.documents.services import document_delete, document_update
 from aistack.retrieval.models import Chunk, ChunkVector, Term
 from aistack.retrieval.selectors import BM25_B, BM25_K1, SearchMode, active_space, chunk_search
 from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
+from aistack.usage.types import Attribution
 from tests.conftest import ApiClient
 from tests.retrieval.helpers import index_now, indexed
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from harness import wait_for
 
 from aistack.accounts.models import Workspace
 from aistack.accounts.services import api_token_create
@@ -24,10 +23,12 @@ from aistack.documents import summaries
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.documents.summaries import summary_version
-from aistack.jobs.models import Job, JobStatus
-from aistack.realtime import locks
-from aistack.realtime.locks import single_flight
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
+from aistack.redis import locks
+from aistack.redis.locks import single_flight
 from aistack.usage.models import UsageRecord
+from harness import wait_for
 from tests.conftest import ApiClient
 
 CONTENT = "Deploys happen on Tuesdays. Rollbacks need a second reviewer. Freezes start in December."

@@ -11,9 +11,9 @@ import pytest
 from django.contrib.auth.models import User
 
 from aistack.accounts.services import user_create
-from aistack.ai.types import Attribution, Usage
 from aistack.usage.models import Outcome, UsageRecord
 from aistack.usage.services import usage_record
+from aistack.usage.types import Attribution, Usage
 from tests.ai.conftest import TEST_API_KEY
 from tests.ai.vendors import VendorServer
 from tests.conftest import model_entry

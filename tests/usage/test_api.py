@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
-from harness import clean_env, run_aistack
 
 from aistack.accounts.models import Workspace
+from harness import clean_env, run_aistack
 from tests.conftest import ApiClient, client_for
 from tests.e2e.test_worker_kill import database_url_of_test_db
 from tests.usage.conftest import ledger_row

@@ -14,25 +14,28 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.utils import timezone
-from harness import wait_for
 
 from aistack.ai import chat_models
 from aistack.ai.exceptions import BudgetExceeded
 from aistack.ai.services import chat_complete
-from aistack.ai.types import Attribution, ChatRequest, Message
+from aistack.ai.types import ChatRequest, Message
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
-from aistack.documents.tasks import DOCUMENT_SUMMARY
-from aistack.jobs.models import Job, JobStatus
-from aistack.realtime.connections import redis_client
+from aistack.documents.summaries import DOCUMENT_SUMMARY
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
+from aistack.redis.connections import redis_client
 from aistack.usage.budgets import (
     CHARS_PER_TOKEN,
+    OverBudget,
     budget_reserve,
     budgets_reconcile,
     call_estimate_usd,
     month_of,
 )
 from aistack.usage.models import Budget, Outcome, UsageRecord
+from aistack.usage.types import Attribution
+from harness import wait_for
 from tests.ai import vendors
 from tests.ai.vendors import VendorServer
 from tests.conftest import ApiClient
@@ -49,8 +52,9 @@ def _request() -> ChatRequest:
 
 def _call_cost() -> Decimal:
     """What one call costs: answers are canned to cost exactly what the budget reserves."""
-    return call_estimate_usd(models=[chat_models["default"]], input_chars=len(QUESTION),
-                             output_tokens=ANSWER_TOKENS)
+    model = chat_models["default"]
+    return call_estimate_usd(served_by=[(model.provider, model.model)],
+                             input_chars=len(QUESTION), output_tokens=ANSWER_TOKENS)
 
 
 def _answers(vendor: VendorServer, n: int, *, delay: float = 0.0) -> None:
@@ -209,7 +213,7 @@ def test_estimates_left_by_a_dead_call_are_freed_from_the_ledger(alice: User) ->
     attribution = Attribution(feature="chat", workspace_id=workspace.pk)
     # Reserved, then the process died: never settled.
     assert budget_reserve(attribution=attribution, estimate=Decimal("0.7")) is not None
-    with pytest.raises(BudgetExceeded):
+    with pytest.raises(OverBudget):
         budget_reserve(attribution=attribution, estimate=Decimal("0.1"))
 
     assert budgets_reconcile(idle_seconds=60) == 0

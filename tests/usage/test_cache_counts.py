@@ -6,7 +6,7 @@ import time
 
 from django.utils import timezone
 
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 from aistack.usage.services import (
     CACHE_COUNTS_FLUSH_SECONDS,
     CACHE_COUNTS_KEY,

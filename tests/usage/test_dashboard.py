@@ -11,12 +11,13 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page
 
 from aistack.accounts.models import Workspace
-from aistack.ai.types import Usage
 from aistack.documents.services import document_create
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.usage.models import Outcome
 from aistack.usage.rollups import usage_rollup
 from aistack.usage.services import cache_lookups_record
+from aistack.usage.types import Usage
 from tests.browser import context_for, screenshot
 from tests.usage.conftest import ledger_row
 

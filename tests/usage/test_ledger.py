@@ -11,10 +11,10 @@ from django.db import connection
 from django.test import Client
 
 from aistack.accounts.services import user_create
-from aistack.ai.types import Attribution, Usage
 from aistack.usage.models import Outcome, UsageRecord
 from aistack.usage.pricing import cost_usd
 from aistack.usage.services import usage_record
+from aistack.usage.types import Attribution, Usage
 
 pytestmark = pytest.mark.django_db
 

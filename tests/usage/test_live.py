@@ -14,11 +14,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test import Client
-from harness import clean_env, run_aistack
 
 from aistack.usage.models import UsageRecord
 from aistack.usage.rollups import _LOCK_ID, one_snapshot, usage_rollup
 from aistack.usage.selectors import GroupBy, usage_period, usage_report
+from harness import clean_env, run_aistack
 from tests.ai import vendors
 from tests.ai.vendors import VendorServer
 from tests.conftest import ApiClient

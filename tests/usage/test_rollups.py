@@ -12,11 +12,12 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from aistack.ai.services import chat_stream
-from aistack.ai.types import Attribution, ChatRequest, Message, Usage
+from aistack.ai.types import ChatRequest, Message
 from aistack.documents.services import document_create
 from aistack.documents.summaries import summary_read
-from aistack.jobs.models import Job, JobStatus
-from aistack.realtime.connections import redis_client
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
+from aistack.redis.connections import redis_client
 from aistack.usage.models import DailyCacheUsage, DailyUsage, Outcome
 from aistack.usage.rollups import LATENCY_BOUNDS_MS, usage_rollup
 from aistack.usage.selectors import (
@@ -32,6 +33,7 @@ from aistack.usage.selectors import (
 )
 from aistack.usage.services import cache_lookups_record
 from aistack.usage.tasks import rollup
+from aistack.usage.types import Attribution, Usage
 from tests.usage.conftest import ledger_row
 
 # The rollups store the snapshot they summed in: only committed rows are told apart.

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from harness import wait_for
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from aistack.accounts.models import Membership, Role, Workspace
@@ -23,8 +22,9 @@ from aistack.ai.backends.scripted import Reply
 from aistack.chat.models import ChatMessage, Conversation
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
 from aistack.retrieval.answers import DONT_KNOW
+from harness import wait_for
 from tests.browser import context_for, screenshot
 from tests.retrieval.helpers import indexed
 

@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from harness import wait_for
 from playwright.sync_api import BrowserContext, Page, expect
 
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
+from harness import wait_for
 from tests.browser import screenshot
 
 pytestmark = pytest.mark.django_db(transaction=True)

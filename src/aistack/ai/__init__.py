@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.connection import BaseConnectionHandler
 from django.utils.module_loading import import_string
@@ -95,8 +96,6 @@ def embedding_model_for(spec: str) -> BaseEmbeddingModel:
     if default.id == spec:
         return default
     if spec not in _other_embedding_models:
-        from django.conf import settings
-
         provider, _, model = spec.partition(":")
         params = {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel", "MODEL": model,
                   "OPTIONS": settings.AI_PROVIDER_OPTIONS.get(provider, {})}

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import date
 from typing import ClassVar
 
+from aistack import errors
+
 
 class AIError(Exception):
     """The model provider could not serve the request."""
@@ -180,3 +182,20 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def app_error_for(error: AIError) -> errors.AppError:
+    """Return what the user is told about a provider error: never the provider's own words."""
+    if isinstance(error, InvalidRequest):
+        return errors.Invalid(error.message)
+    if isinstance(error, BudgetExceeded):
+        return errors.BudgetExceeded(error.message)
+    if isinstance(error, RateLimited):
+        return errors.AIRateLimited(retry_after=error.retry_after)
+    if isinstance(error, Timeout):
+        return errors.AITimeout()
+    if isinstance(error, Rejected | BadResponse):
+        return errors.AIBadGateway()
+    # Connection failures, outages, open circuits and misconfiguration: the operator's
+    # problem, and from the user's side all the same thing.
+    return errors.AIUnavailable()

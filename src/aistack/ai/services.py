@@ -34,20 +34,20 @@ from aistack.ai.exceptions import (
     RateLimited,
     Rejected,
 )
-from aistack.ai.types import (
-    Attribution,
-    ChatRequest,
-    ChatResult,
-    EmbeddingResult,
-    StreamChunk,
-    Usage,
-)
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, StreamChunk
 from aistack.observability.metrics import ai_budget_denials, ai_request_seconds, ai_usage_observe
 from aistack.transactions import connection_give_back
-from aistack.usage.budgets import Reservation, budget_reserve, budget_settle, call_estimate_usd
+from aistack.usage.budgets import (
+    OverBudget,
+    Reservation,
+    budget_reserve,
+    budget_settle,
+    call_estimate_usd,
+)
 from aistack.usage.models import Outcome
 from aistack.usage.pricing import cost_usd
 from aistack.usage.services import usage_record
+from aistack.usage.types import Attribution, Usage
 
 logger = structlog.stdlib.get_logger("aistack.ai")
 
@@ -158,18 +158,18 @@ class _Call:
     def reserve(self, models: Sequence[BaseModel], *, input_chars: int,
                 output_tokens: int) -> None:
         """Hold the call's estimated cost against its budgets; raise BudgetExceeded if over."""
-        estimate = call_estimate_usd(models=models, input_chars=input_chars,
-                                     output_tokens=output_tokens)
+        estimate = call_estimate_usd(served_by=[(model.provider, model.model) for model in models],
+                                     input_chars=input_chars, output_tokens=output_tokens)
         try:
             self.reservation = budget_reserve(attribution=self.attribution, estimate=estimate)
-        except BudgetExceeded as exc:
+        except OverBudget as exc:
             ai_budget_denials.labels(feature=self.attribution.feature, scope=exc.scope).inc()
             logger.warning("ai.budget_exceeded", feature=self.attribution.feature,
                            operation=self.operation, scope=exc.scope,
                            user_id=self.attribution.user_id,
                            workspace_id=self.attribution.workspace_id,
                            estimate_usd=str(estimate))
-            raise
+            raise BudgetExceeded(scope=exc.scope, renews_on=exc.renews_on) from exc
 
     def release(self, cost: Decimal = Decimal(0)) -> None:
         """Settle the reservation once: with the call's real cost, or none if it never ran."""
@@ -190,7 +190,9 @@ class _Call:
             return
         cost = cost_usd(provider=self.model.provider, model=self.model.model, usage=usage)
         self.release(cost)
-        ai_usage_observe(feature=self.attribution.feature, usage=usage, cost_usd=float(cost))
+        ai_usage_observe(feature=self.attribution.feature, input_tokens=usage.input_tokens,
+                         output_tokens=usage.output_tokens, cached_tokens=usage.cached_tokens,
+                         cost_usd=float(cost))
         if not settings.AI_RECORD_USAGE:
             return
         if isinstance(error, AIError):

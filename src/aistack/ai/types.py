@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from aistack.usage.types import Usage
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -40,22 +42,6 @@ class ChatRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Usage:
-    """Tokens a call used; ``input_tokens`` includes the ``cached_tokens`` read from cache."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
 class ChatResult:
     """A chat model's complete answer."""
 
@@ -85,14 +71,3 @@ class EmbeddingResult:
     model: str
     usage: Usage
     request_id: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Attribution:
-    """Who and what a model call is for: the usage ledger's row keys."""
-
-    feature: str
-    user_id: int | None = None
-    workspace_id: int | None = None
-    object_id: int | None = None
-    prompt_version: str = ""

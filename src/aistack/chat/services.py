@@ -1,6 +1,8 @@
-"""Business actions on conversations: each turn is kept, each reply comes from aistack.ai."""
+"""Chat: replies from the configured chat model (feature ``chat``), and kept conversations."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -9,12 +11,57 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from aistack.ai import services as ai
-from aistack.ai.chat import chat_reply_stream
-from aistack.ai.types import ChatResult, Message
+from aistack.ai.prompts import PromptTemplate
+from aistack.ai.types import ChatRequest, ChatResult, Message
 from aistack.chat.models import Author, ChatMessage, Conversation
 from aistack.errors import Invalid
+from aistack.usage.types import Attribution
 
 TITLE_CHARS = 60
+FEATURE = "chat"
+CHAT_PROMPT = PromptTemplate(
+    name="chat",
+    # Short on purpose: the same prompt serves small local models, whose answers get
+    # worse with long instructions, and large hosted ones.
+    system=(
+        "You are the assistant of aistack, a team knowledge base. Answer clearly and "
+        "briefly. If you are not sure of something, say so instead of guessing."
+    ),
+)
+
+
+def chat_input_check(messages: Sequence[Message]) -> None:
+    """Refuse a conversation longer than the chat model is sent."""
+    if sum(len(message.content) for message in messages) > settings.AI_CHAT_MAX_INPUT_CHARS:
+        raise Invalid(f"The conversation is too long: at most "
+                      f"{settings.AI_CHAT_MAX_INPUT_CHARS:,} characters.")
+
+
+def _call(
+    messages: Sequence[Message], user_id: int | None, workspace_id: int | None
+) -> tuple[ChatRequest, Attribution]:
+    request = ChatRequest(messages=(*CHAT_PROMPT.render(), *messages))
+    attribution = Attribution(feature=FEATURE, user_id=user_id, workspace_id=workspace_id,
+                              prompt_version=CHAT_PROMPT.version)
+    return request, attribution
+
+
+def chat_reply(
+    *, messages: Sequence[Message], user_id: int | None = None, workspace_id: int | None = None
+) -> ChatResult:
+    """Return the chat model's reply to a conversation."""
+    chat_input_check(messages)
+    request, attribution = _call(messages, user_id, workspace_id)
+    return ai.chat_complete(request=request, attribution=attribution)
+
+
+def chat_reply_stream(
+    *, messages: Sequence[Message], user_id: int | None = None, workspace_id: int | None = None
+) -> ai.ChatStream:
+    """Return the chat model's reply to a conversation as a stream of text."""
+    chat_input_check(messages)
+    request, attribution = _call(messages, user_id, workspace_id)
+    return ai.chat_stream(request=request, attribution=attribution)
 
 
 def _checked(text: str) -> str:

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from aistack.accounts.sessions import current_place, signed_in_user
 from aistack.ai.types import ChatResult
 from aistack.chat.selectors import conversation_get, conversation_list, conversation_messages
 from aistack.chat.services import (
@@ -18,7 +19,6 @@ from aistack.chat.services import (
 from aistack.errors import Invalid
 from aistack.streaming import sse_response
 from aistack.usage.ratelimits import ai_rate_limit_hit
-from aistack.web.workspaces import current_place, signed_in_user
 
 
 @login_required

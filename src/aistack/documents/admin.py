@@ -4,6 +4,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from aistack.documents.models import Document
+from aistack.documents.services import document_create, document_update
 
 
 @admin.register(Document)
@@ -19,8 +20,6 @@ class DocumentAdmin(admin.ModelAdmin[Document]):
     def save_model(self, request: HttpRequest, obj: Document, form: ModelForm[Document],
                    change: bool) -> None:
         # Through the services, so the admin's edits are processed like the API's.
-        from aistack.documents.services import document_create, document_update
-
         if change:
             document_update(document=obj, title=obj.title, content=obj.content)
             return

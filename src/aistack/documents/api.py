@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from django.http import HttpRequest
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 
-from aistack.accounts.permissions import (
-    default_workspace,
-    ensure_can_write,
-    memberships_cache_key,
-    workspace_for_read,
-)
-from aistack.accounts.selectors import token_user_cache_key
+from aistack.accounts.permissions import default_workspace, ensure_can_write, workspace_for_read
 from aistack.api_pagination import paginate
-from aistack.cache import event_loop_cache
 from aistack.documents import selectors, services, summaries
 from aistack.documents.models import Document
 from aistack.documents.schemas import (
@@ -110,51 +102,6 @@ def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
         return state
     document = selectors.document_get(user=request.user, document_id=document_id)
     return summaries.summary_read(document=document)
-
-
-async def summary_warm_json(request: HttpRequest, *, document_id: int) -> str | None:
-    """Return the body ``get_summary`` would send, if Redis alone can answer; else None.
-
-    For the ASGI fast path (``aistack.fastpath``): the same token, permission and
-    summary entries as the view, read in two round trips that do not block the event
-    loop. It answers only when every entry is cached and allows the read; anything
-    else, refusals included, is left to the view.
-    """
-    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-    token_key = token_user_cache_key(raw=raw.strip()) if scheme.lower() == "bearer" else None
-    if token_key is None:
-        return None
-    ref_key = selectors.document_ref_cache_key(document_id)
-    # Shared values, read here and never changed: each is unpickled once per process.
-    cache = event_loop_cache()
-    first = await cache.aget_many_shared([token_key, ref_key])
-    user, found = first.get(token_key), first.get(ref_key)
-    if user is None or found is None:
-        return None
-    # The summary's key is known now, so it is read with the roles, before the check.
-    version = summaries.summary_version(document=selectors.DocumentRef(
-        pk=document_id, workspace_id=found[0], content_hash=found[1]))
-    roles_key = memberships_cache_key(user.pk)
-    second = await cache.aget_many_shared([roles_key, version.cache_key])
-    roles = second.get(roles_key)
-    if roles is None or selectors.readable_ref(user=user, document_id=document_id, found=found,
-                                               roles=roles) is None:
-        return None
-    state = summaries.summary_from_cached(version, second.get(version.cache_key))
-    if state is None:
-        return None
-    # The API's own renderer: byte for byte what the view's response carries.
-    from aistack.api import api
-
-    rendered: str = api.renderer.render(request, _summary_out(state), response_status=200)
-    return rendered
-
-
-@functools.lru_cache(maxsize=512)
-def _summary_out(state: SummaryState) -> dict[str, Any]:
-    """The response's data for ``state``, built once per process: never change it."""
-    out: dict[str, Any] = SummaryOut.from_orm(state).model_dump()
-    return out
 
 
 @router.post("/{int:document_id}/summary", response={202: SummaryOut})

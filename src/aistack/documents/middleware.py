@@ -7,7 +7,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from aistack.errors import PayloadTooLarge
+from aistack.errors import PayloadTooLarge, error_response
 
 # The API's upload endpoint and the web page's form.
 UPLOAD_PATHS = frozenset({"/api/v1/documents/upload", "/documents/upload/"})
@@ -28,8 +28,6 @@ class UploadSizeLimitMiddleware:
             except ValueError:
                 declared = 0
             if declared > settings.UPLOAD_MAX_BYTES + _ENVELOPE_BYTES:
-                from aistack.api import error_response
-
                 return error_response(PayloadTooLarge(
                     f"The upload is {declared:,} bytes; the limit is "
                     f"{settings.UPLOAD_MAX_BYTES:,}."))

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from aistack.accounts.models import Workspace
-from aistack.jobs.models import JobStatus
-
-
-def content_hash(text: str) -> str:
-    """Return the hash that identifies a version of some text."""
-    return hashlib.sha256(text.encode()).hexdigest()
+from aistack.cache import content_hash
+from aistack.jobs.kinds import JobStatus
 
 
 class Document(models.Model):

@@ -7,7 +7,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import Field
 
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobStatus
 
 
 class DocumentIn(Schema):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -11,32 +11,15 @@ from django.core.files import File
 from django.db import transaction
 
 from aistack.accounts.models import Workspace
-from aistack.ai.types import Attribution
-from aistack.documents.models import Document, content_hash
-from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind, parse
-from aistack.documents.tasks import DOCUMENT_INDEX, DOCUMENT_INDEX_PART, DOCUMENT_SUMMARY
+from aistack.cache import content_hash
+from aistack.documents.indexing import DOCUMENT_INDEX
+from aistack.documents.models import Document
+from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind
+from aistack.documents.summaries import DOCUMENT_SUMMARY
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
-from aistack.jobs.models import Job, JobStatus
-from aistack.jobs.runner import jobs_work_through
 from aistack.jobs.services import (
-    JobRun,
     job_enqueue,
-    job_fail,
-    job_park,
-    job_wake,
     jobs_create,
-    jobs_finishing,
-)
-from aistack.retrieval.chunking import ChunkSpec, chunk_texts
-from aistack.retrieval.models import IndexPart
-from aistack.retrieval.services import (
-    IndexedDocument,
-    chunks_replace,
-    embedding_input,
-    spaces_to_fill,
-    spaces_unchanged,
-    vectors_for,
-    vectors_stage,
 )
 
 
@@ -124,172 +107,6 @@ def document_delete(*, document: Document) -> None:
     document.delete()
 
 
-def _text_of(document: Document) -> str:
-    """Return the document's text, extracting it from the uploaded file if need be."""
-    if not document.awaits_parsing:
-        return document.content
-    with document.source_file.open("rb") as handle:
-        data = handle.read()
-    parsed = parse(data=data, kind=document.source_kind, max_chars=settings.DOCUMENT_MAX_CHARS)
-    document.content = parsed.text
-    if parsed.title and document.title == document.source_name:
-        document.title = parsed.title[: settings.DOCUMENT_TITLE_MAX_CHARS]
-    return parsed.text
-
-
-def _index_parts_delete(document_ids: Sequence[int]) -> None:
-    part_ids = list(IndexPart.objects.filter(document_id__in=document_ids)
-                    .values_list("pk", flat=True))
-    if part_ids:
-        Job.objects.filter(kind=DOCUMENT_INDEX_PART.name, object_id__in=part_ids).delete()
-        IndexPart.objects.filter(pk__in=part_ids).delete()
-
-
-def _parts_plan(run: JobRun, document: Document, inputs: Sequence[str]) -> None:
-    size = settings.INDEX_PART_INPUTS
-    with transaction.atomic():
-        _index_parts_delete([document.pk])  # planned for an older version
-        created = IndexPart.objects.bulk_create(
-            IndexPart(document=document, generation=run.generation, ordinal=n,
-                      inputs=list(inputs[start:start + size]))
-            for n, start in enumerate(range(0, len(inputs), size))
-        )
-        jobs_create(kinds=[DOCUMENT_INDEX_PART], object_ids=[part.pk for part in created])
-        job_park(run=run, seconds=settings.INDEX_PARTS_WAIT_SECONDS)
-
-
-def _waits_for_parts(run: JobRun, document: Document, inputs: Sequence[str]) -> bool:
-    """Fan a large document out into part jobs; True while (or if) they have not all succeeded.
-
-    The first run plans the parts and parks; the last part to finish wakes the job,
-    whose next run finds every vector staged and stores the chunks in one go.
-    """
-    parts = list(IndexPart.objects.filter(document=document, generation=run.generation)
-                 .values_list("pk", flat=True))
-    jobs = list(Job.objects.filter(kind=DOCUMENT_INDEX_PART.name, object_id__in=parts)
-                .values_list("status", "last_error"))
-    if not parts or len(jobs) < len(parts):
-        _parts_plan(run, document, inputs)
-        return True
-    failed = [error for status, error in jobs if status == JobStatus.FAILED]
-    if failed:
-        with transaction.atomic():
-            job_fail(run=run, error=f"Embedding part of the document failed: {failed[0]}")
-            _index_parts_delete([document.pk])
-        return True
-    if any(status != JobStatus.COMPLETE for status, _ in jobs):
-        # Woken by the reconciler's safety net before the parts were done.
-        job_park(run=run, seconds=settings.INDEX_PARTS_WAIT_SECONDS)
-        return True
-    return False
-
-
-def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
-    """Parse (uploads), chunk, embed and store documents for search: their index jobs' work.
-
-    Embedding many documents in one call keeps the model's batches full; slow work
-    happens outside the transaction, and documents edited meanwhile are skipped by
-    ``jobs_finishing`` (their newer job will index them). An upload's extracted text
-    is saved in the same transaction as its chunks: never half-ingested. With
-    ``fan_out``, a document too large for one job is embedded by part jobs first.
-    """
-    documents = Document.objects.in_bulk([run.object_id for run in runs])
-    spaces = spaces_to_fill()
-    readable: list[tuple[JobRun, Document, str]] = []
-    for run in runs:
-        document = documents.get(run.object_id)
-        if document is None:
-            continue
-        try:
-            readable.append((run, document, _text_of(document)))
-        except (ParseError, OSError) as exc:
-            message = exc.message if isinstance(exc, ParseError) else "The file could not be read."
-            job_fail(run=run, error=message)
-            # With no text there is nothing to summarize either: say why, don't wait.
-            Document.objects.filter(pk=document.pk).update(
-                summary_status=JobStatus.FAILED, summary_error=message)
-    chunked = chunk_texts([text for *_, text in readable])
-    prepared: list[tuple[JobRun, Document, list[ChunkSpec], list[str]]] = []
-    for (run, document, _), specs in zip(readable, chunked, strict=True):
-        inputs = [embedding_input(title=document.title, text=spec.text) for spec in specs]
-        if (fan_out and len(inputs) > settings.INDEX_PART_INPUTS
-                and _waits_for_parts(run, document, inputs)):
-            continue
-        prepared.append((run, document, specs, inputs))
-    if not prepared:
-        return 0
-    workspaces = {document.workspace_id for _, document, _, _ in prepared}
-    only = prepared[0][1] if len(prepared) == 1 else None
-    attribution = Attribution(
-        feature="embedding",
-        user_id=only.author_id if only else None,
-        workspace_id=next(iter(workspaces)) if len(workspaces) == 1 else None,
-        object_id=only.pk if only else None,
-    )
-    all_inputs = [text for *_, inputs in prepared for text in inputs]
-    # The runner renews the runs' leases while the model works (``lease_kept``).
-    vectors = {space: vectors_for(space=space, inputs=all_inputs, attribution=attribution)
-               for space in spaces}
-    items: dict[int, IndexedDocument] = {}
-    offset = 0
-    for _, document, specs, inputs in prepared:
-        items[document.pk] = IndexedDocument(
-            document=document, specs=specs, inputs=inputs,
-            vectors={space: space_vectors[offset:offset + len(inputs)]
-                     for space, space_vectors in vectors.items()},
-        )
-        offset += len(inputs)
-    with jobs_finishing([run for run, *_ in prepared]) as owned:
-        spaces_unchanged(spaces)
-        parsed = [items[run.object_id].document for run in owned
-                  if items[run.object_id].document.source_file]
-        for document in parsed:
-            document.save(update_fields=["content", "content_hash", "title"])
-            # An upload has text to summarize only now.
-            job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
-        stored = chunks_replace(items=[items[run.object_id] for run in owned])
-        _index_parts_delete([run.object_id for run in owned])
-        return stored
-
-
-def document_index_run(*, run: JobRun) -> None:
-    """Index one document (the index job's work), in parts if it is large."""
-    documents_index(runs=[run], fan_out=True)
-
-
-def index_part_run(*, run: JobRun) -> None:
-    """Embed one part of a large document and stage its vectors (the part job's work)."""
-    part = IndexPart.objects.select_related("document").filter(pk=run.object_id).first()
-    if part is None:  # its document was deleted or edited: nothing left to do
-        with run.finishing():
-            return
-    document = part.document
-    attribution = Attribution(feature="embedding", user_id=document.author_id,
-                              workspace_id=document.workspace_id, object_id=document.pk)
-    vectors = {space: vectors_for(space=space, inputs=part.inputs, attribution=attribution)
-               for space in spaces_to_fill()}
-    with run.finishing():
-        if IndexPart.objects.filter(pk=part.pk).exists():
-            vectors_stage(part=part, vectors=vectors)
-
-
-def index_parts_settled(*, part_ids: Sequence[int]) -> None:
-    """Wake a document's index job once all of its parts have completed or failed."""
-    planned = set(IndexPart.objects.filter(pk__in=part_ids)
-                  .values_list("document_id", "generation"))
-    for document_id, generation in planned:
-        # Locked: parts settling at the same moment take turns here, so the last one
-        # sees the others settled and exactly one wakes the job.
-        Job.objects.select_for_update().filter(kind=DOCUMENT_INDEX.name,
-                                               object_id=document_id).first()
-        siblings = IndexPart.objects.filter(document_id=document_id, generation=generation)
-        unsettled = Job.objects.filter(
-            kind=DOCUMENT_INDEX_PART.name, object_id__in=siblings.values("pk"),
-        ).exclude(status__in=[JobStatus.COMPLETE, JobStatus.FAILED])
-        if not unsettled.exists():
-            job_wake(kind=DOCUMENT_INDEX, object_id=document_id, generation=generation)
-
-
 def documents_import(
     *, workspace: Workspace, items: Sequence[tuple[str, str]], author: User | None,
     deliver: bool = True, summarize: bool = True,
@@ -311,17 +128,3 @@ def documents_import(
         if summarize:
             jobs_create(kinds=[DOCUMENT_SUMMARY], object_ids=[d.pk for d in created])
     return created
-
-
-INGEST_BATCH = 256
-
-
-def documents_process_now(
-    *, document_ids: Sequence[int], progress: Callable[[int], None]
-) -> None:
-    """Index the documents in this process (workers may help) until all are done."""
-    # Large batches: the model sorts each call's texts by length, so bigger
-    # calls pad less and embed faster.
-    jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
-                      work=lambda runs: documents_index(runs=runs), progress=progress,
-                      batch=INGEST_BATCH)

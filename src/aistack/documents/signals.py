@@ -11,8 +11,8 @@ from aistack.cache import cache_forget
 from aistack.documents.models import Document
 from aistack.documents.selectors import document_ref_cache_key
 from aistack.jobs import kinds
-from aistack.jobs.models import Job
-from aistack.retrieval.services import chunks_delete
+from aistack.jobs.services import jobs_delete
+from aistack.retrieval.index import chunks_delete
 from aistack.transactions import after_commit
 
 
@@ -25,8 +25,7 @@ def forget_document(sender: type[Document], instance: Document, **_: Any) -> Non
     if instance.source_file and instance.source_file.name:
         # Only once the deletion is committed: a rollback must find the file still there.
         after_commit(instance.source_file.storage.delete, instance.source_file.name)
-    Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
-                       object_id=instance.pk).delete()
+    jobs_delete(kinds=kinds.for_model("documents.Document"), object_ids=[instance.pk])
 
 
 @receiver(post_save, sender=Document)

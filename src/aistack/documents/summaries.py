@@ -19,21 +19,31 @@ from django.core.cache import cache
 from aistack.ai import chat_models
 from aistack.ai import exceptions as ai_exceptions
 from aistack.ai import services as ai
+from aistack.ai.exceptions import app_error_for
 from aistack.ai.prompts import PromptTemplate
-from aistack.ai.types import Attribution, ChatRequest
+from aistack.ai.types import ChatRequest
 from aistack.cache import REDIS_UNREACHABLE
 from aistack.documents.models import Document
 from aistack.documents.selectors import DocumentRef
-from aistack.documents.tasks import DOCUMENT_SUMMARY
-from aistack.errors import app_error_for
+from aistack.jobs import kinds
 from aistack.jobs.exceptions import JobError, TransientJobError
-from aistack.jobs.models import JobStatus
+from aistack.jobs.kinds import JobKind, JobStatus
 from aistack.jobs.services import JobRun, job_enqueue
-from aistack.realtime.locks import single_flight
+from aistack.redis.locks import single_flight
 from aistack.transactions import connection_give_back
 from aistack.usage.services import cache_lookups_record
+from aistack.usage.types import Attribution
 
 FEATURE = "summary"
+DOCUMENT_SUMMARY = kinds.register(
+    JobKind(
+        name="documents.summary",
+        task_name="aistack.documents.tasks.document_summarize",
+        model_label="documents.Document",
+        status_field="summary_status",
+        error_field="summary_error",
+    )
+)
 SUMMARY_PROMPT = PromptTemplate(
     name="summary",
     # Instructions in the system turn, the document in the user turn: every provider

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from kombu.exceptions import KombuError
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from aistack.celery import app
+
+logger = logging.getLogger(__name__)
 
 BrokerUnavailable = (KombuError, RedisError, OSError)
 
@@ -50,3 +55,21 @@ def _task_of(raw: bytes) -> str | None:
         return str(message["headers"]["task"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+class QueueDepthCollector(Collector):
+    """Read the length of each Celery queue from the broker at scrape time."""
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield ``aistack_queue_depth`` with one sample per queue."""
+        gauge = GaugeMetricFamily("aistack_queue_depth",
+                                  "Jobs waiting in each Celery queue.", labels=["queue"])
+        try:
+            depths = queue_depths()
+        except BrokerUnavailable as exc:
+            # A scrape still reports everything else while the broker is down.
+            logger.warning("queue depth unavailable: %s", exc)
+            return
+        for name, depth in depths.items():
+            gauge.add_metric([name], depth)
+        yield gauge

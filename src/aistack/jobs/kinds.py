@@ -1,4 +1,9 @@
-"""Kinds of background work, each mirrored onto a status field of the object it serves."""
+"""Kinds of background work, each mirrored onto a status field of the object it serves.
+
+A kind is declared beside the service that does its work; its state lives in
+``aistack.jobs`` alone (its models, services and selectors), which no other package
+writes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,13 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    COMPLETE = "complete", "Complete"
+    FAILED = "failed", "Failed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +52,11 @@ def register(kind: JobKind) -> JobKind:
 def for_model(model_label: str) -> list[JobKind]:
     """Return the kinds of job that work on objects of ``model_label``."""
     return [kind for kind in _registry.values() if kind.model_label == model_label]
+
+
+def registered() -> list[JobKind]:
+    """Return every registered kind of job."""
+    return list(_registry.values())
 
 
 def task_names() -> set[str]:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-
-class JobStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    PROCESSING = "processing", "Processing"
-    COMPLETE = "complete", "Complete"
-    FAILED = "failed", "Failed"
+from aistack.jobs.kinds import JobStatus
 
 
 class Job(models.Model):

@@ -16,8 +16,8 @@ from django.db import InterfaceError, OperationalError, connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aistack.jobs.exceptions import JobSuperseded, TransientJobError
-from aistack.jobs.kinds import JobKind
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.models import Job
 from aistack.jobs.services import (
     JobRun,
     job_claim,

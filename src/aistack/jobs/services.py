@@ -26,10 +26,10 @@ from aistack.celery import app as celery_app
 from aistack.jobs import kinds
 from aistack.jobs.broker import BrokerUnavailable, messages_held
 from aistack.jobs.exceptions import JobSuperseded
-from aistack.jobs.kinds import JobKind
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.models import Job
 from aistack.observability.metrics import job_failures
-from aistack.realtime.connections import redis_outage_active, redis_outage_seen
+from aistack.redis.connections import redis_outage_active, redis_outage_seen
 from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
@@ -325,6 +325,16 @@ def job_wake(*, kind: JobKind, object_id: int, generation: int) -> bool:
     if woken:
         after_commit(_send, kind, object_id)
     return bool(woken)
+
+
+def job_lock(*, kind: JobKind, object_id: int) -> None:
+    """Lock the job's row until the transaction ends: callers deciding about it take turns."""
+    Job.objects.select_for_update().filter(kind=kind.name, object_id=object_id).first()
+
+
+def jobs_delete(*, kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
+    """Delete the jobs of ``kinds`` on ``object_ids``: their objects are gone or replaced."""
+    Job.objects.filter(kind__in=[kind.name for kind in kinds], object_id__in=object_ids).delete()
 
 
 def _lost_pending(stale: Q) -> list[Job]:

@@ -14,13 +14,13 @@ from aistack.jobs.services import job_reconcile
 HEARTBEAT_KEY = "worker-heartbeat"
 
 
-@shared_task(name="aistack.jobs.tasks.reconcile", ignore_result=True)
+@shared_task(name="aistack.jobs.tasks.reconcile")
 def reconcile() -> int:
     """Re-deliver lost or abandoned jobs."""
     return job_reconcile()
 
 
-@shared_task(name="aistack.jobs.tasks.heartbeat", ignore_result=True)
+@shared_task(name="aistack.jobs.tasks.heartbeat")
 def heartbeat() -> None:
     """Record that a worker is consuming the queue, for readiness checks."""
     cache.set(HEARTBEAT_KEY, time.time(), timeout=None)

@@ -7,9 +7,6 @@ up on the web process's ``/metrics`` without the worker serving anything itself.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-
 from django.conf import settings
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,12 +16,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from aistack.ai.types import Usage
-
-logger = logging.getLogger(__name__)
 
 # From a cached answer (milliseconds) to a slow model or a long document job (minutes).
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -66,40 +58,23 @@ cache_requests = Counter(
 )
 
 
-def ai_usage_observe(*, feature: str, usage: Usage, cost_usd: float) -> None:
+def ai_usage_observe(*, feature: str, input_tokens: int, output_tokens: int,
+                     cached_tokens: int, cost_usd: float) -> None:
     """Count the tokens and cost of one model call."""
-    for kind, tokens in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                         ("cached", usage.cached_tokens)):
+    for kind, tokens in (("input", input_tokens), ("output", output_tokens),
+                         ("cached", cached_tokens)):
         if tokens:
             ai_tokens.labels(feature=feature, kind=kind).inc(tokens)
     if cost_usd:
         ai_cost_usd.labels(feature=feature).inc(cost_usd)
 
 
-class QueueDepthCollector(Collector):
-    """Read the length of each Celery queue from the broker at scrape time."""
-
-    def collect(self) -> Iterable[Metric]:
-        """Yield ``aistack_queue_depth`` with one sample per queue."""
-        from aistack.jobs.broker import BrokerUnavailable, queue_depths
-
-        gauge = GaugeMetricFamily("aistack_queue_depth",
-                                  "Jobs waiting in each Celery queue.", labels=["queue"])
-        try:
-            depths = queue_depths()
-        except BrokerUnavailable as exc:
-            # A scrape still reports everything else while the broker is down.
-            logger.warning("queue depth unavailable: %s", exc)
-            return
-        for name, depth in depths.items():
-            gauge.add_metric([name], depth)
-        yield gauge
-
-
-def exposition() -> tuple[bytes, str]:
-    """Return every process's metrics in the Prometheus text format, and its content type."""
+def exposition(*collectors: Collector) -> tuple[bytes, str]:
+    """Return every process's metrics in the Prometheus text format, and its content type;
+    ``collectors`` add what is read at scrape time."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
         registry, path=str(settings.PROMETHEUS_MULTIPROC_DIR))
-    registry.register(QueueDepthCollector())
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry), CONTENT_TYPE_LATEST

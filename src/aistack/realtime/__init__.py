@@ -1,1 +1,1 @@
-"""Cross-process coordination through Redis: job events pushed to clients, and locks."""
+"""Job events pushed to browsers and API clients as they happen."""

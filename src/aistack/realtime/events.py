@@ -28,13 +28,12 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connection
-from django.db.models import Model, Q
+from django.db.models import Model
 from redis.exceptions import RedisError
 
-from aistack.jobs import kinds
-from aistack.jobs.kinds import JobKind
-from aistack.jobs.models import Job, JobStatus
-from aistack.realtime.connections import async_redis_client, redis_client
+from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.selectors import jobs_changed_since
+from aistack.redis.connections import async_redis_client, redis_client
 from aistack.streaming import shutdown_event, sse_event
 
 logger = logging.getLogger(__name__)
@@ -136,30 +135,19 @@ def job_events_publish(
 
 def job_states(*, workspace_ids: Sequence[int], since: float) -> list[JobEvent]:
     """Return the state of every job in the workspaces that runs now or finished after ``since``."""
-    # A job's status changes only by entering "pending"/"processing", or by finishing
-    # (which sets finished_at): these are all the changes a client may have missed.
-    changed = Job.objects.filter(
-        Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING])
-        | Q(finished_at__gte=datetime.fromtimestamp(since, tz=UTC))
-    )
     at = _now_ms()
     events: list[JobEvent] = []
-    for name in changed.values_list("kind", flat=True).distinct().order_by():
-        try:
-            kind = kinds.get(name)
-        except KeyError:
-            continue
+    for kind, object_ids in jobs_changed_since(datetime.fromtimestamp(since, tz=UTC)).items():
         if not _relayed(kind) or kind.status_field is None or kind.error_field is None:
             continue
         rows = (
             kind.model()._default_manager
-            .filter(workspace_id__in=workspace_ids,
-                    pk__in=changed.filter(kind=name).values("object_id"))
+            .filter(workspace_id__in=workspace_ids, pk__in=object_ids)
             .values_list("pk", "workspace_id", kind.status_field, kind.error_field)
             .order_by("-pk")[:SNAPSHOT_LIMIT]
         )
         events.extend(
-            JobEvent(workspace=workspace_id, kind=name, object_id=pk, status=JobStatus(status),
+            JobEvent(workspace=workspace_id, kind=kind.name, object_id=pk, status=JobStatus(status),
                      error=error, at=at)
             for pk, workspace_id, status, error in rows
         )

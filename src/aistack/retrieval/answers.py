@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
-from aistack.ai.types import Attribution, ChatRequest, ChatResult, Message
+from aistack.ai.types import ChatRequest, ChatResult, Message
 from aistack.retrieval.models import Chunk
 from aistack.retrieval.selectors import SearchHit, SearchMode
 from aistack.retrieval.services import search
+from aistack.usage.types import Attribution
 
 FEATURE = "ask"
 # Cosine similarity (MiniLM) of the best passage below which the question is taken to

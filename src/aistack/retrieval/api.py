@@ -9,13 +9,13 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from aistack.accounts.permissions import workspace_ids_for_read
-from aistack.ai.types import Attribution
 from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
 from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search_and_mode
 from aistack.streaming import sse_response, sse_response_of
 from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.usage.types import Attribution
 from aistack.validation import Text
 
 router = Router(tags=["search"])

@@ -10,7 +10,7 @@ from django.conf import settings
 from semantic_text_splitter import TextSplitter
 
 from aistack.ai.backends.local import tokenizer
-from aistack.documents.models import content_hash
+from aistack.cache import content_hash
 
 
 @dataclass(frozen=True, kw_only=True)

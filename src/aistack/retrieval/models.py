@@ -8,11 +8,11 @@ from django.db import models
 from pgvector.django import VectorField
 
 from aistack.accounts.models import Workspace
-from aistack.documents.models import Document
 
 
 class Chunk(models.Model):
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey("documents.Document", on_delete=models.CASCADE,
+                                 related_name="chunks")
     # Denormalized from the document so searches filter by workspace without a join.
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="chunks")
     ordinal = models.PositiveIntegerField()
@@ -136,7 +136,8 @@ class IndexPart(models.Model):
     last part is done, from the vectors the parts staged.
     """
 
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="index_parts")
+    document = models.ForeignKey("documents.Document", on_delete=models.CASCADE,
+                                 related_name="index_parts")
     # The index job's generation that planned this part: an edit makes it stale.
     generation = models.PositiveIntegerField()
     ordinal = models.PositiveIntegerField()

@@ -6,20 +6,26 @@ from collections.abc import Callable, Sequence
 
 from django.db import transaction
 
-from aistack.ai.types import Attribution
-from aistack.jobs.models import Job
+from aistack.jobs import kinds
+from aistack.jobs.kinds import JobKind
 from aistack.jobs.runner import jobs_work_through
-from aistack.jobs.services import JobRun, jobs_create, jobs_finishing
+from aistack.jobs.services import JobRun, jobs_create, jobs_delete, jobs_finishing
+from aistack.retrieval.embedding import embedding_input, vectors_for
+from aistack.retrieval.index import chunk_vectors_add, chunk_vectors_missing
 from aistack.retrieval.models import Chunk, EmbeddingSpace, SpaceStatus
-from aistack.retrieval.services import (
-    chunk_vectors_add,
-    chunk_vectors_missing,
-    embedding_input,
-    embedding_space_activate,
-    embedding_space_for_configured_model,
-    vectors_for,
+from aistack.retrieval.spaces import embedding_space_activate, embedding_space_for_configured_model
+from aistack.usage.types import Attribution
+
+CHUNKS_REEMBED = kinds.register(
+    JobKind(
+        name="retrieval.reembed",
+        task_name="aistack.retrieval.tasks.chunks_reembed",
+        model_label="documents.Document",
+        # Re-embedding for a new model is upkeep: the document's status stays as it is.
+        status_field=None,
+        error_field=None,
+    )
 )
-from aistack.retrieval.tasks import CHUNKS_REEMBED
 
 
 def documents_reembed(*, runs: Sequence[JobRun]) -> int:
@@ -57,7 +63,7 @@ def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
         Chunk.objects.exclude(vectors__space=space).values_list("document_id", flat=True)
     ))
     with transaction.atomic():
-        Job.objects.filter(kind=CHUNKS_REEMBED.name, object_id__in=document_ids).delete()
+        jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
         jobs_create(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
     return space, document_ids
 

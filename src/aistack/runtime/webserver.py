@@ -17,6 +17,8 @@ import click
 import uvicorn
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from aistack.runtime.supervisor import Child, Supervisor
+
 APPLICATION = "aistack.asgi:application"
 # uvicorn's default: connections the kernel queues for a process before it accepts them.
 BACKLOG = 2048
@@ -30,7 +32,8 @@ class DrainingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
 
     def shutdown(self) -> None:
         """Begin closing the connection, ending the event streams it may be waiting on."""
-        # Imported here: worker processes unpickle this class before Django is set up.
+        # Imported here: uvicorn's worker processes unpickle this class before Django
+        # is set up, and the module needs Django's settings.
         from aistack.streaming import streams_end
 
         streams_end()
@@ -85,8 +88,6 @@ def _serve_processes(*, host: str, port: int, workers: int, graceful_timeout: in
     This process holds the sockets, so connections the kernel queued for a process
     that crashed wait for its replacement, which serves the same socket.
     """
-    from aistack.runtime.supervisor import Child, Supervisor
-
     try:
         sockets = listening_sockets(host, port, workers)
     except OSError as exc:

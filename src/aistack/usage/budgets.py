@@ -38,14 +38,22 @@ from django.utils import timezone
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from aistack.ai.base import BaseModel
-from aistack.ai.exceptions import BudgetExceeded
-from aistack.ai.types import Attribution
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 from aistack.usage.models import Budget, BudgetScope, UsageRecord
 from aistack.usage.pricing import cost_estimate_usd
+from aistack.usage.types import Attribution
 
 logger = logging.getLogger(__name__)
+
+
+class OverBudget(Exception):
+    """A call would cross a monthly budget: ``scope`` ("workspace" or "user") ran out."""
+
+    def __init__(self, *, scope: str, renews_on: date) -> None:
+        super().__init__(f"the {scope} budget is spent until {renews_on}")
+        self.scope = scope
+        self.renews_on = renews_on
+
 
 # Deliberately generous (English averages about four): an estimate errs on the high side.
 CHARS_PER_TOKEN = 3
@@ -135,13 +143,14 @@ def _key(scope: str, owner_id: int, month: date) -> str:
     return _KEY.format(scope=scope, owner_id=owner_id, month=month)
 
 
-def call_estimate_usd(*, models: Sequence[BaseModel], input_chars: int,
+def call_estimate_usd(*, served_by: Sequence[tuple[str, str]], input_chars: int,
                       output_tokens: int) -> Decimal:
-    """Return the most a call of this size may cost on whichever of ``models`` serves it."""
+    """Return the most a call of this size may cost on whichever of ``served_by``'s
+    (provider, model) pairs serves it."""
     input_tokens = math.ceil(input_chars / CHARS_PER_TOKEN)
-    return max((cost_estimate_usd(provider=model.provider, model=model.model,
+    return max((cost_estimate_usd(provider=provider, model=model,
                                   input_tokens=input_tokens, output_tokens=output_tokens)
-                for model in models), default=Decimal(0))
+                for provider, model in served_by), default=Decimal(0))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,8 +222,8 @@ def _rebuild(limit: _Limit, month: date) -> None:
         pipe.execute()
 
 
-def _refused(limit: _Limit, month: date) -> BudgetExceeded:
-    return BudgetExceeded(scope=limit.scope.value, renews_on=_next_month(month))
+def _refused(limit: _Limit, month: date) -> OverBudget:
+    return OverBudget(scope=limit.scope.value, renews_on=_next_month(month))
 
 
 def _ledger_check(limits: Sequence[_Limit], estimate: Decimal, month: date) -> None:
@@ -225,7 +234,7 @@ def _ledger_check(limits: Sequence[_Limit], estimate: Decimal, month: date) -> N
 
 
 def budget_reserve(*, attribution: Attribution, estimate: Decimal) -> Reservation | None:
-    """Hold ``estimate`` on the call's workspace and user budgets, or raise BudgetExceeded.
+    """Hold ``estimate`` on the call's workspace and user budgets, or raise OverBudget.
 
     Returns None when nothing is held: a free call, no budget applies, or Redis is down.
     """

@@ -8,7 +8,7 @@ from functools import cache
 
 import genai_prices
 
-from aistack.ai.types import Usage
+from aistack.usage.types import Usage
 
 logger = logging.getLogger(__name__)
 

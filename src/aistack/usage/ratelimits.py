@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from aistack.errors import RateLimited
 from aistack.observability.metrics import rate_limited_requests
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError, ResponseError
 
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 from aistack.usage.models import DailyUsage, DailyUserUsage, DailyWorkspaceUsage, RollupState
 from aistack.usage.services import CACHE_COUNTS_KEY, cache_lookups_flush
 

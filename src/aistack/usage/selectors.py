@@ -21,14 +21,13 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import connection
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from aistack.accounts.models import Workspace
-from aistack.documents.models import Document
 from aistack.errors import Invalid
-from aistack.jobs import kinds
-from aistack.jobs.models import Job, JobStatus
+from aistack.jobs import selectors as jobs_selectors
+from aistack.jobs.selectors import JobFailures
 from aistack.usage.models import (
     DailyCacheUsage,
     DailyUsage,
@@ -43,8 +42,6 @@ DEFAULT_PERIOD_DAYS = 30
 MAX_PERIOD_DAYS = 400
 TOP = 10
 NO_OWNER = "(none)"
-# Failed jobs listed per task with their errors.
-LAST_ERRORS = 3
 
 
 class GroupBy(StrEnum):
@@ -348,32 +345,10 @@ def calls_slowest(*, period: Period, workspace_ids: Sequence[int] | None,
                 .select_related("user", "workspace").order_by("-latency_ms", "-pk"))
 
 
-@dataclass(frozen=True, kw_only=True)
-class JobFailures:
-    """Jobs of one task that failed in the period, with the latest errors."""
-
-    task: str
-    failed: int
-    last_errors: list[tuple[datetime | None, str]]
-
-
 def job_failures(*, period: Period, workspace_ids: Sequence[int] | None) -> list[JobFailures]:
     """Return, per task, how many jobs failed in the period and the last errors."""
-    start = datetime.combine(period.since, time.min, tzinfo=UTC)
-    failed = Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=start,
-                                finished_at__lt=period.end)
-    if workspace_ids is not None:
-        # Every kind of job works on documents, which belong to workspaces.
-        failed = failed.filter(
-            kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
-            object_id__in=Document.objects.filter(workspace_id__in=workspace_ids).values("pk"))
-    counts = dict(failed.values_list("kind").annotate(n=Count("pk")).order_by())
-    return [
-        JobFailures(task=kind, failed=n, last_errors=list(
-            failed.filter(kind=kind).order_by("-finished_at")
-            .values_list("finished_at", "last_error")[:LAST_ERRORS]))
-        for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    ]
+    return jobs_selectors.job_failures(start=datetime.combine(period.since, time.min, tzinfo=UTC),
+                                       end=period.end, workspace_ids=workspace_ids)
 
 
 @dataclass(frozen=True, kw_only=True)

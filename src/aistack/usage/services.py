@@ -13,11 +13,11 @@ from decimal import Decimal
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from aistack.ai.types import Attribution, Usage
 from aistack.observability.metrics import cache_requests
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 from aistack.usage.models import Outcome, UsageRecord
 from aistack.usage.pricing import cost_usd
+from aistack.usage.types import Attribution, Usage
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from aistack.usage.rollups import usage_rollup
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="aistack.usage.tasks.rollup", ignore_result=True)
+@shared_task(name="aistack.usage.tasks.rollup")
 def rollup() -> None:
     """Bring the daily rollups up to date and rebuild idle budgets from the ledger."""
     run = usage_rollup()

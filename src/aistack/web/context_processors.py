@@ -10,8 +10,8 @@ from django.utils.functional import SimpleLazyObject
 
 from aistack.accounts.models import Workspace
 from aistack.accounts.permissions import readable_workspaces
+from aistack.accounts.sessions import Place, current_place, signed_in_user
 from aistack.errors import NotFound
-from aistack.web.workspaces import Place, current_place, signed_in_user
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,13 +8,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template import loader
 
-from aistack.ai.exceptions import AIError
-from aistack.api import error_response, retry_after_set
+from aistack.ai.exceptions import AIError, app_error_for
 from aistack.errors import (
     AppError,
     Forbidden,
     NotFound,
-    app_error_for,
+    error_response,
+    retry_after_set,
 )
 
 _HEADINGS = {

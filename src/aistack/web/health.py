@@ -9,7 +9,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from aistack.jobs.tasks import HEARTBEAT_KEY
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 

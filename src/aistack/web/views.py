@@ -37,7 +37,7 @@ from aistack.accounts.services import (
     membership_role_change,
     workspace_create,
 )
-from aistack.ai.types import Attribution
+from aistack.accounts.sessions import Place, current_place, place_choose, signed_in_user
 from aistack.documents.models import Document
 from aistack.documents.selectors import document_get, document_list
 from aistack.documents.services import (
@@ -51,6 +51,7 @@ from aistack.errors import Conflict, Invalid, PayloadTooLarge, UnsupportedMediaT
 from aistack.retrieval.selectors import SearchHit, SearchMode, chunks_of
 from aistack.retrieval.services import search
 from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.usage.types import Attribution
 from aistack.web.forms import (
     DocumentForm,
     InviteForm,
@@ -60,7 +61,6 @@ from aistack.web.forms import (
     WorkspaceForm,
     add_service_errors,
 )
-from aistack.web.workspaces import Place, current_place, place_choose, signed_in_user
 
 DOCUMENTS_PER_PAGE = 20
 SEARCH_RESULTS = 10

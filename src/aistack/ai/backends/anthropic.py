@@ -14,7 +14,8 @@ from django.conf import settings
 from aistack.ai.backends.http import http_client, reraise_if_blocked
 from aistack.ai.base import BaseChatModel
 from aistack.ai.exceptions import BadResponse, ConnectionFailed, Timeout, error_for_status
-from aistack.ai.types import ChatRequest, ChatResult, StreamChunk, Usage
+from aistack.ai.types import ChatRequest, ChatResult, StreamChunk
+from aistack.usage.types import Usage
 
 # The Messages API requires an output limit; this one fits answers and summaries.
 DEFAULT_MAX_OUTPUT_TOKENS = 1024

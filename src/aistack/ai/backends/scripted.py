@@ -24,7 +24,8 @@ from typing import Any
 
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
 from aistack.ai.exceptions import AIError, RateLimited, Timeout, Unavailable
-from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, StreamChunk, Usage
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, StreamChunk
+from aistack.usage.types import Usage
 
 CHAT_RULES = ("echo", "unavailable", "rate-limited", "timeout")
 EMBEDDING_RULES = ("hash",)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from redis.exceptions import LockError
 
-from aistack.realtime.connections import redis_client
+from aistack.redis.connections import redis_client
 
 logger = logging.getLogger(__name__)
 

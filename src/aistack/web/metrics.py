@@ -9,8 +9,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from aistack.api import error_response
-from aistack.errors import Forbidden, Unauthenticated
+from aistack.errors import Forbidden, Unauthenticated, error_response
+from aistack.jobs.broker import QueueDepthCollector
 from aistack.observability.metrics import exposition
 
 
@@ -40,5 +40,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
             return error_response(Unauthenticated("Send the metrics token as a bearer token."))
         return error_response(Forbidden("Metrics are served to this machine only; set "
                                         "METRICS_TOKEN to scrape them from elsewhere."))
-    body, content_type = exposition()
+    body, content_type = exposition(QueueDepthCollector())
     return HttpResponse(body, content_type=content_type)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Router, Schema
 from pydantic import model_validator
 
 from aistack.accounts.permissions import default_workspace
-from aistack.ai.chat import chat_reply, chat_reply_stream
 from aistack.ai.types import ChatResult, Message
-from aistack.errors import Invalid, NotFound
+from aistack.chat.services import chat_reply, chat_reply_stream
+from aistack.errors import NotFound
 from aistack.streaming import sse_response
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.validation import Text
@@ -60,9 +59,6 @@ def chat(request: HttpRequest, payload: ChatIn) -> dict[str, object] | Streaming
         messages = [Message(role=m.role, content=m.content) for m in payload.messages]
     else:
         messages = [Message(role="user", content=payload.prompt or "")]
-    if sum(len(m.content) for m in messages) > settings.AI_CHAT_MAX_INPUT_CHARS:
-        raise Invalid(f"The conversation is too long: at most "
-                      f"{settings.AI_CHAT_MAX_INPUT_CHARS} characters.")
     try:
         workspace_id: int | None = default_workspace(user=user).pk
     except NotFound:

@@ -13,13 +13,16 @@ from pathlib import Path
 from django.db import transaction
 
 from aistack.accounts.models import Workspace
-from aistack.ai.types import Attribution
+from aistack.documents.indexing import documents_process_now
 from aistack.documents.models import Document
-from aistack.documents.services import documents_import, documents_process_now
+from aistack.documents.services import documents_import
 from aistack.jobs import kinds
-from aistack.jobs.models import Job
+from aistack.jobs.services import jobs_delete
+from aistack.retrieval.embedding import query_vectors_warm
+from aistack.retrieval.index import chunks_delete
 from aistack.retrieval.selectors import SearchMode
-from aistack.retrieval.services import chunks_delete, query_vectors_warm, search
+from aistack.retrieval.services import search
+from aistack.usage.types import Attribution
 
 # Chunks fetched per query: a document may contribute several, and recall@100
 # is counted over documents.
@@ -161,7 +164,6 @@ def scratch_workspace_drop(*, workspace: Workspace) -> None:
                             .values_list("pk", flat=True))
         chunks_delete(document_ids=document_ids)
         # In bulk first: the per-document cleanup on delete then finds nothing to do.
-        Job.objects.filter(kind__in=[kind.name for kind in kinds.for_model("documents.Document")],
-                           object_id__in=document_ids).delete()
+        jobs_delete(kinds=kinds.for_model("documents.Document"), object_ids=document_ids)
         workspace.delete()
 

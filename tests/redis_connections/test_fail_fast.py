@@ -10,12 +10,12 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from aistack.ai.backends import local_service
+from aistack.ai.backends import local
 from aistack.ai.exceptions import WorkersUnreachable
-from aistack.documents.tasks import DOCUMENT_INDEX
+from aistack.documents.indexing import DOCUMENT_INDEX
 from aistack.jobs import services as jobs
-from aistack.realtime import connections
-from aistack.realtime.connections import redis_client_for, redis_outage_active
+from aistack.redis import connections
+from aistack.redis.connections import redis_client_for, redis_outage_active
 from tests.jobs.test_state import queued_messages
 
 FAIL_OVER_SECONDS = 0.05
@@ -59,10 +59,10 @@ def test_a_failed_connection_fails_at_once_and_is_remembered_briefly(
 def test_the_local_model_through_the_workers_fails_without_retrying(
     dead_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local_service, "redis_client", lambda: dead_redis)
+    monkeypatch.setattr(local, "redis_client", lambda: dead_redis)
     started = time.perf_counter()
     with pytest.raises(WorkersUnreachable) as failure:
-        local_service.encode_remote(["a query"], timeout=5)
+        local.encode_remote(["a query"], timeout=5)
     assert time.perf_counter() - started < FAIL_OVER_SECONDS
     # Not retried by the choke point: Redis does not come back within a backoff.
     assert not failure.value.retryable and failure.value.counts_against_provider

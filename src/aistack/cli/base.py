@@ -1,0 +1,149 @@
+"""What every command shares: configuration, the services it needs, Django set up.
+
+Commands import the application inside their function: Django must be set up
+(and embedded services started) before any model is imported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from aistack.config import Config, ConfigError
+
+_stack: Any = None
+
+
+def config_read() -> Config:
+    try:
+        return Config.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _use_embedded_services(config: Config) -> None:
+    """Point DATABASE_URL and REDIS_URL at the embedded services when they are unset."""
+    global _stack
+    if config.database_url and config.redis_url:
+        return
+    from aistack.runtime.embedded import EmbeddedServiceError, EmbeddedStack
+
+    _stack = EmbeddedStack(config.home)
+    atexit.register(_stack.release)
+    # Python's default SIGTERM ends the process without running atexit handlers, which
+    # would leave the services this process started running: exit normally instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        if not config.database_url:
+            os.environ["DATABASE_URL"] = _stack.database_url()
+        if not config.redis_url:
+            os.environ["REDIS_URL"] = _stack.redis_url()
+    except (EmbeddedServiceError, OSError) as exc:
+        raise click.ClickException(f"could not start the embedded services: {exc}") from exc
+
+
+def _require_external_services(config: Config, process_type: str) -> None:
+    missing = [name for name, value in (("DATABASE_URL", config.database_url),
+                                        ("REDIS_URL", config.redis_url)) if not value]
+    if missing:
+        raise click.ClickException(
+            f"`aistack {process_type}` needs {' and '.join(missing)} "
+            "(use `aistack serve` to run everything on one machine with embedded services)"
+        )
+
+
+def django_settings() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
+
+
+def _django_setup() -> None:
+    django_settings()
+    import django
+
+    django.setup()
+
+
+def _migrate(*, verbosity: int = 0) -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=verbosity)
+
+
+def _system_check() -> None:
+    """Refuse to start with a configuration Django's system checks call an error."""
+    from django.core import checks
+
+    errors = [message for message in checks.run_checks() if message.is_serious()]
+    if errors:
+        raise click.ClickException(
+            "the configuration has problems:\n" + "\n".join(str(error) for error in errors)
+        )
+
+
+def services(*, embedded: bool, process_type: str) -> Config:
+    """Load the configuration; start the embedded services or insist on external ones."""
+    config = config_read()
+    config.home.mkdir(parents=True, exist_ok=True)
+    if embedded:
+        _use_embedded_services(config)
+    else:
+        _require_external_services(config, process_type)
+    return config
+
+
+def django_ready(*, migrate: bool = False) -> None:
+    """Set Django up, refuse a configuration its checks fault, and migrate if asked."""
+    _django_setup()
+    _system_check()
+    if migrate:
+        _migrate()
+
+
+def prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Config:
+    config = services(embedded=embedded, process_type=process_type)
+    django_ready(migrate=migrate)
+    return config
+
+
+def in_child(work: Callable[[], object]) -> None:
+    """Run ``work`` in a forked child and wait for it; exit with its code if it fails.
+
+    For a process that only supervises others: what ``work`` loads (Django and the
+    whole application, 150 MB) leaves with the child instead of staying resident.
+    The child ends with ``os._exit``, so the parent's exit handlers (which stop the
+    embedded services) run only in the parent.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if (pid := os.fork()) == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # shown here; the parent sees the exit code
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if code := os.waitstatus_to_exitcode(status):
+        raise SystemExit(code)
+
+
+@click.group()
+@click.version_option(package_name="aistack")
+def main() -> None:
+    """aistack: a team knowledge base with AI features."""

@@ -1,0 +1,177 @@
+"""The processes: everything on one machine (``serve``), or web, worker and scheduler."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sys
+import urllib.request
+
+import click
+
+from aistack.cli.base import (
+    config_read,
+    django_ready,
+    django_settings,
+    in_child,
+    main,
+    prepare,
+    services,
+)
+from aistack.config import Config
+
+# The niceness ``serve`` gives the scheduler (0 is the web's).
+BACKGROUND_NICE = 10
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ensure_admin(config: Config, url: str) -> None:
+    from django.contrib.auth.models import User
+
+    from aistack.accounts.services import user_create
+
+    password_file = config.home / "admin-password"
+    if not User.objects.filter(is_superuser=True).exists():
+        password = secrets.token_urlsafe(12)
+        user_create(username="admin", password=password, is_staff=True)
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password + "\n")
+        click.echo(f"Created an admin user. Log in at {url}admin/ as admin / {password}")
+        click.echo(f"(the password is also in {password_file})")
+    elif password_file.exists():
+        click.echo(f"Log in at {url}admin/ as admin (password in {password_file})")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", is_flag=True, help="Load a few sample documents (once).")
+def serve(host: str, port: int, demo: bool) -> None:
+    """Run everything on this machine: database, Redis, web, worker and scheduler."""
+    if not _port_free(host, port):
+        raise click.ClickException(f"port {port} on {host} is already in use")
+    # Metrics count from this start: the files of an earlier run's processes go.
+    shutil.rmtree(config_read().prometheus_multiproc_dir, ignore_errors=True)
+    # This process owns the embedded services and then only supervises: the setup that
+    # needs Django runs in a child of its own.
+    config = services(embedded=True, process_type="serve")
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+
+    def ready() -> None:
+        django_ready(migrate=True)
+        _ensure_admin(config, url)
+        if demo:
+            from aistack.documents.demo import demo_load
+
+            loaded = demo_load()
+            if loaded:
+                click.echo(f"Loaded {loaded} demo document(s).")
+
+    in_child(ready)
+
+    from aistack.runtime.supervisor import Child, Supervisor
+
+    me = [sys.executable, "-m", "aistack"]
+    children = [
+        # A drain shorter than the supervisor's stop timeout, which then kills what is left.
+        Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
+                                "--graceful-timeout", "5"]),
+        # One pool process: the local model already uses every core, and each pool
+        # process would load its own copy (600 MB). Its jobs run only on CPU time the
+        # requests leave over, so indexing and summaries never slow the requests being
+        # served; the thread that embeds the web's search queries keeps normal priority.
+        Child(name="worker", argv=[*me, "worker", "--concurrency", "1", "--task-idle"]),
+        Child(name="scheduler", argv=[*me, "scheduler"], nice=BACKGROUND_NICE),
+    ]
+    announced = False
+
+    def announce_when_up() -> None:
+        nonlocal announced
+        if announced:
+            return
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=1) as response:  # noqa: S310
+                announced = response.status == 200
+        except OSError:
+            return
+        if announced:
+            click.echo(f"aistack is running at {url}  (Ctrl-C to stop)")
+
+    supervisor = Supervisor(children, env=os.environ)
+    supervisor.run(on_tick=announce_when_up)
+    click.echo("aistack stopped.")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Web processes (default: WEB_CONCURRENCY, or 2).")
+@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(0),
+              help="Seconds requests in flight get to finish after SIGTERM.")
+@click.option("--socket-fd", default=None, type=click.IntRange(0), hidden=True,
+              help="Serve this inherited listening socket, in one process.")
+def web(host: str, port: int, workers: int | None, graceful_timeout: int,
+        socket_fd: int | None) -> None:
+    """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
+    # The workers load the local models to index documents; the web asks them to embed
+    # its queries rather than hold another copy (and torch) in every web process.
+    os.environ.setdefault("AI_LOCAL_MODELS_IN", "worker")
+    config = services(embedded=False, process_type="web")
+    workers = 1 if socket_fd is not None else workers or config.web_workers
+    if workers > 1:
+        # The server's parent only supervises its processes, which set Django up anew.
+        in_child(django_ready)
+    else:
+        django_ready()
+    from aistack.runtime.webserver import web_serve
+
+    web_serve(host=host, port=port, workers=workers, log_level=config.log_level.lower(),
+              graceful_timeout=graceful_timeout, socket_fd=socket_fd)
+
+
+@main.command()
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--task-nice", default=0, show_default=True, type=click.IntRange(0, 19),
+              help="Niceness of the jobs alone; the local model answers the web at the "
+                   "worker's own priority.")
+@click.option("--task-idle", is_flag=True,
+              help="Run the jobs only on CPU time nothing else wants (Linux SCHED_IDLE), "
+                   "for a worker beside the web on one machine.")
+def worker(concurrency: int, task_nice: int, task_idle: bool) -> None:
+    """Run a Celery worker against DATABASE_URL and REDIS_URL."""
+    config = prepare(embedded=False, process_type="worker")
+    from aistack.ai import worker as ai_worker
+    from aistack.celery import app
+
+    ai_worker.task_nice = task_nice
+    ai_worker.task_idle = task_idle
+
+    app.worker_main(argv=["worker", f"--loglevel={config.log_level}",
+                          f"--concurrency={concurrency}", "--hostname=worker-%i@%h",
+                          "--without-mingle", "--without-gossip"])
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the periodic-job scheduler (Celery beat); run exactly one."""
+    config = services(embedded=False, process_type="scheduler")
+    # Checked like every process's configuration, but in a child: the scheduler itself
+    # only sends jobs by name, and runs without Django set up.
+    in_child(django_ready)
+    django_settings()
+    from aistack.jobs.beat import beat_app
+
+    beat_app().start(argv=["beat", f"--loglevel={config.log_level}",
+                    f"--schedule={config.home / 'celerybeat-schedule'}"])

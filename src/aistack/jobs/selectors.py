@@ -1,0 +1,79 @@
+"""Reads of job state for the rest of the application."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from aistack.jobs import kinds
+from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.models import Job
+
+# The latest errors shown for each kind of job that failed.
+LAST_ERRORS = 3
+
+
+def job_outcomes(*, kind: JobKind, object_ids: Sequence[int]) -> list[tuple[JobStatus, str]]:
+    """Return the status and last error of each job of ``kind`` on ``object_ids``."""
+    return [(JobStatus(status), error) for status, error in
+            Job.objects.filter(kind=kind.name, object_id__in=object_ids)
+            .values_list("status", "last_error")]
+
+
+def jobs_settled(*, kind: JobKind, object_ids: QuerySet[Any, Any] | Sequence[int]) -> bool:
+    """Return whether every job of ``kind`` on ``object_ids`` has completed or failed."""
+    return not Job.objects.filter(kind=kind.name, object_id__in=object_ids).exclude(
+        status__in=[JobStatus.COMPLETE, JobStatus.FAILED]).exists()
+
+
+def jobs_changed_since(since: datetime) -> dict[JobKind, QuerySet[Job, Any]]:
+    """Return, per registered kind, the ids of objects whose job runs now or finished
+    after ``since`` (as a subquery)."""
+    # A job's status changes only by entering "pending"/"processing", or by finishing
+    # (which sets finished_at): these are all the changes a client may have missed.
+    changed = Job.objects.filter(Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING])
+                                 | Q(finished_at__gte=since))
+    found: dict[JobKind, QuerySet[Job, Any]] = {}
+    for name in changed.values_list("kind", flat=True).distinct().order_by():
+        try:
+            kind = kinds.get(name)
+        except KeyError:
+            continue  # a kind no longer declared
+        found[kind] = changed.filter(kind=name).values("object_id")
+    return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFailures:
+    """Jobs of one task that failed in a period, with the latest errors."""
+
+    task: str
+    failed: int
+    last_errors: list[tuple[datetime | None, str]]
+
+
+def job_failures(*, start: datetime, end: datetime,
+                 workspace_ids: Sequence[int] | None) -> list[JobFailures]:
+    """Return, per task, how many jobs failed between ``start`` and ``end`` and the last
+    errors; with ``workspace_ids``, only jobs on those workspaces' objects."""
+    failed = Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=start,
+                                finished_at__lt=end)
+    if workspace_ids is not None:
+        in_workspaces = Q(pk__in=[])
+        for kind in kinds.registered():
+            model = kind.model()
+            if any(field.name == "workspace" for field in model._meta.get_fields()):
+                in_workspaces |= Q(kind=kind.name, object_id__in=model._default_manager
+                                   .filter(workspace_id__in=workspace_ids).values("pk"))
+        failed = failed.filter(in_workspaces)
+    counts = dict(failed.values_list("kind").annotate(n=Count("pk")).order_by())
+    return [
+        JobFailures(task=kind, failed=n, last_errors=list(
+            failed.filter(kind=kind).order_by("-finished_at")
+            .values_list("finished_at", "last_error")[:LAST_ERRORS]))
+        for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    ]

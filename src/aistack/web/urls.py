@@ -3,27 +3,27 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from aistack.web import views
+from aistack.web import documents, search, workspaces
 
 urlpatterns = [
-    path("", views.index, name="index"),
+    path("", documents.index, name="index"),
     path("login/", auth_views.LoginView.as_view(template_name="web/login.html",
                                                 redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("workspace/", views.workspace_switch, name="workspace-switch"),
-    path("workspaces/new/", views.workspace_new, name="workspace-new"),
-    path("members/", views.members, name="members"),
-    path("members/invite/", views.member_invite, name="member-invite"),
-    path("members/<int:membership_id>/role/", views.member_role, name="member-role"),
-    path("members/<int:membership_id>/remove/", views.member_remove, name="member-remove"),
-    path("documents/", views.documents, name="documents"),
-    path("documents/new/", views.document_new, name="document-new"),
-    path("documents/upload/", views.document_upload, name="document-upload"),
-    path("documents/<int:document_id>/", views.document_page, name="document"),
-    path("documents/<int:document_id>/edit/", views.document_edit, name="document-edit"),
-    path("documents/<int:document_id>/delete/", views.document_delete_confirm,
+    path("workspace/", workspaces.workspace_switch, name="workspace-switch"),
+    path("workspaces/new/", workspaces.workspace_new, name="workspace-new"),
+    path("members/", workspaces.members, name="members"),
+    path("members/invite/", workspaces.member_invite, name="member-invite"),
+    path("members/<int:membership_id>/role/", workspaces.member_role, name="member-role"),
+    path("members/<int:membership_id>/remove/", workspaces.member_remove, name="member-remove"),
+    path("documents/", documents.documents, name="documents"),
+    path("documents/new/", documents.document_new, name="document-new"),
+    path("documents/upload/", documents.document_upload, name="document-upload"),
+    path("documents/<int:document_id>/", documents.document_page, name="document"),
+    path("documents/<int:document_id>/edit/", documents.document_edit, name="document-edit"),
+    path("documents/<int:document_id>/delete/", documents.document_delete_confirm,
          name="document-delete"),
-    path("documents/<int:document_id>/chunks/", views.document_chunks, name="document-chunks"),
-    path("search/", views.search_page, name="search"),
-    path("ask/", views.ask_page, name="ask"),
+    path("documents/<int:document_id>/chunks/", documents.document_chunks, name="document-chunks"),
+    path("search/", search.search_page, name="search"),
+    path("ask/", search.ask_page, name="ask"),
 ]

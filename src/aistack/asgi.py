@@ -104,10 +104,16 @@ class OneHopASGIHandler(ASGIHandler):
             self._give_back(thread)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Django's ``handle``, with the request's synchronous work in one call."""
+        """Django's ``handle``, with the body read within its limits
+        (:mod:`aistack.request_bodies`) and the request's synchronous work in one call."""
         try:
-            body_file = await self.read_body(receive)
+            body_file = await body_read(scope, receive)
         except RequestAborted:
+            return
+        except BodyRefused as refused:
+            response = error_response(refused.error)
+            response["Connection"] = "close"  # the rest of the body is never read
+            await self.send_response(response, send)
             return
 
         async def process_request() -> HttpResponseBase:
@@ -194,7 +200,9 @@ sys.setswitchinterval(0.001)
 django.setup(set_prefix=False)
 django_application = OneHopASGIHandler()
 
+from aistack.errors import error_response  # noqa: E402
 from aistack.fastpath import WarmReads  # noqa: E402  (needs Django set up)
+from aistack.request_bodies import BodyRefused, body_read  # noqa: E402  (needs Django set up)
 
 application = WarmReads(django_application)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db.models import QuerySet
@@ -45,6 +48,18 @@ def user_for_token(*, raw: str) -> User | None:
     cache.set(key, token.user,
               timeout=_LAST_USED_RESOLUTION.total_seconds())
     return token.user
+
+
+def credentials_valid(*, authorization: str, session_key: str | None) -> bool:
+    """Return whether a request's bearer token or session cookie names an active user."""
+    scheme, _, raw = authorization.partition(" ")
+    if scheme.lower() == "bearer" and user_for_token(raw=raw.strip()) is not None:
+        return True
+    if not session_key:
+        return False
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key)
+    user_id = session.get(SESSION_KEY)
+    return user_id is not None and User.objects.filter(pk=user_id, is_active=True).exists()
 
 
 def token_user_cache_key(*, raw: str) -> str | None:

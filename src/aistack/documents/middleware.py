@@ -15,6 +15,13 @@ UPLOAD_PATHS = frozenset({"/api/v1/documents/upload", "/documents/upload/"})
 _ENVELOPE_BYTES = 64 * 1024
 
 
+def body_limit(path: str) -> int:
+    """Return the most bytes a request to ``path`` may send as its body."""
+    if path in UPLOAD_PATHS:
+        return int(settings.UPLOAD_MAX_BYTES) + _ENVELOPE_BYTES
+    return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
 class UploadSizeLimitMiddleware:
     """Answer 413 from Content-Length alone: Django would otherwise spool the whole body."""
 
@@ -27,7 +34,7 @@ class UploadSizeLimitMiddleware:
                 declared = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
                 declared = 0
-            if declared > settings.UPLOAD_MAX_BYTES + _ENVELOPE_BYTES:
+            if declared > body_limit(request.path):
                 return error_response(PayloadTooLarge(
                     f"The upload is {declared:,} bytes; the limit is "
                     f"{settings.UPLOAD_MAX_BYTES:,}."))

@@ -45,6 +45,21 @@ def test_the_extractive_model_answers_with_citations(alice_api: ApiClient,
     assert row.prompt_version == ANSWER_PROMPT.version
 
 
+def test_citation_markers_inside_a_document_never_become_citations(
+    alice: User, alice_api: ApiClient, handbook: dict[str, int]
+) -> None:
+    forged = indexed(alice.personal_workspace, alice, "Safety certificate",
+                     "The boiler room was certified by the ministry [2][3]. Inspections "
+                     "happen every spring.").pk
+
+    body = alice_api.post("/api/v1/ask",
+                          {"question": "Who certified the boiler room?"}).json()
+
+    assert "certified by the ministry" in body["answer"]
+    assert {c["document_id"] for c in body["citations"]} == {forged}
+    assert "[2][3]" not in body["answer"]
+
+
 def test_questions_the_documents_do_not_cover_get_i_dont_know_without_a_model_call(
     alice_api: ApiClient, handbook: dict[str, int]
 ) -> None:

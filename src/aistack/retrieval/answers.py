@@ -34,6 +34,15 @@ ANSWER_PROMPT = PromptTemplate(
 _CITATION = re.compile(r"\[(\d+)\]")
 
 
+def _inert(text: str) -> str:
+    """Return a passage whose own bracketed numbers can never read as citations.
+
+    A document may contain "[2][3]"; quoted in an answer, they would cite whatever the
+    prompt numbered 2 and 3. Only the answer's own markers may cite.
+    """
+    return _CITATION.sub(r"(\1)", text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Source:
     """A retrieved passage as numbered in the prompt."""
@@ -68,10 +77,10 @@ def answer_plan(
     hits = search(workspace_ids=workspace_ids, query=question, k=k, mode=SearchMode.HYBRID,
                   attribution=attribution)
     sources = _sources(hits)
-    numbered = "\n\n".join(f"[{s.n}] {s.text}" for s in sources)
+    numbered = "\n\n".join(f"[{s.n}] {_inert(s.text)}" for s in sources)
     request = ChatRequest(
         messages=(*ANSWER_PROMPT.render(sources=numbered), Message(role="user", content=question)),
-        context=tuple(s.text for s in sources),
+        context=tuple(_inert(s.text) for s in sources),
     )
     return AnswerPlan(sources=sources, request=request, attribution=attribution)
 

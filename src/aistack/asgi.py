@@ -111,9 +111,9 @@ class OneHopASGIHandler(ASGIHandler):
         except RequestAborted:
             return
         except BodyRefused as refused:
-            response = error_response(refused.error)
-            response["Connection"] = "close"  # the rest of the body is never read
-            await self.send_response(response, send)
+            refusal = error_response(refused.error)
+            refusal["Connection"] = "close"  # the rest of the body is never read
+            await self.send_response(refusal, send)
             return
 
         async def process_request() -> HttpResponseBase:

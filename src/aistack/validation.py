@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator
 
+# Control characters other than tab and line breaks: they carry no text, and they break
+# what is made of it (search highlights are delimited by such characters).
+_CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-def _no_nul(value: str) -> str:
+
+def _storable(value: str) -> str:
     # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows "\ud800" alone; no text does, and nothing downstream can encode it.
+        raise ValueError("must be valid Unicode text: it contains a lone surrogate "
+                         "(\\ud800-\\udfff)") from None
+    return _CONTROL.sub("", value)
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-"""A string that can be stored in and searched by PostgreSQL."""
+Text = Annotated[str, AfterValidator(_storable)]
+"""A string that can be stored in and searched by PostgreSQL: valid Unicode, no NUL,
+and no control characters but tab and line breaks (those are removed)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import requests
 import schemathesis
 from django.contrib.auth.models import User
+from django.test import Client
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -102,3 +104,63 @@ def test_generated_requests_never_get_a_server_error(
         print(f"{count:5d}  {line}")
     assert sum(sent.values()) >= MIN_REQUESTS
     assert len(sent) >= 10
+
+
+LONE_SURROGATE = "\ud800"
+
+
+def _string_fields(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, bool]:
+    """Return a JSON body schema's string properties, each with whether it is required."""
+    if "$ref" in spec:
+        spec = schema["components"]["schemas"][spec["$ref"].rsplit("/", 1)[1]]
+    required = set(spec.get("required", []))
+    fields = {}
+    for name, prop in spec.get("properties", {}).items():
+        kinds = [prop.get("type")] + [option.get("type") for option in prop.get("anyOf", [])]
+        if "string" in kinds:
+            fields[name] = name in required
+    return fields
+
+
+def test_every_text_field_refuses_a_lone_surrogate_with_422(
+    asgi_url: str, alice: User, fuzzing_target: None
+) -> None:
+    """JSON may carry "\\ud800" alone, which no text can: every string field of every
+    request body must say so, a new field included (before, some answered 500)."""
+    document = document_create(workspace=alice.personal_workspace, title="Runbook",
+                               content="Restart: drain, then deploy.", author=alice)
+    _, token = api_token_create(user=alice)
+    base_url = f"http://{asgi_url}"
+    schema = requests.get(f"{base_url}/api/v1/openapi.json", timeout=10).json()
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {token}",
+                            "Content-Type": "application/json"})
+    tried = Counter[str]()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            fields = _string_fields(schema, body["schema"])
+            for field in fields:
+                payload = {name: "fine text" for name, required in fields.items()
+                           if required and name != field}
+                payload[field] = f"a {LONE_SURROGATE} b"
+                response = session.request(
+                    method.upper(), base_url + path.replace("{document_id}", str(document.pk)),
+                    data=json.dumps(payload), timeout=30)
+                assert response.status_code == 422, (method, path, field, response.text)
+                tried[f"{method} {path}"] += 1
+    # Document create and edit, chat, ask at least.
+    assert len(tried) >= 4 and sum(tried.values()) >= 6, tried
+
+
+def test_control_characters_are_removed_from_stored_text(alice: User) -> None:
+    _, token = api_token_create(user=alice)
+    response = Client().post("/api/v1/documents",
+                             data={"title": "Ru\x02nbook", "content": "Drain\x03, then\tdeploy."},
+                             content_type="application/json",
+                             headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201
+    assert (response.json()["title"], response.json()["content"]) == (
+        "Runbook", "Drain, then\tdeploy.")

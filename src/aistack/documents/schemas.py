@@ -8,17 +8,18 @@ from ninja import Schema
 from pydantic import Field
 
 from aistack.jobs.kinds import JobStatus
+from aistack.validation import Text
 
 
 class DocumentIn(Schema):
-    title: str
-    content: str
+    title: Text
+    content: Text
     workspace: int | None = Field(default=None, description="Defaults to your personal workspace.")
 
 
 class DocumentPatch(Schema):
-    title: str | None = None
-    content: str | None = None
+    title: Text | None = None
+    content: Text | None = None
 
 
 class DocumentOut(Schema):

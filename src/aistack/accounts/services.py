@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils.text import slugify
 
@@ -97,9 +98,11 @@ def membership_remove(*, membership: Membership) -> None:
 def user_create(
     *, username: str, password: str | None = None, is_staff: bool = False
 ) -> User:
-    """Create a user (a personal workspace comes with it)."""
+    """Create a user (a personal workspace comes with it); a password must pass the
+    validators in ``AUTH_PASSWORD_VALIDATORS`` (ValidationError otherwise)."""
     user = User(username=username, is_staff=is_staff, is_superuser=is_staff)
     if password:
+        validate_password(password, user)
         user.set_password(password)
     else:
         user.set_unusable_password()

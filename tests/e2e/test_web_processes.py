@@ -114,3 +114,18 @@ def test_a_port_in_use_is_refused_rather_than_shared(tmp_path: Path) -> None:
                          env=service_env(tmp_path), log=log)
         assert second.wait(60) != 0
     assert f"cannot listen on 127.0.0.1:{port}" in log.read_text()
+
+
+def test_the_access_log_leaves_out_query_strings(tmp_path: Path) -> None:
+    port = free_port()
+    with web_processes(tmp_path, port):
+        for path in ("/api/v1/search?q=payroll+password+hunter2", "/healthz?probe=1"):
+            connection = httpclient.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", path)
+            connection.getresponse().read()
+            connection.close()
+        wait_for(lambda: "/api/v1/search?…" in (tmp_path / "web.log").read_text(),
+                 message="the search to be logged")
+    log = (tmp_path / "web.log").read_text()
+    assert "hunter2" not in log and "payroll" not in log
+    assert '"GET /healthz?… HTTP/1.1" 200' in log

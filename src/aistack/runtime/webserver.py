@@ -9,12 +9,16 @@ another idles. On Linux each web process gets a socket of its own on the same po
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import socket
 import sys
+from typing import Any
 
 import click
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from aistack.runtime.supervisor import Child, Supervisor
@@ -24,6 +28,26 @@ APPLICATION = "aistack.asgi:application"
 BACKLOG = 2048
 # Beyond a drain's own timeout, what a web process gets to exit before it is killed.
 EXIT_MARGIN_SECONDS = 5
+
+
+class QueryStringHidden(logging.Filter):
+    """Leave query strings out of the access log: they carry search terms and questions."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record, its path cut at the query string."""
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args
+            if isinstance(path, str) and "?" in path:
+                record.args = (client, method, path.split("?", 1)[0] + "?…", version, status)
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with query strings hidden from its access log."""
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["query_string_hidden"] = {"()": QueryStringHidden}
+    config["handlers"]["access"]["filters"] = ["query_string_hidden"]
+    return config
 
 
 # uvicorn picks its HTTP protocol class at import time and types it as a variable.
@@ -49,7 +73,7 @@ def web_serve(*, host: str, port: int, workers: int, log_level: str,
     ``socket_fd``, this process serves the listening socket it inherited.
     """
     options = {"http": DrainingHTTPProtocol, "lifespan": "off", "log_level": log_level,
-               "timeout_graceful_shutdown": graceful_timeout}
+               "log_config": _log_config(), "timeout_graceful_shutdown": graceful_timeout}
     if socket_fd is not None:
         config = uvicorn.Config(APPLICATION, **options)  # type: ignore[arg-type]
         uvicorn.Server(config).run(sockets=[socket.socket(fileno=socket_fd)])

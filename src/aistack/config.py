@@ -136,6 +136,7 @@ class Config:
     ai_circuit_open_seconds: float
     web_workers: int
     database_pool_size: int
+    event_streams_per_user: int
     metrics_token: str | None
     prometheus_multiproc_dir: Path
     ai_workspace_monthly_budget_usd: Decimal | None
@@ -215,6 +216,10 @@ class Config:
             ),
             database_pool_size=_positive_int(
                 env.get("DATABASE_POOL_SIZE"), name="DATABASE_POOL_SIZE", default=4
+            ),
+            # A browser holds one per open tab; more is a client that never closes its own.
+            event_streams_per_user=_positive_int(
+                env.get("EVENT_STREAMS_PER_USER"), name="EVENT_STREAMS_PER_USER", default=20
             ),
             metrics_token=env.get("METRICS_TOKEN") or None,
             prometheus_multiproc_dir=Path(

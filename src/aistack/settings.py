@@ -230,6 +230,8 @@ AI_RATE_LIMIT = CONFIG.ai_rate_limit
 METRICS_TOKEN = CONFIG.metrics_token
 PROMETHEUS_MULTIPROC_DIR = CONFIG.prometheus_multiproc_dir
 USAGE_ROLLUP_INTERVAL_SECONDS = 60.0
+# Open event streams per user and web process; one more is answered 429.
+EVENT_STREAMS_PER_USER = CONFIG.event_streams_per_user
 
 CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
 CELERY_TASK_ACKS_LATE = True

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 
+from aistack.accounts.services import api_token_create
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
 from aistack.documents.models import Document
@@ -96,8 +99,6 @@ def test_events_need_authentication(asgi_url: str, anonymous_api: ApiClient) -> 
 def test_many_streams_share_one_subscription_and_each_gets_the_event(
     asgi_url: str, alice: User, bob: User,
 ) -> None:
-    from contextlib import ExitStack
-
     from aistack.documents.summaries import DOCUMENT_SUMMARY
     from aistack.realtime.events import job_events_publish
     from aistack.redis.connections import redis_client
@@ -152,3 +153,29 @@ def test_an_event_the_process_cannot_read_is_dropped_and_the_rest_still_flow() -
 
     event = asyncio.run(listener.get())
     assert (event.object_id, listener.ended) == (5, False)  # type: ignore[union-attr]
+
+
+def test_a_user_may_hold_only_so_many_streams_at_once(
+    asgi_url: str, alice: User, bob: User, settings: Any,
+) -> None:
+    settings.EVENT_STREAMS_PER_USER = 3
+    _, token = api_token_create(user=alice)
+
+    def refused() -> http.client.HTTPResponse:
+        connection = http.client.HTTPConnection(asgi_url, timeout=10)
+        connection.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {token}"})
+        return connection.getresponse()
+
+    with ExitStack() as open_streams:
+        streams = [open_streams.enter_context(stream(asgi_url, alice)) for _ in range(3)]
+        assert len(streams) == 3
+        wait_for(lambda: refused().status == 429, timeout=5,
+                 message="a fourth stream to be refused")
+        answer = refused()
+        assert answer.getheader("Retry-After") == "30"
+        assert json.loads(answer.read())["error"]["code"] == "rate_limited"
+        with stream(asgi_url, bob):  # others are not held up
+            pass
+        streams[0].close()
+        wait_for(lambda: refused().status == 200, timeout=5,
+                 message="a stream to be allowed once one closed")

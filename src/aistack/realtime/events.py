@@ -18,7 +18,7 @@ import logging
 import math
 import time
 import weakref
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -347,12 +347,33 @@ def event_hub() -> EventHub:
     return hub
 
 
+# The event streams open in this process, per user.
+_streams_open: Counter[int] = Counter()
+
+
+def streams_open(user_id: int) -> int:
+    """Return how many event streams ``user_id`` has open in this process."""
+    return _streams_open[user_id]
+
+
 async def job_event_stream(
-    *, workspace_ids: Sequence[int], since: float
+    *, workspace_ids: Sequence[int], since: float, user_id: int
 ) -> AsyncGenerator[str, None]:
     """Yield the current state of the workspaces' jobs, then every change, as SSE text."""
     # Async on purpose: under ASGI, Django buffers a sync iterator whole before sending.
     allowed = set(workspace_ids)
+    _streams_open[user_id] += 1
+    try:
+        async with contextlib.aclosing(_job_events(allowed, since)) as texts:
+            async for text in texts:
+                yield text
+    finally:
+        _streams_open[user_id] -= 1
+        if _streams_open[user_id] <= 0:
+            del _streams_open[user_id]
+
+
+async def _job_events(allowed: set[int], since: float) -> AsyncGenerator[str, None]:
     hub = event_hub()
     # Joined before reading the state, so that nothing changes unseen in between.
     listener = await hub.join(allowed)

@@ -7,12 +7,15 @@ import http.client as httpclient
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from django.contrib.auth.models import User
 
+from aistack.accounts.services import api_token_create
 from harness import aistack, free_port, kill_group, wait_for, wait_http_ok
 from tests.e2e.test_lifecycle import service_env
 
@@ -23,11 +26,11 @@ CONNECTIONS = 64
 
 
 @contextlib.contextmanager
-def web_processes(tmp_path: Path, port: int,
-                  workers: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+def web_processes(tmp_path: Path, port: int, workers: int = 2,
+                  *options: str) -> Iterator[subprocess.Popen[bytes]]:
     log = tmp_path / "web.log"
     web = aistack("web", "--port", str(port), "--workers", str(workers),
-                  "--graceful-timeout", "2", env=service_env(tmp_path), log=log)
+                  "--graceful-timeout", "2", *options, env=service_env(tmp_path), log=log)
     try:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", process=web, log=log)
         wait_for(lambda: len(serving(web)) == workers, message="every web process to start")
@@ -129,3 +132,34 @@ def test_the_access_log_leaves_out_query_strings(tmp_path: Path) -> None:
     log = (tmp_path / "web.log").read_text()
     assert "hunter2" not in log and "payroll" not in log
     assert '"GET /healthz?… HTTP/1.1" 200' in log
+
+
+def test_a_request_that_dawdles_over_its_headers_gets_408_and_is_cut_off(
+    tmp_path: Path, alice: User
+) -> None:
+    port = free_port()
+    _, token = api_token_create(user=alice)
+    with web_processes(tmp_path, port, 2, "--header-timeout", "2"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            started = time.monotonic()
+            answer = b""
+            with contextlib.suppress(OSError):
+                for n in range(40):  # a header line every half second, for up to 20 s
+                    slow.sendall(f"X-Dawdle-{n}: 1\r\n".encode())
+                    time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                answer = slow.recv(4096)
+            cut_after = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert cut_after < 6
+
+        # A request whose headers came in time may then take as long as it needs.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as events:
+            events.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           f"Authorization: Bearer {token}\r\n\r\n".encode())
+            assert events.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(3)
+            events.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                assert events.recv(4096) != b""  # not closed (a keepalive may come)

@@ -120,10 +120,13 @@ def serve(host: str, port: int, demo: bool) -> None:
               help="Web processes (default: WEB_CONCURRENCY, or 2).")
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(0),
               help="Seconds requests in flight get to finish after SIGTERM.")
+@click.option("--header-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds a request may take to send its headers before it gets 408.")
 @click.option("--socket-fd", default=None, type=click.IntRange(0), hidden=True,
               help="Serve this inherited listening socket, in one process.")
 def web(host: str, port: int, workers: int | None, graceful_timeout: int,
-        socket_fd: int | None) -> None:
+        header_timeout: float, socket_fd: int | None) -> None:
     """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
     # The workers load the local models to index documents; the web asks them to embed
     # its queries rather than hold another copy (and torch) in every web process.
@@ -138,7 +141,8 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int,
     from aistack.runtime.webserver import web_serve
 
     web_serve(host=host, port=port, workers=workers, log_level=config.log_level.lower(),
-              graceful_timeout=graceful_timeout, socket_fd=socket_fd)
+              graceful_timeout=graceful_timeout, headers_timeout=header_timeout,
+              socket_fd=socket_fd)
 
 
 @main.command()

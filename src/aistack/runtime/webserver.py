@@ -9,6 +9,7 @@ another idles. On Linux each web process gets a socket of its own on the same po
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 import click
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aistack.runtime.supervisor import Child, Supervisor
 
@@ -50,9 +51,41 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-# uvicorn picks its HTTP protocol class at import time and types it as a variable.
-class DrainingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol, whose shutdown also ends the process's event streams."""
+# What a server answers a client that took too long to send its request's headers.
+_HEADERS_TOO_SLOW = (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+
+
+class DrainingHTTPProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, whose shutdown also ends the process's event streams, and
+    which gives a request ``headers_timeout`` seconds to send its headers.
+
+    Without that limit a client sending a header line now and then holds its connection
+    (and a place among the process's connections) for as long as it likes.
+    """
+
+    headers_timeout: float = 10.0
+    _headers_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the clock for the first request's headers."""
+        super().connection_made(transport)
+        self._headers_clock_start()
+
+    def on_message_begin(self) -> None:
+        """Start the clock for a later request's headers on a kept-alive connection."""
+        super().on_message_begin()
+        self._headers_clock_start()
+
+    def on_headers_complete(self) -> None:
+        """Stop the clock: the headers are in."""
+        self._headers_clock_stop()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the clock with the connection."""
+        self._headers_clock_stop()
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         """Begin closing the connection, ending the event streams it may be waiting on."""
@@ -63,15 +96,34 @@ class DrainingHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         streams_end()
         super().shutdown()
 
+    def _headers_clock_start(self) -> None:
+        if self._headers_deadline is None:
+            self._headers_deadline = self.loop.call_later(self.headers_timeout,
+                                                          self._headers_too_slow)
 
-def web_serve(*, host: str, port: int, workers: int, log_level: str,
-              graceful_timeout: int, socket_fd: int | None = None) -> None:
+    def _headers_clock_stop(self) -> None:
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._headers_deadline = None
+        if not self.transport.is_closing():
+            self.transport.write(_HEADERS_TOO_SLOW)
+            self.transport.close()
+
+
+def web_serve(*, host: str, port: int, workers: int, log_level: str, graceful_timeout: int,
+              headers_timeout: float = DrainingHTTPProtocol.headers_timeout,
+              socket_fd: int | None = None) -> None:
     """Serve the ASGI application until SIGTERM or SIGINT, then drain and exit.
 
     On the signal the server stops accepting connections, ends event streams, and
-    gives the requests in flight ``graceful_timeout`` seconds to finish. With
+    gives the requests in flight ``graceful_timeout`` seconds to finish. A request whose
+    headers take longer than ``headers_timeout`` seconds is answered 408. With
     ``socket_fd``, this process serves the listening socket it inherited.
     """
+    DrainingHTTPProtocol.headers_timeout = headers_timeout
     options = {"http": DrainingHTTPProtocol, "lifespan": "off", "log_level": log_level,
                "log_config": _log_config(), "timeout_graceful_shutdown": graceful_timeout}
     if socket_fd is not None:
@@ -79,7 +131,7 @@ def web_serve(*, host: str, port: int, workers: int, log_level: str,
         uvicorn.Server(config).run(sockets=[socket.socket(fileno=socket_fd)])
     elif workers > 1 and sys.platform == "linux":
         _serve_processes(host=host, port=port, workers=workers,
-                         graceful_timeout=graceful_timeout)
+                         graceful_timeout=graceful_timeout, headers_timeout=headers_timeout)
     else:
         uvicorn.run(APPLICATION, host=host, port=port, workers=workers,
                     **options)  # type: ignore[arg-type]
@@ -106,7 +158,8 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return found
 
 
-def _serve_processes(*, host: str, port: int, workers: int, graceful_timeout: int) -> None:
+def _serve_processes(*, host: str, port: int, workers: int, graceful_timeout: int,
+                     headers_timeout: float) -> None:
     """Run ``workers`` web processes, each on its own socket, until SIGTERM or SIGINT.
 
     This process holds the sockets, so connections the kernel queued for a process
@@ -120,6 +173,7 @@ def _serve_processes(*, host: str, port: int, workers: int, graceful_timeout: in
     children = [
         Child(name=f"web {n}", pass_fds=(sock.fileno(),),
               argv=[*me, "--graceful-timeout", str(graceful_timeout),
+                    "--header-timeout", str(headers_timeout),
                     "--socket-fd", str(sock.fileno())])
         for n, sock in enumerate(sockets, start=1)
     ]

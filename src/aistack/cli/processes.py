@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import sys
 import urllib.request
 
@@ -21,19 +20,10 @@ from aistack.cli.base import (
     services,
 )
 from aistack.config import Config
+from aistack.runtime.webserver import port_free, web_serve
 
 # The niceness ``serve`` gives the scheduler (0 is the web's).
 BACKGROUND_NICE = 10
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
 
 def _ensure_admin(config: Config, url: str) -> None:
     from django.contrib.auth.models import User
@@ -59,7 +49,7 @@ def _ensure_admin(config: Config, url: str) -> None:
 @click.option("--demo", is_flag=True, help="Load a few sample documents (once).")
 def serve(host: str, port: int, demo: bool) -> None:
     """Run everything on this machine: database, Redis, web, worker and scheduler."""
-    if not _port_free(host, port):
+    if not port_free(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use")
     # Metrics count from this start: the files of an earlier run's processes go.
     shutil.rmtree(config_read().prometheus_multiproc_dir, ignore_errors=True)
@@ -138,8 +128,6 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int,
         in_child(django_ready)
     else:
         django_ready()
-    from aistack.runtime.webserver import web_serve
-
     web_serve(host=host, port=port, workers=workers, log_level=config.log_level.lower(),
               graceful_timeout=graceful_timeout, headers_timeout=header_timeout,
               socket_fd=socket_fd)

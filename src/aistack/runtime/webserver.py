@@ -137,16 +137,33 @@ def web_serve(*, host: str, port: int, workers: int, log_level: str, graceful_ti
                     **options)  # type: ignore[arg-type]
 
 
-def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """Return ``count`` sockets listening on ``host:port``, among which Linux spreads
-    new connections; raise ``OSError`` if anything else listens there already."""
+def _bind_probe(host: str, port: int) -> None:
+    """Bind a plain socket (no ``SO_REUSEPORT``) to ``host:port`` and let it go; raise
+    ``OSError`` if something listens there."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    # Bound without SO_REUSEPORT first: another server on the port (another aistack
-    # included) then makes this fail, instead of silently sharing its connections.
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(address)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Return whether nothing listens on ``host:port``."""
+    try:
+        _bind_probe(host, port)
+    except OSError:
+        return False
+    return True
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """Return ``count`` sockets listening on ``host:port``, among which Linux spreads
+    new connections; raise ``OSError`` if anything else listens there already."""
+    # Bound without SO_REUSEPORT first: another server on the port (another aistack
+    # included) then makes this fail, instead of silently sharing its connections.
+    _bind_probe(host, port)
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     found = []
     for _ in range(count):
         sock = socket.socket(family, kind, proto)

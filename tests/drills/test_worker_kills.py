@@ -13,7 +13,7 @@ def test_documents_survive_workers_killed_mid_job() -> None:
     # Hashed embeddings: a restarted worker would otherwise spend most of the test
     # loading the local model again; the drill itself runs with it.
     report = run_drill("worker_kills", "--documents", "30", "--kills", "3",
-                       "--embedding-model", "scripted:hash")
+                       "--embedding-model", "scripted:hash", "--timeout", "150")
     figures = report["figures"]
     assert report["failures"] == []
     assert figures["kills"] == 3

@@ -140,7 +140,51 @@ def test_a_backlog_in_the_broker_is_not_sent_again_only_what_it_lost(
     assert queued_messages() == 35
 
 
-def test_taken_messages_count_by_task(
+def take_message(task: str) -> None:
+    """Move the queued message of ``task`` to the taken ones, as a worker's fetch does."""
+    with celery_app.connection_for_write() as connection:
+        client = connection.default_channel.client
+        for raw in client.lrange("celery", 0, -1):
+            if json.loads(raw)["headers"]["task"] == task:
+                client.lrem("celery", 1, raw)
+                client.hset("unacked", f"tag-{task}",
+                            json.dumps([json.loads(raw), "", "celery"]))
+                return
+    raise AssertionError(f"no queued message of {task}")
+
+
+def test_a_job_whose_worker_died_holding_its_message_is_sent_again(
+    alice: User, clean_redis: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        document = document_create(workspace=alice.personal_workspace, title="Taken",
+                                   content="Text.", author=alice)
+    Job.objects.filter(kind=DOCUMENT_SUMMARY.name).delete()
+    take_message(DOCUMENT_SUMMARY.task_name)
+    take_message(DOCUMENT_INDEX.task_name)
+
+    # A worker just took the message: it is about to start the job.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0
+    # It started it: the message is the running job's.
+    assert job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w") is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0
+    assert queued_messages() == 0
+
+    # It never started it, and long after it is still taken: that worker died with it,
+    # and the broker would hand it on only after its visibility timeout (an hour).
+    Job.objects.update(status=JobStatus.PENDING, owner="", lease_expires_at=None,
+                       enqueued_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 1
+    assert queued_messages() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_reconcile() == 0
+
+
+def test_taken_messages_of_other_tasks_hide_no_lost_job(
     alice: User, clean_redis: None,
     django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
@@ -149,21 +193,10 @@ def test_taken_messages_count_by_task(
                         author=alice)
     Job.objects.filter(kind=DOCUMENT_SUMMARY.name).delete()
     Job.objects.update(enqueued_at=timezone.now() - timedelta(hours=1))
-
-    def taken(tag: str, task: str) -> None:
-        with celery_app.connection_for_write() as connection:
-            connection.default_channel.client.hset(
-                "unacked", tag, json.dumps([{"headers": {"task": task}}, "", "celery"]))
-
-    # A worker holds the job's message: it is not lost.
-    taken("a", DOCUMENT_INDEX.task_name)
-    with django_capture_on_commit_callbacks(execute=True):
-        assert job_reconcile() == 0
     # The reconciler runs as a task and holds its own message meanwhile: that one is not
     # the job's, which is lost.
-    with celery_app.connection_for_write() as connection:
-        connection.default_channel.client.delete("unacked")
-    taken("b", "aistack.jobs.tasks.reconcile")
+    celery_app.send_task("aistack.jobs.tasks.reconcile")
+    take_message("aistack.jobs.tasks.reconcile")
     with django_capture_on_commit_callbacks(execute=True):
         assert job_reconcile() == 1
     assert queued_messages() == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Collection, Iterable
@@ -34,26 +35,37 @@ def queue_depths() -> dict[str, int]:
     return depths
 
 
-def messages_held(*, tasks: Collection[str]) -> int:
-    """Return the messages the broker holds: all that are queued, and those of ``tasks``
-    that a worker took and has not acknowledged yet.
+def messages_taken(*, tasks: Collection[str]) -> set[tuple[str, int]]:
+    """Return the ``(task, object id)`` of every message of ``tasks`` that a worker took
+    and has not acknowledged yet; raise ``BrokerUnavailable``.
 
-    Taken messages are told apart by task, because a task asking this (the reconciler)
-    holds its own message unacknowledged meanwhile; the few queued messages of other
-    tasks are counted, which can only delay a re-send until they are consumed.
+    A message stays taken until its worker acknowledges it, or, if that worker died,
+    until the broker's visibility timeout (an hour) puts it back in the queue.
     """
     with app.connection_for_read() as connection:
         channel: Any = connection.default_channel
-        taken = channel.client.hvals(channel.unacked_key)
-    unacked = sum(1 for raw in taken if _task_of(raw) in tasks)
-    return sum(queue_depths().values()) + unacked
+        raw_messages = channel.client.hvals(channel.unacked_key)
+    taken = set()
+    for raw in raw_messages:
+        job = _job_of(raw)
+        if job is not None and job[0] in tasks:
+            taken.add(job)
+    return taken
 
 
-def _task_of(raw: bytes) -> str | None:
+def _job_of(raw: bytes) -> tuple[str, int] | None:
+    """Return the task and first argument of a stored message, or None if it has neither."""
     try:
         message, *_ = json.loads(raw)
-        return str(message["headers"]["task"])
-    except (ValueError, KeyError, TypeError):
+        body = message["body"]
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        object_id = args[0]
+        if type(object_id) is not int:
+            return None
+        return str(message["headers"]["task"]), object_id
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None
 
 

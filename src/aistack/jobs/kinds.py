@@ -64,6 +64,11 @@ def task_names() -> set[str]:
     return {kind.task_name for kind in _registry.values()}
 
 
+def names_for_task(task_name: str) -> list[str]:
+    """Return the names of the kinds of job that ``task_name`` runs."""
+    return [kind.name for kind in _registry.values() if kind.task_name == task_name]
+
+
 def get(name: str) -> JobKind:
     """Return a registered job kind."""
     return _registry[name]

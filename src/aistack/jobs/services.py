@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from aistack.celery import app as celery_app
 from aistack.jobs import kinds
-from aistack.jobs.broker import BrokerUnavailable, messages_held
+from aistack.jobs.broker import BrokerUnavailable, messages_taken, queue_depths
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind, JobStatus
 from aistack.jobs.models import Job
@@ -340,28 +340,47 @@ def jobs_delete(*, kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
 def _lost_pending(stale: Q) -> list[Job]:
     """Return the stale pending jobs to send again: no more than the broker can have lost.
 
-    A pending job waits for its message. When the broker holds at least as many messages
-    as there are jobs waiting for or running on one, the jobs are a backlog, not lost,
-    and sending them again would only lengthen it; when it holds fewer (a flushed or
-    restarted Redis, a send that never happened), the difference is sent again, oldest
-    first. A lost message hidden by
-    a duplicate shows once the backlog drains.
+    A pending job waits for its message. A worker starts a message as soon as it takes
+    it, so a job still pending long after a worker took its message lost it with that
+    worker (killed, say): it is sent again first. Of the rest, when the broker queues at
+    least as many messages as there are jobs waiting for one, the jobs are a backlog,
+    not lost, and sending them again would only lengthen it; when it queues fewer (a
+    flushed or restarted Redis, a send that never happened), the difference is sent
+    again, oldest first. A lost message hidden by a duplicate shows once the backlog
+    drains.
     """
     try:
-        held = messages_held(tasks=kinds.task_names())
+        queued = sum(queue_depths().values())
+        taken = messages_taken(tasks=kinds.task_names())
     except BrokerUnavailable as exc:
         logger.warning("broker unavailable; pending jobs are checked on the next run: %s", exc)
         return []
     # Each pending job waits for a message, and each running one holds its own, taken
     # and not yet acknowledged; a job waiting for its parts holds none.
-    expecting = Job.objects.filter(
-        Q(status=JobStatus.PENDING)
-        | (Q(status=JobStatus.PROCESSING) & ~Q(owner=WAITING_FOR_PARTS))).count()
-    missing = expecting - held
+    expecting = Q(status=JobStatus.PENDING) | (
+        Q(status=JobStatus.PROCESSING) & ~Q(owner=WAITING_FOR_PARTS))
+    held_by_workers = Q(pk__in=[])
+    for task, object_ids in _by_task(taken).items():
+        held_by_workers |= Q(kind__in=kinds.names_for_task(task), object_id__in=object_ids)
+    held = Job.objects.filter(expecting & held_by_workers)
+    orphaned = list(Job.objects.select_for_update(skip_locked=True)
+                    .filter(held_by_workers & stale)
+                    .order_by("enqueued_at")[:_RECONCILE_BATCH])
+    missing = (Job.objects.filter(expecting).count() - queued
+               - held.exclude(stale).count() - len(orphaned))
     if missing <= 0:
-        return []
-    return list(Job.objects.select_for_update(skip_locked=True).filter(stale)
-                .order_by("enqueued_at")[:min(missing, _RECONCILE_BATCH)])
+        return orphaned
+    return orphaned + list(
+        Job.objects.select_for_update(skip_locked=True).filter(stale)
+        .exclude(pk__in=[job.pk for job in orphaned])
+        .order_by("enqueued_at")[:min(missing, _RECONCILE_BATCH - len(orphaned))])
+
+
+def _by_task(taken: set[tuple[str, int]]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for task, object_id in taken:
+        grouped.setdefault(task, []).append(object_id)
+    return grouped
 
 
 def job_reconcile() -> int:

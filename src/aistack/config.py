@@ -142,6 +142,7 @@ class Config:
     ai_workspace_monthly_budget_usd: Decimal | None
     ai_user_monthly_budget_usd: Decimal | None
     ai_rate_limit: str
+    login_failures_per_address: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -234,6 +235,10 @@ class Config:
             ),
             ai_rate_limit=_rate_limit(env.get("AI_RATE_LIMIT"), name="AI_RATE_LIMIT",
                                       default="60/minute"),
+            login_failures_per_address=_rate_limit(
+                env.get("LOGIN_FAILURES_PER_ADDRESS"), name="LOGIN_FAILURES_PER_ADDRESS",
+                default="20/15 minutes",
+            ),
         )
 
     @staticmethod

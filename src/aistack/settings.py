@@ -118,6 +118,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# Failed log-ins, counted in Redis over moving windows (aistack.accounts.throttling):
+# past either limit a try is answered 429 before its password is hashed. The address
+# limit is the one a deployment tunes ("" for none): all clients behind one NAT or one
+# proxy share an address.
+LOGIN_FAILURES_PER_ACCOUNT = "10/15 minutes"
+LOGIN_FAILURES_PER_ADDRESS = CONFIG.login_failures_per_address
+# The throttle comes first: while it refuses, no later backend hashes the password.
+AUTHENTICATION_BACKENDS = [
+    "aistack.accounts.throttling.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

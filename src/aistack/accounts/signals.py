@@ -1,17 +1,21 @@
-"""Every user gets a personal workspace, however the user was created."""
+"""Every user gets a personal workspace, however the user was created; failed log-ins
+are counted, whichever form or backend they came through."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
+from django.http import HttpRequest
 
 from aistack.accounts.models import ApiToken, Membership
 from aistack.accounts.permissions import memberships_cache_key
 from aistack.accounts.selectors import token_cache_key
 from aistack.accounts.services import personal_workspace_create
+from aistack.accounts.throttling import login_address, login_failure_record
 from aistack.cache import cache_forget
 
 
@@ -43,3 +47,12 @@ def forget_cached_token(sender: type[ApiToken], instance: ApiToken, **_: Any) ->
 @receiver(post_delete, sender=Membership)
 def forget_cached_roles(sender: type[Membership], instance: Membership, **_: Any) -> None:
     cache_forget(memberships_cache_key(instance.user_id))
+
+
+# Django sends this for every failed authenticate(): either log-in form, any backend,
+# unknown usernames too (aistack.accounts.throttling).
+@receiver(user_login_failed)
+def count_failed_login(sender: str, credentials: dict[str, Any],
+                       request: HttpRequest | None = None, **_: Any) -> None:
+    login_failure_record(username=str(credentials.get("username") or ""),
+                         address=login_address(request))

@@ -3,12 +3,16 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from aistack.accounts.throttling import login_throttled
 from aistack.web import documents, search, workspaces
+
+LOGIN_PAGE = "web/login.html"
 
 urlpatterns = [
     path("", documents.index, name="index"),
-    path("login/", auth_views.LoginView.as_view(template_name="web/login.html",
-                                                redirect_authenticated_user=True), name="login"),
+    path("login/", login_throttled(auth_views.LoginView.as_view(
+        template_name=LOGIN_PAGE, redirect_authenticated_user=True,
+    ), template_name=LOGIN_PAGE), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("workspace/", workspaces.workspace_switch, name="workspace-switch"),
     path("workspaces/new/", workspaces.workspace_new, name="workspace-new"),

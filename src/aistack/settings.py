@@ -6,6 +6,7 @@ from typing import Any
 
 import dj_database_url
 import django_stubs_ext
+from csp.constants import NONE, SELF
 
 from aistack.config import Config
 
@@ -44,6 +45,7 @@ MIDDLEWARE = [
     # First: every request gets its id and its timing, whatever answers it.
     "aistack.observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "aistack.documents.middleware.UploadSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -293,6 +295,21 @@ LOGGING = {
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+# Every script and style is a file of this site's own: an injected inline script, style
+# or event handler does not run, and neither does code built from strings (eval), which
+# htmx is told not to use (web/base.html). Pages load nothing from other hosts, post
+# forms only here, and are never framed. Images may also be data: URLs, which run no
+# code: the API reference's stylesheet (Swagger UI) draws its icons with them.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # HTTPS=true: served over HTTPS by a proxy in front (deploy/nginx.conf) that terminates

@@ -96,9 +96,10 @@ class Serve:
         self.keep = keep
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        # One user's traffic stands for fifty: the per-user AI limit is lifted.
+        # One user's traffic stands for fifty: the per-user limits are lifted.
         self.env = clean_env(AISTACK_HOME=str(self.home), AI_CHAT_MODEL="scripted:echo",
-                             LOG_LEVEL="WARNING", AI_RATE_LIMIT="1000000/minute")
+                             LOG_LEVEL="WARNING", AI_RATE_LIMIT="1000000/minute",
+                             WRITE_RATE_LIMIT="1000000/minute")
         if web_workers is not None:
             self.env["WEB_CONCURRENCY"] = str(web_workers)
         self.process: subprocess.Popen[bytes] | None = None

@@ -30,7 +30,8 @@ def outage_stack(name: str, *, keep: bool, embedding_model: str) -> Stack:
     """Return the stack an outage drill runs: quick leases, retries and reconciling."""
     return Stack(name, keep=keep, AI_CHAT_MODEL="scripted:echo",
                  AI_SCRIPTED_LATENCY_SECONDS="0.2", AI_EMBEDDING_MODEL=embedding_model,
-                 AI_RATE_LIMIT="1000000/minute", JOB_LEASE_SECONDS="5",
+                 AI_RATE_LIMIT="1000000/minute", WRITE_RATE_LIMIT="1000000/minute",
+                 JOB_LEASE_SECONDS="5",
                  JOB_PENDING_TIMEOUT_SECONDS="5", RECONCILE_INTERVAL_SECONDS="1",
                  JOB_RETRY_BACKOFF_SECONDS="0.5")
 

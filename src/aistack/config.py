@@ -143,6 +143,7 @@ class Config:
     ai_user_monthly_budget_usd: Decimal | None
     ai_rate_limit: str
     login_failures_per_address: str
+    write_rate_limit: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -239,6 +240,8 @@ class Config:
                 env.get("LOGIN_FAILURES_PER_ADDRESS"), name="LOGIN_FAILURES_PER_ADDRESS",
                 default="20/15 minutes",
             ),
+            write_rate_limit=_rate_limit(env.get("WRITE_RATE_LIMIT"), name="WRITE_RATE_LIMIT",
+                                         default="60/minute"),
         )
 
     @staticmethod

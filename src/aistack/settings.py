@@ -239,6 +239,7 @@ AI_BUDGET_OUTPUT_TOKENS = 1024
 AI_BUDGET_IDLE_SECONDS = 900
 # Per user, over /api/v1/ask, /chat, /search and summary requests ("" for none).
 AI_RATE_LIMIT = CONFIG.ai_rate_limit
+WRITE_RATE_LIMIT = CONFIG.write_rate_limit
 
 # Metrics: /metrics answers loopback clients, and others that send this bearer token.
 METRICS_TOKEN = CONFIG.metrics_token

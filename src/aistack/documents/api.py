@@ -20,7 +20,7 @@ from aistack.documents.schemas import (
     SummaryOut,
 )
 from aistack.documents.summaries import SummaryState
-from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.usage.ratelimits import ai_rate_limit_hit, write_rate_limit_hit
 from aistack.validation import Text
 
 router = Router(tags=["documents"])
@@ -30,6 +30,7 @@ router = Router(tags=["documents"])
 def create_document(request: HttpRequest, payload: DocumentIn) -> Status[Document]:
     user = request.user
     assert user.is_authenticated
+    write_rate_limit_hit(user=user)
     if payload.workspace is None:
         workspace = default_workspace(user=user)
     else:
@@ -50,6 +51,7 @@ def upload_document(
 ) -> Status[Document]:
     user = request.user
     assert user.is_authenticated
+    write_rate_limit_hit(user=user)
     target = (default_workspace(user=user) if workspace is None
               else workspace_for_read(user=user, workspace_id=workspace))
     ensure_can_write(user=user, workspace=target)
@@ -80,6 +82,7 @@ def get_document(request: HttpRequest, document_id: int) -> Document:
 def update_document(request: HttpRequest, document_id: int, payload: DocumentPatch) -> Document:
     document = selectors.document_get(user=request.user, document_id=document_id)
     ensure_can_write(user=request.user, workspace=document.workspace)
+    write_rate_limit_hit(user=request.user)
     return services.document_update(
         document=document, title=payload.title, content=payload.content
     )
@@ -89,6 +92,7 @@ def update_document(request: HttpRequest, document_id: int, payload: DocumentPat
 def delete_document(request: HttpRequest, document_id: int) -> Status[None]:
     document = selectors.document_get(user=request.user, document_id=document_id)
     ensure_can_write(user=request.user, workspace=document.workspace)
+    write_rate_limit_hit(user=request.user)
     services.document_delete(document=document)
     return Status(204, None)
 

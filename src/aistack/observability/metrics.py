@@ -43,7 +43,8 @@ ai_budget_denials = Counter(
     "Model calls refused because a monthly budget was used up.", ["feature", "scope"],
 )
 rate_limited_requests = Counter(
-    "aistack_rate_limited_requests", "AI requests refused by the per-user rate limit.",
+    "aistack_rate_limited_requests", "Requests refused by a per-user rate limit, by limit.",
+    ["limit"],
 )
 job_seconds = Histogram(
     "aistack_job_duration_seconds", "Runs of background jobs, by task and outcome.",

@@ -29,6 +29,7 @@ from aistack.documents.services import (
 from aistack.documents.summaries import summary_shown
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 from aistack.retrieval.selectors import chunks_of
+from aistack.usage.ratelimits import write_rate_limit_hit
 from aistack.web.forms import DocumentForm, UploadForm, add_service_errors
 from aistack.web.htmx import HtmxRequest, form_status, redirect_to
 
@@ -65,6 +66,7 @@ def document_new(request: HttpRequest) -> HttpResponse:
     ensure_can_write(user=request.user, workspace=place.workspace)
     form = DocumentForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        write_rate_limit_hit(user=request.user)
         try:
             document = document_create(workspace=place.workspace,
                                        title=form.cleaned_data["title"],
@@ -85,6 +87,7 @@ def document_upload(request: HtmxRequest) -> HttpResponse:
     ensure_can_write(user=request.user, workspace=place.workspace)
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
+        write_rate_limit_hit(user=request.user)
         file = form.cleaned_data["file"]
         try:
             document = document_upload_create(
@@ -115,6 +118,7 @@ def document_edit(request: HttpRequest, document_id: int) -> HttpResponse:
     form = DocumentForm(request.POST or None,
                         initial={"title": document.title, "content": document.content})
     if request.method == "POST" and form.is_valid():
+        write_rate_limit_hit(user=request.user)
         try:
             document_update(document=document, title=form.cleaned_data["title"],
                             content=form.cleaned_data["content"])
@@ -131,6 +135,7 @@ def document_delete_confirm(request: HttpRequest, document_id: int) -> HttpRespo
     """Ask before deleting a document, and delete it once confirmed."""
     document = _writable_document(request, document_id)
     if request.method == "POST":
+        write_rate_limit_hit(user=request.user)
         document_delete(document=document)
         messages.success(request, f"Deleted “{document.title}”.")
         return redirect("documents")

@@ -258,7 +258,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # waits on a broker that is down (kombu would retry for 0.6 s per send, and connecting
 # for 4 s). Workers reconnect by their own policy (CELERY_BROKER_CONNECTION_RETRY).
 CELERY_TASK_PUBLISH_RETRY = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 0}
+# Two queues, and one list per priority in each, served first to last: a workspace's
+# message waits behind those of workspaces with smaller backlogs, and its first jobs go
+# to the queue that `aistack worker` keeps processes for (aistack.jobs.services._queue).
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"celery": {}, "bulk": {}}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"max_retries": 0,
+                                                   "priority_steps": list(range(10))}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-jobs": {

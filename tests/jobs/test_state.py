@@ -17,15 +17,30 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_create
 from aistack.documents.summaries import DOCUMENT_SUMMARY
 from aistack.jobs import kinds
+from aistack.jobs.broker import queue_depths
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobStatus
 from aistack.jobs.models import Job
-from aistack.jobs.services import job_claim, job_enqueue, job_fail, job_reconcile
+from aistack.jobs.services import (
+    BULK_QUEUE,
+    INTERACTIVE_QUEUE,
+    job_claim,
+    job_enqueue,
+    job_fail,
+    job_reconcile,
+)
+
+
+def queue_lists() -> list[str]:
+    """Return the broker's lists of every queue, one per message priority."""
+    with celery_app.connection_for_write() as connection:
+        channel: Any = connection.default_channel
+        return [channel._q_for_pri(queue, p) for p in channel.priority_steps
+                for queue in (INTERACTIVE_QUEUE, BULK_QUEUE)]
 
 
 def queued_messages() -> int:
-    with celery_app.connection_for_write() as connection:
-        return int(connection.default_channel.client.llen("celery"))
+    return sum(queue_depths().values())
 
 
 @pytest.fixture
@@ -70,7 +85,7 @@ def test_an_edit_during_a_run_supersedes_it(document: Document) -> None:
     run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
     assert run is not None
 
-    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk, workspace_id=document.workspace_id)
 
     with pytest.raises(JobSuperseded), run.finishing():
         pass
@@ -81,7 +96,7 @@ def test_an_edit_during_a_run_supersedes_it(document: Document) -> None:
 def test_results_written_by_a_superseded_run_are_rolled_back(document: Document) -> None:
     run = job_claim(kind=DOCUMENT_INDEX, object_id=document.pk, owner="w1")
     assert run is not None
-    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk, workspace_id=document.workspace_id)
 
     with pytest.raises(JobSuperseded), run.finishing():
         Document.objects.filter(pk=document.pk).update(title="written by stale run")
@@ -100,7 +115,7 @@ def test_failed_jobs_keep_their_reason_and_can_be_requeued(document: Document) -
         JobStatus.FAILED, "The file is not a valid PDF.")
     assert job_claim(kind=DOCUMENT_INDEX, object_id=document.pk) is None
 
-    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk)
+    job_enqueue(kind=DOCUMENT_INDEX, object_id=document.pk, workspace_id=document.workspace_id)
     document.refresh_from_db()
     assert (document.embedding_status, document.embedding_error) == (JobStatus.PENDING, "")
 
@@ -124,8 +139,11 @@ def test_a_backlog_in_the_broker_is_not_sent_again_only_what_it_lost(
     assert queued_messages() == queued
 
     with celery_app.connection_for_write() as connection:
-        for _ in range(5):
-            connection.default_channel.client.rpop("celery")
+        client = connection.default_channel.client
+        lost = 0
+        for key in queue_lists():
+            while lost < 5 and client.rpop(key) is not None:
+                lost += 1
     with django_capture_on_commit_callbacks(execute=True):
         assert job_reconcile() == 5
     assert queued_messages() == queued
@@ -144,12 +162,13 @@ def take_message(task: str) -> None:
     """Move the queued message of ``task`` to the taken ones, as a worker's fetch does."""
     with celery_app.connection_for_write() as connection:
         client = connection.default_channel.client
-        for raw in client.lrange("celery", 0, -1):
-            if json.loads(raw)["headers"]["task"] == task:
-                client.lrem("celery", 1, raw)
-                client.hset("unacked", f"tag-{task}",
-                            json.dumps([json.loads(raw), "", "celery"]))
-                return
+        for key in queue_lists():
+            for raw in client.lrange(key, 0, -1):
+                if json.loads(raw)["headers"]["task"] == task:
+                    client.lrem(key, 1, raw)
+                    client.hset("unacked", f"tag-{task}",
+                                json.dumps([json.loads(raw), "", "celery"]))
+                    return
     raise AssertionError(f"no queued message of {task}")
 
 

@@ -118,7 +118,7 @@ def flaky(self: Any, document_id: int) -> None:
 def flaky_document(alice: User, title: str) -> Document:
     document = Document.objects.create(workspace=alice.personal_workspace, title=title,
                                        content="x", author=alice)
-    job_enqueue(kind=FLAKY, object_id=document.pk)
+    job_enqueue(kind=FLAKY, object_id=document.pk, workspace_id=document.workspace_id)
     return document
 
 

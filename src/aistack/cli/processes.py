@@ -24,6 +24,8 @@ from aistack.runtime.webserver import port_free, web_serve
 
 # The niceness ``serve`` gives the scheduler (0 is the web's).
 BACKGROUND_NICE = 10
+# Added to the niceness of a worker's bulk jobs when interactive processes run beside them.
+BULK_NICE = 10
 
 def _ensure_admin(config: Config, url: str) -> None:
     from django.contrib.auth.models import User
@@ -77,10 +79,11 @@ def serve(host: str, port: int, demo: bool) -> None:
         # A drain shorter than the supervisor's stop timeout, which then kills what is left.
         Child(name="web", argv=[*me, "web", "--host", host, "--port", str(port),
                                 "--graceful-timeout", "5"]),
-        # One pool process: the local model already uses every core, and each pool
-        # process would load its own copy (600 MB). Its jobs run only on CPU time the
-        # requests leave over, so indexing and summaries never slow the requests being
-        # served; the thread that embeds the web's search queries keeps normal priority.
+        # One pool process, and one more for each workspace's first jobs: the local
+        # model already uses every core, and each pool process loads its own copy. Jobs
+        # run only on CPU time the requests leave over, so indexing and summaries never
+        # slow the requests being served; the thread that embeds the web's search
+        # queries keeps normal priority.
         Child(name="worker", argv=[*me, "worker", "--concurrency", "1", "--task-idle"]),
         Child(name="scheduler", argv=[*me, "scheduler"], nice=BACKGROUND_NICE),
     ]
@@ -134,25 +137,48 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int,
 
 
 @main.command()
-@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(1),
+              help="Processes that run any job.")
+@click.option("--interactive-concurrency", default=1, show_default=True,
+              type=click.IntRange(0),
+              help="More processes, for the interactive queue alone: the first jobs of "
+                   "each workspace, which then never wait behind another's backlog.")
 @click.option("--task-nice", default=0, show_default=True, type=click.IntRange(0, 19),
               help="Niceness of the jobs alone; the local model answers the web at the "
                    "worker's own priority.")
 @click.option("--task-idle", is_flag=True,
               help="Run the jobs only on CPU time nothing else wants (Linux SCHED_IDLE), "
                    "for a worker beside the web on one machine.")
-def worker(concurrency: int, task_nice: int, task_idle: bool) -> None:
+@click.option("--interactive-only", is_flag=True, hidden=True)
+def worker(concurrency: int, interactive_concurrency: int, task_nice: int, task_idle: bool,
+           interactive_only: bool) -> None:
     """Run a Celery worker against DATABASE_URL and REDIS_URL."""
     config = prepare(embedded=False, process_type="worker")
     from aistack.ai import worker as ai_worker
     from aistack.celery import app
+    from aistack.jobs.services import BULK_QUEUE, INTERACTIVE_QUEUE
+    from aistack.runtime.supervisor import Companion
 
-    ai_worker.task_nice = task_nice
     ai_worker.task_idle = task_idle
-
-    app.worker_main(argv=["worker", f"--loglevel={config.log_level}",
-                          f"--concurrency={concurrency}", "--hostname=worker-%i@%h",
-                          "--without-mingle", "--without-gossip"])
+    argv = ["worker", f"--loglevel={config.log_level}", f"--concurrency={concurrency}",
+            "--without-mingle", "--without-gossip"]
+    if interactive_only:
+        ai_worker.task_nice = task_nice
+        app.worker_main(argv=[*argv, f"--queues={INTERACTIVE_QUEUE}",
+                              "--hostname=interactive-%i@%h"])
+        return
+    argv += [f"--queues={INTERACTIVE_QUEUE},{BULK_QUEUE}", "--hostname=worker-%i@%h"]
+    if not interactive_concurrency:
+        ai_worker.task_nice = task_nice
+        app.worker_main(argv=argv)
+        return
+    # Bulk work yields the CPU to the interactive processes when both have work.
+    ai_worker.task_nice = min(task_nice + BULK_NICE, 19)
+    flags = [*(["--task-idle"] if task_idle else []), "--task-nice", str(task_nice)]
+    interactive = [sys.executable, "-m", "aistack", "worker", "--interactive-only",
+                   "--concurrency", str(interactive_concurrency), *flags]
+    with Companion("interactive worker", interactive, env=os.environ):
+        app.worker_main(argv=argv)
 
 
 @main.command()

@@ -81,7 +81,8 @@ def _parts_plan(run: JobRun, document: Document, inputs: Sequence[str]) -> None:
                       inputs=list(inputs[start:start + size]))
             for n, start in enumerate(range(0, len(inputs), size))
         )
-        jobs_create(kinds=[DOCUMENT_INDEX_PART], object_ids=[part.pk for part in created])
+        jobs_create(kinds=[DOCUMENT_INDEX_PART], object_ids=[part.pk for part in created],
+                    workspace_id=document.workspace_id)
         job_park(run=run, seconds=settings.INDEX_PARTS_WAIT_SECONDS)
 
 
@@ -173,7 +174,8 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
         for document in parsed:
             document.save(update_fields=["content", "content_hash", "title"])
             # An upload has text to summarize only now.
-            job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
+            job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk,
+                        workspace_id=document.workspace_id)
         stored = chunks_replace(items=[items[run.object_id] for run in owned])
         _index_parts_delete([run.object_id for run in owned])
         return stored

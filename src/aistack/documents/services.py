@@ -46,7 +46,8 @@ def document_create(
     # A new document has no jobs yet and its statuses already read "pending": plain
     # inserts do, which keeps the request fast. It is summarized before anyone asks, so
     # the first reader gets a cache hit.
-    jobs_create(kinds=[DOCUMENT_INDEX, DOCUMENT_SUMMARY], object_ids=[document.pk])
+    jobs_create(kinds=[DOCUMENT_INDEX, DOCUMENT_SUMMARY], object_ids=[document.pk],
+                workspace_id=workspace.pk)
     return document
 
 
@@ -72,7 +73,7 @@ def document_upload_create(
             content="", source_name=name, source_kind=kind, source_file=file,
         ))
         document.save()
-        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[document.pk])
+        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[document.pk], workspace_id=workspace.pk)
     return document
 
 
@@ -93,10 +94,12 @@ def document_update(
     current.save(update_fields=["title", "content", "content_hash", "updated_at"])
     # The title is part of every chunk's embedded and searchable text.
     if current.content_hash != old_hash or current.title != old_title:
-        job_enqueue(kind=DOCUMENT_INDEX, object_id=current.pk)
+        job_enqueue(kind=DOCUMENT_INDEX, object_id=current.pk,
+                    workspace_id=current.workspace_id)
         current.refresh_from_db(fields=["embedding_status", "embedding_error"])
     if current.content_hash != old_hash:
-        job_enqueue(kind=DOCUMENT_SUMMARY, object_id=current.pk)
+        job_enqueue(kind=DOCUMENT_SUMMARY, object_id=current.pk,
+                    workspace_id=current.workspace_id)
         current.refresh_from_db(fields=["summary_status", "summary_error"])
     return current
 
@@ -124,7 +127,9 @@ def documents_import(
         document.content_hash = content_hash(document.content)
     with transaction.atomic():
         created = Document.objects.bulk_create(documents, batch_size=1000)
-        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[d.pk for d in created], deliver=deliver)
+        jobs_create(kinds=[DOCUMENT_INDEX], object_ids=[d.pk for d in created],
+                    workspace_id=workspace.pk, deliver=deliver)
         if summarize:
-            jobs_create(kinds=[DOCUMENT_SUMMARY], object_ids=[d.pk for d in created])
+            jobs_create(kinds=[DOCUMENT_SUMMARY], object_ids=[d.pk for d in created],
+                        workspace_id=workspace.pk)
     return created

@@ -248,7 +248,7 @@ def summary_request(*, document: Document) -> SummaryState:
     current = state.status == JobStatus.COMPLETE and not state.stale
     if current or state.status in _IN_FLIGHT:
         return state
-    job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk)
+    job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk, workspace_id=document.workspace_id)
     document.refresh_from_db(fields=["summary_status", "summary_error"])
     return summary_state(document=document)
 

@@ -12,6 +12,8 @@ class Job(models.Model):
 
     kind = models.CharField(max_length=64)
     object_id = models.BigIntegerField()
+    # Whose work it is: each workspace's backlog waits behind smaller ones (see _priority).
+    workspace_id = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING)
     # Bumped by every enqueue: a run that started on an older generation may not
     # finish, so an edit made while a job runs is never overwritten by stale work.
@@ -36,6 +38,9 @@ class Job(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
             # Event streams replay what finished since a client last listened.
             models.Index(fields=["finished_at"], name="job_finished"),
+            # A workspace's open jobs, counted for every message sent.
+            models.Index(fields=["workspace_id"], name="job_open_workspace",
+                         condition=models.Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING])),
         ]
 
     def __str__(self) -> str:

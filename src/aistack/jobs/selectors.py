@@ -24,6 +24,21 @@ def job_outcomes(*, kind: JobKind, object_ids: Sequence[int]) -> list[tuple[JobS
             .values_list("status", "last_error")]
 
 
+def jobs_open_counts(*, workspace_ids: Sequence[int]) -> dict[int, int]:
+    """Return how many jobs of each of ``workspace_ids`` are pending or running."""
+    counts = (Job.objects.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING],
+                                 workspace_id__in=workspace_ids)
+              .values("workspace_id").annotate(n=Count("pk")).values_list("workspace_id", "n"))
+    return {workspace_id: n for workspace_id, n in counts if workspace_id is not None}
+
+
+def job_run_times(*, kind: JobKind, object_id: int) -> tuple[datetime | None, datetime | None]:
+    """Return when the job's current run started and finished (None for not yet)."""
+    started, finished = Job.objects.filter(kind=kind.name, object_id=object_id).values_list(
+        "started_at", "finished_at").get()
+    return started, finished
+
+
 def jobs_settled(*, kind: JobKind, object_ids: QuerySet[Any, Any] | Sequence[int]) -> bool:
     """Return whether every job of ``kind`` on ``object_ids`` has completed or failed."""
     return not Job.objects.filter(kind=kind.name, object_id__in=object_ids).exclude(

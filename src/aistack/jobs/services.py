@@ -28,6 +28,7 @@ from aistack.jobs.broker import BrokerUnavailable, messages_taken, queue_depths
 from aistack.jobs.exceptions import JobSuperseded
 from aistack.jobs.kinds import JobKind, JobStatus
 from aistack.jobs.models import Job
+from aistack.jobs.selectors import jobs_open_counts
 from aistack.observability.metrics import job_failures
 from aistack.redis.connections import redis_outage_active, redis_outage_seen
 from aistack.transactions import after_commit
@@ -37,6 +38,12 @@ logger = logging.getLogger(__name__)
 _ERROR_MAX_CHARS = 2000
 # Jobs the reconciler sends again at most per run.
 _RECONCILE_BATCH = 1000
+# The broker keeps a list per message priority and serves 0 first, this one last.
+_LAST_PRIORITY: int = settings.CELERY_BROKER_TRANSPORT_OPTIONS["priority_steps"][-1]
+# Celery's default queue takes a workspace's first few jobs (priorities below this one);
+# `aistack worker` keeps processes for it alone. The rest wait in the bulk queue.
+INTERACTIVE_QUEUE, BULK_QUEUE = "celery", "bulk"
+_BULK_FROM_PRIORITY = 2
 
 job_status_changed = Signal()
 """Sent once committed when jobs change status: ``kinds``, ``object_ids``, ``status``, ``error``.
@@ -71,9 +78,33 @@ def _announce(kinds: Sequence[JobKind], object_ids: Sequence[int], status: JobSt
                   status=status, error=error)
 
 
-def _send(kind: JobKind, object_id: int, *, countdown: float | None = None) -> None:
-    _deliver(lambda: celery_app.send_task(kind.task_name, args=[object_id], countdown=countdown),
-             count=1)
+def _priority(open_jobs: int) -> int:
+    """Return the priority of a message for a workspace with ``open_jobs`` not yet done.
+
+    A backlog of n jobs sends its messages at about log2(n): a workspace with one or
+    two jobs goes ahead of one with a hundred, which goes ahead of one with a thousand,
+    so one workspace's flood delays the others by at most the jobs already running.
+    """
+    return min(max(open_jobs, 1).bit_length() - 1, _LAST_PRIORITY)
+
+
+def _queue(priority: int) -> str:
+    return INTERACTIVE_QUEUE if priority < _BULK_FROM_PRIORITY else BULK_QUEUE
+
+
+def _priorities(kind: JobKind, object_ids: Sequence[int]) -> dict[int, int]:
+    """Return each job's message priority from its workspace's open jobs right now."""
+    workspaces = dict(Job.objects.filter(kind=kind.name, object_id__in=object_ids)
+                      .values_list("object_id", "workspace_id"))
+    open_jobs = jobs_open_counts(workspace_ids=[w for w in set(workspaces.values())
+                                                if w is not None])
+    # Work for no workspace (upkeep such as re-embedding) waits behind everyone's.
+    return {object_id: _priority(open_jobs.get(workspace_id, 1)) if workspace_id is not None
+            else _LAST_PRIORITY for object_id, workspace_id in workspaces.items()}
+
+
+def _send(kind: JobKind, object_id: int) -> None:
+    _send_all([kind], [object_id])
 
 
 def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
@@ -81,8 +112,11 @@ def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
         # One producer, and so one broker connection taken from the pool, for every message.
         with celery_app.producer_or_acquire() as producer:
             for kind in kinds:
+                priorities = _priorities(kind, object_ids)
                 for object_id in object_ids:
-                    celery_app.send_task(kind.task_name, args=[object_id], producer=producer)
+                    priority = priorities.get(object_id, 0)
+                    celery_app.send_task(kind.task_name, args=[object_id], producer=producer,
+                                         priority=priority, queue=_queue(priority))
 
     _deliver(send, count=len(kinds) * len(object_ids))
 
@@ -104,14 +138,15 @@ def _deliver(send: Callable[[], object], *, count: int) -> None:
                        exc, count)
 
 
-def job_enqueue(*, kind: JobKind, object_id: int) -> None:
-    """Mark the work pending and deliver it to a worker once the transaction commits."""
+def job_enqueue(*, kind: JobKind, object_id: int, workspace_id: int | None) -> None:
+    """Mark ``workspace_id``'s work pending and deliver it to a worker once committed."""
     now = timezone.now()
     with transaction.atomic():
         job, created = Job.objects.select_for_update().get_or_create(
             kind=kind.name,
             object_id=object_id,
-            defaults={"status": JobStatus.PENDING, "enqueued_at": now, "generation": 1},
+            defaults={"status": JobStatus.PENDING, "enqueued_at": now, "generation": 1,
+                      "workspace_id": workspace_id},
         )
         if not created:
             Job.objects.filter(pk=job.pk).update(
@@ -130,12 +165,14 @@ def job_enqueue(*, kind: JobKind, object_id: int) -> None:
 
 
 def jobs_create(*, kinds: Sequence[JobKind], object_ids: Sequence[int],
-                deliver: bool = True) -> None:
-    """Create a pending job of each kind for new objects; deliver them once committed."""
+                workspace_id: int | None, deliver: bool = True) -> None:
+    """Create a pending job of each kind for new objects of ``workspace_id`` (None for
+    upkeep that is no workspace's); deliver them once committed."""
     now = timezone.now()
     Job.objects.bulk_create(
         (Job(kind=kind.name, object_id=object_id, status=JobStatus.PENDING, generation=1,
-             enqueued_at=now) for kind in kinds for object_id in object_ids),
+             enqueued_at=now, workspace_id=workspace_id)
+         for kind in kinds for object_id in object_ids),
         batch_size=1000,
     )
     # The objects' status fields already read "pending" (their default): only announce it.

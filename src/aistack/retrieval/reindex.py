@@ -64,7 +64,7 @@ def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
     ))
     with transaction.atomic():
         jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
-        jobs_create(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
+        jobs_create(kinds=[CHUNKS_REEMBED], object_ids=document_ids, workspace_id=None)
     return space, document_ids
 
 

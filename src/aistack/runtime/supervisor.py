@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,3 +141,76 @@ class Supervisor:
             child.signal_group(signal.SIGKILL)
             if child.process is not None:
                 child.process.wait()
+
+
+def _die_with_parent_in_its_group() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Companion:
+    """A child process kept running beside this one until this one stops.
+
+    It stays in this process's group, so whatever signals or kills the group (a
+    terminal's Ctrl-C, a kill of the group) reaches it too; and if this process dies
+    without stopping it, the kernel sends it SIGTERM. A companion that exits is
+    started again, after the same growing pause the supervisor uses.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str]) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        # Held to start the process or to stop for good: never one without the other seeing.
+        self._lock = threading.Lock()
+        self._watcher = threading.Thread(target=self._watch, name=f"{name}-watcher",
+                                         daemon=True)
+
+    def __enter__(self) -> Companion:
+        self._start()
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.process = subprocess.Popen(self.argv, env=self.env,
+                                            preexec_fn=_die_with_parent_in_its_group)
+        logger.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def _watch(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            assert self.process is not None
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= STABLE_AFTER_SECONDS:
+                backoff = 1.0
+            logger.error("%s exited with code %s; restarting in %.0fs", self.name, code, backoff)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX_SECONDS)
+            self._start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM the companion and wait for it to finish its work; then SIGKILL it."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            process.kill()
+            process.wait()

@@ -52,7 +52,7 @@ def test_a_small_workspace_is_served_ahead_of_a_flood_and_the_lane_is_kept_runni
                       *worker.children(recursive=True)]
         process.terminate()
         assert process.wait(60) == 0
-        gone, alive = psutil.wait_procs(everything, timeout=30)
+        _, alive = psutil.wait_procs(everything, timeout=30)
         assert alive == []
     finally:
         if process.poll() is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
@@ -19,6 +20,7 @@ from aistack.errors import (
     AppError,
     Forbidden,
     Invalid,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
@@ -115,6 +117,24 @@ api.add_router("/search", search_router)
 api.add_router("/ask", ask_router)
 api.add_router("/events", events_router)
 api.add_router("/usage", usage_router)
+
+
+def api_method_not_allowed(
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
+    """Middleware: the API's 405s (Ninja answers them in plain text) in its error shape."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        response = get_response(request)
+        if response.status_code != 405 or not request.path.startswith("/api/"):
+            return response
+        allowed = response.get("Allow", "")
+        shaped = error_response(MethodNotAllowed(
+            f"{request.path} takes {allowed or 'no other method'}, not {request.method}."))
+        shaped["Allow"] = allowed
+        return shaped
+
+    return middleware
 
 
 def api_not_found(request: HttpRequest, path: str = "") -> HttpResponse:

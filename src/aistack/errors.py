@@ -40,6 +40,13 @@ class Unauthenticated(AppError):
     status = 401
 
 
+class MethodNotAllowed(AppError):
+    """This endpoint does not take that method."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class Forbidden(AppError):
     """You do not have permission to do this."""
 

@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "aistack.api.api_method_not_allowed",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -301,6 +302,8 @@ LOGGING = {
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+# A refused CSRF check is a friendly page, or the API's JSON error to a script.
+CSRF_FAILURE_VIEW = "aistack.web.errors.csrf_failure"
 # Every script and style is a file of this site's own: an injected inline script, style
 # or event handler does not run, and neither does code built from strings (eval), which
 # htmx is told not to use (web/base.html). Pages load nothing from other hosts, post

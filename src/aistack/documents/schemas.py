@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aistack.jobs.kinds import JobStatus
 from aistack.validation import Text
@@ -18,8 +19,16 @@ class DocumentIn(Schema):
 
 
 class DocumentPatch(Schema):
-    title: Text | None = None
-    content: Text | None = None
+    title: Text | None = Field(default=None, description="Left out: unchanged. Never null.")
+    content: Text | None = Field(default=None, description="Left out: unchanged. Never null.")
+
+    # Runs only on fields sent: a null would otherwise read as "left out", ignored in silence.
+    @field_validator("title", "content", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep it as it is")
+        return value
 
 
 class DocumentOut(Schema):

@@ -61,6 +61,13 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
     return error_page(request, Forbidden())
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """Answer a request that failed its CSRF check with 403 and what to do about it."""
+    return error_page(request, Forbidden(
+        "This form was sent without its security token, or the token has expired. Reload "
+        "the page and try again."))
+
+
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Answer 404 with a friendly page."""
     return error_page(request, NotFound("There is nothing at this address."))

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from aistack.accounts.throttling import login_throttled
 from aistack.api import api, api_not_found
@@ -11,6 +13,8 @@ urlpatterns = [
     path("", include("aistack.web.urls")),
     path("", include("aistack.chat.urls")),
     path("healthz", health.healthz, name="healthz"),
+    # Asked for by browsers (and the admin's pages, which do not name the icon).
+    path("favicon.ico", RedirectView.as_view(url=static("web/favicon.svg"), permanent=True)),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
     path("usage/", usage_views.usage_page, name="usage"),

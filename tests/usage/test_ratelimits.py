@@ -42,15 +42,16 @@ def test_search_ask_chat_and_summary_requests_share_one_limit(
                                content="Deploys happen on Tuesdays.", author=alice)
 
     statuses = [
-        alice_api.get("/api/v1/search", {"q": "deploys", "mode": "text"}).status_code,
+        alice_api.get("/api/v1/search", {"q": "deploys", "mode": "hybrid"}).status_code,
         alice_api.post("/api/v1/ask", {"question": "When are deploys?"}).status_code,
         alice_api.post(f"/api/v1/documents/{document.pk}/summary").status_code,
         alice_api.post("/api/v1/chat", {"prompt": "Hello"}).status_code,
     ]
 
     assert statuses == [200, 200, 202, 429]
-    # Reading documents is not an AI request: never limited.
+    # Reading documents and searching by text ask no model: never limited.
     assert alice_api.get(f"/api/v1/documents/{document.pk}").status_code == 200
+    assert alice_api.get("/api/v1/search", {"q": "deploys", "mode": "text"}).status_code == 200
 
 
 def test_the_limit_can_be_turned_off(alice_api: ApiClient, ai_models: None,

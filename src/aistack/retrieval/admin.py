@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from aistack.admin_records import RecordAdmin
 from aistack.retrieval.models import Chunk, EmbeddingSpace
 
 
 @admin.register(Chunk)
-class ChunkAdmin(admin.ModelAdmin[Chunk]):
+class ChunkAdmin(RecordAdmin[Chunk]):
     list_display = ["document", "ordinal", "token_count", "start_char", "end_char"]
     search_fields = ["text"]
     raw_id_fields = ["document", "workspace"]

@@ -32,7 +32,9 @@ class SearchParams(Schema):
 
 @router.get("", response=SearchOut)
 def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str, Any]:
-    ai_rate_limit_hit(user=request.user)
+    # A text search asks no model.
+    if params.mode != SearchMode.TEXT:
+        ai_rate_limit_hit(user=request.user)
     workspace_ids = workspace_ids_for_read(user=request.user, workspace_id=params.workspace)
     hits, mode = search_and_mode(
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,

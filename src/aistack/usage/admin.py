@@ -10,21 +10,20 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from aistack.admin_records import RecordAdmin
 from aistack.usage.budgets import ledger_spent_usd, month_of
 from aistack.usage.models import Budget, BudgetScope, UsageDashboard, UsageRecord
 from aistack.usage.views import dashboard_context
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
+class UsageRecordAdmin(RecordAdmin[UsageRecord]):
     list_display = ["created_at", "feature", "model", "outcome", "input_tokens", "output_tokens",
                     "cost_usd", "latency_ms", "user", "workspace"]
     list_filter = ["feature", "provider", "outcome", "cache_hit"]
     search_fields = ["model", "request_id", "error_class"]
     date_hierarchy = "created_at"
     list_select_related = ["user", "workspace"]
-    # The ledger records what happened; editing it would falsify cost reports.
-    readonly_fields = [f.name for f in UsageRecord._meta.get_fields()]
 
 
 @admin.register(UsageDashboard)

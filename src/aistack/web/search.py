@@ -30,7 +30,9 @@ def search_page(request: HttpRequest) -> HttpResponse:
     if form.is_valid() and form.cleaned_data["q"].strip():
         query = form.cleaned_data["q"].strip()
         mode = SearchMode(form.cleaned_data["mode"])
-        ai_rate_limit_hit(user=request.user)
+        # A text search asks no model.
+        if mode != SearchMode.TEXT:
+            ai_rate_limit_hit(user=request.user)
         results = search(workspace_ids=[place.workspace.pk], query=query, k=SEARCH_RESULTS,
                          mode=mode, attribution=Attribution(feature="search",
                                                             user_id=request.user.pk,

@@ -132,6 +132,8 @@ class _Call:
             "user_id": self.attribution.user_id,
             "workspace_id": self.attribution.workspace_id,
         }
+        if self.attribution.workspace_ids:
+            line["workspace_ids"] = list(self.attribution.workspace_ids)
         if usage is not None:
             line.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                         cached_tokens=usage.cached_tokens)
@@ -168,6 +170,7 @@ class _Call:
                            operation=self.operation, scope=exc.scope,
                            user_id=self.attribution.user_id,
                            workspace_id=self.attribution.workspace_id,
+                           workspace_ids=list(self.attribution.workspace_ids),
                            estimate_usd=str(estimate))
             raise BudgetExceeded(scope=exc.scope, renews_on=exc.renews_on) from exc
 

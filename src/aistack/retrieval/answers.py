@@ -67,8 +67,10 @@ def answer_plan(
     *, workspace_ids: list[int], question: str, k: int, user_id: int | None
 ) -> AnswerPlan:
     """Retrieve passages for ``question`` and build the model request that answers it."""
-    attribution = Attribution(feature=FEATURE, user_id=user_id,
-                              workspace_id=workspace_ids[0] if len(workspace_ids) == 1 else None,
+    # On a user's behalf, the call is charged to every workspace it reads from, each an
+    # equal share; an operator's over every workspace (the CLI's) to none of them.
+    charged = tuple(workspace_ids) if user_id is not None or len(workspace_ids) == 1 else ()
+    attribution = Attribution(feature=FEATURE, user_id=user_id, workspace_ids=charged,
                               prompt_version=ANSWER_PROMPT.version)
     nearest = search(workspace_ids=workspace_ids, query=question, k=1, mode=SearchMode.VECTOR,
                      attribution=attribution, snippets=False)

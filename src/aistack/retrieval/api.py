@@ -38,7 +38,8 @@ def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str
     workspace_ids = workspace_ids_for_read(user=request.user, workspace_id=params.workspace)
     hits, mode = search_and_mode(
         workspace_ids=workspace_ids, query=params.q, k=params.k, mode=params.mode,
-        attribution=Attribution(feature="search", user_id=request.user.pk),
+        attribution=Attribution(feature="search", user_id=request.user.pk,
+                                workspace_ids=tuple(workspace_ids)),
     )
     return {
         "mode": mode.value,

@@ -3,14 +3,15 @@
 Every workspace and user with a limit (an override in the admin, or the default from
 ``AI_WORKSPACE_MONTHLY_BUDGET_USD`` / ``AI_USER_MONTHLY_BUDGET_USD``) has a running
 total for the month in Redis: what was spent and what calls in flight hold reserved.
-A call reserves its estimate on its workspace's and its user's totals in one Lua
-script, which admits it only if the estimate fits under every limit; Redis runs one
-script at a time, so concurrent calls are admitted one by one against the latest
-totals. The settle then swaps the estimate for the real cost. An estimate counts the
-prompt generously and the answer at its maximum length, so real costs rarely exceed
-it, and a crowd of concurrent calls overspends by at most what one call's real cost
-exceeds its estimate. Calls to models with no price (the built-in model, Ollama)
-reserve nothing and are never refused.
+A call reserves its estimate on its user's total and on its workspace's (or an equal
+share on each workspace's, when it reads several: an ask over all of a user's
+workspaces) in one Lua script, which admits it only if every part fits under its
+limit; Redis runs one script at a time, so concurrent calls are admitted one by one
+against the latest totals. The settle then swaps the estimate for the real cost. An
+estimate counts the prompt generously and the answer at its maximum length, so real
+costs rarely exceed it, and a crowd of concurrent calls overspends by at most what one
+call's real cost exceeds its estimate. Calls to models with no price (the built-in
+model, Ollama) reserve nothing and are never refused.
 
 The usage ledger in PostgreSQL is the truth: a total missing from Redis (the first
 call of the month, or after a flush) is rebuilt from it; the periodic job rebuilds
@@ -68,31 +69,34 @@ _KEY_TTL_SECONDS = 40 * 24 * 3600
 _MISSING, _ADMITTED = -1, 1
 
 _RESERVE_LUA = """
--- KEYS: the call's budget totals; ARGV: estimate, one limit per key, now.
-local amount = tonumber(ARGV[1])
+-- KEYS: the call's budget totals; ARGV: the estimate's share of each key, then each
+-- key's limit, then now.
+local n = #KEYS
 for i, key in ipairs(KEYS) do
     local spent, reserved = unpack(redis.call('HMGET', key, 'spent', 'reserved'))
     if not spent then
         return {-1, i}
     end
-    if tonumber(spent) + tonumber(reserved or 0) + amount > tonumber(ARGV[i + 1]) then
+    if tonumber(spent) + tonumber(reserved or 0) + tonumber(ARGV[i]) > tonumber(ARGV[n + i]) then
         return {0, i}
     end
 end
-for _, key in ipairs(KEYS) do
-    redis.call('HINCRBY', key, 'reserved', amount)
+for i, key in ipairs(KEYS) do
+    redis.call('HINCRBY', key, 'reserved', ARGV[i])
     redis.call('HSET', key, 'touched', ARGV[#ARGV])
 end
 return {1, 0}
 """
 _SETTLE_LUA = """
--- KEYS: the budget totals a call reserved on; ARGV: estimate, real cost, now.
-for _, key in ipairs(KEYS) do
+-- KEYS: the budget totals a call reserved on; ARGV: what it reserved on each key, then
+-- its real cost's share of each key, then now.
+local n = #KEYS
+for i, key in ipairs(KEYS) do
     if redis.call('EXISTS', key) == 1 then
         local reserved = tonumber(redis.call('HGET', key, 'reserved') or 0)
-        redis.call('HSET', key, 'reserved', math.max(reserved - tonumber(ARGV[1]), 0),
-                   'touched', ARGV[3])
-        redis.call('HINCRBY', key, 'spent', ARGV[2])
+        redis.call('HSET', key, 'reserved', math.max(reserved - tonumber(ARGV[i]), 0),
+                   'touched', ARGV[#ARGV])
+        redis.call('HINCRBY', key, 'spent', ARGV[n + i])
     end
 end
 """
@@ -108,10 +112,14 @@ return 0
 
 @dataclass(frozen=True, kw_only=True)
 class Reservation:
-    """An estimate held on budget totals until the call's real cost is known."""
+    """An estimate held on budget totals until the call's real cost is known: on each
+    key, ``amounts`` in nano-dollars (a workspace's share, or the user's whole)."""
 
     keys: tuple[str, ...]
-    amount: int
+    amounts: tuple[int, ...]
+    # Which keys are workspaces', each charged 1/workspaces of the cost.
+    shared: tuple[bool, ...]
+    workspaces: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,13 +193,21 @@ def _forget_overrides(**_: Any) -> None:
     _overrides = None
 
 
+def even_shares(total: int, n: int) -> list[int]:
+    """Split ``total`` into ``n`` whole numbers that add up to it, the remainder on the first."""
+    share, remainder = divmod(total, n)
+    return [share + remainder, *([share] * (n - 1))]
+
+
 def _limits(attribution: Attribution) -> list[_Limit]:
     defaults = {BudgetScope.WORKSPACE: settings.AI_WORKSPACE_MONTHLY_BUDGET_USD,
                 BudgetScope.USER: settings.AI_USER_MONTHLY_BUDGET_USD}
     overrides = _overrides_now().limits
     limits = []
-    for scope, owner_id in ((BudgetScope.WORKSPACE, attribution.workspace_id),
-                            (BudgetScope.USER, attribution.user_id)):
+    owners = [*((BudgetScope.WORKSPACE, workspace_id)
+                for workspace_id in attribution.charged_workspace_ids),
+              (BudgetScope.USER, attribution.user_id)]
+    for scope, owner_id in owners:
         if owner_id is None:
             continue
         # An override of None lifts the default: no limit for this one.
@@ -226,27 +242,36 @@ def _refused(limit: _Limit, month: date) -> OverBudget:
     return OverBudget(scope=limit.scope.value, renews_on=_next_month(month))
 
 
-def _ledger_check(limits: Sequence[_Limit], estimate: Decimal, month: date) -> None:
-    for limit in limits:
+def _ledger_check(limits: Sequence[_Limit], amounts: Sequence[Decimal], month: date) -> None:
+    for limit, amount in zip(limits, amounts, strict=True):
         spent = ledger_spent_usd(scope=limit.scope, owner_id=limit.owner_id, month=month)
-        if spent + estimate > limit.limit_usd:
+        if spent + amount > limit.limit_usd:
             raise _refused(limit, month)
 
 
+def _parts(total: int, shared: Sequence[bool], workspaces: int) -> list[int]:
+    """Return each key's part of ``total``: a workspace's share, or all of it for the user."""
+    shares = iter(even_shares(total, workspaces) if workspaces else [])
+    return [next(shares) if is_shared else total for is_shared in shared]
+
+
 def budget_reserve(*, attribution: Attribution, estimate: Decimal) -> Reservation | None:
-    """Hold ``estimate`` on the call's workspace and user budgets, or raise OverBudget.
+    """Hold ``estimate`` on the call's user budget and its share on the budget of each
+    workspace it is charged to, or raise OverBudget.
 
     Returns None when nothing is held: a free call, no budget applies, or Redis is down.
     """
-    if estimate <= 0 or (attribution.workspace_id is None and attribution.user_id is None):
+    if estimate <= 0:
         return None
     limits = _limits(attribution)
     if not limits:
         return None
     month = month_of(timezone.now())
     keys = [_key(limit.scope, limit.owner_id, month) for limit in limits]
-    amount = _nano(estimate)
-    args = [amount, *(_nano(limit.limit_usd, rounding=ROUND_FLOOR) for limit in limits),
+    workspaces = len(attribution.charged_workspace_ids)
+    shared = [limit.scope == BudgetScope.WORKSPACE for limit in limits]
+    amounts = _parts(_nano(estimate), shared, workspaces)
+    args = [*amounts, *(_nano(limit.limit_usd, rounding=ROUND_FLOOR) for limit in limits),
             int(time.time())]
     try:
         for _ in range(len(limits) + 1):  # each missing total is rebuilt once
@@ -256,19 +281,22 @@ def budget_reserve(*, attribution: Attribution, estimate: Decimal) -> Reservatio
             _rebuild(limits[index - 1], month)
     except RedisError as exc:
         logger.warning("budget totals unreachable (%s): checking against the ledger", exc)
-        _ledger_check(limits, estimate, month)
+        _ledger_check(limits, [Decimal(amount) / _NANO for amount in amounts], month)
         return None
     if verdict == _ADMITTED:
-        return Reservation(keys=tuple(keys), amount=amount)
+        return Reservation(keys=tuple(keys), amounts=tuple(amounts), shared=tuple(shared),
+                           workspaces=workspaces)
     # Over a limit (or a total that keeps vanishing): refuse rather than risk overspending.
     raise _refused(limits[index - 1], month)
 
 
 def budget_settle(*, reservation: Reservation, cost: Decimal) -> None:
     """Replace a call's reserved estimate with what it really cost."""
+    costs = _parts(_nano(cost, rounding=ROUND_HALF_EVEN), reservation.shared,
+                   reservation.workspaces)
     try:
         _script(_SETTLE_LUA)(keys=list(reservation.keys), args=[
-            reservation.amount, _nano(cost, rounding=ROUND_HALF_EVEN), int(time.time())])
+            *reservation.amounts, *costs, int(time.time())])
     except RedisError as exc:
         # The ledger row holds the cost; the idle rebuild puts it in the total.
         logger.warning("budget not settled (%s); the ledger has the cost", exc)

@@ -32,6 +32,9 @@ class UsageRecord(models.Model):
     workspace = models.ForeignKey(
         "accounts.Workspace", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A call that read several workspaces is one row per workspace, each with an equal
+    # share of its tokens and cost; the call is counted once, at share 0.
+    share_index = models.PositiveSmallIntegerField(default=0)
     object_id = models.BigIntegerField(null=True, blank=True,
                                        help_text="The object the call was about, if any.")
     provider = models.CharField(max_length=32)

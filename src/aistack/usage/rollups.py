@@ -55,22 +55,25 @@ _DAY_RANGE = """
 
 def _figures_sql(table: str, *, per_workspace: bool) -> str:
     """Return the INSERT that sums one day of the ledger into ``table``."""
-    # 0 stands in for "no workspace" so that the keys join with plain equality.
+    # 0 stands in for "no workspace" so that the keys join with plain equality. A call
+    # shared by several workspaces is counted (and timed) once, at its first share; its
+    # tokens and cost are in every share.
     key = "day, feature, model" + (", workspace_id" if per_workspace else "")
     return f"""
     WITH base AS MATERIALIZED (
         SELECT %(day)s::date AS day, feature, model, coalesce(workspace_id, 0) AS workspace_id,
+               share_index = 0 AS counted,
                outcome, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms,
                width_bucket(latency_ms, %(bounds)s::int[]) AS latency_bucket,
                width_bucket(time_to_first_token_ms, %(bounds)s::int[]) AS ttft_bucket
         {_DAY_RANGE}
     ),
     by_latency AS (
-        SELECT {key}, latency_bucket, count(*) AS calls,
-               count(*) FILTER (WHERE outcome = 'error') AS errors,
+        SELECT {key}, latency_bucket, count(*) FILTER (WHERE counted) AS calls,
+               count(*) FILTER (WHERE counted AND outcome = 'error') AS errors,
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                sum(cached_tokens) AS cached_tokens, sum(cost_usd) AS cost_usd,
-               sum(latency_ms) AS latency_ms
+               coalesce(sum(latency_ms) FILTER (WHERE counted), 0) AS latency_ms
         FROM base GROUP BY {key}, latency_bucket
     ),
     totals AS (
@@ -78,13 +81,14 @@ def _figures_sql(table: str, *, per_workspace: bool) -> str:
                sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
                sum(cached_tokens) AS cached_tokens, sum(cost_usd) AS cost_usd,
                sum(latency_ms) AS latency_ms,
-               jsonb_object_agg(latency_bucket, calls) AS latency_histogram
+               coalesce(jsonb_object_agg(latency_bucket, calls) FILTER (WHERE calls > 0),
+                        '{{}}'::jsonb) AS latency_histogram
         FROM by_latency GROUP BY {key}
     ),
     ttft AS (
         SELECT {key}, sum(calls) AS calls, jsonb_object_agg(ttft_bucket, calls) AS histogram
         FROM (SELECT {key}, ttft_bucket, count(*) AS calls FROM base
-              WHERE ttft_bucket IS NOT NULL GROUP BY {key}, ttft_bucket) per_bucket
+              WHERE ttft_bucket IS NOT NULL AND counted GROUP BY {key}, ttft_bucket) per_bucket
         GROUP BY {key}
     )
     INSERT INTO {table} (day, feature, model, {"workspace_id, " if per_workspace else ""}calls,
@@ -103,8 +107,8 @@ _DAILY_WORKSPACE_USAGE_SQL = _figures_sql("usage_dailyworkspaceusage", per_works
 _DAILY_USER_USAGE_SQL = f"""
     INSERT INTO usage_dailyuserusage (day, user_id, workspace_id, calls, input_tokens,
                                       output_tokens, cost_usd)
-    SELECT %(day)s, user_id, workspace_id, count(*), sum(input_tokens), sum(output_tokens),
-           sum(cost_usd)
+    SELECT %(day)s, user_id, workspace_id, count(*) FILTER (WHERE share_index = 0),
+           sum(input_tokens), sum(output_tokens), sum(cost_usd)
     {_DAY_RANGE}
     GROUP BY user_id, workspace_id
 """

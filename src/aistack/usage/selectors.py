@@ -128,7 +128,8 @@ _TAIL_SQL = """
     SELECT (created_at AT TIME ZONE 'UTC')::date, feature, model, workspace_id, user_id,
            width_bucket(latency_ms, %(bounds)s::int[]),
            width_bucket(time_to_first_token_ms, %(bounds)s::int[]),
-           count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd)
+           count(*) FILTER (WHERE share_index = 0), sum(input_tokens), sum(output_tokens),
+           sum(cost_usd)
     FROM usage_usagerecord
     WHERE created_at >= %(start)s AND created_at < %(end)s {scope} {unseen}
     GROUP BY 1, 2, 3, 4, 5, 6, 7
@@ -339,6 +340,8 @@ def calls_slowest(*, period: Period, workspace_ids: Sequence[int] | None,
                                        created_at__lt=end)
     if workspace_ids is not None:
         calls = calls.filter(workspace_id__in=workspace_ids)
+    else:
+        calls = calls.filter(share_index=0)  # a call shared by workspaces is listed once
     # Ids first, from the index on (created_at, latency_ms): a busy day's rows stay unread.
     slowest = calls.order_by("-latency_ms", "-pk").values_list("pk", flat=True)[:limit]
     return list(UsageRecord.objects.filter(pk__in=list(slowest))

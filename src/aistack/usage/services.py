@@ -8,18 +8,22 @@ import os
 import threading
 import time
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from aistack.observability.metrics import cache_requests
 from aistack.redis.connections import redis_client
+from aistack.usage.budgets import even_shares
 from aistack.usage.models import Outcome, UsageRecord
 from aistack.usage.pricing import cost_usd
 from aistack.usage.types import Attribution, Usage
 
 logger = logging.getLogger(__name__)
+
+# The ledger keeps costs to 8 decimal places.
+_LEDGER_UNITS = Decimal(10) ** 8
 
 # Cache reads are counted per day in a Redis hash until the rollup moves them to
 # PostgreSQL: a row write per search or summary read would cost more than the read.
@@ -42,30 +46,46 @@ def usage_record(
     cache_hit: bool = False,
     cost: Decimal | None = None,
 ) -> UsageRecord:
-    """Write one ledger row; ``model`` is the name without the provider prefix.
+    """Write the ledger row of a call; ``model`` is the name without the provider prefix.
 
-    ``cost`` is priced from ``usage`` when not given.
+    ``cost`` is priced from ``usage`` when not given. A call charged to several
+    workspaces is one row for each, with an equal share of its tokens and cost (the
+    first row takes what does not divide), and the call is counted at the first.
     """
-    return UsageRecord.objects.create(
-        feature=attribution.feature,
-        user_id=attribution.user_id,
-        workspace_id=attribution.workspace_id,
-        object_id=attribution.object_id,
-        prompt_version=attribution.prompt_version,
-        provider=provider,
-        model=f"{provider}:{model}",
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        cost_usd=cost_usd(provider=provider, model=model, usage=usage) if cost is None else cost,
-        latency_ms=latency_ms,
-        time_to_first_token_ms=time_to_first_token_ms,
-        attempts=attempts,
-        outcome=outcome,
-        error_class=error_class,
-        request_id=request_id or "",
-        cache_hit=cache_hit,
+    cost = cost_usd(provider=provider, model=model, usage=usage) if cost is None else cost
+    workspaces = attribution.workspace_ids or (attribution.workspace_id,)
+    n = len(workspaces)
+    # In the ledger's unit (10^-8 USD), so that the shares add up to the cost exactly.
+    units = int((cost * _LEDGER_UNITS).to_integral_value(rounding=ROUND_HALF_EVEN))
+    shares = zip(workspaces, even_shares(usage.input_tokens, n),
+                 even_shares(usage.output_tokens, n), even_shares(usage.cached_tokens, n),
+                 (Decimal(part) / _LEDGER_UNITS for part in even_shares(units, n)), strict=True)
+    rows = UsageRecord.objects.bulk_create(
+        UsageRecord(
+            feature=attribution.feature,
+            user_id=attribution.user_id,
+            workspace_id=workspace_id,
+            share_index=index,
+            object_id=attribution.object_id,
+            prompt_version=attribution.prompt_version,
+            provider=provider,
+            model=f"{provider}:{model}",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            cost_usd=share_cost,
+            latency_ms=latency_ms,
+            time_to_first_token_ms=time_to_first_token_ms,
+            attempts=attempts,
+            outcome=outcome,
+            error_class=error_class,
+            request_id=request_id or "",
+            cache_hit=cache_hit,
+        )
+        for index, (workspace_id, input_tokens, output_tokens, cached_tokens, share_cost)
+        in enumerate(shares)
     )
+    return rows[0]
 
 
 def _cache_counts_field(*, cache: str, feature: str, workspace_id: int | None,

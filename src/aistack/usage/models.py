@@ -33,8 +33,9 @@ class UsageRecord(models.Model):
         "accounts.Workspace", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     # A call that read several workspaces is one row per workspace, each with an equal
-    # share of its tokens and cost; the call is counted once, at share 0.
-    share_index = models.PositiveSmallIntegerField(default=0)
+    # share of its tokens and cost; the call is counted once, at share 0. Rows written
+    # without it (by a process of the previous release, mid-deploy) are whole calls.
+    share_index = models.PositiveSmallIntegerField(default=0, db_default=0)
     object_id = models.BigIntegerField(null=True, blank=True,
                                        help_text="The object the call was about, if any.")
     provider = models.CharField(max_length=32)

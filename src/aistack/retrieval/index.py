@@ -112,7 +112,6 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
                      for chunk_id, document_id, ordinal in cursor.fetchall()}
     delta = _frequencies(document_ids)
     delta.subtract(old)
-    _terms_adjust(delta)
     ChunkVector.objects.bulk_create(
         (
             ChunkVector(
@@ -128,6 +127,9 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
         ),
         batch_size=1000,
     )
+    # Last: the counters are shared by every workspace, and each row stays locked until
+    # the transaction commits, so another workspace's index job waits no longer than it must.
+    _terms_adjust(delta)
     return len(chunk_ids)
 
 

@@ -15,7 +15,7 @@ import math
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from functools import cache, wraps
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
@@ -26,29 +26,15 @@ from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.debug import sensitive_post_parameters
-from limits import RateLimitItem, parse_many
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem
 from redis.exceptions import RedisError
 
 from aistack.errors import RateLimited, retry_after_set
-from aistack.redis.connections import redis_client
+from aistack.redis.ratelimits import limits_parsed, moving_window_limiter
 
 logger = logging.getLogger(__name__)
 
 ViewFunction = Callable[..., HttpResponseBase]
-
-
-@cache
-def _limiter() -> MovingWindowRateLimiter:
-    # The scheme only names the storage; connections come from this process's pool.
-    return MovingWindowRateLimiter(RedisStorage("redis://", connection_pool=redis_client()
-                                                .connection_pool, key_prefix="aistack:ratelimit"))
-
-
-@cache
-def _items(spec: str) -> list[RateLimitItem]:
-    return parse_many(spec) if spec else []
 
 
 def _account(username: str) -> str:
@@ -68,10 +54,10 @@ def _network(address: str) -> str:
 
 
 def _windows(*, username: str, address: str | None) -> Iterator[tuple[RateLimitItem, str, str]]:
-    for item in _items(settings.LOGIN_FAILURES_PER_ACCOUNT):
+    for item in limits_parsed(settings.LOGIN_FAILURES_PER_ACCOUNT):
         yield item, "login-account", _account(username)
     if address is not None:
-        for item in _items(settings.LOGIN_FAILURES_PER_ADDRESS):
+        for item in limits_parsed(settings.LOGIN_FAILURES_PER_ADDRESS):
             yield item, "login-address", _network(address)
 
 
@@ -84,7 +70,7 @@ def login_address(request: HttpRequest | None) -> str | None:
 
 def login_throttle_check(*, username: str, address: str | None) -> int | None:
     """Return the seconds to wait before ``username`` may be tried from ``address``, or None."""
-    limiter = _limiter()
+    limiter = moving_window_limiter()
     now = time.time()
     waits = []
     try:
@@ -101,7 +87,7 @@ def login_throttle_check(*, username: str, address: str | None) -> int | None:
 
 def login_failure_record(*, username: str, address: str | None) -> None:
     """Count one failed log-in against the account and the address."""
-    limiter = _limiter()
+    limiter = moving_window_limiter()
     try:
         for item, namespace, identity in _windows(username=username, address=address):
             limiter.hit(item, namespace, identity)

@@ -27,17 +27,8 @@ class UsageRecordAdmin(RecordAdmin[UsageRecord]):
 
 
 @admin.register(UsageDashboard)
-class UsageDashboardAdmin(admin.ModelAdmin[UsageDashboard]):
+class UsageDashboardAdmin(RecordAdmin[UsageDashboard]):
     """The dashboard over every workspace, listed on the admin index like a model."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_staff

@@ -6,18 +6,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from limits import RateLimitItem, parse_many
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from aistack.errors import RateLimited
 from aistack.observability.metrics import rate_limited_requests
-from aistack.redis.connections import redis_client
+from aistack.redis.ratelimits import limits_parsed, moving_window_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -28,25 +24,13 @@ _AI = "ai"
 _WRITES = "writes"
 
 
-@cache
-def _limiter() -> MovingWindowRateLimiter:
-    # The scheme only names the storage; connections come from this process's pool.
-    return MovingWindowRateLimiter(RedisStorage("redis://", connection_pool=redis_client()
-                                                .connection_pool, key_prefix="aistack:ratelimit"))
-
-
-@cache
-def _items(spec: str) -> list[RateLimitItem]:
-    return parse_many(spec)
-
-
 def _hit(*, spec: str, namespace: str, user: User | AnonymousUser, what: str) -> None:
     if not spec or not user.is_authenticated:
         return
-    limiter = _limiter()
+    limiter = moving_window_limiter()
     identity = str(user.pk)
     try:
-        for item in _items(spec):
+        for item in limits_parsed(spec):
             if not limiter.hit(item, namespace, identity):
                 reset_at = limiter.get_window_stats(item, namespace, identity).reset_time
                 rate_limited_requests.labels(limit=namespace).inc()

@@ -92,31 +92,29 @@ def _queue(priority: int) -> str:
     return INTERACTIVE_QUEUE if priority < _BULK_FROM_PRIORITY else BULK_QUEUE
 
 
-def _priorities(workspaces: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
+def _priorities(kind: JobKind, object_ids: Sequence[int]) -> dict[int, int]:
     """Return each job's message priority from its workspace's open jobs right now."""
+    workspaces = dict(Job.objects.filter(kind=kind.name, object_id__in=object_ids)
+                      .values_list("object_id", "workspace_id"))
     open_jobs = jobs_open_counts(workspace_ids=[w for w in set(workspaces.values())
                                                 if w is not None])
     # Work for no workspace (upkeep such as re-embedding) waits behind everyone's.
-    return {job: _priority(open_jobs.get(workspace_id, 1)) if workspace_id is not None
-            else _LAST_PRIORITY for job, workspace_id in workspaces.items()}
+    return {object_id: _priority(open_jobs.get(workspace_id, 1)) if workspace_id is not None
+            else _LAST_PRIORITY for object_id, workspace_id in workspaces.items()}
 
 
 def _send(kind: JobKind, object_id: int) -> None:
-    workspace_id = Job.objects.filter(kind=kind.name, object_id=object_id).values_list(
-        "workspace_id", flat=True).first()
-    _send_all([kind], [object_id], workspace_id=workspace_id)
+    _send_all([kind], [object_id])
 
 
-def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int], *,
-              workspace_id: int | None) -> None:
+def _send_all(kinds: Sequence[JobKind], object_ids: Sequence[int]) -> None:
     def send() -> None:
-        priorities = _priorities({(kind.name, object_id): workspace_id
-                                  for kind in kinds for object_id in object_ids})
         # One producer, and so one broker connection taken from the pool, for every message.
         with celery_app.producer_or_acquire() as producer:
             for kind in kinds:
+                priorities = _priorities(kind, object_ids)
                 for object_id in object_ids:
-                    priority = priorities[kind.name, object_id]
+                    priority = priorities.get(object_id, 0)
                     celery_app.send_task(kind.task_name, args=[object_id], producer=producer,
                                          priority=priority, queue=_queue(priority))
 
@@ -163,7 +161,7 @@ def job_enqueue(*, kind: JobKind, object_id: int, workspace_id: int | None) -> N
             )
         _mirror(kind, [object_id], JobStatus.PENDING)
     # If the process dies between commit and send, the reconciler sends it later.
-    after_commit(_send_all, [kind], [object_id], workspace_id=job.workspace_id)
+    after_commit(_send, kind, object_id)
 
 
 def jobs_create(*, kinds: Sequence[JobKind], object_ids: Sequence[int],
@@ -181,7 +179,7 @@ def jobs_create(*, kinds: Sequence[JobKind], object_ids: Sequence[int],
     _announce(kinds, object_ids, JobStatus.PENDING)
     if deliver and object_ids:
         # If the process dies between commit and send, the reconciler sends them later.
-        after_commit(_send_all, kinds, object_ids, workspace_id=workspace_id)
+        after_commit(_send_all, kinds, object_ids)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -129,6 +129,7 @@ def test_pages_admin_and_errors_carry_the_policy(
         (member, "/ask/", 200),
         (member, "/chat/", 200),
         (member, "/usage/", 200),
+        (member, "/tokens/", 200),
         (member, "/documents/999999/", 404),
         (staff, "/admin/", 200),
         (staff, "/admin/documents/document/", 200),

@@ -25,9 +25,13 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
-    list_display = ["prefix", "user", "name", "created_at", "last_used_at"]
+    list_display = ["prefix", "user", "name", "workspace", "read_only", "created_at",
+                    "last_used_at"]
+    list_filter = ["read_only"]
     search_fields = ["user__username", "prefix"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    # A token's owner and scope are fixed when it is made: revoke it and make another.
+    readonly_fields = ["user", "workspace", "read_only", "prefix", "key_hash", "created_at",
+                       "last_used_at"]
 
     def has_add_permission(self, request: object, obj: object = None) -> bool:
         # Tokens are shown once at creation, which the admin form cannot do.

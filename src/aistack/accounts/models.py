@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.db import models
 
@@ -58,8 +60,33 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=12, help_text="First characters, to tell tokens apart.")
     key_hash = models.CharField(max_length=64, unique=True)
+    # A token's scope is fixed when it is made: narrower than its user, never wider.
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens",
+        help_text="The one workspace the token reaches; empty for all of its user's.",
+    )
+    read_only = models.BooleanField(
+        default=False, help_text="Whether the token has a viewer's rights everywhere.")
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+    @property
+    def scope(self) -> TokenScope:
+        """Return what the token narrows its user's rights to."""
+        return TokenScope(workspace_id=self.workspace_id, read_only=self.read_only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenScope:
+    """What a request made with an API token may reach of its user's rights."""
+
+    workspace_id: int | None = None
+    read_only: bool = False
+
+    @property
+    def narrows(self) -> bool:
+        """Return whether the scope takes anything away from the user's rights."""
+        return self.workspace_id is not None or self.read_only

@@ -6,11 +6,26 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.db.models import QuerySet
 
-from aistack.accounts.models import Membership, Role, Workspace
+from aistack.accounts.models import Membership, Role, TokenScope, Workspace
 from aistack.errors import Forbidden, NotFound
 
 _WRITERS = frozenset({Role.OWNER, Role.EDITOR})
 MEMBERSHIPS_CACHE_SECONDS = 60
+# Where a user signed in with an API token carries the token's scope (and so does the
+# user cached for the token): every check below reads the user's roles through it.
+_TOKEN_SCOPE = "token_scope"  # noqa: S105 - an attribute's name
+
+
+def user_scoped(user: User, scope: TokenScope) -> User:
+    """Narrow ``user``'s rights, for every check that follows, to an API token's scope."""
+    setattr(user, _TOKEN_SCOPE, scope)
+    return user
+
+
+def token_scope(*, user: User | AnonymousUser) -> TokenScope | None:
+    """Return the scope of the API token the user came with; None when they came without."""
+    scope: TokenScope | None = getattr(user, _TOKEN_SCOPE, None)
+    return scope
 
 
 def memberships_cache_key(user_id: int) -> str:
@@ -31,6 +46,11 @@ def _roles(user: User | AnonymousUser, cached: dict[int, str] | None = None) -> 
         roles = dict(Membership.objects.filter(user_id=user.pk)
                      .values_list("workspace_id", "role"))
         cache.set(key, roles, timeout=MEMBERSHIPS_CACHE_SECONDS)
+    scope = token_scope(user=user)
+    if scope is not None and scope.workspace_id is not None:
+        roles = {wid: role for wid, role in roles.items() if wid == scope.workspace_id}
+    if scope is not None and scope.read_only:
+        return dict.fromkeys(roles, Role.VIEWER)
     return {workspace_id: Role(role) for workspace_id, role in roles.items()}
 
 
@@ -79,15 +99,17 @@ def workspace_ids_for_read(*, user: User | AnonymousUser, workspace_id: int | No
 
 def managed_workspaces(*, user: User | AnonymousUser) -> QuerySet[Workspace]:
     """Return the workspaces the user owns."""
-    if not user.is_authenticated:
-        return Workspace.objects.none()
-    return Workspace.objects.filter(memberships__user_id=user.pk, memberships__role=Role.OWNER)
+    owned = [workspace_id for workspace_id, role in _roles(user).items() if may_manage(role=role)]
+    return Workspace.objects.filter(pk__in=owned)
 
 
 def usage_workspace_ids(*, user: User | AnonymousUser) -> list[int] | None:
     """Return the workspaces whose AI usage and costs the user may see; None for all (staff)."""
     if user.is_authenticated and user.is_staff:
-        return None
+        scope = token_scope(user=user)
+        if scope is None or scope.workspace_id is None:
+            return None
+        return [scope.workspace_id]
     return list(managed_workspaces(user=user).order_by("pk").values_list("pk", flat=True))
 
 
@@ -120,7 +142,11 @@ def ensure_can_manage(*, user: User | AnonymousUser, workspace: Workspace) -> No
 
 
 def default_workspace(*, user: User) -> Workspace:
-    """Return the workspace used when a request names none: the personal one."""
+    """Return the workspace used when a request names none: the personal one, or the
+    one workspace the request's token is limited to."""
+    scope = token_scope(user=user)
+    if scope is not None and scope.workspace_id is not None:
+        return workspace_for_read(user=user, workspace_id=scope.workspace_id)
     # One at most: unordered, as ``first()`` would sort by the primary key.
     workspace = next(iter(Workspace.objects.filter(personal_for=user).order_by()[:1]), None)
     if workspace is None:

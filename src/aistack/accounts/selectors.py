@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from aistack.accounts.models import ApiToken, Membership, Workspace
+from aistack.accounts.permissions import user_scoped
 from aistack.accounts.services import TOKEN_PREFIX, token_hash
 from aistack.errors import NotFound
 
@@ -41,13 +42,13 @@ def user_for_token(*, raw: str) -> User | None:
     )
     if token is None:
         return None
+    user = user_scoped(token.user, token.scope) if token.scope.narrows else token.user
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     # Only as long as last_used_at's resolution, so the column stays that accurate.
-    cache.set(key, token.user,
-              timeout=_LAST_USED_RESOLUTION.total_seconds())
-    return token.user
+    cache.set(key, user, timeout=_LAST_USED_RESOLUTION.total_seconds())
+    return user
 
 
 def credentials_valid(*, authorization: str, session_key: str | None) -> bool:
@@ -78,3 +79,8 @@ def membership_get(*, workspace: Workspace, membership_id: int) -> Membership:
     if membership is None:
         raise NotFound("Member not found.")
     return membership
+
+
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
+    """Return the user's API tokens with their workspaces, newest first."""
+    return ApiToken.objects.filter(user=user).select_related("workspace").order_by("-created_at")

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from aistack.accounts.models import ApiToken, Membership, Role, Workspace
-from aistack.errors import Conflict, Invalid
+from aistack.errors import Conflict, Invalid, NotFound
 
 TOKEN_PREFIX = "ais_"  # noqa: S105 - a marker, not a secret
 
@@ -111,10 +111,24 @@ def user_create(
     return user
 
 
-def api_token_create(*, user: User, name: str = "default") -> tuple[ApiToken, str]:
-    """Create an API token; the raw token is returned once and never stored."""
+def api_token_create(*, user: User, name: str = "default", workspace: Workspace | None = None,
+                     read_only: bool = False) -> tuple[ApiToken, str]:
+    """Create an API token, optionally limited to one of the user's workspaces and to
+    reading; the raw token is returned once and never stored."""
+    if workspace is not None and not Membership.objects.filter(
+            workspace=workspace, user=user).exists():
+        raise Invalid(f"{user.get_username()} is not a member of {workspace.name}.")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user, name=name, prefix=raw[:12], key_hash=token_hash(raw)
-    )
+    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:12],
+                                    key_hash=token_hash(raw), workspace=workspace,
+                                    read_only=read_only)
     return token, raw
+
+
+def api_token_revoke(*, user: User, token_id: int) -> ApiToken:
+    """Revoke one of the user's tokens: it stops working at once, on every machine."""
+    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    if token is None:
+        raise NotFound("Token not found.")
+    token.delete()
+    return token

@@ -38,6 +38,7 @@ def forget_cached_user(sender: type[User], instance: User, **_: Any) -> None:
     cache_forget(*(token_cache_key(key_hash) for key_hash in hashes))
 
 
+@receiver(post_save, sender=ApiToken)
 @receiver(post_delete, sender=ApiToken)
 def forget_cached_token(sender: type[ApiToken], instance: ApiToken, **_: Any) -> None:
     cache_forget(token_cache_key(instance.key_hash))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.conf import settings
+from django.db.models import QuerySet
 
-from aistack.accounts.models import Role
+from aistack.accounts.models import Role, Workspace
 from aistack.errors import AppError
 from aistack.retrieval.api import MAX_QUERY_CHARS
 from aistack.retrieval.selectors import SearchMode
@@ -45,6 +48,23 @@ class WorkspaceForm(forms.Form):
 class InviteForm(forms.Form):
     username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.EDITOR)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, such as "
+                                                     "“Claude on my laptop”.")
+    workspace = forms.ModelChoiceField(
+        queryset=Workspace.objects.none(), required=False, empty_label="All of my workspaces",
+        label="Limit to workspace")
+    read_only = forms.BooleanField(
+        required=False, label="Read only",
+        help_text="Search, read and ask, but never add, change or delete documents.")
+
+    def __init__(self, *args: Any, workspaces: QuerySet[Workspace], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["workspace"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = workspaces
 
 
 class RoleForm(forms.Form):

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from aistack.accounts.throttling import login_throttled
-from aistack.web import documents, search, workspaces
+from aistack.web import documents, search, tokens, workspaces
 
 LOGIN_PAGE = "web/login.html"
 
@@ -28,6 +28,8 @@ urlpatterns = [
     path("documents/<int:document_id>/delete/", documents.document_delete_confirm,
          name="document-delete"),
     path("documents/<int:document_id>/chunks/", documents.document_chunks, name="document-chunks"),
+    path("tokens/", tokens.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("search/", search.search_page, name="search"),
     path("ask/", search.ask_page, name="ask"),
 ]

@@ -1,4 +1,5 @@
-"""ASGI entry point: Django, with warm summary reads answered ahead of it."""
+"""ASGI entry point: Django, with warm summary reads answered ahead of it, and the MCP
+server at ``/mcp``."""
 
 from __future__ import annotations
 
@@ -202,9 +203,19 @@ django_application = OneHopASGIHandler()
 
 from aistack.errors import error_response  # noqa: E402
 from aistack.fastpath import WarmReads  # noqa: E402  (needs Django set up)
+from aistack.mcp.http import PATH as MCP_PATH  # noqa: E402  (needs Django set up)
+from aistack.mcp.http import mcp_http  # noqa: E402
 from aistack.request_bodies import BodyRefused, body_read  # noqa: E402  (needs Django set up)
 
-application = WarmReads(django_application)
+warm_reads = WarmReads(django_application)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Send ``/mcp`` to the MCP server, and everything else to Django (warm reads first)."""
+    if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
+        await mcp_http(scope, receive, send)
+    else:
+        await warm_reads(scope, receive, send)
 
 # Everything loaded so far (Django, the URLconf and every module it imports) lives as
 # long as the process. Frozen, it is left out of garbage collection: a full collection

@@ -1,4 +1,5 @@
-"""The knowledge base from the terminal: ingest, search, ask, chat, evaluate, reindex, usage."""
+"""The knowledge base from the terminal: ingest, search, ask, chat, evaluate, reindex, usage,
+and MCP over stdio for AI assistants."""
 
 from __future__ import annotations
 
@@ -238,6 +239,24 @@ def ask(question: str, k: int, workspace: str | None) -> None:
     for source in cited(plan, result.text if result else ""):
         click.echo(f"[{source.n}] {titles.get(source.document_id, '')} "
                    f"(document {source.document_id}, passage {source.chunk_id})")
+
+
+@main.command()
+@click.option("--token", envvar="AISTACK_TOKEN", required=True, metavar="TOKEN",
+              help="An API token (from the Tokens page); or set AISTACK_TOKEN.")
+def mcp(token: str) -> None:
+    """Serve the knowledge base to an AI assistant over stdio (MCP), as the token's user.
+
+    The assistant starts this process and speaks MCP on its standard input and output;
+    logs go to standard error.
+    """
+    prepare(embedded=True, process_type="mcp", migrate=True)
+    from aistack.accounts.selectors import user_for_token
+    from aistack.mcp.server import UNREVOKED, KnowledgeBaseServer
+
+    if user_for_token(raw=token.strip()) is None:
+        raise click.ClickException(UNREVOKED)
+    KnowledgeBaseServer(token=token.strip()).run("stdio")
 
 
 @main.command()

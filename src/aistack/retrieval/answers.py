@@ -64,13 +64,15 @@ class AnswerPlan:
 
 
 def answer_plan(
-    *, workspace_ids: list[int], question: str, k: int, user_id: int | None
+    *, workspace_ids: list[int], question: str, k: int, user_id: int | None,
+    feature: str = FEATURE,
 ) -> AnswerPlan:
-    """Retrieve passages for ``question`` and build the model request that answers it."""
+    """Retrieve passages for ``question`` and build the model request that answers it;
+    its model calls are recorded under ``feature``."""
     # On a user's behalf, the call is charged to every workspace it reads from, each an
     # equal share; an operator's over every workspace (the CLI's) to none of them.
     charged = tuple(workspace_ids) if user_id is not None or len(workspace_ids) == 1 else ()
-    attribution = Attribution(feature=FEATURE, user_id=user_id, workspace_ids=charged,
+    attribution = Attribution(feature=feature, user_id=user_id, workspace_ids=charged,
                               prompt_version=ANSWER_PROMPT.version)
     nearest = search(workspace_ids=workspace_ids, query=question, k=1, mode=SearchMode.VECTOR,
                      attribution=attribution, snippets=False)

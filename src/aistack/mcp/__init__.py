@@ -1,0 +1,1 @@
+"""The knowledge base for AI assistants: an MCP server over Streamable HTTP and stdio."""

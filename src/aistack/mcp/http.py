@@ -1,0 +1,159 @@
+"""The MCP server over Streamable HTTP, as an ASGI application mounted at ``/mcp``.
+
+Stateless: every request is answered on its own, so any web process on any machine
+answers any request (no session to keep on one of them), and every request is
+authenticated afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+from django.http.request import split_domain_port, validate_host
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aistack.accounts.permissions import token_scope
+from aistack.accounts.selectors import user_for_token
+from aistack.mcp.server import KnowledgeBaseServer
+from aistack.observability.metrics import http_request_seconds
+
+PATH = "/mcp"
+
+
+def _user_id_for_token(raw: str) -> tuple[int, str] | None:
+    try:
+        user = user_for_token(raw=raw)
+        if user is None:
+            return None
+        scope = token_scope(user=user)
+        return user.pk, ("read" if scope is not None and scope.read_only else "read write")
+    finally:
+        connections.close_all()  # this thread's: a pool thread, not the request's
+
+
+class ApiTokens:
+    """The SDK's token verifier over aistack's API tokens."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        found = await sync_to_async(_user_id_for_token, thread_sensitive=False)(token)
+        if found is None:
+            return None
+        user_id, scopes = found
+        return AccessToken(token=token, client_id=f"user:{user_id}", subject=str(user_id),
+                           scopes=scopes.split())
+
+
+class McpHttp:
+    """The ASGI application for ``/mcp``: the SDK's Streamable HTTP app, one per event loop.
+
+    The SDK's app runs a task group for its requests, entered once per event loop. The
+    web server runs without ASGI lifespan events, so it is entered by the first request
+    of each loop and lives as long as the loop.
+    """
+
+    def __init__(self) -> None:
+        self._apps: dict[asyncio.AbstractEventLoop, ASGIApp] = {}
+        self._starting: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self._runs: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = _refusal(scope)
+            if refusal is not None:
+                await _send_json(timed_send, *refusal)
+                return
+            app = await self._app()
+            await app(scope, receive, timed_send)
+        finally:
+            http_request_seconds.labels(method=scope["method"], route=PATH,
+                                        status=str(status)).observe(time.perf_counter() - started)
+
+    async def _app(self) -> ASGIApp:
+        loop = asyncio.get_running_loop()
+        if (app := self._apps.get(loop)) is not None:
+            return app
+        if loop not in self._starting:
+            self._starting[loop] = loop.create_future()
+            run = loop.create_task(self._run(loop))
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+        await asyncio.shield(self._starting[loop])
+        return self._apps[loop]
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        server = KnowledgeBaseServer(
+            token_verifier=ApiTokens(),
+            # No OAuth server: tokens come from the Tokens page. The issuer is only named
+            # because the SDK's settings require one; no route advertises it.
+            auth=AuthSettings(issuer_url=AnyHttpUrl("http://localhost"),
+                              resource_server_url=None),
+        )
+        app = server.streamable_http_app(
+            streamable_http_path=PATH, stateless_http=True, json_response=True,
+            max_request_body_size=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+            # Hosts and origins are checked here, against ALLOWED_HOSTS (see _refusal).
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        try:
+            async with server.session_manager.run():
+                self._apps[loop] = app
+                self._starting[loop].set_result(None)
+                await asyncio.Event().wait()  # until the loop ends
+        except BaseException as exc:
+            starting = self._starting.get(loop)
+            if starting is not None and not starting.done():
+                starting.set_exception(RuntimeError("the MCP server did not start"))
+            if not isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._apps.pop(loop, None)
+            self._starting.pop(loop, None)
+
+
+def _refusal(scope: Scope) -> tuple[int, dict[str, Any]] | None:
+    """Return the answer to a request Django would refuse: a host not in ALLOWED_HOSTS,
+    or a browser's request from a page of another origin."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+               for name, value in scope["headers"]}
+    host = headers.get("host", "")
+    domain, _ = split_domain_port(host)
+    allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"]
+                                         if settings.DEBUG else [])
+    if not domain or not validate_host(domain, allowed):
+        return 400, {"code": "bad_request", "message": "The Host header is not allowed."}
+    origin = headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != host:
+        return 403, {"code": "forbidden",
+                     "message": "Requests from other sites' pages are refused."}
+    return None
+
+
+async def _send_json(send: Send, status: int, error: dict[str, Any]) -> None:
+    content = json.dumps({"error": error}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
+
+
+mcp_http = McpHttp()

@@ -44,7 +44,7 @@ def _setup(documents: int) -> str:
     from aistack.jobs.services import job_claim
 
     rng = random.Random(7)
-    user = user_create(username="assistant-user", password="bench-password-for-mcp-1")
+    user = user_create(username="assistant-user")  # signs in with its token alone
     workspace = user.personal_workspace
     for n in range(documents):
         text = " ".join(". ".join(" ".join(rng.choices(WORDS, k=10)) for _ in range(5))
@@ -67,37 +67,37 @@ async def _measure(base: str, token: str, rounds: int) -> dict[str, list[float]]
     headers = {"Authorization": f"Bearer {token}"}
     timings: dict[str, list[float]] = {"http": [], "mcp": [], "sdk": []}
     async with (httpx2.AsyncClient(base_url=base, headers=headers, timeout=30) as http,
-                httpx2.AsyncClient(headers=headers, timeout=30) as sdk_http):
-        async with Client(streamable_http_client(f"{base}/mcp", http_client=sdk_http)) as sdk:
+                httpx2.AsyncClient(headers=headers, timeout=30) as sdk_http,
+                Client(streamable_http_client(f"{base}/mcp", http_client=sdk_http)) as sdk):
 
-            async def over_http(query: str) -> None:
-                response = await http.get("/api/v1/search", params={"q": query, "k": 10})
-                assert response.status_code == 200, response.text
-                assert response.json()["results"]
+        async def over_http(query: str) -> None:
+            response = await http.get("/api/v1/search", params={"q": query, "k": 10})
+            assert response.status_code == 200, response.text
+            assert response.json()["results"]
 
-            async def over_mcp(query: str) -> None:
-                response = await http.post("/mcp", json={
-                    "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "search", "arguments": {"query": query, "k": 10}}},
-                    headers={"Accept": "application/json, text/event-stream"})
-                assert response.status_code == 200, response.text
-                result = response.json()["result"]
-                assert not result.get("isError") and result["structuredContent"]["results"]
+        async def over_mcp(query: str) -> None:
+            response = await http.post("/mcp", json={
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "search", "arguments": {"query": query, "k": 10}}},
+                headers={"Accept": "application/json, text/event-stream"})
+            assert response.status_code == 200, response.text
+            result = response.json()["result"]
+            assert not result.get("isError") and result["structuredContent"]["results"]
 
-            async def over_sdk(query: str) -> None:
-                result = await sdk.call_tool("search", {"query": query, "k": 10})
-                assert not result.is_error and result.structured_content["results"]
+        async def over_sdk(query: str) -> None:
+            result = await sdk.call_tool("search", {"query": query, "k": 10})
+            assert not result.is_error and result.structured_content["results"]
 
-            ways = {"http": over_http, "mcp": over_mcp, "sdk": over_sdk}
-            for query in queries:  # warm: code loaded, query vectors cached
-                for call in ways.values():
-                    await call(query)
-            for n in range(rounds):
-                order = list(ways) if n % 2 == 0 else list(reversed(ways))
-                for name in order:
-                    started = time.perf_counter()
-                    await ways[name](queries[n % QUERIES])
-                    timings[name].append((time.perf_counter() - started) * 1000)
+        ways = {"http": over_http, "mcp": over_mcp, "sdk": over_sdk}
+        for query in queries:  # warm: code loaded, query vectors cached
+            for call in ways.values():
+                await call(query)
+        for n in range(rounds):
+            order = list(ways) if n % 2 == 0 else list(reversed(ways))
+            for name in order:
+                started = time.perf_counter()
+                await ways[name](queries[n % QUERIES])
+                timings[name].append((time.perf_counter() - started) * 1000)
     return timings
 
 

@@ -92,10 +92,18 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
             "SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count "
             "FROM retrieval_chunk c, unnest(c.search_vector) u WHERE c.workspace_id = ANY(%s)",
             [ours])
+        # And the statistics it keeps per workspace.
         cursor.execute(
-            "INSERT INTO retrieval_term (lexeme, df) SELECT u.lexeme, count(*) "
-            "FROM retrieval_chunk c, unnest(c.search_vector) u GROUP BY u.lexeme "
-            "ON CONFLICT (lexeme) DO UPDATE SET df = EXCLUDED.df")
+            "INSERT INTO retrieval_workspaceterm (workspace_id, lexeme, df) "
+            "SELECT workspace_id, lexeme, count(*) FROM retrieval_posting "
+            "WHERE workspace_id = ANY(%s) GROUP BY 1, 2 "
+            "ON CONFLICT (workspace_id, lexeme) DO UPDATE SET df = EXCLUDED.df", [ours])
+        cursor.execute(
+            "INSERT INTO retrieval_workspacecorpus (workspace_id, chunks, length) "
+            "SELECT workspace_id, count(*), sum(term_count) FROM retrieval_chunk "
+            "WHERE workspace_id = ANY(%s) GROUP BY 1 "
+            "ON CONFLICT (workspace_id) DO UPDATE SET chunks = EXCLUDED.chunks, "
+            "length = EXCLUDED.length", [ours])
     started = time.perf_counter()
     from aistack.retrieval.spaces import embedding_space_index_create
 

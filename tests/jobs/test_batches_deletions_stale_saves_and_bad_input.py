@@ -15,7 +15,7 @@ from aistack.jobs.kinds import JobStatus
 from aistack.jobs.models import Job
 from aistack.jobs.runner import jobs_work_through
 from aistack.jobs.services import JobRun, job_reconcile
-from aistack.retrieval.models import Term
+from aistack.retrieval.models import WorkspaceCorpus, WorkspaceTerm
 from tests.conftest import ApiClient
 from tests.jobs.test_worker import FLAKY, _flaky_work
 
@@ -56,11 +56,13 @@ def test_deleting_a_workspace_cleans_up_jobs_and_term_statistics(alice: User) ->
 
     team = workspace_create(owner=alice, name="Team")
     indexed(team, alice, "Unusual", "Zeugma and syzygy are rare words.")
-    assert Term.objects.get(lexeme="syzygi").df == 1
+    team_id = team.pk
+    assert WorkspaceTerm.objects.get(workspace_id=team_id, lexeme="syzygi").df == 1
 
     team.delete()  # an ORM cascade, not the delete service
 
-    assert Term.objects.get(lexeme="syzygi").df == 0
+    assert WorkspaceTerm.objects.get(workspace_id=team_id, lexeme="syzygi").df == 0
+    assert WorkspaceCorpus.objects.get(workspace_id=team_id).chunks == 0
     assert not Job.objects.exists()
     assert job_reconcile() == 0
 

@@ -15,7 +15,7 @@ from aistack.accounts.models import Workspace
 from aistack.ai.exceptions import AIError
 from aistack.documents.models import Document
 from aistack.documents.services import document_delete, document_update
-from aistack.retrieval.models import Chunk, ChunkVector, Term
+from aistack.retrieval.models import Chunk, ChunkVector, WorkspaceCorpus, WorkspaceTerm
 from aistack.retrieval.selectors import BM25_B, BM25_K1, SearchMode, active_space, chunk_search
 from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
@@ -62,26 +62,27 @@ def test_text_search_matches_any_term_and_prefers_rare_ones(
 
 
 def bm25_reference(query: str, workspace: Workspace) -> dict[int, float]:
-    """BM25 computed in Python from the stored term vectors, independently of the SQL."""
+    """BM25 over the workspace's own chunks, computed in Python from the stored term
+    vectors, independently of the SQL and of the statistics it keeps."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", [query])
         query_terms = {row[0] for row in cursor.fetchall()}
         cursor.execute("SELECT c.id, c.term_count, u.lexeme, cardinality(u.positions) "
-                       "FROM retrieval_chunk c, unnest(c.search_vector) u")
+                       "FROM retrieval_chunk c, unnest(c.search_vector) u "
+                       "WHERE c.workspace_id = %s", [workspace.pk])
         rows = cursor.fetchall()
     term_counts: dict[int, int] = {}
     tfs: dict[int, Counter[str]] = {}
     for chunk_id, length, lexeme, tf in rows:
         term_counts[chunk_id] = length
         tfs.setdefault(chunk_id, Counter())[lexeme] = tf
-    n = Chunk.objects.count()
+    n = Chunk.objects.filter(workspace=workspace).count()
     avgdl = sum(term_counts.values()) / n
     df = Counter(lexeme for counter in tfs.values() for lexeme in counter)
-    in_workspace = set(Chunk.objects.filter(workspace=workspace).values_list("pk", flat=True))
     scores = {}
     for chunk_id, counter in tfs.items():
         matched = query_terms & counter.keys()
-        if chunk_id not in in_workspace or not matched:
+        if not matched:
             continue
         scores[chunk_id] = sum(
             math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) * counter[t] * (BM25_K1 + 1)
@@ -109,22 +110,30 @@ def test_bm25_scores_match_an_independent_computation(
 
 
 def test_document_frequencies_follow_creates_edits_and_deletes(
-    alice: User, corpus: dict[str, Document]
+    alice: User, bob: User, corpus: dict[str, Document]
 ) -> None:
-    def recomputed() -> dict[str, int]:
+    def recomputed() -> tuple[dict[tuple[int, str], int], dict[int, tuple[int, int]]]:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT u.lexeme, count(*) FROM retrieval_chunk c, "
-                           "unnest(c.search_vector) u GROUP BY u.lexeme")
-            return dict(cursor.fetchall())
+            cursor.execute("SELECT c.workspace_id, u.lexeme, count(*) FROM retrieval_chunk c, "
+                           "unnest(c.search_vector) u GROUP BY 1, 2")
+            terms = {(w, lexeme): n for w, lexeme, n in cursor.fetchall()}
+            cursor.execute("SELECT workspace_id, count(*), sum(term_count) "
+                           "FROM retrieval_chunk GROUP BY 1")
+            return terms, {w: (n, length) for w, n, length in cursor.fetchall()}
 
-    def stored() -> dict[str, int]:
-        return dict(Term.objects.filter(df__gt=0).values_list("lexeme", "df"))
+    def stored() -> tuple[dict[tuple[int, str], int], dict[int, tuple[int, int]]]:
+        terms = {(w, lexeme): df for w, lexeme, df in WorkspaceTerm.objects.filter(df__gt=0)
+                 .values_list("workspace_id", "lexeme", "df")}
+        return terms, {w: (n, length) for w, n, length in WorkspaceCorpus.objects.filter(
+            chunks__gt=0).values_list("workspace_id", "chunks", "length")}
 
+    indexed(bob.personal_workspace, bob, "Bob's pasta", "Spaghetti, again and again.")
     assert stored() == recomputed()
     document_update(document=corpus["Pasta"], content="Risotto needs constant stirring.")
     index_now(corpus["Pasta"])
     assert stored() == recomputed()
-    assert "spaghetti" not in stored()
+    assert (alice.personal_workspace.pk, "spaghetti") not in stored()[0]
+    assert (bob.personal_workspace.pk, "spaghetti") in stored()[0]
     document_delete(document=corpus["Deploys"])
     assert stored() == recomputed()
 

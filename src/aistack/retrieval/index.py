@@ -15,37 +15,73 @@ from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, IndexPa
 TEXT_SEARCH_CONFIG = "english"
 
 
-def _frequencies(document_ids: Sequence[int]) -> Counter[str]:
+# What a set of documents adds to their workspaces' statistics: for each workspace, the
+# chunks containing each term, and the chunks and their summed lengths.
+Frequencies = Counter[tuple[int, str]]
+Sizes = Counter[tuple[int, str]]
+
+
+def _frequencies(document_ids: Sequence[int]) -> tuple[Frequencies, Sizes]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT u.lexeme, count(*) FROM retrieval_chunk c, unnest(c.search_vector) u "
-            "WHERE c.document_id = ANY(%s) GROUP BY u.lexeme",
+            "SELECT c.workspace_id, u.lexeme, count(*) "
+            "FROM retrieval_chunk c, unnest(c.search_vector) u "
+            "WHERE c.document_id = ANY(%s) GROUP BY 1, 2",
             [list(document_ids)],
         )
-        return Counter(dict(cursor.fetchall()))
-
-
-def _terms_adjust(delta: Counter[str]) -> None:
-    changes = sorted((lexeme, n) for lexeme, n in delta.items() if n)
-    if not changes:
-        return
-    # One statement in lexeme order: concurrent writers lock rows in the same order
-    # and so cannot deadlock on the shared counters.
-    with connection.cursor() as cursor:
+        terms = Counter({(workspace_id, lexeme): n
+                         for workspace_id, lexeme, n in cursor.fetchall()})
         cursor.execute(
-            "INSERT INTO retrieval_term (lexeme, df) "
-            "SELECT lexeme, n FROM unnest(%s::text[], %s::int[]) AS d(lexeme, n) "
-            "ORDER BY lexeme "
-            "ON CONFLICT (lexeme) DO UPDATE SET df = retrieval_term.df + EXCLUDED.df",
-            [[lexeme for lexeme, _ in changes], [n for _, n in changes]],
+            "SELECT workspace_id, count(*), coalesce(sum(term_count), 0) FROM retrieval_chunk "
+            "WHERE document_id = ANY(%s) GROUP BY workspace_id",
+            [list(document_ids)],
         )
+        sizes: Sizes = Counter()
+        for workspace_id, chunks, length in cursor.fetchall():
+            sizes[workspace_id, "chunks"] = chunks
+            sizes[workspace_id, "length"] = length
+    return terms, sizes
+
+
+def _statistics_adjust(terms: Frequencies, sizes: Sizes) -> None:
+    changes = sorted((key, n) for key, n in terms.items() if n)
+    workspaces = sorted({workspace_id for workspace_id, _ in sizes})
+    # One statement each, in key order: concurrent writers lock rows in the same order
+    # and so cannot deadlock on the counters.
+    with connection.cursor() as cursor:
+        if changes:
+            cursor.execute(
+                "INSERT INTO retrieval_workspaceterm (workspace_id, lexeme, df) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[]) "
+                "ORDER BY 1, 2 "
+                "ON CONFLICT (workspace_id, lexeme) "
+                "DO UPDATE SET df = retrieval_workspaceterm.df + EXCLUDED.df",
+                [[w for (w, _), _ in changes], [lexeme for (_, lexeme), _ in changes],
+                 [n for _, n in changes]],
+            )
+        if workspaces:
+            cursor.execute(
+                "INSERT INTO retrieval_workspacecorpus (workspace_id, chunks, length) "
+                "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) "
+                "ORDER BY 1 "
+                "ON CONFLICT (workspace_id) DO UPDATE SET "
+                "chunks = retrieval_workspacecorpus.chunks + EXCLUDED.chunks, "
+                "length = retrieval_workspacecorpus.length + EXCLUDED.length",
+                [workspaces, [sizes[w, "chunks"] for w in workspaces],
+                 [sizes[w, "length"] for w in workspaces]],
+            )
+
+
+def _taken_back(found: tuple[Frequencies, Sizes]) -> tuple[Frequencies, Sizes]:
+    terms, sizes = found
+    return Counter({k: -n for k, n in terms.items()}), Counter({k: -n for k, n in sizes.items()})
 
 
 def chunks_delete(*, document_ids: Sequence[int]) -> None:
-    """Delete documents' chunks and take them out of the term statistics."""
+    """Delete documents' chunks and take them out of their workspaces' statistics."""
     old = _frequencies(document_ids)
     Chunk.objects.filter(document_id__in=document_ids).delete()
-    _terms_adjust(Counter({lexeme: -n for lexeme, n in old.items()}))
+    _statistics_adjust(*_taken_back(old))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +128,7 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
     document_ids = [item.document_id for item in items]
     if not document_ids:
         return 0
-    old = _frequencies(document_ids)
+    old_terms, old_sizes = _taken_back(_frequencies(document_ids))
     Chunk.objects.filter(document_id__in=document_ids).delete()
     rows = [(item.document_id, item.workspace_id, spec)
             for item in items for spec in item.specs]
@@ -110,8 +146,9 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
         ])
         chunk_ids = {(document_id, ordinal): chunk_id
                      for chunk_id, document_id, ordinal in cursor.fetchall()}
-    delta = _frequencies(document_ids)
-    delta.subtract(old)
+    terms, sizes = _frequencies(document_ids)
+    terms.update(old_terms)
+    sizes.update(old_sizes)
     ChunkVector.objects.bulk_create(
         (
             ChunkVector(
@@ -127,9 +164,9 @@ def chunks_replace(*, items: Sequence[IndexedDocument]) -> int:
         ),
         batch_size=1000,
     )
-    # Last: the counters are shared by every workspace, and each row stays locked until
-    # the transaction commits, so another workspace's index job waits no longer than it must.
-    _terms_adjust(delta)
+    # Last: each counter row stays locked until the transaction commits, so another job
+    # of the same workspace waits no longer than it must.
+    _statistics_adjust(terms, sizes)
     return len(chunk_ids)
 
 

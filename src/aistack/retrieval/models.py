@@ -95,14 +95,31 @@ class ChunkVector(models.Model):
         return f"{self.chunk_id} in {self.space_id}"
 
 
-class Term(models.Model):
-    """How many chunks contain a stemmed term: BM25's document frequency."""
+class WorkspaceTerm(models.Model):
+    """How many of a workspace's chunks contain a stemmed term: BM25's document frequency.
 
-    lexeme = models.TextField(primary_key=True)
+    Kept per workspace so that a search's statistics are summed over the workspaces it
+    reads and no other: a caller's scores never tell what other workspaces contain.
+    """
+
+    pk = models.CompositePrimaryKey("workspace_id", "lexeme")
+    workspace_id = models.BigIntegerField()
+    lexeme = models.TextField()
     df = models.IntegerField(default=0)
 
     def __str__(self) -> str:
-        return f"{self.lexeme}: {self.df}"
+        return f"{self.lexeme} in {self.workspace_id}: {self.df}"
+
+
+class WorkspaceCorpus(models.Model):
+    """A workspace's chunk count and their summed BM25 lengths, for BM25's N and avgdl."""
+
+    workspace_id = models.BigIntegerField(primary_key=True)
+    chunks = models.BigIntegerField(default=0)
+    length = models.BigIntegerField(default=0, help_text="The chunks' term counts, summed.")
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id}: {self.chunks} chunks"
 
 
 class Posting(models.Model):

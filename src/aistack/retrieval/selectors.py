@@ -93,36 +93,36 @@ def active_space_changed() -> None:
     after_commit(_active_space_rewrite)
 
 
-def _corpus_stats() -> tuple[int, float]:
-    stats: tuple[int, float] | None = cache.get("retrieval:corpus-stats")
-    if stats is None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*), coalesce(avg(term_count), 0) FROM retrieval_chunk")
-            count, average = cursor.fetchone()
-        stats = (int(count), float(average) or 1.0)
-        cache.set("retrieval:corpus-stats", stats, _STATS_TTL_SECONDS)
-    return stats
-
-
 def _bm25_sql() -> str:
     # Only the postings of the query's own terms are read (any term may match), and
-    # each chunk is scored from them and the maintained document frequencies.
+    # each chunk is scored from them and the maintained statistics. The statistics are
+    # summed over the searched workspaces alone, so a score never depends on what
+    # the caller cannot read. The IDF is Lucene's, ln(1 + (N - df + 0.5) / (df + 0.5)),
+    # which is never negative.
     return f"""
         text_query AS (
             SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(query)s)) u
         ),
+        corpus AS (
+            SELECT coalesce(sum(chunks), 0) AS n,
+                   coalesce(sum(length)::float8 / nullif(sum(chunks), 0), 1) AS avgdl
+            FROM retrieval_workspacecorpus WHERE workspace_id = ANY(%(workspaces)s)
+        ),
         idf AS (
             SELECT t.lexeme,
-                   ln(1 + (%(n)s - t.df + 0.5) / (t.df + 0.5)) AS weight
-            FROM retrieval_term t JOIN text_query q ON q.lexeme = t.lexeme
+                   ln(1 + (greatest(corpus.n, t.df) - t.df + 0.5) / (t.df + 0.5)) AS weight
+            FROM (SELECT w.lexeme, sum(w.df) AS df
+                  FROM retrieval_workspaceterm w JOIN text_query q ON q.lexeme = w.lexeme
+                  WHERE w.workspace_id = ANY(%(workspaces)s)
+                  GROUP BY w.lexeme) t, corpus
             WHERE t.df > 0
         ),
         text_ranked AS (
             SELECT p.chunk_id,
                    sum(idf.weight * p.tf * {BM25_K1 + 1}
-                       / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / %(avgdl)s)))
+                       / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / corpus.avgdl)))
                        AS score
-            FROM idf JOIN retrieval_posting p ON p.lexeme = idf.lexeme
+            FROM idf JOIN retrieval_posting p ON p.lexeme = idf.lexeme, corpus
             WHERE p.workspace_id = ANY(%(workspaces)s)
             GROUP BY p.chunk_id
             ORDER BY score DESC
@@ -178,10 +178,8 @@ def chunk_search(
     use_vectors = mode in {SearchMode.VECTOR, SearchMode.HYBRID} and space is not None
     use_text = mode in {SearchMode.TEXT, SearchMode.HYBRID}
     depth = max(k, FUSION_DEPTH) if mode == SearchMode.HYBRID else k
-    count, avgdl = _corpus_stats()
     params: dict[str, Any] = {
         "query": query, "workspaces": workspace_ids, "depth": depth, "k": k,
-        "n": count, "avgdl": avgdl,
         # pgvector's text form, built once: as a list, each of its numbers would be
         # quoted in Python, and again for every place the query uses it.
         "vector": None if query_vector is None else Vector(query_vector).to_text(),

@@ -50,7 +50,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
-SUMMARY_PATH = re.compile(r"/api/v1/documents/(\d{1,18})/summary")
+SUMMARY_PATH = re.compile(r"/api/v1/documents/([0-9]{1,18})/summary")  # ASCII, as the URLconf
 
 
 def _never_called(request: Any) -> HttpResponse:

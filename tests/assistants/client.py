@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx2
+from django.db import connections
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -30,6 +31,19 @@ async def connected(address: str, token: str | None,
         transport = streamable_http_client(f"http://{address}/mcp", http_client=http)
         async with Client(transport) as client:
             yield client
+
+
+async def in_thread(work: Callable[[], T]) -> T:
+    """Run ``work`` (database work of the test's own) in a thread, giving its
+    connection back to the pool after, as a request's thread does."""
+
+    def done() -> T:
+        try:
+            return work()
+        finally:
+            connections.close_all()
+
+    return await anyio.to_thread.run_sync(done)
 
 
 def run(address: str, token: str | None, scenario: Callable[[Client], Awaitable[T]],

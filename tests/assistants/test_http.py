@@ -7,15 +7,16 @@ create, and PostgreSQL and Redis are the test session's own.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 from django.contrib.auth.models import User
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import PaginatedRequestParams
 
 from aistack.accounts.models import Role, Workspace
 from aistack.accounts.services import api_token_create, api_token_revoke, membership_set
@@ -23,7 +24,7 @@ from aistack.documents.models import Document
 from aistack.jobs.kinds import JobStatus
 from aistack.usage.models import UsageRecord
 from harness import wait_for
-from tests.assistants.client import error_text, run, structured
+from tests.assistants.client import error_text, in_thread, run, structured
 from tests.retrieval.helpers import indexed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -238,9 +239,15 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(
         results = [await client.call_tool(name, arguments) for name, arguments in calls]
         unreadable = []
         for uri in ("aistack://documents/999999", "aistack://documents/abc",
-                    f"aistack://documents/{'9' * 40}"):
+                    f"aistack://documents/{'9' * 40}", "aistack://documents/\u00b2",
+                    "aistack://documents/\u0661", f"aistack://documents/{'7' * 5000}"):
             try:
                 await client.read_resource(uri)
+            except MCPError as exc:
+                unreadable.append(exc)
+        for cursor in ("\u00b2", "-1", "x" * 100, "9" * 30):
+            try:
+                await client.session.list_resources(params=PaginatedRequestParams(cursor=cursor))
             except MCPError as exc:
                 unreadable.append(exc)
         after = await client.call_tool("search", {"query": "vault"})
@@ -253,8 +260,9 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(
         assert "Traceback" not in message and "went wrong" not in message, (name, message)
     assert error_text(results[6]).endswith("Document not found.")
     assert not error_text(results[7]).endswith("Document not found.")  # refused as out of range
-    assert len(unreadable) == 3
-    assert all("not found" in str(exc).lower() for exc in unreadable)
+    assert len(unreadable) == 10
+    assert all("not found" in str(exc).lower() for exc in unreadable[:6])
+    assert all("cursor" in str(exc) for exc in unreadable[6:])
     assert structured(after)["results"][0]["document_id"] == secret.pk
     assert not Document.objects.filter(title__startswith="ttt").exists()
 
@@ -288,8 +296,7 @@ def test_a_token_revoked_mid_session_stops_working_at_once(
 
     async def scenario(client: Client) -> tuple[Any, Exception | None]:
         before = await client.call_tool("get_document", {"id": secret.pk})
-        await anyio.to_thread.run_sync(
-            lambda: api_token_revoke(user=alice, token_id=token.pk))
+        await in_thread(lambda: api_token_revoke(user=alice, token_id=token.pk))
         try:
             await client.call_tool("get_document", {"id": secret.pk})
         except Exception as exc:
@@ -305,9 +312,38 @@ def test_a_token_revoked_mid_session_stops_working_at_once(
     assert set(statuses[:-1]) == {200}
 
 
-def test_hosts_and_origins_django_would_refuse_are_refused(alice: User, asgi_url: str) -> None:
-    token = {"Authorization": f"Bearer {token_of(alice)}"}
+def raw_request(asgi_url: str, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send a request as written, duplicate headers and all; return its status and body."""
+    host, port = asgi_url.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.partition(b"\r\n\r\n")[2]
+
+
+def test_hosts_origins_and_methods_refused_before_the_mcp_server(
+    alice: User, asgi_url: str
+) -> None:
+    raw = token_of(alice)
+    token = {"Authorization": f"Bearer {raw}"}
     assert mcp_post(asgi_url, {**token, "Host": "evil.example"}).status_code == 400
+    # Two Host headers: whichever one a proxy or framework would believe, refused.
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+    for first, second in (("evil.example", asgi_url), (asgi_url, "evil.example")):
+        status, _ = raw_request(asgi_url, (
+            f"POST /mcp HTTP/1.1\nHost: {first}\nHost: {second}\n"
+            f"Authorization: Bearer {raw}\nContent-Type: application/json\n"
+            f"Accept: application/json, text/event-stream\nContent-Length: {len(body)}\n"
+            "Connection: close\n\n"), body)
+        assert status == 400
+    # The stateless server sends nothing on a standing stream: none is opened.
+    stream = httpx2.get(f"http://{asgi_url}/mcp",
+                        headers={**token, "Accept": "text/event-stream"})
+    assert (stream.status_code, stream.headers["Allow"]) == (405, "POST")
+    assert stream.json()["error"]["code"] == "method_not_allowed"
     other_site = mcp_post(asgi_url, {**token, "Origin": "http://evil.example"})
     assert other_site.status_code == 403
     same_site = mcp_post(asgi_url, {**token, "Origin": f"http://{asgi_url}"})

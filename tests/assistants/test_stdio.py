@@ -16,7 +16,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from aistack.accounts.services import api_token_create, api_token_revoke
 from aistack.documents.models import Document
-from tests.assistants.client import error_text, structured
+from tests.assistants.client import error_text, in_thread, structured
 from tests.e2e.test_lifecycle import service_env
 from tests.retrieval.helpers import indexed
 
@@ -46,8 +46,7 @@ def test_an_assistant_starts_aistack_mcp_and_uses_it_until_the_token_is_revoked(
                     "search": await client.call_tool("search", {"query": "vault code",
                                                                 "mode": "text"}),
                 }
-                await anyio.to_thread.run_sync(
-                    lambda: api_token_revoke(user=bob, token_id=token.pk))
+                await in_thread(lambda: api_token_revoke(user=bob, token_id=token.pk))
                 out["revoked"] = await client.call_tool("get_document", {"id": his.pk})
                 return out
 

@@ -6,6 +6,7 @@ import http.client
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -127,3 +128,18 @@ def test_redis_connections_do_not_grow_with_requests(
     # Before sharing one pool per process, each request's thread and each warm read
     # opened connections of its own: hundreds per burst.
     assert len(server.client_list()) <= before + 5
+
+
+def test_a_path_the_urlconf_refuses_is_refused_warm_too(
+    asgi_url: str, alice: User, scripted_chat: Callable[..., None],
+) -> None:
+    scripted_chat()
+    document = summarized(alice.personal_workspace, alice)
+    _, token = api_token_create(user=alice)
+    path = f"/api/v1/documents/{document.pk}/summary"
+    assert [get(asgi_url, path, token)[0] for _ in range(2)] == [200, 200]  # warm now
+    # The same number in other scripts' digits (Arabic-Indic, fullwidth) names nothing.
+    for zero in (0x0660, 0xFF10):
+        digits = quote("".join(chr(zero + int(d)) for d in str(document.pk)))
+        status, _, body = get(asgi_url, f"/api/v1/documents/{digits}/summary", token)
+        assert (status, b"No API endpoint" in body) == (404, True)

@@ -48,6 +48,11 @@ def user_for_token(*, raw: str) -> User | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     # Only as long as last_used_at's resolution, so the column stays that accurate.
     cache.set(key, user, timeout=_LAST_USED_RESOLUTION.total_seconds())
+    # A revocation that committed after the read above, and dropped the entry before it
+    # was set, would leave the token working until the entry expires: look again.
+    if not ApiToken.objects.filter(pk=token.pk).exists():
+        cache.delete(key)
+        return None
     return user
 
 

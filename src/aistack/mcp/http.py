@@ -80,7 +80,8 @@ class McpHttp:
         try:
             refusal = _refusal(scope)
             if refusal is not None:
-                await _send_json(timed_send, *refusal)
+                await _send_json(timed_send, *refusal,
+                                 allow=b"POST" if refusal[0] == 405 else None)
                 return
             app = await self._app()
             await app(scope, receive, timed_send)
@@ -131,28 +132,34 @@ class McpHttp:
 
 
 def _refusal(scope: Scope) -> tuple[int, dict[str, Any]] | None:
-    """Return the answer to a request Django would refuse: a host not in ALLOWED_HOSTS,
-    or a browser's request from a page of another origin."""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1")
-               for name, value in scope["headers"]}
-    host = headers.get("host", "")
+    """Return the answer to a request refused before the MCP server sees it: a host
+    not in ALLOWED_HOSTS (as Django refuses), a browser's request from a page of another
+    origin, or a GET (the stream a stateless server never writes to)."""
+    if scope["method"] == "GET":
+        return 405, {"code": "method_not_allowed",
+                     "message": "This MCP server is stateless: POST each request."}
+    hosts = [value for name, value in scope["headers"] if name.lower() == b"host"]
+    host = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"]
                                          if settings.DEBUG else [])
     if not domain or not validate_host(domain, allowed):
         return 400, {"code": "bad_request", "message": "The Host header is not allowed."}
-    origin = headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != host:
+    origins = [value for name, value in scope["headers"] if name.lower() == b"origin"]
+    if origins and (len(origins) > 1 or urlsplit(origins[0].decode("latin-1")).netloc != host):
         return 403, {"code": "forbidden",
                      "message": "Requests from other sites' pages are refused."}
     return None
 
 
-async def _send_json(send: Send, status: int, error: dict[str, Any]) -> None:
+async def _send_json(send: Send, status: int, error: dict[str, Any], *,
+                     allow: bytes | None = None) -> None:
     content = json.dumps({"error": error}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(content)).encode())]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(content)).encode())]
+    if allow is not None:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 
 

@@ -10,6 +10,7 @@ stdio it is the one ``aistack mcp`` was started with, checked again on every cal
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,7 +23,15 @@ from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp_types import ListResourcesResult, PaginatedRequestParams, Resource, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    Resource,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field
 
 from aistack.accounts.permissions import (
@@ -58,6 +67,7 @@ LIST_LIMIT_MAX = 100
 # Ids are PostgreSQL bigints: a larger number names nothing, and is refused as such.
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MAX_OFFSET = 10**9
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _LISTED = ("pk", "title", "workspace_id", "embedding_status", "updated_at")
 UNREVOKED = "The token is unknown or was revoked: make a new one on the Tokens page."
 
@@ -140,6 +150,14 @@ class Created(BaseModel):
                                           "document once this is complete.")
 
 
+def _number(text: str, *, below: int) -> int | None:
+    """Return the whole number ``text`` spells in ASCII digits, if it is below ``below``."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number < below else None
+
+
 def _uri(document_id: int) -> str:
     return DOCUMENT_URI.format(document_id=document_id)
 
@@ -172,8 +190,9 @@ class KnowledgeBaseServer(MCPServer[Any]):
     """The MCP server; ``token`` is the stdio transport's token, None over HTTP."""
 
     def __init__(self, *, token: str | None = None, **kwargs: Any) -> None:
+        # No subscriptions: nothing is pushed to assistants, so no stream is held open.
         super().__init__("aistack", instructions=INSTRUCTIONS, version=version("aistack"),
-                         **kwargs)
+                         subscriptions=False, **kwargs)
         self._stdio_token = token
         _register(self)
 
@@ -196,12 +215,17 @@ class KnowledgeBaseServer(MCPServer[Any]):
         return await anyio.to_thread.run_sync(self._resources_page, cursor)
 
     def _resources_page(self, cursor: str | None) -> ListResourcesResult:
-        offset = int(cursor) if cursor and cursor.isdigit() and len(cursor) < 10 else 0
-        with _service_call(ResourceError):
-            user = self.caller(ResourceError)
-            rows = list(documents.document_list(user=user)
-                        .select_related("workspace").only(*_LISTED, "workspace__name")
-                        [offset:offset + RESOURCES_PAGE + 1])
+        offset = _number(cursor, below=MAX_OFFSET) if cursor else 0
+        if offset is None:
+            raise MCPError(code=INVALID_PARAMS, message="The cursor is not one this server gave.")
+        try:
+            with _service_call(ResourceError):
+                user = self.caller(ResourceError)
+                rows = list(documents.document_list(user=user)
+                            .select_related("workspace").only(*_LISTED, "workspace__name")
+                            [offset:offset + RESOURCES_PAGE + 1])
+        except ResourceError as exc:
+            raise MCPError(code=INTERNAL_ERROR, message=str(exc)) from exc
         more = len(rows) > RESOURCES_PAGE
         return ListResourcesResult(
             resources=[Resource(uri=_uri(d.pk), name=d.title or f"Document {d.pk}",
@@ -331,7 +355,8 @@ def _register(server: KnowledgeBaseServer) -> None:
         """Read one document: its title as a heading, then its text."""
         with _service_call(ResourceError):
             user = server.caller(ResourceError)
-            if not document_id.isdigit():
+            number = _number(document_id, below=2**63)
+            if number is None:
                 raise ResourceNotFoundError("Document not found.")
-            found = documents.document_get(user=user, document_id=int(document_id))
+            found = documents.document_get(user=user, document_id=number)
             return f"# {found.title}\n\n{found.content}"

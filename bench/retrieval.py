@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,8 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
     return {"big": big.pk, "small": small.pk}
 
 
-def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None:
+def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
+                 ) -> dict[str, dict[str, Any]]:
     from aistack.retrieval.embedding import query_vectors_warm
     from aistack.retrieval.selectors import SearchMode
     from aistack.retrieval.services import search
@@ -126,6 +128,7 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None
           "(query vectors cached: this is retrieval time)")
     print(f"  {'workspace':<10} {'mode':<22} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'results':>8} {'recall@10 vs exact':>19}")
+    figures: dict[str, dict[str, Any]] = {}
     for name, workspace_id in workspaces.items():
         exact = {}
         for query in queries:
@@ -146,14 +149,23 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]) -> None
                 latencies.append((time.perf_counter() - started) * 1000)
                 counts.append(len(hits))
                 if mode == SearchMode.VECTOR:
-                    recalls.append(len({h.chunk_id for h in hits} & set(exact[query])) / K)
+                    # Of the nearest K, or of all there are when the workspace holds fewer.
+                    recalls.append(len({h.chunk_id for h in hits} & set(exact[query]))
+                                   / max(1, len(exact[query])))
             recall = f"{sum(recalls) / len(recalls):.3f}" if recalls else "-"
             print(f"  {name:<10} {label:<22} {median(latencies):8.1f} "
                   f"{percentile(latencies, 0.95):8.1f} {sum(counts) / len(counts):8.1f} "
                   f"{recall:>19}")
+            figure: dict[str, Any] = {"p50_ms": round(median(latencies), 2),
+                                      "p95_ms": round(percentile(latencies, 0.95), 2)}
+            if recalls:
+                figure["recall_at_10"] = round(sum(recalls) / len(recalls), 4)
+                figure["full_k"] = min(counts) == K
+            figures.setdefault(name, {})[label] = figure
+    return figures
 
 
-def bench_ingest(documents: list[tuple[str, str]], count: int) -> None:
+def bench_ingest(documents: list[tuple[str, str]], count: int) -> dict[str, float]:
     from aistack.accounts.models import Workspace
     from aistack.ai.backends.local import sentence_model
     from aistack.documents.indexing import documents_process_now
@@ -192,6 +204,24 @@ def bench_ingest(documents: list[tuple[str, str]], count: int) -> None:
     print(f"  whole pipeline                  {len(texts) / pipe_s:7.1f} chunks/s "
           f"({len(sample) / pipe_s:5.1f} documents/s)")
     print(f"  ratio                           {raw_s / pipe_s:7.3f}  (goal >= 0.9)")
+    return {"model_chunks_per_s": round(len(texts) / raw_s, 1),
+            "pipeline_chunks_per_s": round(len(texts) / pipe_s, 1),
+            "ratio": round(raw_s / pipe_s, 3)}
+
+
+def summary(chunks: int, search: dict[str, dict[str, Any]] | None,
+            ingest: dict[str, float] | None) -> dict[str, Any]:
+    """The run's figures as one object, in the shape runs are compared by."""
+    def modes(by_label: dict[str, Any]) -> dict[str, Any]:
+        return {"text": by_label["text (BM25)"], "hybrid": by_label["hybrid (RRF)"],
+                "vector": by_label["vector, planned"]}
+
+    figures: dict[str, Any] = {"chunks": chunks, "ingest": ingest}
+    if search is not None:
+        figures.update(modes(search["big"]))
+        figures["small_workspace"] = modes(search["small"])
+        figures["small_workspace"]["full_k"] = search["small"]["vector, planned"]["full_k"]
+    return figures
 
 
 def main() -> None:
@@ -211,17 +241,20 @@ def main() -> None:
     rng = random.Random(7)
     home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
     stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2")
+    ingest = search = None
     try:
         if not args.skip_ingest:
-            bench_ingest(documents, args.ingest_documents)
+            ingest = bench_ingest(documents, args.ingest_documents)
         if not args.skip_search:
             print(f"\nbuilding {args.chunks:,} chunks")
             workspaces = build_corpus(args.chunks, documents)
             sample = rng.sample(queries, min(args.queries, len(queries)))
-            bench_search(args.chunks, workspaces, sample)
+            search = bench_search(args.chunks, workspaces, sample)
     finally:
         stop()
         shutil.rmtree(home, ignore_errors=True)
+    # Last, one line: the figures, for a script to compare runs by.
+    print(json.dumps(summary(args.chunks, search, ingest)))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,12 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr[-5000:]
     figures = [line for line in done.stdout.splitlines() if FIGURE.search(line)]
     assert len(figures) >= 2, done.stdout[-5000:]
+    if name == "retrieval":  # its last line is its figures, for scripts to compare runs
+        last = json.loads(done.stdout.splitlines()[-1])
+        for mode in ("text", "hybrid", "vector"):
+            assert {"p50_ms", "p95_ms"} <= last[mode].keys() <= last["small_workspace"][mode].keys()
+        assert 0 <= last["small_workspace"]["vector"]["recall_at_10"] <= 1
+        assert last["chunks"] == 300 and isinstance(last["small_workspace"]["full_k"], bool)
 
 
 @pytest.mark.parametrize("name", DRILLS)

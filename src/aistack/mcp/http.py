@@ -8,13 +8,12 @@ authenticated afresh.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 from mcp.server.auth.provider import AccessToken
@@ -25,19 +24,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aistack.accounts.permissions import token_scope
 from aistack.accounts.selectors import user_for_token
-from aistack.mcp.server import KnowledgeBaseServer
+from aistack.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    error_response,
+)
+from aistack.mcp.server import USER_CLAIM, KnowledgeBaseServer
 from aistack.observability.metrics import http_request_seconds
 
 PATH = "/mcp"
 
 
-def _user_id_for_token(raw: str) -> tuple[int, str] | None:
+def _user_for_token(raw: str) -> User | None:
     try:
-        user = user_for_token(raw=raw)
-        if user is None:
-            return None
-        scope = token_scope(user=user)
-        return user.pk, ("read" if scope is not None and scope.read_only else "read write")
+        return user_for_token(raw=raw)
     finally:
         connections.close_all()  # this thread's: a pool thread, not the request's
 
@@ -46,12 +48,15 @@ class ApiTokens:
     """The SDK's token verifier over aistack's API tokens."""
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        found = await sync_to_async(_user_id_for_token, thread_sensitive=False)(token)
-        if found is None:
+        user = await sync_to_async(_user_for_token, thread_sensitive=False)(token)
+        if user is None:
             return None
-        user_id, scopes = found
-        return AccessToken(token=token, client_id=f"user:{user_id}", subject=str(user_id),
-                           scopes=scopes.split())
+        scope = token_scope(user=user)
+        # The user rides along (``caller_of``): the tools need not look the token up again.
+        return AccessToken(token=token, client_id=f"user:{user.pk}", subject=str(user.pk),
+                           scopes=["read"] if scope is not None and scope.read_only
+                           else ["read", "write"],
+                           claims={USER_CLAIM: user})
 
 
 class McpHttp:
@@ -80,8 +85,7 @@ class McpHttp:
         try:
             refusal = _refusal(scope)
             if refusal is not None:
-                await _send_json(timed_send, *refusal,
-                                 allow=b"POST" if refusal[0] == 405 else None)
+                await _send_error(timed_send, refusal)
                 return
             app = await self._app()
             await app(scope, receive, timed_send)
@@ -131,36 +135,36 @@ class McpHttp:
             self._starting.pop(loop, None)
 
 
-def _refusal(scope: Scope) -> tuple[int, dict[str, Any]] | None:
-    """Return the answer to a request refused before the MCP server sees it: a host
-    not in ALLOWED_HOSTS (as Django refuses), a browser's request from a page of another
+def _refusal(scope: Scope) -> AppError | None:
+    """Return why a request is refused before the MCP server sees it: a host not in
+    ALLOWED_HOSTS (as Django refuses), a browser's request from a page of another
     origin, or a GET (the stream a stateless server never writes to)."""
     if scope["method"] == "GET":
-        return 405, {"code": "method_not_allowed",
-                     "message": "This MCP server is stateless: POST each request."}
+        return MethodNotAllowed("This MCP server is stateless: POST each request.")
     hosts = [value for name, value in scope["headers"] if name.lower() == b"host"]
     host = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"]
                                          if settings.DEBUG else [])
     if not domain or not validate_host(domain, allowed):
-        return 400, {"code": "bad_request", "message": "The Host header is not allowed."}
+        return BadRequest("The Host header is not allowed.")
     origins = [value for name, value in scope["headers"] if name.lower() == b"origin"]
     if origins and (len(origins) > 1 or urlsplit(origins[0].decode("latin-1")).netloc != host):
-        return 403, {"code": "forbidden",
-                     "message": "Requests from other sites' pages are refused."}
+        return Forbidden("Requests from other sites' pages are refused.")
     return None
 
 
-async def _send_json(send: Send, status: int, error: dict[str, Any], *,
-                     allow: bytes | None = None) -> None:
-    content = json.dumps({"error": error}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(content)).encode())]
-    if allow is not None:
-        headers.append((b"allow", allow))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
+async def _send_error(send: Send, error: AppError) -> None:
+    """Send ``error`` as every API error is sent (``aistack.errors.error_response``)."""
+    response = error_response(error)
+    if isinstance(error, MethodNotAllowed):
+        response["Allow"] = "POST"
+    headers = [(name.encode("latin-1"), value.encode("latin-1"))
+               for name, value in response.items()]
+    headers.append((b"content-length", str(len(response.content)).encode()))
+    await send({"type": "http.response.start", "status": response.status_code,
+                "headers": headers})
+    await send({"type": "http.response.body", "body": response.content})
 
 
 mcp_http = McpHttp()

@@ -70,6 +70,8 @@ Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MAX_OFFSET = 10**9
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _LISTED = ("pk", "title", "workspace_id", "embedding_status", "updated_at")
+# Where the HTTP transport's token verifier leaves the token's user for the tools.
+USER_CLAIM = "aistack_user"
 UNREVOKED = "The token is unknown or was revoked: make a new one on the Tokens page."
 
 INSTRUCTIONS = """\
@@ -171,6 +173,9 @@ class KnowledgeBaseServer(MCPServer[Any]):
     def caller(self, error: type[ToolError] | type[ResourceError] = ToolError) -> User:
         """Return the user the current call's token belongs to, with the token's scope."""
         access = get_access_token()
+        if access is not None and isinstance(
+                verified := (access.claims or {}).get(USER_CLAIM), User):
+            return verified  # checked by the verifier for this very request
         raw = access.token if access is not None else self._stdio_token
         user = user_for_token(raw=raw) if raw else None
         if user is None:

@@ -167,7 +167,7 @@ class Config:
             fallback_chat_models=_csv(env.get("AI_FALLBACK_CHAT_MODELS")),
             embedding_model=env.get("AI_EMBEDDING_MODEL") or "local:all-MiniLM-L6-v2",
             local_models_in=_choice(env.get("AI_LOCAL_MODELS_IN"), name="AI_LOCAL_MODELS_IN",
-                                    choices=("process", "worker"), default="process"),
+                                    choices=("process", "worker", "auto"), default="process"),
             document_max_chars=_positive_int(
                 env.get("DOCUMENT_MAX_CHARS"), name="DOCUMENT_MAX_CHARS", default=1_000_000
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_serve_runs_the_stack_stops_cleanly_and_keeps_data(tmp_path: Path) -> No
                  timeout=60, message="the worker to process the document")
         wait_for(lambda: http("GET", f"{base}/readyz")[0] == 200, timeout=30,
                  message="readiness with a worker heartbeat")
+        # Run as root, serve says what to do about it, in place of Celery's warning.
+        assert ("aistack is running as root" in log.read_text()) == (os.geteuid() == 0)
+        assert "superuser privileges" not in log.read_text()
 
         # The worker embeds the query: the web never loads the model or torch.
         status, found = http("GET", f"{base}/api/v1/search?q=what+must+survive&mode=vector",

@@ -90,6 +90,27 @@ def test_the_period_is_checked(ledger: None, alice_api: ApiClient,
     assert anonymous_api.get("/api/v1/usage").status_code == 401
 
 
+def test_days_may_be_relative_or_iso(ledger: None, alice_api: ApiClient) -> None:
+    today = timezone.now().date()
+    asked = {"7d": today - timedelta(days=7), "yesterday": today - timedelta(days=1),
+             "48h": today - timedelta(days=2), "2w": today - timedelta(weeks=2),
+             "today": today, today.isoformat(): today}
+
+    for text, day in asked.items():
+        response = alice_api.get("/api/v1/usage", {"since": text})
+        assert response.status_code == 200, (text, response.json())
+        assert response.json()["since"] == day.isoformat()
+    # A time with an offset names the UTC day it falls on.
+    late = alice_api.get("/api/v1/usage", {"since": "3d",
+                                           "until": f"{today.isoformat()}T23:30:00-02:00"})
+    assert late.json()["until"] == (today + timedelta(days=1)).isoformat()
+
+    for nonsense in ("last tuesday", "7x", "99999999d", "2026-13-01"):
+        refused = alice_api.get("/api/v1/usage", {"since": nonsense})
+        assert refused.status_code == 422, nonsense
+        assert refused.json()["error"]["code"] == "invalid"
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_the_cli_prints_a_table_of_the_same_report(alice: User, tmp_path: Path) -> None:

@@ -43,6 +43,13 @@ class BaseModel:
         """Return what is wrong with this model's configuration, without calling it."""
         return [] if self.model else ["the model name after the colon is missing"]
 
+    def loads_here(self) -> bool:
+        """Return whether the first call would first load the model into this process."""
+        return False
+
+    def load(self) -> None:
+        """Load the model into this process ahead of the first call (if it runs here)."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} alias={self.alias!r}>"
 

@@ -401,3 +401,11 @@ def embeddings_create(
         raise
     call.record(outcome=Outcome.OK, usage=usage, request_id=request_id)
     return EmbeddingResult(vectors=vectors, model=model.id, usage=usage, request_id=request_id)
+
+
+def models_loading_here(*, chat: bool) -> list[BaseModel]:
+    """Return the default models that their first call would load into this process."""
+    models: list[BaseModel] = [embedding_models["default"]]
+    if chat:
+        models.append(chat_models["default"])
+    return [model for model in models if model.loads_here()]

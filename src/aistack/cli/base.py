@@ -106,7 +106,19 @@ def django_ready(*, migrate: bool = False) -> None:
         _migrate()
 
 
-def prepare(*, embedded: bool, process_type: str, migrate: bool = False) -> Config:
+def prepare(*, embedded: bool, process_type: str, migrate: bool = False,
+            interactive: bool = False, local_models_in: str | None = None) -> Config:
+    """Get a command ready to run: its services, Django, and the database migrated if asked.
+
+    An interactive command is read by a person: its result alone goes to stdout, and its
+    logs go to stderr at WARNING unless LOG_LEVEL says otherwise. ``local_models_in``
+    is where the built-in models run unless AI_LOCAL_MODELS_IN says otherwise.
+    """
+    # Set unless set, and not empty (as a copied .env.example leaves them).
+    if interactive and not os.environ.get("LOG_LEVEL"):
+        os.environ["LOG_LEVEL"] = "WARNING"
+    if local_models_in and not os.environ.get("AI_LOCAL_MODELS_IN"):
+        os.environ["AI_LOCAL_MODELS_IN"] = local_models_in
     config = services(embedded=embedded, process_type=process_type)
     django_ready(migrate=migrate)
     return config

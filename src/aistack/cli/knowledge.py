@@ -3,10 +3,11 @@ and MCP over stdio for AI assistants."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ from aistack.cli.base import main, prepare
 @click.argument("prompt")
 def chat(prompt: str) -> None:
     """Ask the configured chat model and stream its answer to the terminal."""
-    prepare(embedded=True, process_type="chat", migrate=True)
+    prepare(embedded=True, process_type="chat", migrate=True, interactive=True,
+            local_models_in="auto")
     from aistack.ai.exceptions import AIError
     from aistack.ai.types import Message
     from aistack.chat.services import chat_reply_stream
 
+    _models_ready(chat=True)
     stream = chat_reply_stream(messages=[Message(role="user", content=prompt)])
     try:
         for text in stream:
@@ -99,20 +102,52 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
         click.echo(json.dumps({name: result.as_json() for name, result in scores.items()}))
 
 
+def _workspace_named(reference: str) -> Any:
+    """Return the workspace ``reference`` names by id, slug or name, saying which if two could.
+
+    An id is tried first, then a slug, then a name (in any case): a name may be
+    shared, a slug and an id may not.
+    """
+    from aistack.accounts.models import Workspace
+
+    text = reference.strip()
+    candidates = [
+        ("id", Workspace.objects.filter(pk=int(text)) if text.isascii() and text.isdigit()
+         else Workspace.objects.none()),
+        ("slug", Workspace.objects.filter(slug=text)),
+        ("name", Workspace.objects.filter(name__iexact=text).order_by("pk")),
+    ]
+    matches = [(how, list(found[:20])) for how, found in candidates]
+    named = [(how, found) for how, found in matches if found]
+    if not named:
+        raise click.ClickException(
+            f"no workspace {reference!r}: give its name, slug or id "
+            "(`aistack manage shell` lists them with Workspace.objects.all())"
+        )
+    how, found = named[0]
+    if len(found) > 1:
+        listed = ", ".join(f"{w.slug} (id {w.pk})" for w in found)
+        raise click.ClickException(
+            f"{len(found)} workspaces are named {reference!r}: {listed}; give the slug or id"
+        )
+    chosen = found[0]
+    others = {w.pk: (other_how, w) for other_how, ws in named[1:] for w in ws if w.pk != chosen.pk}
+    if others:
+        also = "; ".join(f"{w.name!r} (slug {w.slug}, id {w.pk}) by its {other_how}"
+                         for other_how, w in others.values())
+        click.echo(f"{reference!r} matched workspace {chosen.name!r} (slug {chosen.slug}, "
+                   f"id {chosen.pk}) by its {how}; it also matches {also}", err=True)
+    return chosen
+
+
 def _cli_workspace(reference: str | None) -> Any:
-    """Return the workspace named by id or slug, or the first administrator's own."""
+    """Return the workspace named by id, slug or name, or the first administrator's own."""
     from django.contrib.auth.models import User
 
-    from aistack.accounts.models import Workspace
     from aistack.accounts.permissions import default_workspace
 
     if reference:
-        found = Workspace.objects.filter(
-            **({"pk": int(reference)} if reference.isdigit() else {"slug": reference})
-        ).first()
-        if found is None:
-            raise click.ClickException(f"no workspace {reference!r}")
-        return found
+        return _workspace_named(reference)
     admin = User.objects.filter(is_superuser=True).order_by("pk").first()
     if admin is None:
         raise click.ClickException(
@@ -122,13 +157,49 @@ def _cli_workspace(reference: str | None) -> Any:
     return default_workspace(user=admin)
 
 
+def _searched_workspaces(reference: str | None) -> list[int]:
+    from aistack.accounts.models import Workspace
+
+    if reference:
+        return [_workspace_named(reference).pk]
+    return list(Workspace.objects.values_list("pk", flat=True))
+
+
+def _models_ready(*, chat: bool) -> None:
+    """Load the local models here, saying so, when no worker can run them for this command."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from aistack.ai.services import models_loading_here
+
+    pending = models_loading_here(chat=chat)
+    if not pending:
+        return
+    names = ", ".join(sorted({model.id for model in pending}))
+    loading = (f"Loading {names} here, as no worker is running "
+               "(with `aistack serve` up, this takes no time)")
+    console = Console(stderr=True)
+    shown: AbstractContextManager[Any] = nullcontext()
+    if console.is_terminal:
+        shown = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                         TimeElapsedColumn(), console=console, transient=True)
+        shown.add_task(loading)
+    else:
+        click.echo(f"{loading}...", err=True)
+    with shown:
+        for model in pending:
+            model.load()
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--workspace", default=None, help="Workspace id or slug (default: the admin's).")
-def ingest(paths: Sequence[Path], workspace: str | None) -> None:
+@click.option("--workspace", default=None,
+              help="Workspace name, slug or id (default: the administrator's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one line of JSON instead.")
+def ingest(paths: Sequence[Path], workspace: str | None, as_json: bool) -> None:
     """Add files and folders (txt, md, html, pdf, docx) as documents and index them."""
-    prepare(embedded=True, process_type="ingest", migrate=True)
+    prepare(embedded=True, process_type="ingest", migrate=True, interactive=True)
     from django.core.files import File
     from rich.console import Console
     from rich.progress import Progress
@@ -163,11 +234,16 @@ def ingest(paths: Sequence[Path], workspace: str | None) -> None:
     from aistack.documents.models import Document
     from aistack.jobs.kinds import JobStatus
 
-    failed = Document.objects.filter(pk__in=created, embedding_status=JobStatus.FAILED)
+    failed = list(Document.objects.filter(pk__in=created, embedding_status=JobStatus.FAILED))
     for document in failed:
         console.print(f"failed {document.source_name}: {document.embedding_error}")
-    click.echo(f"{len(created) - failed.count()} indexed, {failed.count()} failed, "
-               f"{skipped} skipped, in workspace {target.slug}")
+    if as_json:
+        click.echo(json.dumps({"indexed": len(created) - len(failed), "failed": len(failed),
+                               "skipped": skipped, "workspace": target.slug,
+                               "documents": created}))
+        return
+    click.echo(f"{len(created) - len(failed)} indexed, {len(failed)} failed, "
+               f"{skipped} skipped, in workspace {target.name!r} ({target.slug})")
 
 
 @main.command()
@@ -175,24 +251,32 @@ def ingest(paths: Sequence[Path], workspace: str | None) -> None:
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "text"]), default="hybrid",
               show_default=True)
-@click.option("--workspace", default=None, help="Workspace id or slug (default: all).")
-def search(query: str, k: int, mode: str, workspace: str | None) -> None:
+@click.option("--workspace", default=None,
+              help="Workspace name, slug or id (default: every workspace).")
+@click.option("--json", "as_json", is_flag=True, help="Print one line of JSON instead.")
+def search(query: str, k: int, mode: str, workspace: str | None, as_json: bool) -> None:
     """Search every workspace (or one) and print the best passages."""
-    prepare(embedded=True, process_type="search", migrate=True)
+    prepare(embedded=True, process_type="search", migrate=True, interactive=True,
+            local_models_in="auto")
     import html
 
     from rich.console import Console
     from rich.table import Table
 
-    from aistack.accounts.models import Workspace
     from aistack.retrieval.selectors import SearchMode
     from aistack.retrieval.services import search as search_chunks
     from aistack.usage.types import Attribution
 
-    workspace_ids = ([_cli_workspace(workspace).pk] if workspace
-                     else list(Workspace.objects.values_list("pk", flat=True)))
+    workspace_ids = _searched_workspaces(workspace)
+    if mode != SearchMode.TEXT:
+        _models_ready(chat=False)
     hits = search_chunks(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode(mode),
                          attribution=Attribution(feature="search"))
+    if as_json:
+        click.echo(json.dumps([{"score": hit.score, "document_id": hit.document_id,
+                                "document_title": hit.document_title, "chunk_id": hit.chunk_id,
+                                "snippet": hit.snippet} for hit in hits]))
+        return
     table = Table(show_lines=True)
     for column in ("score", "document", "passage"):
         table.add_column(column)
@@ -207,38 +291,53 @@ def search(query: str, k: int, mode: str, workspace: str | None) -> None:
 @main.command()
 @click.argument("question")
 @click.option("-k", "k", default=6, show_default=True, type=click.IntRange(1, 20))
-@click.option("--workspace", default=None, help="Workspace id or slug (default: all).")
-def ask(question: str, k: int, workspace: str | None) -> None:
+@click.option("--workspace", default=None,
+              help="Workspace name, slug or id (default: every workspace).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one line of JSON (answer and sources) when the answer is done.")
+def ask(question: str, k: int, workspace: str | None, as_json: bool) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
-    prepare(embedded=True, process_type="ask", migrate=True)
-    from aistack.accounts.models import Workspace
+    prepare(embedded=True, process_type="ask", migrate=True, interactive=True,
+            local_models_in="auto")
     from aistack.ai.exceptions import AIError, app_error_for
     from aistack.documents.models import Document
     from aistack.retrieval.answers import DONT_KNOW, answer_plan, answer_stream, cited
 
-    workspace_ids = ([_cli_workspace(workspace).pk] if workspace
-                     else list(Workspace.objects.values_list("pk", flat=True)))
+    workspace_ids = _searched_workspaces(workspace)
+    _models_ready(chat=True)
     plan = answer_plan(workspace_ids=workspace_ids, question=question, k=k, user_id=None)
     stream = answer_stream(plan)
-    if stream is None:
-        click.echo(DONT_KNOW)
-        return
-    try:
-        for piece in stream:
-            click.echo(piece, nl=False)
-    except AIError as exc:
-        raise click.ClickException(app_error_for(exc).message) from exc
-    finally:
-        stream.close()
-    click.echo()
-    result = stream.result
-    if result is not None and result.extractive:
-        click.echo(f"({result.model}: quoted from your documents, not written by a model)")
+    pieces: list[str] = []
+    if stream is not None:
+        try:
+            for piece in stream:
+                pieces.append(piece)
+                if not as_json:
+                    click.echo(piece, nl=False)
+        except AIError as exc:
+            raise click.ClickException(app_error_for(exc).message) from exc
+        finally:
+            stream.close()
+    result = stream.result if stream is not None else None
+    answer = "".join(pieces) if stream is not None else DONT_KNOW
     titles = dict(Document.objects.filter(pk__in=[s.document_id for s in plan.sources])
                   .values_list("pk", "title"))
-    for source in cited(plan, result.text if result else ""):
-        click.echo(f"[{source.n}] {titles.get(source.document_id, '')} "
-                   f"(document {source.document_id}, passage {source.chunk_id})")
+    sources = [{"n": source.n, "document_id": source.document_id, "chunk_id": source.chunk_id,
+                "document_title": titles.get(source.document_id, "")}
+               for source in cited(plan, result.text if result else "")]
+    if as_json:
+        click.echo(json.dumps({"answer": answer, "model": result.model if result else None,
+                               "extractive": bool(result and result.extractive),
+                               "sources": sources}))
+        return
+    # Ends the line of the streamed answer, or says there was none to stream.
+    click.echo(DONT_KNOW if stream is None else "")
+    if result is not None and result.extractive:
+        click.echo(f"({result.model}: quoted from your documents, not written by a model)",
+                   err=True)
+    for source in sources:
+        click.echo(f"[{source['n']}] {source['document_title']} "
+                   f"(document {source['document_id']}, passage {source['chunk_id']})")
 
 
 @main.command()
@@ -262,22 +361,32 @@ def mcp(token: str) -> None:
 @main.command()
 def reindex() -> None:
     """Re-embed every document with AI_EMBEDDING_MODEL, then switch search to it."""
-    prepare(embedded=True, process_type="reindex", migrate=True)
+    prepare(embedded=True, process_type="reindex", migrate=True, interactive=True)
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
-    from aistack.retrieval.models import EmbeddingSpace
+    from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
     from aistack.retrieval.reindex import reindex_run
 
     console = Console(stderr=True)
-    with Progress(console=console) as progress:
-        task = progress.add_task("Re-embedding", total=None)
+    bars: list[TaskID] = []
+    with Progress(console=console, transient=True) as progress:
 
         def started(space: EmbeddingSpace, documents: int) -> None:
-            progress.update(task, total=documents,
-                            description=f"Re-embedding for {space.model}")
+            # A bar only for work there is: an empty one would sit at 0% and say nothing.
+            if space.status == SpaceStatus.ACTIVE:
+                console.print(f"Nothing to re-embed: search already uses {space.model}.")
+            elif not documents:
+                console.print(f"Nothing to re-embed: no document lacks {space.model}'s vectors.")
+            else:
+                bars.append(progress.add_task(f"Re-embedding for {space.model}",
+                                              total=documents))
 
-        switched = reindex_run(progress=lambda n: progress.advance(task, n), on_start=started)
+        def advance(done: int) -> None:
+            for bar in bars:
+                progress.advance(bar, done)
+
+        switched = reindex_run(progress=advance, on_start=started)
     if not switched:
         raise click.ClickException(
             "some documents could not be re-embedded (see the Jobs page in the admin); "
@@ -290,26 +399,36 @@ def reindex() -> None:
 
 
 @main.command()
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="First day (UTC), default 30 days ago.")
-@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Last day (UTC), default today.")
+@click.option("--since", default=None, metavar="DAY",
+              help="First day (UTC): 2026-12-01, yesterday, 7d, 2w or 24h; default 30 days ago.")
+@click.option("--until", default=None, metavar="DAY",
+              help="Last day (UTC), in the same forms; default today.")
 @click.option("--group-by", type=click.Choice(["feature", "user", "workspace", "model", "day"]),
               default="feature", show_default=True)
-def usage(since: datetime | None, until: datetime | None, group_by: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one line of JSON instead.")
+def usage(since: str | None, until: str | None, group_by: str, as_json: bool) -> None:
     """Print AI calls, tokens and cost over a period, grouped, costliest first."""
-    prepare(embedded=True, process_type="usage", migrate=True)
+    prepare(embedded=True, process_type="usage", migrate=True, interactive=True)
     from rich.console import Console
     from rich.table import Table
 
     from aistack.errors import AppError
-    from aistack.usage.selectors import GroupBy, usage_period, usage_report
+    from aistack.usage.selectors import GroupBy, day_parse, usage_period, usage_report
 
     try:
-        period = usage_period(since=since and since.date(), until=until and until.date())
+        period = usage_period(since=day_parse(since) if since else None,
+                              until=day_parse(until) if until else None)
     except AppError as exc:
         raise click.ClickException(exc.message) from exc
     rows = usage_report(period=period, group_by=GroupBy(group_by), workspace_ids=None)
+    if as_json:
+        click.echo(json.dumps({
+            "since": period.since.isoformat(), "until": period.until.isoformat(),
+            "rows": [{"key": row.key, "calls": row.calls, "input_tokens": row.input_tokens,
+                      "output_tokens": row.output_tokens, "cost_usd": float(row.cost_usd)}
+                     for row in rows],
+        }))
+        return
     table = Table(title=f"AI usage {period.since} to {period.until} (UTC)")
     for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):
         table.add_column(column, justify="left" if column == group_by else "right")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 import sys
 import urllib.request
+import warnings
 
 import click
 
@@ -26,6 +28,19 @@ from aistack.runtime.webserver import port_free, web_serve
 BACKGROUND_NICE = 10
 # Added to the niceness of a worker's bulk jobs when interactive processes run beside them.
 BULK_NICE = 10
+
+# What running as root means here, and what to do instead (the Dockerfile does it).
+AS_ROOT = (
+    "aistack is running as root: it works, but then a flaw in any file parser would run "
+    "with root's rights. Run it as an ordinary user instead, e.g. "
+    "`useradd --create-home aistack && sudo -u aistack -H make run` "
+    "(the Docker image already runs as the user aistack)."
+)
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
 
 def _ensure_admin(config: Config, url: str) -> None:
     from django.contrib.auth.models import User
@@ -53,6 +68,8 @@ def serve(host: str, port: int, demo: bool) -> None:
     """Run everything on this machine: database, Redis, web, worker and scheduler."""
     if not port_free(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use")
+    if _as_root():
+        click.echo(AS_ROOT, err=True)
     # Metrics count from this start: the files of an earlier run's processes go.
     shutil.rmtree(config_read().prometheus_multiproc_dir, ignore_errors=True)
     # This process owns the embedded services and then only supervises: the setup that
@@ -154,12 +171,20 @@ def worker(concurrency: int, interactive_concurrency: int, task_nice: int, task_
            interactive_only: bool) -> None:
     """Run a Celery worker against DATABASE_URL and REDIS_URL."""
     config = prepare(embedded=False, process_type="worker")
+    from celery.exceptions import SecurityWarning
+
     from aistack.ai import worker as ai_worker
     from aistack.celery import app
     from aistack.jobs.services import BULK_QUEUE, INTERACTIVE_QUEUE
     from aistack.runtime.supervisor import Companion
 
     ai_worker.task_idle = task_idle
+    if _as_root():
+        # In place of Celery's eight lines, which only offer --uid (a user who could not
+        # read this home's database socket or files): one saying what to do.
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        if not interactive_only:
+            logging.getLogger(__name__).warning(AS_ROOT)
     argv = ["worker", f"--loglevel={config.log_level}", f"--concurrency={concurrency}",
             "--without-mingle", "--without-gossip"]
     if interactive_only:

@@ -9,14 +9,19 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from aistack.accounts.permissions import usage_workspace_ids
-from aistack.usage.selectors import GroupBy, usage_period, usage_report
+from aistack.usage.selectors import GroupBy, day_parse, usage_period, usage_report
 
 router = Router(tags=["usage"])
 
 
+_DAY_FORMS = "an ISO date (2026-12-01), today, yesterday, or how far back (7d, 2w, 24h)"
+
+
 class UsageParams(Schema):
-    since: date | None = Field(default=None, description="First day (UTC); default 30 days ago.")
-    until: date | None = Field(default=None, description="Last day (UTC); today if left out.")
+    since: str | None = Field(default=None, max_length=40,
+                              description=f"First day (UTC): {_DAY_FORMS}; default 30 days ago.")
+    until: str | None = Field(default=None, max_length=40,
+                              description=f"Last day (UTC): {_DAY_FORMS}; default today.")
     group_by: GroupBy = GroupBy.FEATURE
 
 
@@ -38,6 +43,7 @@ class UsageOut(Schema):
 def usage(request: HttpRequest, params: Query[UsageParams]) -> dict[str, object]:
     """Report usage from the daily rollups: staff see everything, others their own workspaces."""
     workspace_ids = usage_workspace_ids(user=request.user)
-    period = usage_period(since=params.since, until=params.until)
+    period = usage_period(since=day_parse(params.since) if params.since else None,
+                          until=day_parse(params.until) if params.until else None)
     rows = usage_report(period=period, group_by=params.group_by, workspace_ids=workspace_ids)
     return {"rows": rows, "since": period.since, "until": period.until}

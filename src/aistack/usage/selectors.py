@@ -11,6 +11,7 @@ or None for all of it (see ``aistack.accounts.permissions.usage_workspace_ids``)
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,36 @@ class Period:
     def end(self) -> datetime:
         """Return the moment the period ends."""
         return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+_RELATIVE_DAY = re.compile(r"(\d{1,6})\s*([dwh])")
+_RELATIVE_UNITS = {"d": "days", "w": "weeks", "h": "hours"}
+
+
+def day_parse(text: str) -> date:
+    """Return the UTC day ``text`` names: an ISO date or time, today, yesterday, 7d, 2w, 24h.
+
+    A relative form counts back from now and names the day it lands on.
+    """
+    cleaned = text.strip().lower()
+    now = timezone.now()
+    if cleaned in {"today", "now"}:
+        return now.date()
+    if cleaned == "yesterday":
+        return now.date() - timedelta(days=1)
+    if match := _RELATIVE_DAY.fullmatch(cleaned):
+        amount, unit = int(match[1]), _RELATIVE_UNITS[match[2]]
+        if amount > MAX_PERIOD_DAYS * 24:
+            raise Invalid(f"{text!r} reaches back too far.")
+        return (now - timedelta(**{unit: amount})).astimezone(UTC).date()
+    try:
+        parsed = datetime.fromisoformat(cleaned.upper())
+    except ValueError:
+        raise Invalid(
+            f"{text!r} is not a day: write an ISO date (2026-12-01), today, yesterday, "
+            "or how far back (7d, 2w, 24h)."
+        ) from None
+    return parsed.astimezone(UTC).date() if parsed.tzinfo else parsed.date()
 
 
 def usage_period(*, since: date | None = None, until: date | None = None) -> Period:

@@ -55,10 +55,15 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _model: Any = None
 _model_lock = threading.Lock()
 
-# Where a process runs the local models: "process" (load them here) or "worker" (ask
-# the workers, which load them anyway, see aistack.ai.backends.local_service).
+# Where a process runs the local models: "process" (load them here), "worker" (ask
+# the workers, which load them anyway, see aistack.ai.backends.local_service), or
+# "auto" (ask the workers while one serves them, else load them here: the CLI's way).
 RUN_HERE = "process"
 RUN_IN_WORKER = "worker"
+RUN_AUTO = "auto"
+# Each worker process that serves the local models renews this key while it does.
+SERVING_KEY = "ai:local-model:serving"
+SERVING_TTL_SECONDS = 5
 
 
 def sentence_model() -> Any:
@@ -68,9 +73,13 @@ def sentence_model() -> Any:
         with _model_lock:
             if _model is None:
                 # Set before the import: huggingface_hub reads them once, at import time.
-                # They make any attempt to reach a model hub fail instead of downloading.
+                # The first two make any attempt to reach a model hub fail instead of
+                # downloading.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                # Loading prints progress bars ("Loading weights") into whatever the
+                # process writes: a command's output, a worker's JSON logs.
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 # Imported on first use: sentence-transformers brings torch (seconds, and
                 # hundreds of MB) into a process that may only ever count tokens.
                 from sentence_transformers import SentenceTransformer
@@ -169,11 +178,28 @@ def encode_remote(texts: Sequence[str], *, timeout: float) -> np.ndarray:
     return _vectors_decode(reply["vectors"], len(texts))
 
 
+def workers_serving() -> bool:
+    """Return whether a worker serves the local models now."""
+    try:
+        return bool(redis_client().exists(SERVING_KEY))
+    except redis.RedisError:
+        return False
+
+
+def _in_worker(options: dict[str, Any]) -> bool:
+    run_in = options.get("RUN_IN", RUN_HERE)
+    return run_in == RUN_IN_WORKER or (run_in == RUN_AUTO and workers_serving())
+
+
 def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float) -> Any:
     """Return unit-length vectors for ``texts``: from the model here, or from a worker."""
-    if options.get("RUN_IN", RUN_HERE) == RUN_IN_WORKER:
+    if _in_worker(options):
         return encode_remote(texts, timeout=timeout)
     return encode(texts)
+
+
+def _loads_here(options: dict[str, Any]) -> bool:
+    return _model is None and not _in_worker(options)
 
 
 class EmbeddingModel(BaseEmbeddingModel):
@@ -196,6 +222,14 @@ class EmbeddingModel(BaseEmbeddingModel):
         if self.model != EMBEDDING_MODEL:
             return [f"the only local embedding model is {EMBEDDING_MODEL!r}"]
         return []
+
+    def loads_here(self) -> bool:
+        """Return True until the model is loaded, unless a worker runs it for this process."""
+        return _loads_here(self.options)
+
+    def load(self) -> None:
+        """Load the model into this process."""
+        sentence_model()
 
     def embed(self, texts: Sequence[str], *, timeout: float) -> EmbeddingResult:
         """Return one unit-length vector per text.
@@ -237,6 +271,14 @@ class ChatModel(BaseChatModel):
         if self.model != EXTRACTIVE_MODEL:
             return [f"the only local chat model is {EXTRACTIVE_MODEL!r}"]
         return []
+
+    def loads_here(self) -> bool:
+        """Return True until the model is loaded, unless a worker runs it for this process."""
+        return _loads_here(self.options)
+
+    def load(self) -> None:
+        """Load the model this one quotes with (MiniLM) into this process."""
+        sentence_model()
 
     def complete(self, request: ChatRequest, *, timeout: float) -> ChatResult:
         """Answer from ``request.context``, or summarize it when there is no question."""

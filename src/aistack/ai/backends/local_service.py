@@ -20,6 +20,8 @@ import redis
 
 from aistack.ai.backends.local import (
     REQUESTS_KEY,
+    SERVING_KEY,
+    SERVING_TTL_SECONDS,
     encode,
     sentence_model,
     vectors_to_text,
@@ -62,8 +64,14 @@ class LocalModelService(threading.Thread):
         if self._preload:
             sentence_model()
         client = redis_client()
+        renewed = 0.0
         while not self._stopping.is_set():
             try:
+                # Callers that may run the model themselves ask the workers only while
+                # this says one is serving (see local.RUN_AUTO).
+                if time.monotonic() - renewed >= _POLL_SECONDS:
+                    client.set(SERVING_KEY, 1, ex=SERVING_TTL_SECONDS)
+                    renewed = time.monotonic()
                 item = client.blpop([REQUESTS_KEY], timeout=_POLL_SECONDS)
                 if item is not None:
                     _answer(client, item[1])

@@ -1,0 +1,158 @@
+"""The knowledge-base commands as a person runs them in a terminal: separate processes on
+the test session's database and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from aistack.accounts.models import Workspace
+from aistack.ai.backends.local_service import service_start, service_stop
+from harness import clean_env
+from tests.e2e.test_worker_kill import database_url_of_test_db
+from tests.retrieval.helpers import indexed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def terminal(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``aistack ARGS`` on the test database, as a terminal would (LOG_LEVEL unset)."""
+    environment = clean_env(AISTACK_HOME=str(tmp_path / "home"),
+                            DATABASE_URL=database_url_of_test_db(),
+                            REDIS_URL=settings.REDIS_URL, **env)
+    environment.pop("LOG_LEVEL", None)
+    environment.pop("AI_LOCAL_MODELS_IN", None)
+    return subprocess.run([sys.executable, "-m", "aistack", *args], env=environment,
+                          capture_output=True, text=True, timeout=180, check=False)
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Return the modules a process run with PYTHONPROFILEIMPORTTIME imported."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+@pytest.fixture
+def workers_serving_the_model(clean_redis: None) -> Iterator[None]:
+    """What a worker runs beside its jobs: the thread that serves the local models."""
+    service_start(preload=True)
+    yield
+    service_stop()
+
+
+def test_search_and_ask_use_the_workers_model_and_print_only_the_result(
+    alice: User, workers_serving_the_model: None, tmp_path: Path
+) -> None:
+    document = indexed(alice.personal_workspace, alice, "Facilities",
+                       "The office kitchen is cleaned every evening by facilities. "
+                       "Badges are renewed at the front desk each January.")
+
+    found = terminal(tmp_path, "search", "who cleans the kitchen", "--json",
+                     PYTHONPROFILEIMPORTTIME="1")
+    assert found.returncode == 0, found.stderr[-2000:]
+    [hit, *_] = json.loads(found.stdout)
+    assert hit["document_id"] == document.pk
+    # The query was embedded by the worker: this process never loaded the model or torch.
+    modules = imported_modules(found.stderr)
+    assert "aistack.retrieval.services" in modules
+    assert not {name for name in modules if name.split(".")[0] in {"torch",
+                                                                    "sentence_transformers"}}
+    assert "Loading" not in found.stderr
+
+    asked = terminal(tmp_path, "ask", "who cleans the kitchen?")
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    lines = asked.stdout.splitlines()
+    assert lines[0].endswith("by facilities. [1]")
+    assert lines[1] == f"[1] Facilities (document {document.pk}, passage " \
+                       f"{hit['chunk_id']})"
+    # Logs stay out of the answer, and below WARNING they stay out altogether.
+    assert "{" not in asked.stdout
+    assert '"level": "info"' not in asked.stderr
+    assert "quoted from your documents" in asked.stderr
+
+    as_json = json.loads(terminal(tmp_path, "ask", "who cleans the kitchen?", "--json").stdout)
+    assert as_json["answer"] == lines[0]
+    assert as_json["sources"][0]["document_id"] == document.pk
+
+
+def test_with_no_worker_serving_the_command_says_it_loads_the_model(
+    alice: User, clean_redis: None, tmp_path: Path
+) -> None:
+    indexed(alice.personal_workspace, alice, "Badges", "Badges are renewed each January.")
+
+    found = terminal(tmp_path, "search", "badge renewal", "--json")
+
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert "Loading local:all-MiniLM-L6-v2 here, as no worker is running" in found.stderr
+    assert json.loads(found.stdout)[0]["document_title"] == "Badges"
+    assert "Loading weights" not in found.stderr + found.stdout
+
+
+def test_a_workspace_is_found_by_name_slug_or_id(alice: User, tmp_path: Path) -> None:
+    engineering = Workspace.objects.create(name="Engineering", slug="eng")
+    indexed(engineering, alice, "Deploys", "Deploys go out on Tuesdays.")
+    indexed(alice.personal_workspace, alice, "Other deploys", "Deploys elsewhere too.")
+
+    for reference in ("Engineering", "engineering", "eng", str(engineering.pk)):
+        done = terminal(tmp_path, "search", "deploys", "--mode", "text", "--json",
+                        "--workspace", reference)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert [hit["document_title"] for hit in json.loads(done.stdout)] == ["Deploys"]
+
+    # An id that is also another workspace's name: the id wins, and the command says so.
+    Workspace.objects.create(name=str(engineering.pk), slug="numbered")
+    done = terminal(tmp_path, "search", "deploys", "--mode", "text", "--json",
+                    "--workspace", str(engineering.pk))
+    assert [hit["document_title"] for hit in json.loads(done.stdout)] == ["Deploys"]
+    assert "matched workspace 'Engineering'" in done.stderr
+    assert "slug numbered" in done.stderr
+
+    # A name two workspaces share names neither.
+    Workspace.objects.create(name="Engineering", slug="eng-2")
+    done = terminal(tmp_path, "search", "deploys", "--mode", "text", "--workspace",
+                    "Engineering")
+    assert done.returncode != 0
+    assert "2 workspaces are named 'Engineering': eng" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    done = terminal(tmp_path, "ingest", str(tmp_path), "--workspace", "Nowhere")
+    assert done.returncode != 0
+    assert "no workspace 'Nowhere'" in done.stderr
+
+
+def test_usage_takes_relative_days(tmp_path: Path, db: None) -> None:
+    today = timezone.now().date()
+    for since, first_day in (("7d", today - timedelta(days=7)),
+                             ("yesterday", today - timedelta(days=1)),
+                             ("2w", today - timedelta(weeks=2)),
+                             (today.isoformat(), today)):
+        done = terminal(tmp_path, "usage", "--since", since, "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout)["since"] == first_day.isoformat()
+
+    refused = terminal(tmp_path, "usage", "--since", "last tuesday")
+    assert refused.returncode != 0
+    assert "'last tuesday' is not a day" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_reindex_with_nothing_to_do_says_so_instead_of_an_empty_bar(
+    tmp_path: Path, db: None
+) -> None:
+    first = terminal(tmp_path, "reindex")
+    again = terminal(tmp_path, "reindex")
+
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "Nothing to re-embed" in first.stderr
+    assert "search already uses local:all-MiniLM-L6-v2" in again.stderr
+    assert "0%" not in first.stderr + again.stderr
+    assert again.stdout == "Search uses local:all-MiniLM-L6-v2.\n"

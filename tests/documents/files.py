@@ -12,14 +12,21 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 
 
-def make_pdf(pages: list[str], *, title: str | None = None) -> bytes:
+def make_pdf(pages: list[str], *, title: str | None = None, heading: str | None = None) -> bytes:
+    """Return a PDF of ``pages`` in 12-point type, the first under ``heading`` set large."""
     buffer = io.BytesIO()
     canvas = Canvas(buffer)
     if title is not None:
         canvas.setTitle(title)
-    for page in pages:
+    for n, page in enumerate(pages):
+        top = 800
+        if heading is not None and n == 0:
+            canvas.setFont("Helvetica-Bold", 20)
+            canvas.drawString(72, top, heading)
+            canvas.setFont("Helvetica", 12)
+            top -= 30
         for number, line in enumerate(page.split("\n")):
-            canvas.drawString(72, 800 - 14 * number, line)
+            canvas.drawString(72, top - 14 * number, line)
         canvas.showPage()
     canvas.save()
     return buffer.getvalue()

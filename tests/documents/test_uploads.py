@@ -12,6 +12,7 @@ from django.test import override_settings
 from aistack.accounts.models import Workspace
 from aistack.documents.models import Document
 from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
 from aistack.retrieval.models import Chunk
 from tests.conftest import ApiClient
 from tests.documents.files import make_bomb, make_docx, make_pdf
@@ -38,14 +39,14 @@ def processed(response: Any) -> Document:
 @pytest.mark.parametrize(
     ("name", "data", "expected_title", "expected_text"),
     [
-        ("notes.txt", b"Plain notes about the launch.", "notes.txt",
+        ("notes.txt", b"Plain notes about the launch.", "notes",
          "Plain notes about the launch."),
         ("plan.md", b"# Launch plan\n\nShip on Monday.", "Launch plan", "Ship on Monday."),
         ("page.html", b"<html><head><title>Handbook</title><script>x()</script></head>"
                       b"<body><p>Be kind.</p></body></html>", "Handbook", "Be kind."),
         ("report.pdf", make_pdf(["Revenue grew in every region."], title="Q3 report"),
          "Q3 report", "Revenue grew in every region."),
-        ("report.docx", make_docx(), "Quarterly report", "Hire two engineers."),
+        ("report.docx", make_docx(), "Results", "Hire two engineers."),
     ],
 )
 def test_each_supported_type_is_parsed_chunked_and_searchable(
@@ -122,3 +123,25 @@ def test_uploads_need_write_access_and_a_file(
                   workspace=alice.personal_workspace.pk).status_code == 404
     missing = alice_api.client.post("/api/v1/documents/upload", {}, headers=alice_api.headers)
     assert missing.status_code == 422
+
+
+def test_a_file_too_large_to_index_is_offered_no_retry_but_what_to_do(
+    alice_api: ApiClient, settings: Any
+) -> None:
+    settings.DOCUMENT_MAX_CHARS = 1000
+    document = processed(upload(alice_api, "big.txt", b"word " * 300))
+    assert document.embedding_status == JobStatus.FAILED
+    url = f"/api/v1/documents/{document.pk}/summary"
+
+    state = alice_api.get(url).json()
+
+    assert (state["status"], state["retryable"]) == ("failed", False)
+    assert state["error"] == ("The document has more than 1,000 characters of text, the most "
+                              "we accept. Split it into smaller files and upload those.")
+    # Asking again would fail the same way: refused, and nothing is queued.
+    refused = alice_api.post(url)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"] == f"The summary cannot be made: {state['error']}"
+    assert not Job.objects.filter(kind="documents.summary", object_id=document.pk).exists()
+    document.refresh_from_db()
+    assert document.summary_status == JobStatus.FAILED

@@ -78,7 +78,7 @@ def test_creating_a_document_summarizes_it_before_anyone_asks(
     body = alice_api.get(f"/api/v1/documents/{document.pk}/summary").json()
 
     assert body == {"status": "complete", "summary": "Deploys are on Tuesdays.", "error": "",
-                    "stale": False, "extractive": False}
+                    "stale": False, "extractive": False, "retryable": True}
     assert len(summary_calls()) == 1  # the read was a cache hit
     row = UsageRecord.objects.get(feature="summary")
     assert (row.object_id, row.user_id, row.workspace_id) == (
@@ -196,7 +196,7 @@ def test_after_an_edit_readers_see_the_previous_summary_marked_stale(
     during = alice_api.get(url).json()
 
     assert during == {"status": "processing", "summary": "The first summary.", "error": "",
-                      "stale": True, "extractive": False}
+                      "stale": True, "extractive": False, "retryable": True}
     wait_for(lambda: summary_status(document) == JobStatus.COMPLETE, message="second summary")
     assert alice_api.get(url).json()["summary"] == "The second summary."
     assert len(summary_calls()) == 2

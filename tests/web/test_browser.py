@@ -24,7 +24,6 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_create, document_update
 from aistack.jobs.kinds import JobStatus
 from aistack.retrieval.answers import DONT_KNOW
-from harness import wait_for
 from tests.browser import context_for, screenshot
 from tests.retrieval.helpers import indexed
 
@@ -289,32 +288,6 @@ def test_an_owner_invites_changes_and_removes_a_member(
     expect(page.get_by_role("row", name=re.compile("carol"))).to_have_count(0)
     assert not Membership.objects.filter(pk=membership.pk).exists()
     assert page.evaluate("window.sameDocument") is True
-    screenshot(page, request)
-
-
-def test_an_upload_shows_its_progress_and_opens_the_new_document(
-    clean_redis: None, asgi_url: str, alice: User, logged_in: BrowserContext,
-    request: pytest.FixtureRequest,
-) -> None:
-    page = logged_in.new_page()
-    # What the progress bar showed, kept across the navigation that follows the upload.
-    # On window, the event reaches this listener after the page's own on document.
-    page.add_init_script("""window.addEventListener("htmx:xhr:progress", () => {
-        const bar = document.getElementById("upload-progress");
-        if (bar) sessionStorage.setItem("progress", String(bar.value));
-    });""")
-    page.goto(f"http://{asgi_url}/documents/upload/")
-    notes = ("# Release notes\n\n" + "Deploys happen on Tuesdays.\n" * 20_000).encode()
-    page.get_by_label("File").set_input_files(
-        {"name": "notes.md", "mimeType": "text/markdown", "buffer": notes})
-    screenshot(page, request, "-chosen")
-    page.get_by_role("button", name="Upload").click()
-
-    document = wait_for(lambda: Document.objects.filter(source_name="notes.md").first(),
-                        message="the uploaded document")
-    expect(page).to_have_url(f"http://{asgi_url}/documents/{document.pk}/")
-    assert page.evaluate("sessionStorage.getItem('progress')") == "100"
-    expect(page.get_by_role("heading", name="notes.md")).to_be_visible()
     screenshot(page, request)
 
 

@@ -211,12 +211,12 @@ def test_the_app_runs_under_the_policy_without_a_violation(
     assert not Membership.objects.filter(workspace=alice.personal_workspace,
                                          user__username="carol").exists()
 
-    # htmx: a multipart upload with its progress bar, then the new document.
+    # Uploads: upload.js sends the file with its progress bar, then links the new document.
     page.goto(f"http://{asgi_url}/documents/upload/")
-    page.get_by_label("File").set_input_files(
+    page.get_by_label("Choose files").set_input_files(
         {"name": "notes.md", "mimeType": "text/markdown", "buffer": b"# Notes\n\nHello."})
-    page.get_by_role("button", name="Upload").click()
-    expect(page.get_by_role("heading", name="notes.md")).to_be_visible()
+    page.locator("li.upload").get_by_role("link", name=re.compile("notes", re.I)).click()
+    expect(page.get_by_role("heading", name=re.compile("notes", re.I))).to_be_visible()
     assert Document.objects.filter(source_name="notes.md").exists()
 
     # The usage dashboard: Chart.js draws every chart.

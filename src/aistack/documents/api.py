@@ -110,7 +110,10 @@ def get_summary(request: HttpRequest, document_id: int) -> SummaryState:
 
 @router.post("/{int:document_id}/summary", response={202: SummaryOut})
 def request_summary(request: HttpRequest, document_id: int) -> Status[SummaryState]:
-    """Queue the summary unless it is current or on its way; retries a failed one."""
+    """Queue the summary unless it is current or on its way; retries a failed one.
+
+    409 when no retry can succeed: an upload whose text could not be extracted.
+    """
     ai_rate_limit_hit(user=request.user)
     document = selectors.document_get(user=request.user, document_id=document_id)
     ensure_can_write(user=request.user, workspace=document.workspace)

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 
 from aistack.documents.models import Document
-from aistack.documents.parsing import ParseError, parse
+from aistack.documents.parsing import ParseError, parse, title_from_name
 from aistack.documents.summaries import DOCUMENT_SUMMARY
 from aistack.jobs import kinds
 from aistack.jobs.kinds import JobKind, JobStatus
@@ -44,6 +44,7 @@ DOCUMENT_INDEX = kinds.register(
         model_label="documents.Document",
         status_field="embedding_status",
         error_field="embedding_error",
+        title_field="title",
     )
 )
 # Large batches: the model sorts each call's texts by length, so bigger calls pad less
@@ -59,7 +60,8 @@ def _text_of(document: Document) -> str:
         data = handle.read()
     parsed = parse(data=data, kind=document.source_kind, max_chars=settings.DOCUMENT_MAX_CHARS)
     document.content = parsed.text
-    if parsed.title and document.title == document.source_name:
+    # Still the title its file name gave it: no one chose one.
+    if parsed.title and document.title == title_from_name(document.source_name):
         document.title = parsed.title[: settings.DOCUMENT_TITLE_MAX_CHARS]
     return parsed.text
 
@@ -131,10 +133,12 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
             readable.append((run, document, _text_of(document)))
         except (ParseError, OSError) as exc:
             message = exc.message if isinstance(exc, ParseError) else "The file could not be read."
-            job_fail(run=run, error=message)
-            # With no text there is nothing to summarize either: say why, don't wait.
-            Document.objects.filter(pk=document.pk).update(
-                summary_status=JobStatus.FAILED, summary_error=message)
+            # In one commit, so that a page told of the failure finds the summary's too.
+            with transaction.atomic():
+                # With no text there is nothing to summarize either: say why, don't wait.
+                if job_fail(run=run, error=message):
+                    Document.objects.filter(pk=document.pk).update(
+                        summary_status=JobStatus.FAILED, summary_error=message)
     chunked = chunk_texts([text for *_, text in readable])
     prepared: list[tuple[JobRun, Document, list[ChunkSpec], list[str]]] = []
     for (run, document, _), specs in zip(readable, chunked, strict=True):

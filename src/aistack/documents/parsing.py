@@ -8,6 +8,10 @@ format. Every failure is a :class:`ParseError` whose message an end user can rea
 the caller can mark the document ``failed`` with that reason, or answer 415 for an
 :class:`UnsupportedFileType` at upload time.
 
+A document's title is its first real heading, else a meaningful title from the file's
+metadata (tools fill in "Untitled" or "Microsoft Word - report.docx" by themselves),
+else its file name without the extension (:func:`title_from_name`).
+
 This module needs neither Django nor a database.
 """
 
@@ -16,28 +20,28 @@ from __future__ import annotations
 import codecs
 import io
 import itertools
+import math
 import re
 import unicodedata
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import cache
 from pathlib import PurePosixPath
 from types import MappingProxyType
-from typing import ClassVar, Final, cast
+from typing import TYPE_CHECKING, ClassVar, Final, cast
 
-import charset_normalizer
-from bs4 import BeautifulSoup, Tag
-from bs4.element import NavigableString, PreformattedString
-from docx.document import Document
-from docx.opc.constants import CONTENT_TYPE
-from docx.package import Package
-from docx.parts.document import DocumentPart
-from docx.table import Table
-from docx.text.paragraph import Paragraph
-from markdown_it import MarkdownIt
-from pypdf import PdfReader
-from pypdf.errors import LimitReachedError
+# Each format's library is imported by the function that reads that format: a process
+# that never parses a file (a search from the terminal) does not load them.
+if TYPE_CHECKING:
+    from bs4 import Tag
+    from docx.document import Document
+    from docx.styles.style import ParagraphStyle
+    from docx.table import Table
+    from markdown_it import MarkdownIt
+    from pypdf import PageObject
 
 __all__ = [
     "SNIFF_BYTES",
@@ -52,6 +56,7 @@ __all__ = [
     "UnsupportedFileType",
     "detect_kind",
     "parse",
+    "title_from_name",
 ]
 
 
@@ -110,6 +115,8 @@ SNIFF_BYTES: Final = 8192
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ParsedText:
     text: str
+    # The first real heading, else a meaningful metadata title; None when the file has
+    # neither, and its name should title it.
     title: str | None
     pages: int | None = None
 
@@ -193,7 +200,14 @@ def parse(*, data: bytes, kind: str, max_chars: int) -> ParsedText:
         raise EmptyDocument
     if len(text) > max_chars:
         raise _too_large(max_chars)
-    return replace(extracted, text=text, title=_clean_title(extracted.title))
+    title = _clean_title(extracted.heading) or _meaningful(_clean_title(extracted.metadata_title))
+    return ParsedText(text=text, title=title, pages=extracted.pages)
+
+
+def title_from_name(filename: str) -> str:
+    """Return the title a file's name gives it: the name without its folders or extension."""
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    return _clean_title(PurePosixPath(name).stem) or name or filename
 
 
 # --- Detection -------------------------------------------------------------------------------
@@ -297,8 +311,10 @@ def _unsupported(what: str) -> UnsupportedFileType:
 
 
 def _too_large(max_chars: int) -> DocumentTooLarge:
+    # Parsing the same file again fails the same way: say what to do instead.
     return DocumentTooLarge(
-        f"The document has more than {max_chars:,} characters of text, the most we accept."
+        f"The document has more than {max_chars:,} characters of text, the most we accept. "
+        "Split it into smaller files and upload those."
     )
 
 
@@ -341,6 +357,8 @@ def _decode_text(data: bytes, *, final: bool) -> str | None:
     # Not UTF-8: a legacy encoding, or UTF-16 without a byte order mark.
     # A head may end inside a multi-byte character, which the detector counts against
     # every encoding that has it: retry without the last one to three bytes.
+    import charset_normalizer
+
     for cut in (0,) if final else (0, 1, 2, 3):
         match = charset_normalizer.from_bytes(data[: len(data) - cut]).best()
         if match is not None:
@@ -386,36 +404,77 @@ def _normalize(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", text).strip("\n")
 
 
+# --- Titles ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Extracted:
+    """What a format's parser found, before the text is tidied and a title chosen."""
+
+    text: str
+    heading: str | None = None
+    metadata_title: str | None = None
+    pages: int | None = None
+
+
+# Titles that authoring tools write by themselves: they name no document. A PDF printed
+# from Office is titled after the application and the file; a title that is a file name
+# (or path) says no more than the upload's own name.
+_PLACEHOLDER_TITLE: Final = re.compile(
+    r"untitled(?:[\s_-]*(?:document|\d+|\(\d+\)))*"
+    r"|microsoft\s+\w+\s+-\s.*"
+    r"|.*\.(?:docx?|pdf|txt|text|md|markdown|html?|xhtml|rtf|odt|pages|pptx?|xlsx?)",
+    re.IGNORECASE,
+)
+
+
 def _clean_title(title: str | None) -> str | None:
     if title is None:
         return None
     return " ".join(title.translate(_CLEANUP).split()) or None
 
 
-def _parse_text(data: bytes, max_chars: int) -> ParsedText:
+def _meaningful(title: str | None) -> str | None:
+    """Return a metadata title, or None if it is a placeholder that names nothing."""
+    if title is None or not any(c.isalnum() for c in title):
+        return None
+    return None if _PLACEHOLDER_TITLE.fullmatch(title) else title
+
+
+# --- Text and Markdown -----------------------------------------------------------------------
+
+
+def _parse_text(data: bytes, max_chars: int) -> _Extracted:
     text = _decode_text(data, final=True)
     if text is None:
         raise _unsupported(_describe_binary(data))
-    return ParsedText(text=text, title=None)
+    return _Extracted(text=text)
 
 
-# CommonMark, with its limit on nesting depth, so hostile input cannot exhaust the stack.
-_MARKDOWN: Final = MarkdownIt("commonmark")
+@cache
+def _markdown() -> MarkdownIt:
+    """Return CommonMark, with its limit on nesting depth, so hostile input cannot exhaust
+    the stack."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark")
 
 
-def _parse_markdown(data: bytes, max_chars: int) -> ParsedText:
+def _parse_markdown(data: bytes, max_chars: int) -> _Extracted:
     parsed = _parse_text(data, max_chars)
-    return replace(parsed, title=_markdown_title(parsed.text))
+    return replace(parsed, heading=_markdown_heading(parsed.text))
 
 
-def _markdown_title(text: str) -> str | None:
+def _markdown_heading(text: str) -> str | None:
     # A real parser, so that "# comment" inside a fenced code block is not taken as a heading.
-    tokens = _MARKDOWN.parse(text)
+    tokens = _markdown().parse(text)
     for opening, inline in itertools.pairwise(tokens):
         if opening.type == "heading_open" and inline.children is not None:
-            return "".join(
+            heading = "".join(
                 child.content for child in inline.children if child.type in ("text", "code_inline")
             )
+            if heading.strip():
+                return heading
     return None
 
 
@@ -440,30 +499,54 @@ _HTML_CELLS: Final = frozenset({"td", "th"})
 _HTML_PREFORMATTED: Final = frozenset({"pre", "textarea", "listing", "plaintext"})
 _HTML_SPACE: Final = re.compile(r"[ \t\n\r\f]+")
 _RUNS_OF_SPACES: Final = re.compile(r" {2,}")
+_HTML_HEADINGS: Final = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
 
-def _parse_html(data: bytes, max_chars: int) -> ParsedText:
+def _parse_html(data: bytes, max_chars: int) -> _Extracted:
+    from bs4 import BeautifulSoup, Tag
+
     # html.parser builds the tree without recursion, so 100,000 nested <div>s parse fine;
     # lxml's libxml2 stops at depth 256 and silently drops everything after.
     soup = BeautifulSoup(data, "html.parser")
     title = soup.find("title")
-    text = "".join(_html_text(soup))
+    text, heading = _html_text(soup)
     # Collapse the spaces that inline elements leave between words, line by line.
     lines = (_RUNS_OF_SPACES.sub(" ", line).strip(" ") for line in text.split("\n"))
-    return ParsedText(
-        text="\n".join(lines), title=title.get_text() if isinstance(title, Tag) else None
+    return _Extracted(
+        text="\n".join(lines), heading=heading,
+        metadata_title=title.get_text() if isinstance(title, Tag) else None,
     )
 
 
-def _html_text(root: Tag) -> Iterator[str]:
-    """Yield the visible text of an HTML tree with block elements set on lines of their own."""
+class _HeadingEnd:
+    """Queued after a heading's closing separator: its text is complete."""
+
+
+_HEADING_END: Final = _HeadingEnd()
+
+
+def _html_text(root: Tag) -> tuple[str, str | None]:
+    """Return the visible text of an HTML tree, block elements on lines of their own, and
+    its first visible heading with text."""
+    from bs4 import Tag
+    from bs4.element import NavigableString, PreformattedString
+
     # An explicit stack instead of recursion: the tree may be arbitrarily deep. Items are
-    # (node, inside preformatted text) pairs, or a separator to emit once a block ends.
-    stack: list[tuple[object, bool] | str] = [(root, False)]
+    # (node, inside preformatted text) pairs, a separator to emit once a block ends, or
+    # the end of the heading being read.
+    stack: list[tuple[object, bool] | str | _HeadingEnd] = [(root, False)]
+    pieces: list[str] = []
+    # Where the text of the heading being read starts in ``pieces``.
+    heading_start: int | None = None
+    heading: str | None = None
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            yield item
+            pieces.append(item)
+            continue
+        if isinstance(item, _HeadingEnd):
+            heading = _clean_title("".join(pieces[heading_start:]))
+            heading_start = None
             continue
         node, preformatted = item
         if isinstance(node, Tag):
@@ -471,16 +554,20 @@ def _html_text(root: Tag) -> Iterator[str]:
             if name in _HTML_SKIPPED:
                 continue
             if name == "br":
-                yield "\n"
+                pieces.append("\n")
                 continue
+            if name in _HTML_HEADINGS and heading is None and heading_start is None:
+                heading_start = len(pieces)
+                stack.append(_HEADING_END)
             opening, closing = _html_separators(name)
-            yield opening
+            pieces.append(opening)
             stack.append(closing)
             preformatted = preformatted or name in _HTML_PREFORMATTED
             stack.extend((child, preformatted) for child in reversed(node.contents))
         elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
             # PreformattedString covers comments, doctypes, CDATA and processing instructions.
-            yield str(node) if preformatted else _HTML_SPACE.sub(" ", node)
+            pieces.append(str(node) if preformatted else _HTML_SPACE.sub(" ", node))
+    return "".join(pieces), heading
 
 
 def _html_separators(name: str) -> tuple[str, str]:
@@ -497,9 +584,18 @@ def _html_separators(name: str) -> tuple[str, str]:
 # --- PDF -------------------------------------------------------------------------------------
 
 
-def _parse_pdf(data: bytes, max_chars: int) -> ParsedText:
+# Text set this much larger than most of a page's is a heading, if it is short enough.
+_PDF_HEADING_SCALE: Final = 1.15
+_PDF_HEADING_MAX_CHARS: Final = 200
+
+
+def _parse_pdf(data: bytes, max_chars: int) -> _Extracted:
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError
+
     pages: list[str] = []
     length = 0
+    heading: str | None = None
     try:
         reader = PdfReader(io.BytesIO(data))
         # Many PDFs are encrypted only to restrict printing or copying, with an empty
@@ -509,6 +605,9 @@ def _parse_pdf(data: bytes, max_chars: int) -> ParsedText:
         title = reader.metadata.title if reader.metadata is not None else None
         for page in reader.pages:
             text = _normalize(page.extract_text())
+            if text and not length:
+                # The first page with text (a cover may have none) holds the heading, if any.
+                heading = _pdf_heading(page)
             length += len(text)
             # Stop early rather than extract every page of a huge file.
             if length > max_chars:
@@ -522,7 +621,34 @@ def _parse_pdf(data: bytes, max_chars: int) -> ParsedText:
     except Exception as exc:
         # pypdf reports malformed files with arbitrary built-in exceptions as well as its own.
         raise CorruptFile("The PDF is damaged or incomplete and cannot be read.") from exc
-    return ParsedText(text="\n\n".join(pages), title=title, pages=len(pages))
+    return _Extracted(text="\n\n".join(pages), heading=heading, metadata_title=title,
+                      pages=len(pages))
+
+
+def _pdf_heading(page: PageObject) -> str | None:
+    """Return the first short line of a page set clearly larger than most of its text."""
+    runs: list[tuple[str, float]] = []
+
+    def visit(text: str, cm: Sequence[float], tm: Sequence[float], font: object,
+              font_size: float) -> None:
+        # The font size is scaled by the text and current transformation matrices.
+        scale = math.sqrt(abs((tm[0] * tm[3] - tm[1] * tm[2]) * (cm[0] * cm[3] - cm[1] * cm[2])))
+        runs.append((text, round(font_size * scale, 1)))
+
+    # Extracted again, for one page, to learn the size each run of text is set in.
+    page.extract_text(visitor_text=visit)
+    sizes: Counter[float] = Counter()
+    for text, size in runs:
+        sizes[size] += len(text.strip())
+    if not sizes:
+        return None
+    body = sizes.most_common(1)[0][0]
+    visible = ((text, size >= body * _PDF_HEADING_SCALE) for text, size in runs if text.strip())
+    for large, group in itertools.groupby(visible, key=lambda run: run[1]):
+        heading = _clean_title("".join(text for text, _ in group)) if large else None
+        if heading and len(heading) <= _PDF_HEADING_MAX_CHARS and any(c.isalpha() for c in heading):
+            return heading
+    return None
 
 
 # --- Word ------------------------------------------------------------------------------------
@@ -538,7 +664,11 @@ _DOCX_RATIO_CHECK_MIN_BYTES: Final = 1024 * 1024
 _DOCX_CORRUPT: Final = "The Word document is damaged or incomplete and cannot be read."
 
 
-def _parse_docx(data: bytes, max_chars: int) -> ParsedText:
+def _parse_docx(data: bytes, max_chars: int) -> _Extracted:
+    from docx.opc.constants import CONTENT_TYPE
+    from docx.package import Package
+    from docx.parts.document import DocumentPart
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             _check_docx_archive(archive)
@@ -548,12 +678,13 @@ def _parse_docx(data: bytes, max_chars: int) -> ParsedText:
         document = cast(DocumentPart, main_part).document
         title = document.core_properties.title
         text = "\n\n".join(_docx_blocks(document))
+        heading = _docx_heading(document)
     except ParseError:
         raise
     except Exception as exc:
         # zipfile, lxml and python-docx all report malformed files in their own ways.
         raise CorruptFile(_DOCX_CORRUPT) from exc
-    return ParsedText(text=text, title=title)
+    return _Extracted(text=text, heading=heading, metadata_title=title)
 
 
 def _check_docx_archive(archive: zipfile.ZipFile) -> None:
@@ -561,7 +692,11 @@ def _check_docx_archive(archive: zipfile.ZipFile) -> None:
     if "[Content_Types].xml" not in archive.namelist():
         raise _unsupported("ZIP archive that is not a Word document")
     if sum(member.file_size for member in members) > _DOCX_MAX_EXPANDED_BYTES:
-        raise DocumentTooLarge("The Word document expands to more data than we accept.")
+        raise DocumentTooLarge(
+            f"The Word document expands to more data than we accept "
+            f"({_DOCX_MAX_EXPANDED_BYTES // 2**20} MB). Split it into smaller documents, or "
+            "remove large images, and upload those."
+        )
     for member in members:
         if (
             member.file_size >= _DOCX_RATIO_CHECK_MIN_BYTES
@@ -573,6 +708,9 @@ def _check_docx_archive(archive: zipfile.ZipFile) -> None:
 
 
 def _docx_blocks(document: Document) -> Iterator[str]:
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             yield block.text
@@ -588,7 +726,38 @@ def _docx_table_rows(table: Table) -> Iterator[str]:
         yield "\t".join(cell.text for cell in unique)
 
 
-_PARSERS: Final[Mapping[Kind, Callable[[bytes, int], ParsedText]]] = MappingProxyType(
+# Word's heading styles, by the names python-docx gives them whatever the document's language.
+_DOCX_HEADING_STYLE: Final = re.compile(r"Title|Heading [1-9]")
+
+
+def _docx_heading(document: Document) -> str | None:
+    """Return the first paragraph with text in a heading style, or in one built on it."""
+    from docx.oxml.ns import qn
+    from docx.styles.style import ParagraphStyle
+
+    styles = {style.style_id for style in document.styles
+              if isinstance(style, ParagraphStyle) and _is_docx_heading_style(style)}
+    # Read from the XML: python-docx looks a paragraph's style up anew for every paragraph,
+    # which takes seconds for a long document.
+    for paragraph in document.element.body.iterchildren(qn("w:p")):
+        if paragraph.style in styles and (heading := _clean_title(paragraph.text)):
+            return heading
+    return None
+
+
+def _is_docx_heading_style(style: ParagraphStyle) -> bool:
+    seen: set[str] = set()
+    current: ParagraphStyle | None = style
+    # A style may be based on another; a hostile file may make the chain a loop.
+    while current is not None and current.style_id not in seen:
+        if _DOCX_HEADING_STYLE.fullmatch(current.name or ""):
+            return True
+        seen.add(current.style_id)
+        current = current.base_style
+    return False
+
+
+_PARSERS: Final[Mapping[Kind, Callable[[bytes, int], _Extracted]]] = MappingProxyType(
     {
         Kind.TXT: _parse_text,
         Kind.MD: _parse_markdown,

@@ -61,3 +61,6 @@ class SummaryOut(Schema):
                                     "document, shown while the current one is made.")
     extractive: bool = Field(description="True when the summary quotes the document "
                                          "instead of being written by a language model.")
+    retryable: bool = Field(description="False when asking again cannot succeed (an upload "
+                                        "whose text could not be extracted): `error` says "
+                                        "what to do instead.")

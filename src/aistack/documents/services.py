@@ -14,7 +14,7 @@ from aistack.accounts.models import Workspace
 from aistack.cache import content_hash
 from aistack.documents.indexing import DOCUMENT_INDEX
 from aistack.documents.models import Document
-from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind
+from aistack.documents.parsing import SNIFF_BYTES, ParseError, detect_kind, title_from_name
 from aistack.documents.summaries import DOCUMENT_SUMMARY
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 from aistack.jobs.services import (
@@ -55,7 +55,11 @@ def document_upload_create(
     *, workspace: Workspace, file: File[bytes], content_type: str | None, author: User | None,
     title: str | None = None,
 ) -> Document:
-    """Store an uploaded file as a new document; its text is extracted by the index job."""
+    """Store an uploaded file as a new document; its text is extracted by the index job.
+
+    Without a ``title`` it is titled after the file's name until its text is read, when
+    its own heading or title takes over (see ``parsing``).
+    """
     name = (file.name or "upload").rsplit("/", 1)[-1][:255]
     if file.size is not None and file.size > settings.UPLOAD_MAX_BYTES:
         raise PayloadTooLarge(
@@ -69,7 +73,8 @@ def document_upload_create(
         raise UnsupportedMediaType(exc.message) from exc
     with transaction.atomic():
         document = _validated(Document(
-            workspace=workspace, title=(title or name).strip() or name, author=author,
+            workspace=workspace, title=(title or "").strip() or title_from_name(name),
+            author=author,
             content="", source_name=name, source_kind=kind, source_file=file,
         ))
         document.save()

@@ -25,6 +25,7 @@ from aistack.ai.types import ChatRequest
 from aistack.cache import REDIS_UNREACHABLE
 from aistack.documents.models import Document
 from aistack.documents.selectors import DocumentRef
+from aistack.errors import Conflict
 from aistack.jobs import kinds
 from aistack.jobs.exceptions import JobError, TransientJobError
 from aistack.jobs.kinds import JobKind, JobStatus
@@ -42,6 +43,7 @@ DOCUMENT_SUMMARY = kinds.register(
         model_label="documents.Document",
         status_field="summary_status",
         error_field="summary_error",
+        title_field="title",
     )
 )
 SUMMARY_PROMPT = PromptTemplate(
@@ -106,6 +108,8 @@ class SummaryState:
     # True when ``summary`` is of an older version of the document (or prompt, or model).
     stale: bool
     extractive: bool
+    # False when asking again cannot help (see ``_retryable``): ``error`` says what to do.
+    retryable: bool
 
 
 def summary_version(*, document: Document | DocumentRef) -> SummaryVersion:
@@ -144,7 +148,15 @@ def _found(document: Document, version: SummaryVersion) -> Summary | None:
 
 def _complete(summary: Summary) -> SummaryState:
     return SummaryState(status=JobStatus.COMPLETE, summary=summary.text, error="", stale=False,
-                        extractive=summary.extractive)
+                        extractive=summary.extractive, retryable=True)
+
+
+def _retryable(document: Document) -> bool:
+    """Return whether a summary asked for again may succeed."""
+    # A summary is made of the document's text. An upload has none until its index job
+    # extracts it, and when that job failed (the file is too large, damaged, or holds no
+    # text) a summary job would fail the same way, however often it ran.
+    return not (document.awaits_parsing and document.embedding_status == JobStatus.FAILED)
 
 
 def summary_state(*, document: Document) -> SummaryState:
@@ -155,7 +167,7 @@ def summary_state(*, document: Document) -> SummaryState:
     return SummaryState(
         status=JobStatus(document.summary_status), summary=document.summary or None,
         error=document.summary_error, stale=bool(document.summary_version),
-        extractive=document.summary_extractive,
+        extractive=document.summary_extractive, retryable=_retryable(document),
     )
 
 
@@ -238,13 +250,19 @@ def summary_read(*, document: Document) -> SummaryState:
         return SummaryState(
             status=JobStatus.PROCESSING, summary=document.summary or None, error="",
             stale=bool(document.summary_version), extractive=document.summary_extractive,
+            retryable=True,
         )
     return _complete(summary)
 
 
 def summary_request(*, document: Document) -> SummaryState:
-    """Queue the document's summary unless it is current or already on its way."""
+    """Queue the document's summary unless it is current or already on its way.
+
+    Refuses (409) when it cannot be made, rather than queue a job bound to fail.
+    """
     state = summary_state(document=document)
+    if not state.retryable:
+        raise Conflict(f"The summary cannot be made: {state.error}")
     current = state.status == JobStatus.COMPLETE and not state.stale
     if current or state.status in _IN_FLIGHT:
         return state

@@ -32,6 +32,9 @@ class JobKind:
     # users need not see (re-embedding for a new model, say).
     status_field: str | None
     error_field: str | None
+    # The object's field that names it, sent with its state: pages show the name the job
+    # may have changed (an upload takes its title from its text).
+    title_field: str | None = None
     # Called in the transaction that completes or fails jobs of this kind, with their
     # object ids: work split into parts tells the whole that a part is settled.
     on_settled: Callable[[list[int]], None] | None = None

@@ -21,7 +21,9 @@ RETRY_SECONDS = 30
     "",
     openapi_extra={"responses": {200: {
         "description": "`text/event-stream` of `job` events: "
-                       "`{workspace, kind, object_id, status, error, at}`.",
+                       "`{workspace, kind, object_id, status, error, at, title}`, `title` "
+                       "being the object's name now (an upload's changes once its text "
+                       "is read).",
         "content": {"text/event-stream": {}},
     }}},
 )

@@ -68,6 +68,8 @@ class JobEvent:
     error: str
     # Milliseconds since the epoch: the event's id, which a reconnecting client sends back.
     at: int
+    # The object's name as the state was reached (``JobKind.title_field``), if it has one.
+    title: str | None
 
     @cached_property
     def sse(self) -> str:
@@ -78,9 +80,12 @@ class JobEvent:
     def from_json(cls, raw: str | bytes) -> JobEvent:
         """Read an event as published."""
         data: dict[str, Any] = json.loads(raw)
+        # Absent from what a process of the previous release publishes.
+        title = data.get("title")
         return cls(workspace=int(data["workspace"]), kind=str(data["kind"]),
                    object_id=int(data["object_id"]), status=JobStatus(data["status"]),
-                   error=str(data["error"]), at=int(data["at"]))
+                   error=str(data["error"]), at=int(data["at"]),
+                   title=None if title is None else str(title))
 
 
 def workspace_channel(workspace_id: int) -> str:
@@ -118,13 +123,15 @@ def job_events_publish(
     try:
         with redis_client().pipeline(transaction=False) as pipeline:
             for model, relayed in by_model.items():
+                titles = {kind.title_field for kind in relayed if kind.title_field}
                 # Unordered: a model's default ordering would cost this query a sort.
-                workspaces = model._default_manager.filter(pk__in=object_ids).order_by()
-                for object_id, workspace_id in workspaces.values_list("pk", "workspace_id"):
+                rows = model._default_manager.filter(pk__in=object_ids).order_by()
+                for row in rows.values("pk", "workspace_id", *titles):
                     for kind in relayed:
-                        event = JobEvent(workspace=workspace_id, kind=kind.name,
-                                         object_id=object_id, status=status, error=error, at=at)
-                        pipeline.publish(workspace_channel(workspace_id),
+                        event = JobEvent(workspace=row["workspace_id"], kind=kind.name,
+                                         object_id=row["pk"], status=status, error=error, at=at,
+                                         title=row[kind.title_field] if kind.title_field else None)
+                        pipeline.publish(workspace_channel(event.workspace),
                                          json.dumps(asdict(event)))
             pipeline.execute()
     except RedisError:
@@ -140,16 +147,17 @@ def job_states(*, workspace_ids: Sequence[int], since: float) -> list[JobEvent]:
     for kind, object_ids in jobs_changed_since(datetime.fromtimestamp(since, tz=UTC)).items():
         if not _relayed(kind) or kind.status_field is None or kind.error_field is None:
             continue
+        title = [kind.title_field] if kind.title_field else []
         rows = (
             kind.model()._default_manager
             .filter(workspace_id__in=workspace_ids, pk__in=object_ids)
-            .values_list("pk", "workspace_id", kind.status_field, kind.error_field)
+            .values_list("pk", "workspace_id", kind.status_field, kind.error_field, *title)
             .order_by("-pk")[:SNAPSHOT_LIMIT]
         )
         events.extend(
             JobEvent(workspace=workspace_id, kind=kind.name, object_id=pk, status=JobStatus(status),
-                     error=error, at=at)
-            for pk, workspace_id, status, error in rows
+                     error=error, at=at, title=named[0] if named else None)
+            for pk, workspace_id, status, error, *named in rows
         )
     return events
 

@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
+from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,7 +30,7 @@ from aistack.documents.summaries import summary_shown
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 from aistack.retrieval.selectors import chunks_of
 from aistack.usage.ratelimits import write_rate_limit_hit
-from aistack.web.forms import DocumentForm, UploadForm, add_service_errors
+from aistack.web.forms import UPLOAD_EXTENSIONS, DocumentForm, UploadForm, add_service_errors
 from aistack.web.htmx import HtmxRequest, form_status, redirect_to
 
 DOCUMENTS_PER_PAGE = 20
@@ -43,6 +43,17 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "web/index.html")
 
 
+def _missing_page(paginator: Paginator[Document], asked: str | None) -> str | None:
+    """Return the page asked for when there is no such page, and so another one is shown."""
+    if not asked:
+        return None
+    try:
+        paginator.validate_number(asked)
+    except InvalidPage:
+        return asked
+    return None
+
+
 @login_required
 def documents(request: HttpRequest) -> HttpResponse:
     """List the current workspace's documents, newest first, with their live statuses."""
@@ -53,9 +64,12 @@ def documents(request: HttpRequest) -> HttpResponse:
     title = request.GET.get("title", "").replace("\x00", "").strip()
     listed = document_list(user=request.user, workspace_id=place.workspace.pk,
                            title=title or None)
-    page = Paginator(listed, DOCUMENTS_PER_PAGE).get_page(request.GET.get("page"))
+    asked = request.GET.get("page")
+    paginator = Paginator(listed, DOCUMENTS_PER_PAGE)
+    page = paginator.get_page(asked)
     return render(request, "web/documents.html", {
         "place": place, "page": page, "title": title, "rendered_at": rendered_at,
+        "missing_page": _missing_page(paginator, asked),
     })
 
 
@@ -82,7 +96,14 @@ def document_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def document_upload(request: HtmxRequest) -> HttpResponse:
-    """Upload a file as a new document of the current workspace; its text is extracted later."""
+    """Upload files as new documents of the current workspace; their text is extracted later.
+
+    The page sends each file to the upload API itself (upload.js), a few at a time, and
+    follows them through the event stream; this view takes the one file a page without
+    JavaScript posts.
+    """
+    # Taken before anything is uploaded: the page follows its uploads' jobs from then on.
+    rendered_at = time.time()
     place = current_place(request)
     ensure_can_write(user=request.user, workspace=place.workspace)
     form = UploadForm(request.POST or None, request.FILES or None)
@@ -92,7 +113,7 @@ def document_upload(request: HtmxRequest) -> HttpResponse:
         try:
             document = document_upload_create(
                 workspace=place.workspace, file=file, content_type=file.content_type,
-                author=signed_in_user(request), title=form.cleaned_data["title"] or None,
+                author=signed_in_user(request),
             )
         except (UnsupportedMediaType, PayloadTooLarge) as exc:
             form.add_error("file", exc.message)
@@ -102,6 +123,7 @@ def document_upload(request: HtmxRequest) -> HttpResponse:
             return redirect_to(request, reverse("document", args=[document.pk]))
     return render(request, "web/upload.html", {
         "form": form, "place": place, "max_bytes": settings.UPLOAD_MAX_BYTES,
+        "extensions": ",".join(UPLOAD_EXTENSIONS), "rendered_at": rendered_at,
     }, status=form_status(form))
 
 

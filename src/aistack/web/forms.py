@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from aistack.accounts.models import Role, Workspace
+from aistack.documents.parsing import SUPPORTED_TYPES
 from aistack.errors import AppError
 from aistack.retrieval.api import MAX_QUERY_CHARS
 from aistack.retrieval.selectors import SearchMode
@@ -31,14 +32,17 @@ class DocumentForm(forms.Form):
                               max_length=settings.DOCUMENT_MAX_CHARS, strip=False)
 
 
+UPLOAD_EXTENSIONS = tuple(ext for t in SUPPORTED_TYPES.values() for ext in t.extensions)
+# What the file pickers offer: every extension and MIME type the parser accepts.
+UPLOAD_ACCEPT = ",".join(
+    [*UPLOAD_EXTENSIONS, *(mime for t in SUPPORTED_TYPES.values() for mime in t.mime_types)])
+
+
 class UploadForm(forms.Form):
-    file = forms.FileField(
-        help_text="Text, Markdown, HTML, PDF or Word (.docx).",
-        widget=forms.ClearableFileInput(attrs={"accept": ".txt,.md,.markdown,.html,.htm,.pdf,"
-                                                         ".docx,text/*,application/pdf"}),
-    )
-    title = forms.CharField(max_length=settings.DOCUMENT_TITLE_MAX_CHARS, required=False,
-                            help_text="Leave empty to use the file's own title or name.")
+    """One file, as a page without JavaScript sends it; upload.js sends many through the API."""
+
+    file = forms.FileField(label="Choose a file",
+                           widget=forms.ClearableFileInput(attrs={"accept": UPLOAD_ACCEPT}))
 
 
 class WorkspaceForm(forms.Form):

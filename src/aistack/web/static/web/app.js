@@ -1,4 +1,4 @@
-// Shared by every page: job events, status badges, reading streamed answers.
+// Shared by every page: job events, status badges and titles, reading streamed answers.
 "use strict";
 
 window.aistack = (() => {
@@ -26,6 +26,14 @@ window.aistack = (() => {
       badge.dataset.status = event.status;
       badge.textContent = statusLabel(event.status);
       badge.title = event.error || "";
+    }
+  }
+
+  // Names follow the events too: an upload takes its title once its text is read.
+  function updateTitles(event) {
+    if (!event.title) return;
+    for (const element of document.querySelectorAll(`[data-title-of="${event.object_id}"]`)) {
+      element.textContent = event.title;
     }
   }
 
@@ -95,5 +103,5 @@ window.aistack = (() => {
     flash("The server could not be reached. Check your connection and try again.", "error");
   });
 
-  return {onJob, updateBadges, statusLabel, csrfToken, readEvents, errorMessage};
+  return {onJob, updateBadges, updateTitles, statusLabel, csrfToken, readEvents, errorMessage};
 })();

@@ -1,4 +1,4 @@
-// The document page: the summary and the passages arrive as their jobs finish.
+// The document page: the title, the summary and the passages arrive as their jobs finish.
 "use strict";
 
 (() => {
@@ -17,6 +17,11 @@
     part("extractive").hidden = !(state.summary && state.extractive);
     part("error").textContent = `The summary could not be made: ${state.error}`;
     part("failed").hidden = state.status !== "failed";
+    // Writers only: viewers have neither.
+    if (part("retry")) {
+      part("retry").hidden = !state.retryable;
+      part("instead").hidden = state.retryable;
+    }
   }
 
   async function load() {
@@ -29,17 +34,23 @@
     retry.addEventListener("click", async () => {
       const response = await fetch(url, {method: "POST", credentials: "same-origin",
                                          headers: {"X-CSRFToken": window.aistack.csrfToken()}});
+      // Refused (409): it can no longer succeed, and the state read says why.
       if (response.ok) render(await response.json());
+      else load();
     });
   }
 
   const inFlight = (status) => status === "pending" || status === "processing";
   const indexBadge = document.querySelector(`.badge[data-kind="documents.index"]`);
   let indexing = inFlight(indexBadge.dataset.status);
+  // What the page's <title> adds after the document's (see base.html).
+  const titleSuffix = document.title.slice(document.title.lastIndexOf(" · "));
 
   window.aistack.onJob(section.dataset.since, (event) => {
     if (event.object_id !== documentId) return;
     window.aistack.updateBadges(event);
+    window.aistack.updateTitles(event);
+    if (event.title) document.title = event.title + titleSuffix;
     if (event.kind === "documents.index") {
       // Passages change only when an index run ends: reload them then, not on replays.
       if (inFlight(event.status)) {
@@ -47,6 +58,8 @@
       } else if (indexing) {
         indexing = false;
         htmx.ajax("GET", section.dataset.chunksUrl, {target: "#chunks", swap: "outerHTML"});
+        // An upload whose text could not be read fails its summary too, without an event.
+        if (event.status === "failed") load();
       }
       return;
     }

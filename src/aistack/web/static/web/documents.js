@@ -1,4 +1,4 @@
-// The documents list: status badges follow the background jobs without a reload.
+// The documents list: status badges and titles follow the background jobs without a reload.
 "use strict";
 
 (() => {
@@ -9,6 +9,7 @@
 
   window.aistack.onJob(list.dataset.liveSince, (event) => {
     window.aistack.updateBadges(event);
+    window.aistack.updateTitles(event);
     const badge = document.querySelector(
       `.badge[data-document="${event.object_id}"][data-kind="${event.kind}"]`);
     if (!badge || !finished[event.status]) return;

@@ -19,6 +19,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from aistack.accounts.services import api_token_create
+from aistack.chat.services import conversation_start
 from aistack.documents.services import document_create
 from aistack.realtime import events
 from tests.retrieval.helpers import index_now
@@ -129,6 +130,7 @@ def test_every_text_field_refuses_a_lone_surrogate_with_422(
     request body must say so, a new field included (before, some answered 500)."""
     document = document_create(workspace=alice.personal_workspace, title="Runbook",
                                content="Restart: drain, then deploy.", author=alice)
+    conversation = conversation_start(user=alice, first_message="Hello there")
     _, token = api_token_create(user=alice)
     base_url = f"http://{asgi_url}"
     schema = requests.get(f"{base_url}/api/v1/openapi.json", timeout=10).json()
@@ -147,7 +149,8 @@ def test_every_text_field_refuses_a_lone_surrogate_with_422(
                            if required and name != field}
                 payload[field] = f"a {LONE_SURROGATE} b"
                 response = session.request(
-                    method.upper(), base_url + path.replace("{document_id}", str(document.pk)),
+                    method.upper(), base_url + path.format(document_id=document.pk,
+                                                           conversation_id=conversation.pk),
                     data=json.dumps(payload), timeout=30)
                 assert response.status_code == 422, (method, path, field, response.text)
                 tried[f"{method} {path}"] += 1

@@ -9,12 +9,14 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from aistack.accounts.services import api_token_create
 from aistack.ai.backends import scripted
 from aistack.ai.backends.scripted import Reply
 from aistack.chat.models import Author, ChatMessage, Conversation
 from aistack.chat.services import CHAT_PROMPT, conversation_reply_stream, conversation_start
 from aistack.errors import Invalid
 from aistack.usage.models import UsageRecord
+from tests.conftest import ApiClient
 from tests.sse import streamed_events
 
 pytestmark = pytest.mark.django_db
@@ -129,3 +131,90 @@ def test_a_provider_outage_ends_the_stream_with_an_error_and_keeps_no_reply(
         "message": "The AI model is unavailable right now; try again shortly."}})]
     conversation = Conversation.objects.get()
     assert list(conversation.messages.values_list("role", flat=True)) == [Author.USER]
+
+
+def test_the_api_renames_and_deletes_a_conversation(alice: User, alice_api: ApiClient) -> None:
+    conversation = conversation_start(user=alice, first_message="Hello there")
+    ChatMessage.objects.create(conversation=conversation, role=Author.USER, content="Hello")
+    url = f"/api/v1/chat/conversations/{conversation.pk}"
+
+    renamed = alice_api.patch(url, {"title": "  Release   plans "})
+
+    assert renamed.status_code == 200
+    body = renamed.json()
+    assert (body["id"], body["title"]) == (conversation.pk, "Release plans")
+    assert {"created_at", "updated_at"} <= body.keys()
+    conversation.refresh_from_db()
+    assert conversation.title == "Release plans"
+
+    assert alice_api.delete(url).status_code == 204
+    assert not Conversation.objects.exists()
+    assert not ChatMessage.objects.exists()
+    gone = alice_api.delete(url)
+    assert gone.status_code == 404
+    assert gone.json() == {"error": {"code": "not_found", "message": "Conversation not found."}}
+
+
+@pytest.mark.parametrize(("title", "message"), [
+    ("   ", "A title cannot be empty."),
+    ("x" * 121, "A title has at most 120 characters."),
+])
+def test_a_title_must_be_something_that_fits(alice: User, alice_api: ApiClient, title: str,
+                                             message: str) -> None:
+    conversation = conversation_start(user=alice, first_message="Hello there")
+
+    refused = alice_api.patch(f"/api/v1/chat/conversations/{conversation.pk}", {"title": title})
+
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid"
+    assert refused.json()["error"]["message"] == message
+    conversation.refresh_from_db()
+    assert conversation.title == "Hello there"
+
+
+def test_only_the_owner_renames_or_deletes_a_conversation(
+    alice: User, bob: User, bob_api: ApiClient
+) -> None:
+    conversation = conversation_start(user=alice, first_message="My secret plan")
+    url = f"/api/v1/chat/conversations/{conversation.pk}"
+
+    for refused in (bob_api.patch(url, {"title": "Mine now"}), bob_api.delete(url),
+                    signed_in(bob).post(f"/chat/{conversation.pk}/rename/", {"title": "Mine"}),
+                    signed_in(bob).post(f"/chat/{conversation.pk}/delete/")):
+        assert refused.status_code == 404
+    assert bob_api.patch(url, {"title": "Mine now"}).json()["error"]["code"] == "not_found"
+    assert ApiClient(None).delete(url).status_code == 401
+    conversation.refresh_from_db()
+    assert conversation.title == "My secret plan"
+
+
+def test_a_narrowed_token_cannot_change_conversations(alice: User) -> None:
+    conversation = conversation_start(user=alice, first_message="Hello there")
+    url = f"/api/v1/chat/conversations/{conversation.pk}"
+
+    for scope in ({"read_only": True}, {"workspace": alice.personal_workspace}):
+        api = ApiClient(api_token_create(user=alice, name="narrow", **scope)[1])  # type: ignore[arg-type]
+        assert api.patch(url, {"title": "Renamed"}).status_code == 403
+        refused = api.delete(url)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+    assert Conversation.objects.get().title == "Hello there"
+
+
+@pytest.mark.parametrize(("title", "message"), [
+    ("  ", "A title cannot be empty."),
+    ("a\x00b", "A title may not contain NUL characters."),
+])
+def test_the_page_shows_a_refused_title_with_its_problem(alice: User, title: str,
+                                                         message: str) -> None:
+    conversation = conversation_start(user=alice, first_message="Hello there")
+
+    page = signed_in(alice).post(f"/chat/{conversation.pk}/rename/", {"title": title})
+
+    assert page.status_code == 422
+    html = page.content.decode()
+    assert message in html
+    assert '<details class="rename" open>' in html
+    conversation.refresh_from_db()
+    assert conversation.title == "Hello there"
+    assert signed_in(alice).get(f"/chat/{conversation.pk}/rename/").status_code == 405

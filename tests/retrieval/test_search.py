@@ -16,7 +16,15 @@ from aistack.ai.exceptions import AIError
 from aistack.documents.models import Document
 from aistack.documents.services import document_delete, document_update
 from aistack.retrieval.models import Chunk, ChunkVector, WorkspaceCorpus, WorkspaceTerm
-from aistack.retrieval.selectors import BM25_B, BM25_K1, SearchMode, active_space, chunk_search
+from aistack.retrieval.selectors import (
+    BM25_B,
+    BM25_K1,
+    GOOD_MATCH_SIMILARITY,
+    SearchHit,
+    SearchMode,
+    active_space,
+    chunk_search,
+)
 from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
 from aistack.usage.types import Attribution
@@ -154,6 +162,42 @@ def test_hybrid_fuses_both_rankings(alice: User, corpus: dict[str, Document]) ->
                   mode=SearchMode.HYBRID, attribution=ATTRIBUTION)
 
     assert set(titles(hits, corpus)[:2]) == {"Vacation policy", "Deploys"}
+
+
+def test_each_hit_says_whether_it_matches_by_words_or_meaning_at_all(
+    alice: User, alice_api: ApiClient, corpus: dict[str, Document]
+) -> None:
+    def run(query: str, mode: SearchMode) -> list[SearchHit]:
+        return search(workspace_ids=[alice.personal_workspace.pk], query=query, k=4,
+                      mode=mode, attribution=ATTRIBUTION)
+
+    # Hybrid search always returns the nearest passages, however far they are.
+    nonsense = run("xylophone quantum giraffe", SearchMode.HYBRID)
+    assert len(nonsense) == 4
+    assert all(hit.keyword_score is None for hit in nonsense)
+    assert all(hit.similarity is not None and hit.similarity < GOOD_MATCH_SIMILARITY
+               for hit in nonsense)
+    assert not any(hit.good_match for hit in nonsense)
+
+    [words, *_] = run("spaghetti", SearchMode.HYBRID)
+    assert titles([words], corpus) == ["Pasta"]
+    assert words.keyword_score is not None and words.keyword_score > 0
+    assert words.similarity is not None and words.good_match
+
+    # No word in common: a match by meaning alone.
+    [meaning, *_] = run("holiday allowance", SearchMode.VECTOR)
+    assert titles([meaning], corpus) == ["Vacation policy"]
+    assert meaning.keyword_score is None
+    assert meaning.similarity == meaning.score >= GOOD_MATCH_SIMILARITY
+    assert meaning.good_match
+
+    [text] = run("spaghetti", SearchMode.TEXT)
+    assert (text.similarity, text.keyword_score) == (None, text.score)
+
+    results = alice_api.get("/api/v1/search", {"q": "xylophone quantum giraffe"}).json()["results"]
+    assert [r["good_match"] for r in results] == [False] * 4
+    assert [r["similarity"] for r in results] == [hit.similarity for hit in nonsense]
+    assert {r["keyword_score"] for r in results} == {None}
 
 
 def test_search_never_crosses_workspaces(alice: User, bob: User,

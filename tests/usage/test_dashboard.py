@@ -68,7 +68,7 @@ def test_staff_see_every_workspace_in_the_admin(
     assert b'href="/admin/usage/usagedashboard/"' in index.content
     assert page.status_code == 200
     html = page.content.decode()
-    for text in ("alice", "bob", shared_workspace.slug, "openai:gpt-4.1", "documents.summary",
+    for text in ("alice", "bob", shared_workspace.name, "openai:gpt-4.1", "documents.summary",
                  "The AI model is unavailable right now", "Timeout", "30000 ms"):
         assert text in html
     assert page.context["dashboard"].totals.calls == 14 * 9 + 1

@@ -141,6 +141,18 @@ def ensure_can_manage(*, user: User | AnonymousUser, workspace: Workspace) -> No
         raise Forbidden("Only owners can manage this workspace.")
 
 
+def ensure_can_change_own(*, user: User | AnonymousUser) -> None:
+    """Raise unless the user may change what is theirs alone, outside any workspace.
+
+    Their conversations belong to no workspace, so a token limited to one workspace, or
+    to reading, reaches none of them for writing.
+    """
+    scope = token_scope(user=user)
+    if scope is not None and scope.narrows:
+        raise Forbidden("This API token is limited to a workspace or to reading: "
+                        "it cannot change your conversations.")
+
+
 def default_workspace(*, user: User) -> Workspace:
     """Return the workspace used when a request names none: the personal one, or the
     one workspace the request's token is limited to."""

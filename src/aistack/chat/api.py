@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from django.http import HttpRequest, StreamingHttpResponse
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from pydantic import model_validator
 
-from aistack.accounts.permissions import default_workspace
+from aistack.accounts.permissions import default_workspace, ensure_can_change_own
+from aistack.accounts.sessions import signed_in_user
 from aistack.ai.types import ChatResult, Message
-from aistack.chat.services import chat_reply, chat_reply_stream
+from aistack.chat.models import Conversation
+from aistack.chat.selectors import conversation_get
+from aistack.chat.services import (
+    chat_reply,
+    chat_reply_stream,
+    conversation_delete,
+    conversation_rename,
+)
 from aistack.errors import NotFound
 from aistack.streaming import sse_response
 from aistack.usage.ratelimits import ai_rate_limit_hit
@@ -67,3 +76,33 @@ def chat(request: HttpRequest, payload: ChatIn) -> dict[str, object] | Streaming
         return _render(chat_reply(messages=messages, user_id=user.pk, workspace_id=workspace_id))
     stream = chat_reply_stream(messages=messages, user_id=user.pk, workspace_id=workspace_id)
     return sse_response(stream, _render)
+
+
+class ConversationPatch(Schema):
+    title: Text = Field(description="The new title; runs of spaces become one.")
+
+
+class ConversationOut(Schema):
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def _own_conversation(request: HttpRequest, conversation_id: int) -> Conversation:
+    user = signed_in_user(request)
+    ensure_can_change_own(user=user)
+    return conversation_get(user=user, conversation_id=conversation_id)
+
+
+@router.patch("/conversations/{int:conversation_id}", response=ConversationOut)
+def rename_conversation(request: HttpRequest, conversation_id: int,
+                        payload: ConversationPatch) -> Conversation:
+    conversation = _own_conversation(request, conversation_id)
+    return conversation_rename(conversation=conversation, title=payload.title)
+
+
+@router.delete("/conversations/{int:conversation_id}", response={204: None})
+def delete_conversation(request: HttpRequest, conversation_id: int) -> Status[None]:
+    conversation_delete(conversation=_own_conversation(request, conversation_id))
+    return Status(204, None)

@@ -13,7 +13,7 @@ from django.utils.text import Truncator
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import ChatRequest, ChatResult, Message
-from aistack.chat.models import Author, ChatMessage, Conversation
+from aistack.chat.models import TITLE_MAX_CHARS, Author, ChatMessage, Conversation
 from aistack.errors import Invalid
 from aistack.usage.types import Attribution
 
@@ -82,6 +82,28 @@ def conversation_start(*, user: User, first_message: str) -> Conversation:
     """Create a conversation titled after its first message."""
     title = Truncator(" ".join(_checked(first_message).split())).chars(TITLE_CHARS)
     return Conversation.objects.create(user=user, title=title)
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """Give a conversation the title its user chose."""
+    title = " ".join(title.split())
+    problem = None
+    if not title:
+        problem = "A title cannot be empty."
+    elif len(title) > TITLE_MAX_CHARS:
+        problem = f"A title has at most {TITLE_MAX_CHARS} characters."
+    elif "\x00" in title:
+        problem = "A title may not contain NUL characters."
+    if problem:
+        raise Invalid(problem, details={"title": [problem]})
+    conversation.title = title
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a conversation and all its turns."""
+    conversation.delete()
 
 
 def _history(conversation: Conversation) -> list[Message]:

@@ -1,17 +1,22 @@
-"""The chat page and the endpoint that streams each reply as server-sent events."""
+"""The chat page, renaming and deleting conversations, and the endpoint that streams each
+reply as server-sent events."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from aistack.accounts.sessions import current_place, signed_in_user
 from aistack.ai.types import ChatResult
+from aistack.chat.models import TITLE_MAX_CHARS, Conversation
 from aistack.chat.selectors import conversation_get, conversation_list, conversation_messages
 from aistack.chat.services import (
+    conversation_delete,
+    conversation_rename,
     conversation_reply_save,
     conversation_reply_stream,
     conversation_start,
@@ -21,17 +26,49 @@ from aistack.streaming import sse_response
 from aistack.usage.ratelimits import ai_rate_limit_hit
 
 
-@login_required
-def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
-    """Show the user's conversations and one of them, or an empty one to start."""
+def _page(request: HttpRequest, conversation: Conversation | None, *, title: str = "",
+          problem: str = "") -> HttpResponse:
     user = signed_in_user(request)
-    conversation = (conversation_get(user=user, conversation_id=conversation_id)
-                    if conversation_id is not None else None)
     return render(request, "chat/chat.html", {
         "conversations": conversation_list(user=user),
         "conversation": conversation,
         "turns": conversation_messages(conversation=conversation) if conversation else [],
-    })
+        "title_typed": title, "title_problem": problem, "title_max_chars": TITLE_MAX_CHARS,
+    }, status=422 if problem else 200)
+
+
+@login_required
+def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    """Show the user's conversations and one of them, or an empty one to start."""
+    conversation = (conversation_get(user=signed_in_user(request),
+                                     conversation_id=conversation_id)
+                    if conversation_id is not None else None)
+    return _page(request, conversation)
+
+
+@login_required
+@require_POST
+def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """Rename one of the user's conversations; a refused title is shown with its problem."""
+    conversation = conversation_get(user=signed_in_user(request),
+                                    conversation_id=conversation_id)
+    title = request.POST.get("title", "")
+    try:
+        conversation_rename(conversation=conversation, title=title)
+    except Invalid as exc:
+        return _page(request, conversation, title=title, problem=exc.message)
+    return redirect("conversation", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """Delete one of the user's conversations and go back to a new one."""
+    conversation = conversation_get(user=signed_in_user(request),
+                                    conversation_id=conversation_id)
+    conversation_delete(conversation=conversation)
+    messages.success(request, f"Deleted “{conversation.title}”.")
+    return redirect("chat")
 
 
 @login_required

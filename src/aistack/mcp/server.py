@@ -243,11 +243,8 @@ def _register(server: KnowledgeBaseServer) -> None:
                 attribution=Attribution(feature=FEATURE, user_id=user.pk,
                                         workspace_ids=tuple(workspace_ids)))
             # The API's own shapes, here and in ask: one answer, whichever way it is asked.
-            return SearchOut(mode=used.value, results=[
-                SearchResultOut(document_id=hit.document_id, chunk_id=hit.chunk_id,
-                                document_title=hit.document_title, score=hit.score,
-                                snippet=hit.snippet)
-                for hit in hits])
+            return SearchOut(mode=used.value,
+                             results=[SearchResultOut.model_validate(hit) for hit in hits])
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def ask(

@@ -41,14 +41,7 @@ def search_chunks(request: HttpRequest, params: Query[SearchParams]) -> dict[str
         attribution=Attribution(feature="search", user_id=request.user.pk,
                                 workspace_ids=tuple(workspace_ids)),
     )
-    return {
-        "mode": mode.value,
-        "results": [
-            {"document_id": hit.document_id, "chunk_id": hit.chunk_id, "score": hit.score,
-             "snippet": hit.snippet, "document_title": hit.document_title}
-            for hit in hits
-        ],
-    }
+    return {"mode": mode.value, "results": hits}
 
 
 ask_router = Router(tags=["answers"])

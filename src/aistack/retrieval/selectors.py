@@ -25,6 +25,17 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 # Reciprocal rank fusion constant from Cormack et al. (2009).
 RRF_K = 60
+# Cosine similarity (all-MiniLM-L6-v2, the default model) from which a passage that shares
+# no word with the query still matches it well, by meaning. Measured with that model:
+# off-topic queries ("xylophone quantum giraffe" 0.07, "banana bread recipe", "chess
+# openings", "asdf qwer zxcv") reach 0.20 at most against the demo documents' paragraphs,
+# and most stay under 0.14; paraphrases that share no word with the paragraph they mean
+# ("holidays", "who approves my days off", "new hire") reach 0.21-0.42 (2 of 15 fell
+# short), and 98% of SciFact's claims score 0.2 or more against an abstract judged to
+# support them. Fused hybrid scores cannot tell: RRF ranks the least bad passage first,
+# however bad it is. (Ask's MIN_RELEVANCE is higher: there a low score withholds an
+# answer, here it only labels results.)
+GOOD_MATCH_SIMILARITY = 0.2
 # Each ranking contributes this many candidates to the fusion.
 FUSION_DEPTH = 100
 # HNSW finds the nearest vectors across all workspaces and pgvector filters after
@@ -55,13 +66,27 @@ class SearchMode(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class SearchHit:
-    """A ranked chunk."""
+    """A ranked chunk, with how well it matches the query."""
 
     chunk_id: int
     document_id: int
     document_title: str
+    # What the ranking sorts by: in hybrid mode a fused rank, which compares passages of
+    # one search with each other and says nothing of how well any of them matches.
     score: float
+    # Cosine similarity to the query; None when vectors were not searched, or this chunk
+    # was not among the nearest.
+    similarity: float | None
+    # BM25 of the query's words in this chunk; None when it holds none of them, or text
+    # was not searched (or, in hybrid mode, it was not among the best that hold some).
+    keyword_score: float | None
     snippet: str
+
+    @property
+    def good_match(self) -> bool:
+        """Return whether the passage holds a word of the query or is close to its meaning."""
+        return self.keyword_score is not None or (
+            self.similarity is not None and self.similarity >= GOOD_MATCH_SIMILARITY)
 
 
 _ACTIVE_SPACE_KEY = "retrieval:active-space"
@@ -201,17 +226,22 @@ def chunk_search(
         ranked = f"""
             SELECT coalesce(v.chunk_id, t.chunk_id) AS chunk_id,
                    coalesce(1.0 / ({RRF_K} + v.rank), 0) + coalesce(1.0 / ({RRF_K} + t.rank), 0)
-                       AS score
-            FROM (SELECT chunk_id, row_number() OVER (ORDER BY score DESC) AS rank
+                       AS score,
+                   v.score AS similarity, t.score AS keyword_score
+            FROM (SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC) AS rank
                   FROM vector_ranked) v
-            FULL OUTER JOIN (SELECT chunk_id, row_number() OVER (ORDER BY score DESC) AS rank
+            FULL OUTER JOIN (SELECT chunk_id, score,
+                                    row_number() OVER (ORDER BY score DESC) AS rank
                              FROM text_ranked) t ON t.chunk_id = v.chunk_id"""
+    elif use_vectors:
+        ranked = ("SELECT chunk_id, score, score AS similarity, NULL::float8 AS keyword_score "
+                  "FROM vector_ranked")
     else:
-        source = "vector_ranked" if use_vectors else "text_ranked"
-        ranked = f"SELECT chunk_id, score FROM {source}"
+        ranked = ("SELECT chunk_id, score, NULL::float8 AS similarity, score AS keyword_score "
+                  "FROM text_ranked")
     sql = f"""
         WITH {",".join(ctes)}
-        SELECT r.chunk_id, c.document_id, d.title, r.score,
+        SELECT r.chunk_id, c.document_id, d.title, r.score, r.similarity, r.keyword_score,
                {_HEADLINE_SQL if snippets else "''"}
         FROM ({ranked}) r
         JOIN retrieval_chunk c ON c.id = r.chunk_id
@@ -227,8 +257,10 @@ def chunk_search(
         rows = cursor.fetchall()
     return [
         SearchHit(chunk_id=chunk_id, document_id=document_id, document_title=title,
-                  score=float(score), snippet=highlight(headline))
-        for chunk_id, document_id, title, score, headline in rows
+                  score=float(score), snippet=highlight(headline),
+                  similarity=None if similarity is None else float(similarity),
+                  keyword_score=None if keyword_score is None else float(keyword_score))
+        for chunk_id, document_id, title, score, similarity, keyword_score, headline in rows
     ]
 
 

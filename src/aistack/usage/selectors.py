@@ -189,24 +189,32 @@ class UsageRow:
     """Usage summed under one key."""
 
     key: str
+    # What people read: a workspace's name (its key is the slug, which is unique and
+    # stays put when the workspace is renamed); the key itself for every other grouping.
+    label: str
     calls: int
     input_tokens: int
     output_tokens: int
     cost_usd: Decimal
 
 
-def _labels(group_by: GroupBy, values: set[Any]) -> dict[Any, str]:
+def _labels(group_by: GroupBy, values: set[Any]) -> dict[Any, tuple[str, str]]:
+    """Return each value's key and label (see ``UsageRow``)."""
     ids = {value for value in values if value is not None}
+    names: dict[Any, tuple[str, str]]
     if group_by == GroupBy.USER:
-        names = dict(User.objects.filter(pk__in=ids).values_list("pk", "username"))
+        names = {pk: (username, username) for pk, username
+                 in User.objects.filter(pk__in=ids).values_list("pk", "username")}
     elif group_by == GroupBy.WORKSPACE:
-        names = dict(Workspace.objects.filter(pk__in=ids).values_list("pk", "slug"))
+        names = {pk: (slug, name) for pk, slug, name
+                 in Workspace.objects.filter(pk__in=ids).values_list("pk", "slug", "name")}
     else:
-        return {value: value.isoformat() if isinstance(value, date) else str(value)
-                for value in values}
+        texts = {value: value.isoformat() if isinstance(value, date) else str(value)
+                 for value in values}
+        return {value: (text, text) for value, text in texts.items()}
     # Rollups outlive what they count: a deleted user or workspace keeps its id.
-    return {value: NO_OWNER if value is None else names.get(value, f"#{value}")
-            for value in values}
+    return {value: (NO_OWNER, NO_OWNER) if value is None
+            else names.get(value, (f"#{value}", f"#{value}")) for value in values}
 
 
 def _sorted_key(value: Any) -> tuple[bool, Any]:
@@ -236,8 +244,9 @@ def usage_report(*, period: Period, group_by: GroupBy, workspace_ids: Sequence[i
             keys = sorted(sums, key=lambda k: (-sums[k][3], _sorted_key(k)))
         keys = keys[:limit] if limit else keys
         labels = _labels(group_by, set(keys))
-    return [UsageRow(key=labels[key], calls=sums[key][0], input_tokens=sums[key][1],
-                     output_tokens=sums[key][2], cost_usd=sums[key][3]) for key in keys]
+    return [UsageRow(key=labels[key][0], label=labels[key][1], calls=sums[key][0],
+                     input_tokens=sums[key][1], output_tokens=sums[key][2],
+                     cost_usd=sums[key][3]) for key in keys]
 
 
 def _add(into: list[Any], *values: Any) -> None:
@@ -433,7 +442,8 @@ def usage_dashboard(*, period: Period, workspace_ids: Sequence[int] | None) -> D
                                 workspace_ids=workspace_ids)
         return Dashboard(
             period=period,
-            totals=UsageRow(key="total", calls=sum(row.calls for row in features),
+            totals=UsageRow(key="total", label="total",
+                            calls=sum(row.calls for row in features),
                             input_tokens=sum(row.input_tokens for row in features),
                             output_tokens=sum(row.output_tokens for row in features),
                             cost_usd=sum((row.cost_usd for row in features), Decimal(0))),

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from aistack.accounts.sessions import current_place
-from aistack.retrieval.selectors import SearchHit, SearchMode
+from aistack.retrieval.selectors import GOOD_MATCH_SIMILARITY, SearchHit, SearchMode
 from aistack.retrieval.services import search
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.usage.types import Attribution
@@ -27,6 +27,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
     form = SearchForm(data)
     results: list[SearchHit] = []
     query = ""
+    mode = SearchMode.HYBRID
     if form.is_valid() and form.cleaned_data["q"].strip():
         query = form.cleaned_data["q"].strip()
         mode = SearchMode(form.cleaned_data["mode"])
@@ -39,6 +40,9 @@ def search_page(request: HttpRequest) -> HttpResponse:
                                                             workspace_id=place.workspace.pk))
     return render(request, "web/search.html", {
         "place": place, "form": form, "query": query, "results": results,
+        "matched_well": any(hit.good_match for hit in results),
+        "words_searched": mode != SearchMode.VECTOR,
+        "good_match_similarity": GOOD_MATCH_SIMILARITY,
     }, status=form_status(form))
 
 

@@ -74,6 +74,11 @@
     }
   }
 
+  // Deleting cannot be undone: ask first (without scripts, the button deletes at once).
+  document.getElementById("conversation-delete")?.addEventListener("submit", (submitted) => {
+    if (!window.confirm(submitted.currentTarget.dataset.confirm)) submitted.preventDefault();
+  });
+
   form.addEventListener("submit", (submitted) => {
     submitted.preventDefault();
     send();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,8 @@ from aistack.usage.types import Attribution
 # Chunks fetched per query: a document may contribute several, and recall@100
 # is counted over documents.
 CHUNKS_PER_QUERY = 300
+# A sample of a given size is the same on every run, so two runs compare like with like.
+SAMPLE_SEED = 0
 
 
 class DatasetError(Exception):
@@ -37,7 +40,10 @@ class DatasetError(Exception):
 class Dataset:
     corpus: dict[str, tuple[str, str]]
     queries: dict[str, str]
+    # Graded relevance of the relevant documents of each query (the scores above 0).
     qrels: dict[str, dict[str, int]]
+    # Every document judged for a query, found relevant or not.
+    judged: dict[str, set[str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,17 +79,42 @@ def dataset_load(directory: Path, *, qrels_name: str = "qrels.tsv",
                   for row in _jsonl(paths["corpus.jsonl"])}
         queries = {str(row["_id"]): row["text"] for row in _jsonl(paths[queries_name])}
         qrels: dict[str, dict[str, int]] = {}
+        judged: dict[str, set[str]] = {}
         for n, line in enumerate(paths[qrels_name].read_text(encoding="utf-8").splitlines()):
             parts = line.split("\t")
             if n == 0 and not parts[-1].strip().lstrip("-").isdigit():
                 continue  # header
             query_id, doc_id, score = parts[0], parts[1], int(parts[2])
+            judged.setdefault(query_id, set()).add(doc_id)
             if score > 0:
                 qrels.setdefault(query_id, {})[doc_id] = score
     except (KeyError, ValueError, IndexError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{directory} is not in BEIR layout: {exc}") from exc
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
-    return Dataset(corpus=corpus, queries=queries, qrels=qrels)
+    return Dataset(corpus=corpus, queries=queries, qrels=qrels, judged=judged)
+
+
+def dataset_sample(*, dataset: Dataset, max_queries: int | None,
+                   max_docs: int | None) -> Dataset:
+    """Return a seeded sample: up to ``max_queries`` queries, with every document judged
+    for them, and other documents up to ``max_docs`` in all."""
+    rng = random.Random(SAMPLE_SEED)  # noqa: S311
+    query_ids = list(dataset.queries)
+    if max_queries is not None and max_queries < len(query_ids):
+        query_ids = rng.sample(query_ids, max_queries)
+    chosen = set(query_ids)
+    # A judged document left out would score as a miss, and judged non-relevant ones
+    # are the near misses that make a ranking hard: they stay whatever the size.
+    needed = {doc for query in chosen for doc in dataset.judged[query]} & dataset.corpus.keys()
+    others = [doc for doc in dataset.corpus if doc not in needed]
+    room = len(others) if max_docs is None else max(0, max_docs - len(needed))
+    kept = needed | set(rng.sample(others, min(room, len(others))))
+    return Dataset(
+        corpus={doc: text for doc, text in dataset.corpus.items() if doc in kept},
+        queries={query: text for query, text in dataset.queries.items() if query in chosen},
+        qrels={query: found for query, found in dataset.qrels.items() if query in chosen},
+        judged={query: docs for query, docs in dataset.judged.items() if query in chosen},
+    )
 
 
 def ndcg_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:

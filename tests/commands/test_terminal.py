@@ -67,6 +67,10 @@ def test_search_and_ask_use_the_workers_model_and_print_only_the_result(
     assert not {name for name in modules if name.split(".")[0] in {"torch",
                                                                     "sentence_transformers"}}
     assert "Loading" not in found.stderr
+    assert hit["good_match"] is True
+    nonsense = terminal(tmp_path, "search", "xylophone quantum giraffe")
+    assert "Nothing matches 'xylophone quantum giraffe' well" in nonsense.stderr
+    assert "Facilities" in nonsense.stdout
 
     asked = terminal(tmp_path, "ask", "who cleans the kitchen?")
     assert asked.returncode == 0, asked.stderr[-2000:]

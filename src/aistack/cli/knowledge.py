@@ -3,17 +3,20 @@ and MCP over stdio for AI assistants."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import secrets
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
-from aistack.cli.base import main, prepare
+from aistack.cli.base import exit_on_sigterm, main, prepare, stop_signals_kept
 
 
 @main.command()
@@ -42,17 +45,60 @@ def chat(prompt: str) -> None:
 
 @main.command(name="eval")
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-queries", type=click.IntRange(1), default=None, metavar="N",
+              help="Score N of the judged queries, a seeded sample (default: all).")
+@click.option("--max-docs", type=click.IntRange(1), default=None, metavar="N",
+              help="Ingest N documents: every one judged for the scored queries, then a "
+                   "seeded sample of the others (default: all).")
+@click.option("--live", is_flag=True,
+              help="Use a scratch workspace in the configured database and Redis instead "
+                   "of services of its own; it competes with everything they serve.")
+@click.option("--keep", is_flag=True, help="With --live, keep the scratch workspace afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="End with one line of JSON scores.")
-@click.option("--keep", is_flag=True, help="Keep the scratch workspace afterwards.")
 @click.option("--exact/--no-exact", default=True, show_default=True,
               help="Also score vector search forced through HNSW and forced exact.")
-def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
-    """Measure retrieval quality on a BEIR-layout folder (corpus, queries, qrels)."""
-    prepare(embedded=True, process_type="eval", migrate=True)
-    import json
+def eval_(dataset_dir: Path, max_queries: int | None, max_docs: int | None, live: bool,
+          keep: bool, as_json: bool, exact: bool) -> None:
+    """Measure retrieval quality on a BEIR-layout folder (corpus, queries, qrels).
 
+    It runs on a PostgreSQL and a Redis of its own in a temporary directory, deleted
+    when it ends or is stopped; with --live, in the configured ones.
+    """
+    if keep and not live:
+        raise click.UsageError("--keep needs --live: without it, everything goes at the end")
+    exit_on_sigterm()
+    stop_signals_kept()
+    run = partial(_evaluation_run, dataset_dir=dataset_dir, max_queries=max_queries,
+                  max_docs=max_docs, as_json=as_json, exact=exact)
+    if live:
+        prepare(embedded=True, process_type="eval", migrate=True, interactive=True)
+        run(drop=not keep)
+        return
+    from aistack.runtime.embedded import EmbeddedServiceError, ScratchStack
+
+    scratch = ScratchStack(prefix="aistack-eval-")
+    # Deleted at exit, on Ctrl-C and SIGTERM too, and after the exit handlers registered
+    # later: some of them still write to its Redis.
+    atexit.register(scratch.discard)
+    try:
+        urls = {"DATABASE_URL": scratch.database_url(), "REDIS_URL": scratch.redis_url()}
+    except (EmbeddedServiceError, OSError) as exc:
+        raise click.ClickException(f"could not start the scratch services: {exc}") from exc
+    # No worker serves these services: the model runs here.
+    os.environ.update(AISTACK_HOME=str(scratch.home), AI_LOCAL_MODELS_IN="process", **urls)
+    prepare(embedded=True, process_type="eval", migrate=True, interactive=True)
+    # The whole database goes at the end: deleting the workspace first is wasted time.
+    run(drop=False)
+
+
+def _evaluation_run(*, dataset_dir: Path, max_queries: int | None, max_docs: int | None,
+                    as_json: bool, exact: bool, drop: bool) -> None:
+    """Ingest the dataset (or a sample) into a scratch workspace, score it, and print.
+
+    With ``drop``, the workspace is deleted afterwards, even if the run fails.
+    """
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from aistack.accounts.models import Workspace
@@ -60,6 +106,7 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
         DatasetError,
         corpus_ingest,
         dataset_load,
+        dataset_sample,
         evaluate,
         scratch_workspace_drop,
     )
@@ -67,13 +114,19 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
 
     console = Console(stderr=True)
     try:
-        dataset = dataset_load(dataset_dir)
+        full = dataset_load(dataset_dir)
     except DatasetError as exc:
         raise click.ClickException(str(exc)) from exc
+    dataset = dataset_sample(dataset=full, max_queries=max_queries, max_docs=max_docs)
     workspace = Workspace.objects.create(name=f"eval {dataset_dir.name}",
                                          slug=f"eval-{secrets.token_hex(6)}")
+    # Documents complete in batches tens of seconds apart: the time left is estimated
+    # from the pace over the whole phase, where Rich's last 30 s often hold one batch
+    # and so no estimate at all.
+    progress = Progress(*Progress.get_default_columns(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, speed_estimate_period=24 * 3600)
     try:
-        with Progress(console=console) as progress:
+        with progress:
             task = progress.add_task("Ingesting", total=len(dataset.corpus))
             started = time.perf_counter()
             by_pk = corpus_ingest(dataset=dataset, workspace=workspace,
@@ -85,10 +138,10 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
             scores = evaluate(dataset=dataset, workspace=workspace, by_pk=by_pk, modes=modes,
                               exact_vector=exact, progress=lambda n: progress.advance(task, n))
     finally:
-        if not keep:
+        if drop:
             scratch_workspace_drop(workspace=workspace)
-    table = Table(title=f"{dataset_dir.name}: {len(dataset.corpus)} documents, "
-                        f"{len(dataset.queries)} queries")
+    table = Table(title=f"{dataset_dir.name}: {_sized(dataset.corpus, full.corpus)} documents, "
+                        f"{_sized(dataset.queries, full.queries)} queries")
     for column in ("mode", "nDCG@10", "recall@10", "recall@100", "p50 ms", "p95 ms"):
         table.add_column(column, justify="right")
     for name, result in scores.items():
@@ -100,6 +153,11 @@ def eval_(dataset_dir: Path, as_json: bool, keep: bool, exact: bool) -> None:
                f"({ingest_seconds:.1f}s)")
     if as_json:
         click.echo(json.dumps({name: result.as_json() for name, result in scores.items()}))
+
+
+def _sized(sample: dict[str, Any], full: dict[str, Any]) -> str:
+    """Return how many there are, as "5183", or for a sample as "1000 of 5183"."""
+    return str(len(full)) if len(sample) == len(full) else f"{len(sample)} of {len(full)}"
 
 
 def _workspace_named(reference: str) -> Any:
@@ -273,10 +331,14 @@ def search(query: str, k: int, mode: str, workspace: str | None, as_json: bool) 
     hits = search_chunks(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode(mode),
                          attribution=Attribution(feature="search"))
     if as_json:
-        click.echo(json.dumps([{"score": hit.score, "document_id": hit.document_id,
+        click.echo(json.dumps([{"score": hit.score, "similarity": hit.similarity,
+                                "keyword_score": hit.keyword_score, "good_match": hit.good_match,
+                                "document_id": hit.document_id,
                                 "document_title": hit.document_title, "chunk_id": hit.chunk_id,
                                 "snippet": hit.snippet} for hit in hits]))
         return
+    if hits and not any(hit.good_match for hit in hits):
+        click.echo(f"Nothing matches {query!r} well: these are the closest passages.", err=True)
     table = Table(show_lines=True)
     for column in ("score", "document", "passage"):
         table.add_column(column)
@@ -424,7 +486,8 @@ def usage(since: str | None, until: str | None, group_by: str, as_json: bool) ->
     if as_json:
         click.echo(json.dumps({
             "since": period.since.isoformat(), "until": period.until.isoformat(),
-            "rows": [{"key": row.key, "calls": row.calls, "input_tokens": row.input_tokens,
+            "rows": [{"key": row.key, "label": row.label, "calls": row.calls,
+                      "input_tokens": row.input_tokens,
                       "output_tokens": row.output_tokens, "cost_usd": float(row.cost_usd)}
                      for row in rows],
         }))
@@ -433,7 +496,7 @@ def usage(since: str | None, until: str | None, group_by: str, as_json: bool) ->
     for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):
         table.add_column(column, justify="left" if column == group_by else "right")
     for row in rows:
-        table.add_row(row.key, str(row.calls), str(row.input_tokens), str(row.output_tokens),
+        table.add_row(row.label, str(row.calls), str(row.input_tokens), str(row.output_tokens),
                       f"{row.cost_usd:.6f}")
     table.add_section()
     table.add_row("total", str(sum(r.calls for r in rows)),

@@ -4,6 +4,8 @@ nothing installed.
 Each service is shared by every aistack process on the same ``AISTACK_HOME``: a
 holders file lists the pids using it, and the last holder to leave stops it. Dead
 pids are pruned, so a killed process never keeps a service alive forever.
+A ``ScratchStack`` is a pair of a process's own in a temporary directory instead, for
+work whose data is thrown away (``aistack eval``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -67,6 +70,23 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _exited(process: psutil.Process, *, timeout: float) -> bool:
+    """Wait up to ``timeout`` for a process that is not our child to exit; return whether it did.
+
+    A zombie counts as exited: only its reaping is left, which a container's init may
+    take seconds over.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 class _Holders:
     """The pids of live processes using a service, kept in a JSON file."""
 
@@ -104,6 +124,10 @@ class _Service:
         raise NotImplementedError
 
     def url(self) -> str:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Stop at once, saving nothing: the data is about to be deleted."""
         raise NotImplementedError
 
     def acquire(self) -> str:
@@ -259,6 +283,17 @@ class _Postgres(_Service):
             if isinstance(exc, subprocess.CalledProcessError) and pid is not None:
                 raise EmbeddedServiceError(f"pg_ctl stop failed: {exc.stderr!r}") from exc
 
+    def discard(self) -> None:
+        pid = self._postmaster_pid()
+        if pid is None:
+            return
+        # An immediate shutdown: no checkpoint, which after a bulk load would write for
+        # seconds what is deleted next. The postmaster takes its backends down with it.
+        postmaster = psutil.Process(pid)
+        postmaster.send_signal(signal.SIGQUIT)
+        if not _exited(postmaster, timeout=10):
+            postmaster.kill()
+
 
 class _Redis(_Service):
     name = "redis"
@@ -328,6 +363,15 @@ class _Redis(_Service):
             process.kill()
         self.socket.unlink(missing_ok=True)
 
+    def discard(self) -> None:
+        pid = self._pid()
+        if pid is not None:
+            process = psutil.Process(pid)
+            process.kill()
+            _exited(process, timeout=10)
+        if self.socket.parent != self.root:  # the fallback for a home with a long path
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
+
 
 class EmbeddedStack:
     """The embedded services this process holds, acquired as needed and released on exit."""
@@ -353,3 +397,34 @@ class EmbeddedStack:
         """Leave every service this process holds; the last holder stops it."""
         while self._held:
             self._held.pop().release()
+
+
+class ScratchStack:
+    """A PostgreSQL and a Redis of this process's own, in a new temporary directory."""
+
+    def __init__(self, *, prefix: str) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix=prefix))
+        self._postgres = _Postgres(self.home)
+        self._redis = _Redis(self.home)
+
+    def database_url(self) -> str:
+        """Start the PostgreSQL and return its URL."""
+        return self._postgres.acquire()
+
+    def redis_url(self) -> str:
+        """Start the Redis and return its URL."""
+        return self._redis.acquire()
+
+    def discard(self) -> None:
+        """Stop both at once, saving nothing, and delete the directory; in the main thread."""
+        # It takes well under a second; a second Ctrl-C meanwhile would leave a server
+        # running on a deleted directory.
+        handlers = {signum: signal.signal(signum, signal.SIG_IGN)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._postgres.discard()
+            self._redis.discard()
+            shutil.rmtree(self.home, ignore_errors=True)
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)

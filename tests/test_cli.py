@@ -1,10 +1,13 @@
-"""The command line's setup in a child process, for the processes that only supervise."""
+"""The command line's setup: in a child process for the processes that only supervise, and
+migrations run only when one is pending."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -69,3 +72,14 @@ def test_the_parent_exit_handlers_run_once_in_the_parent_alone() -> None:
     parent = next(line.split()[1] for line in lines if line.startswith("parent"))
     assert [line for line in lines if line.startswith("exit handler")] == [
         f"exit handler in {parent}"]
+
+
+@pytest.mark.django_db
+def test_a_migration_not_recorded_as_applied_is_pending() -> None:
+    from django.db.migrations.recorder import MigrationRecorder
+
+    from aistack.cli.base import _migrations_pending
+
+    assert not _migrations_pending()
+    MigrationRecorder.Migration.objects.filter(app="retrieval", name__startswith="0004").delete()
+    assert _migrations_pending()

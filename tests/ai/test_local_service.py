@@ -15,6 +15,7 @@ from aistack.ai.backends.local_service import service_stop
 from aistack.ai.exceptions import Timeout
 from aistack.ai.types import ChatRequest, Message
 from aistack.redis.connections import redis_client
+from harness import wait_for
 
 TEXTS = ["How many vacation days do I get?",
          "Employees receive 25 days of paid leave each year, and unused days carry over."]
@@ -135,3 +136,23 @@ def test_a_thread_stalled_while_tokenizing_holds_up_no_other_thread() -> None:
     finally:
         release.set()
         stalled_thread.join(60)
+
+
+def test_auto_asks_a_serving_worker_and_runs_the_model_itself_when_none_answers(
+    celery_worker: Any,
+) -> None:
+    auto = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2",
+                                options={"RUN_IN": local.RUN_AUTO})
+    here = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={})
+    expected = np.array(here.embed(TEXTS, timeout=30).vectors)
+    wait_for(local.workers_serving, message="the worker to serve the model")
+    assert not auto.loads_here()
+    assert np.array_equal(np.array(auto.embed(TEXTS, timeout=30).vectors), expected)
+
+    # The worker stops serving, but its key has not expired yet: the request it would
+    # have answered times out, and the model runs here instead.
+    service_stop()
+    assert local.workers_serving()
+    started = time.monotonic()
+    assert np.array_equal(np.array(auto.embed(TEXTS, timeout=0.5).vectors), expected)
+    assert time.monotonic() - started >= 0.5

@@ -218,3 +218,19 @@ def test_the_page_shows_a_refused_title_with_its_problem(alice: User, title: str
     conversation.refresh_from_db()
     assert conversation.title == "Hello there"
     assert signed_in(alice).get(f"/chat/{conversation.pk}/rename/").status_code == 405
+
+
+def test_renames_and_deletes_count_against_the_write_limit(
+    alice: User, alice_api: ApiClient, settings: Any, clean_redis: None,
+) -> None:
+    settings.WRITE_RATE_LIMIT = "2/minute"
+    conversation = conversation_start(user=alice, first_message="Hello there")
+    url = f"/api/v1/chat/conversations/{conversation.pk}"
+
+    assert alice_api.patch(url, {"title": "One"}).status_code == 200
+    assert alice_api.patch(url, {"title": "Two"}).status_code == 200
+    refused = alice_api.delete(url)
+
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert Conversation.objects.filter(pk=conversation.pk).exists()

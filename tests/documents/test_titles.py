@@ -232,3 +232,11 @@ def test_the_title_rides_the_job_events_live_and_in_the_replayed_state(
     with stream(asgi_url, alice, query=f"?since={rendered_at}") as late:
         _, _, replayed = late.wait_for(about(document.pk, "complete", kind="documents.index"))
         assert replayed["title"] == "Release notes"
+
+
+def test_a_hostile_metadata_title_is_judged_at_once() -> None:
+    # A placeholder pattern with nested repeats would take hours over this one.
+    hostile = "Untitled" + "1" * 5000 + "!"
+    page = f"<title>{hostile}</title><p>No heading.</p>".encode()
+
+    assert title_of(page, "html") == hostile

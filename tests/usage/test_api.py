@@ -47,6 +47,9 @@ def test_owners_see_the_workspaces_they_own(
         alice.personal_workspace.slug: (1, Decimal("0.3")),
         "team": (2, Decimal("0.3")),
     }
+    labels = {row["key"]: row["label"] for row in
+              alice_api.get("/api/v1/usage", {"group_by": "workspace"}).json()["rows"]}
+    assert labels[alice.personal_workspace.slug] == alice.personal_workspace.name
     # bob only views the team: his own workspace is all he sees the costs of.
     assert _rows(bob_api, group_by="workspace") == {
         bob.personal_workspace.slug: (1, Decimal("0.05"))}
@@ -67,8 +70,8 @@ def test_staff_see_everything_grouped_any_way(ledger: None, staff: User) -> None
 
     # Costliest first; ask and summary cost the same, so by name.
     assert [row["key"] for row in by_feature] == ["ask", "summary", "chat"]
-    assert by_feature[0] == {"key": "ask", "calls": 2, "input_tokens": 200, "output_tokens": 40,
-                             "cost_usd": 0.3}
+    assert by_feature[0] == {"key": "ask", "label": "ask", "calls": 2, "input_tokens": 200,
+                             "output_tokens": 40, "cost_usd": 0.3}
     assert by_model == {"openai:gpt-4.1-mini": (3, Decimal("0.55")),
                         "openai:gpt-4.1": (1, Decimal("0.1"))}
     assert [(row["key"], row["calls"]) for row in by_day.json()["rows"]] == [
@@ -105,7 +108,8 @@ def test_days_may_be_relative_or_iso(ledger: None, alice_api: ApiClient) -> None
                                            "until": f"{today.isoformat()}T23:30:00-02:00"})
     assert late.json()["until"] == (today + timedelta(days=1)).isoformat()
 
-    for nonsense in ("last tuesday", "7x", "99999999d", "2026-13-01"):
+    for nonsense in ("last tuesday", "7x", "99999999d", "8000w", "2026-13-01",
+                     "0001-01-01T00:00+01:00", "9999-12-31T23:00-05:00"):
         refused = alice_api.get("/api/v1/usage", {"since": nonsense})
         assert refused.status_code == 422, nonsense
         assert refused.json()["error"]["code"] == "invalid"

@@ -403,9 +403,10 @@ def embeddings_create(
     return EmbeddingResult(vectors=vectors, model=model.id, usage=usage, request_id=request_id)
 
 
-def models_loading_here(*, chat: bool) -> list[BaseModel]:
-    """Return the default models that their first call would load into this process."""
-    models: list[BaseModel] = [embedding_models["default"]]
-    if chat:
-        models.append(chat_models["default"])
+def models_loading_here(*, embedding: bool, chat: bool) -> list[BaseModel]:
+    """Return the default models asked about that their first call would load here."""
+    models: list[BaseModel] = [
+        *([embedding_models["default"]] if embedding else []),
+        *([chat_models["default"]] if chat else []),
+    ]
     return [model for model in models if model.loads_here()]

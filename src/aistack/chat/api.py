@@ -22,7 +22,7 @@ from aistack.chat.services import (
 )
 from aistack.errors import NotFound
 from aistack.streaming import sse_response
-from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.usage.ratelimits import ai_rate_limit_hit, write_rate_limit_hit
 from aistack.validation import Text
 
 router = Router(tags=["chat"])
@@ -90,8 +90,10 @@ class ConversationOut(Schema):
 
 
 def _own_conversation(request: HttpRequest, conversation_id: int) -> Conversation:
+    """Return the caller's conversation to change, counted against their write limit."""
     user = signed_in_user(request)
     ensure_can_change_own(user=user)
+    write_rate_limit_hit(user=user)
     return conversation_get(user=user, conversation_id=conversation_id)
 
 

@@ -23,7 +23,7 @@ from aistack.chat.services import (
 )
 from aistack.errors import Invalid
 from aistack.streaming import sse_response
-from aistack.usage.ratelimits import ai_rate_limit_hit
+from aistack.usage.ratelimits import ai_rate_limit_hit, write_rate_limit_hit
 
 
 def _page(request: HttpRequest, conversation: Conversation | None, *, title: str = "",
@@ -50,6 +50,7 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
 @require_POST
 def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Rename one of the user's conversations; a refused title is shown with its problem."""
+    write_rate_limit_hit(user=request.user)
     conversation = conversation_get(user=signed_in_user(request),
                                     conversation_id=conversation_id)
     title = request.POST.get("title", "")
@@ -64,6 +65,7 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 @require_POST
 def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Delete one of the user's conversations and go back to a new one."""
+    write_rate_limit_hit(user=request.user)
     conversation = conversation_get(user=signed_in_user(request),
                                     conversation_id=conversation_id)
     conversation_delete(conversation=conversation)

@@ -29,7 +29,7 @@ def chat(prompt: str) -> None:
     from aistack.ai.types import Message
     from aistack.chat.services import chat_reply_stream
 
-    _models_ready(chat=True)
+    _models_ready(embedding=False, chat=True)
     stream = chat_reply_stream(messages=[Message(role="user", content=prompt)])
     try:
         for text in stream:
@@ -223,14 +223,14 @@ def _searched_workspaces(reference: str | None) -> list[int]:
     return list(Workspace.objects.values_list("pk", flat=True))
 
 
-def _models_ready(*, chat: bool) -> None:
+def _models_ready(*, embedding: bool, chat: bool) -> None:
     """Load the local models here, saying so, when no worker can run them for this command."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from aistack.ai.services import models_loading_here
 
-    pending = models_loading_here(chat=chat)
+    pending = models_loading_here(embedding=embedding, chat=chat)
     if not pending:
         return
     names = ", ".join(sorted({model.id for model in pending}))
@@ -321,21 +321,20 @@ def search(query: str, k: int, mode: str, workspace: str | None, as_json: bool) 
     from rich.console import Console
     from rich.table import Table
 
+    from aistack.retrieval.schemas import SearchResultOut
     from aistack.retrieval.selectors import SearchMode
     from aistack.retrieval.services import search as search_chunks
     from aistack.usage.types import Attribution
 
     workspace_ids = _searched_workspaces(workspace)
     if mode != SearchMode.TEXT:
-        _models_ready(chat=False)
+        _models_ready(embedding=True, chat=False)
     hits = search_chunks(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode(mode),
                          attribution=Attribution(feature="search"))
     if as_json:
-        click.echo(json.dumps([{"score": hit.score, "similarity": hit.similarity,
-                                "keyword_score": hit.keyword_score, "good_match": hit.good_match,
-                                "document_id": hit.document_id,
-                                "document_title": hit.document_title, "chunk_id": hit.chunk_id,
-                                "snippet": hit.snippet} for hit in hits]))
+        # The API's own shape of a result.
+        click.echo(json.dumps([SearchResultOut.model_validate(hit).model_dump()
+                               for hit in hits]))
         return
     if hits and not any(hit.good_match for hit in hits):
         click.echo(f"Nothing matches {query!r} well: these are the closest passages.", err=True)
@@ -366,7 +365,7 @@ def ask(question: str, k: int, workspace: str | None, as_json: bool) -> None:
     from aistack.retrieval.answers import DONT_KNOW, answer_plan, answer_stream, cited
 
     workspace_ids = _searched_workspaces(workspace)
-    _models_ready(chat=True)
+    _models_ready(embedding=True, chat=True)
     plan = answer_plan(workspace_ids=workspace_ids, question=question, k=k, user_id=None)
     stream = answer_stream(plan)
     pieces: list[str] = []
@@ -475,6 +474,7 @@ def usage(since: str | None, until: str | None, group_by: str, as_json: bool) ->
     from rich.table import Table
 
     from aistack.errors import AppError
+    from aistack.usage.api import UsageOut
     from aistack.usage.selectors import GroupBy, day_parse, usage_period, usage_report
 
     try:
@@ -484,13 +484,9 @@ def usage(since: str | None, until: str | None, group_by: str, as_json: bool) ->
         raise click.ClickException(exc.message) from exc
     rows = usage_report(period=period, group_by=GroupBy(group_by), workspace_ids=None)
     if as_json:
-        click.echo(json.dumps({
-            "since": period.since.isoformat(), "until": period.until.isoformat(),
-            "rows": [{"key": row.key, "label": row.label, "calls": row.calls,
-                      "input_tokens": row.input_tokens,
-                      "output_tokens": row.output_tokens, "cost_usd": float(row.cost_usd)}
-                     for row in rows],
-        }))
+        # The API's own shape of a report.
+        click.echo(UsageOut.model_validate(
+            {"rows": rows, "since": period.since, "until": period.until}).model_dump_json())
         return
     table = Table(title=f"AI usage {period.since} to {period.until} (UTC)")
     for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):

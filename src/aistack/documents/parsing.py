@@ -31,7 +31,7 @@ from enum import StrEnum
 from functools import cache
 from pathlib import PurePosixPath
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Final, cast
+from typing import TYPE_CHECKING, ClassVar, Final, TypeVar, cast
 
 # Each format's library is imported by the function that reads that format: a process
 # that never parses a file (a search from the terminal) does not load them.
@@ -417,15 +417,29 @@ class _Extracted:
     pages: int | None = None
 
 
+_Source = TypeVar("_Source")
+
+
 # Titles that authoring tools write by themselves: they name no document. A PDF printed
 # from Office is titled after the application and the file; a title that is a file name
 # (or path) says no more than the upload's own name.
 _PLACEHOLDER_TITLE: Final = re.compile(
-    r"untitled(?:[\s_-]*(?:document|\d+|\(\d+\)))*"
+    # Each part at most once: nested repeats would take exponential time to refuse a
+    # hostile title such as "Untitled" and forty digits and a "!".
+    r"untitled(?:[\s_-]*document)?(?:[\s_-]*(?:\d+|\(\d+\)))?"
     r"|microsoft\s+\w+\s+-\s.*"
     r"|.*\.(?:docx?|pdf|txt|text|md|markdown|html?|xhtml|rtf|odt|pages|pptx?|xlsx?)",
     re.IGNORECASE,
 )
+
+
+def _heading_or_none(find: Callable[[_Source], str | None], source: _Source) -> str | None:
+    """Return the heading ``find`` finds in ``source``, or None if looking fails."""
+    # A heading is a nicety: a file whose text reads fine is never refused over one.
+    try:
+        return find(source)
+    except Exception:
+        return None
 
 
 def _clean_title(title: str | None) -> str | None:
@@ -607,7 +621,7 @@ def _parse_pdf(data: bytes, max_chars: int) -> _Extracted:
             text = _normalize(page.extract_text())
             if text and not length:
                 # The first page with text (a cover may have none) holds the heading, if any.
-                heading = _pdf_heading(page)
+                heading = _heading_or_none(_pdf_heading, page)
             length += len(text)
             # Stop early rather than extract every page of a huge file.
             if length > max_chars:
@@ -678,7 +692,7 @@ def _parse_docx(data: bytes, max_chars: int) -> _Extracted:
         document = cast(DocumentPart, main_part).document
         title = document.core_properties.title
         text = "\n\n".join(_docx_blocks(document))
-        heading = _docx_heading(document)
+        heading = _heading_or_none(_docx_heading, document)
     except ParseError:
         raise
     except Exception as exc:

@@ -289,10 +289,13 @@ class _Postgres(_Service):
             return
         # An immediate shutdown: no checkpoint, which after a bulk load would write for
         # seconds what is deleted next. The postmaster takes its backends down with it.
-        postmaster = psutil.Process(pid)
-        postmaster.send_signal(signal.SIGQUIT)
-        if not _exited(postmaster, timeout=10):
-            postmaster.kill()
+        try:
+            postmaster = psutil.Process(pid)
+            postmaster.send_signal(signal.SIGQUIT)
+            if not _exited(postmaster, timeout=10):
+                postmaster.kill()
+        except psutil.NoSuchProcess:
+            pass  # it ended by itself meanwhile (crashed, say): nothing is left to stop
 
 
 class _Redis(_Service):
@@ -366,9 +369,12 @@ class _Redis(_Service):
     def discard(self) -> None:
         pid = self._pid()
         if pid is not None:
-            process = psutil.Process(pid)
-            process.kill()
-            _exited(process, timeout=10)
+            try:
+                process = psutil.Process(pid)
+                process.kill()
+                _exited(process, timeout=10)
+            except psutil.NoSuchProcess:
+                pass  # it ended by itself meanwhile
         if self.socket.parent != self.root:  # the fallback for a home with a long path
             shutil.rmtree(self.socket.parent, ignore_errors=True)
 
@@ -422,9 +428,11 @@ class ScratchStack:
         handlers = {signum: signal.signal(signum, signal.SIG_IGN)
                     for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._postgres.discard()
-            self._redis.discard()
-            shutil.rmtree(self.home, ignore_errors=True)
+            try:
+                self._postgres.discard()
+            finally:
+                self._redis.discard()
         finally:
+            shutil.rmtree(self.home, ignore_errors=True)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)

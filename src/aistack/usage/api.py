@@ -27,6 +27,7 @@ class UsageParams(Schema):
 
 class UsageRowOut(Schema):
     key: str = Field(description="The feature, username, workspace slug, model or day.")
+    label: str = Field(description="What the pages show for it: a workspace's name, else the key.")
     calls: int
     input_tokens: int
     output_tokens: int

@@ -87,18 +87,19 @@ def day_parse(text: str) -> date:
     if cleaned == "yesterday":
         return now.date() - timedelta(days=1)
     if match := _RELATIVE_DAY.fullmatch(cleaned):
-        amount, unit = int(match[1]), _RELATIVE_UNITS[match[2]]
-        if amount > MAX_PERIOD_DAYS * 24:
-            raise Invalid(f"{text!r} reaches back too far.")
-        return (now - timedelta(**{unit: amount})).astimezone(UTC).date()
+        back = timedelta(**{_RELATIVE_UNITS[match[2]]: int(match[1])})
+        if back > timedelta(days=MAX_PERIOD_DAYS):
+            raise Invalid(f"{text!r} reaches back more than {MAX_PERIOD_DAYS} days.")
+        return (now - back).astimezone(UTC).date()
     try:
         parsed = datetime.fromisoformat(cleaned.upper())
-    except ValueError:
+        return parsed.astimezone(UTC).date() if parsed.tzinfo else parsed.date()
+    except (ValueError, OverflowError):
+        # OverflowError: a time whose UTC day falls outside the calendar (year 1 or 9999).
         raise Invalid(
             f"{text!r} is not a day: write an ISO date (2026-12-01), today, yesterday, "
             "or how far back (7d, 2w, 24h)."
         ) from None
-    return parsed.astimezone(UTC).date() if parsed.tzinfo else parsed.date()
 
 
 def usage_period(*, since: date | None = None, until: date | None = None) -> Period:

@@ -30,7 +30,13 @@ from aistack.documents.summaries import summary_shown
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
 from aistack.retrieval.selectors import chunks_of
 from aistack.usage.ratelimits import write_rate_limit_hit
-from aistack.web.forms import UPLOAD_EXTENSIONS, DocumentForm, UploadForm, add_service_errors
+from aistack.web.forms import (
+    UPLOAD_EXTENSIONS,
+    UPLOAD_MIME_TYPES,
+    DocumentForm,
+    UploadForm,
+    add_service_errors,
+)
 from aistack.web.htmx import HtmxRequest, form_status, redirect_to
 
 DOCUMENTS_PER_PAGE = 20
@@ -123,7 +129,8 @@ def document_upload(request: HtmxRequest) -> HttpResponse:
             return redirect_to(request, reverse("document", args=[document.pk]))
     return render(request, "web/upload.html", {
         "form": form, "place": place, "max_bytes": settings.UPLOAD_MAX_BYTES,
-        "extensions": ",".join(UPLOAD_EXTENSIONS), "rendered_at": rendered_at,
+        "extensions": ",".join(UPLOAD_EXTENSIONS),
+        "mime_types": ",".join(UPLOAD_MIME_TYPES), "rendered_at": rendered_at,
     }, status=form_status(form))
 
 

@@ -33,9 +33,9 @@ class DocumentForm(forms.Form):
 
 
 UPLOAD_EXTENSIONS = tuple(ext for t in SUPPORTED_TYPES.values() for ext in t.extensions)
+UPLOAD_MIME_TYPES = tuple(mime for t in SUPPORTED_TYPES.values() for mime in t.mime_types)
 # What the file pickers offer: every extension and MIME type the parser accepts.
-UPLOAD_ACCEPT = ",".join(
-    [*UPLOAD_EXTENSIONS, *(mime for t in SUPPORTED_TYPES.values() for mime in t.mime_types)])
+UPLOAD_ACCEPT = ",".join([*UPLOAD_EXTENSIONS, *UPLOAD_MIME_TYPES])
 
 
 class UploadForm(forms.Form):

@@ -193,9 +193,15 @@ def _in_worker(options: dict[str, Any]) -> bool:
 
 def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float) -> Any:
     """Return unit-length vectors for ``texts``: from the model here, or from a worker."""
-    if _in_worker(options):
+    if not _in_worker(options):
+        return encode(texts)
+    try:
         return encode_remote(texts, timeout=timeout)
-    return encode(texts)
+    except (Timeout, WorkersUnreachable):
+        # "auto" may load the model here: the worker that said it served may have gone.
+        if options.get("RUN_IN") != RUN_AUTO:
+            raise
+        return encode(texts)
 
 
 def _loads_here(options: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@
   const template = document.getElementById("upload-item");
   const maxBytes = Number(form.dataset.maxBytes);
   const extensions = new Set(form.dataset.extensions.split(","));
+  const mimeTypes = new Set(form.dataset.mimeTypes.split(","));
 
   const items = [];
   const byDocument = new Map();
@@ -90,7 +91,8 @@
   function refused(file) {
     const dot = file.name.lastIndexOf(".");
     const extension = dot > 0 ? file.name.slice(dot).toLowerCase() : "";
-    if (extension && !extensions.has(extension)) {
+    // The server takes a file by its extension or by the type the browser gives it.
+    if (extension && !extensions.has(extension) && !mimeTypes.has(file.type)) {
       return `${extension} files are not supported. `
         + "Upload text, Markdown, HTML, PDF or Word (.docx) files.";
     }

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -18,6 +19,7 @@ from aistack.chat.api import router as chat_router
 from aistack.documents.api import router as documents_router
 from aistack.errors import (
     AppError,
+    BadRequest,
     Forbidden,
     Invalid,
     MethodNotAllowed,
@@ -86,6 +88,12 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 @api.exception_handler(PermissionDenied)
 def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
     return error_response(Forbidden())
+
+
+@api.exception_handler(MultiPartParserError)
+def on_bad_multipart(request: HttpRequest, exc: MultiPartParserError) -> HttpResponse:
+    # A body that says it is multipart and is not: no boundary, a part's headers too long.
+    return error_response(BadRequest(f"The form data could not be read: {exc}"))
 
 
 @api.exception_handler(RequestDataTooBig)

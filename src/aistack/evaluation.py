@@ -60,11 +60,30 @@ class ModeScores:
                 "p95_ms": round(self.p95_ms, 2)}
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, str]]:
+def _text(value: object) -> str:
+    # PostgreSQL text holds neither NUL nor a lone surrogate (which JSON allows).
+    if not isinstance(value, str):
+        raise TypeError
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, str, str]]:
+    """Yield each line's id, title and text; a line that is not a BEIR row is refused by number."""
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "_id" not in row:
+                    raise TypeError
+                yield (str(row["_id"]), _text(row.get("title") or ""),
+                       _text(row.get("text") or ""))
+            except (ValueError, TypeError):
+                raise DatasetError(
+                    f'{path.name} line {number} is not a JSON object with an "_id" and '
+                    'a "text" (and "title") that are strings'
+                ) from None
 
 
 def dataset_load(directory: Path, *, qrels_name: str = "qrels.tsv",
@@ -75,22 +94,31 @@ def dataset_load(directory: Path, *, qrels_name: str = "qrels.tsv",
     if missing:
         raise DatasetError(f"{directory} has no {', '.join(missing)}")
     try:
-        corpus = {str(row["_id"]): (row.get("title") or "", row.get("text") or "")
-                  for row in _jsonl(paths["corpus.jsonl"])}
-        queries = {str(row["_id"]): row["text"] for row in _jsonl(paths[queries_name])}
-        qrels: dict[str, dict[str, int]] = {}
-        judged: dict[str, set[str]] = {}
-        for n, line in enumerate(paths[qrels_name].read_text(encoding="utf-8").splitlines()):
-            parts = line.split("\t")
-            if n == 0 and not parts[-1].strip().lstrip("-").isdigit():
-                continue  # header
+        corpus = {doc_id: (title, text) for doc_id, title, text in _jsonl(paths["corpus.jsonl"])}
+        queries = {query_id: text for query_id, _, text in _jsonl(paths[queries_name])}
+        qrels_lines = paths[qrels_name].read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{directory} holds a file that is not UTF-8: {exc}") from None
+    qrels: dict[str, dict[str, int]] = {}
+    judged: dict[str, set[str]] = {}
+    for n, line in enumerate(qrels_lines):
+        parts = line.split("\t")
+        if not line.strip() or (n == 0 and not parts[-1].strip().lstrip("-").isdigit()):
+            continue  # a blank line, or the header
+        try:
             query_id, doc_id, score = parts[0], parts[1], int(parts[2])
-            judged.setdefault(query_id, set()).add(doc_id)
-            if score > 0:
-                qrels.setdefault(query_id, {})[doc_id] = score
-    except (KeyError, ValueError, IndexError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{directory} is not in BEIR layout: {exc}") from exc
-    queries = {qid: text for qid, text in queries.items() if qid in qrels}
+        except (IndexError, ValueError):
+            raise DatasetError(f"{qrels_name} line {n + 1} is not query-id, corpus-id and "
+                               "an integer score, separated by tabs") from None
+        judged.setdefault(query_id, set()).add(doc_id)
+        if score > 0:
+            qrels.setdefault(query_id, {})[doc_id] = score
+    queries = {qid: text for qid, text in queries.items() if qid in qrels and text.strip()}
+    if not any(doc_id in corpus for qid in queries for doc_id in qrels[qid]):
+        raise DatasetError(
+            f"{directory} has no query with text and a relevant document in the corpus: "
+            "there is nothing to score"
+        )
     return Dataset(corpus=corpus, queries=queries, qrels=qrels, judged=judged)
 
 

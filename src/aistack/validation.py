@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -28,3 +29,15 @@ def _storable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_storable)]
 """A string that can be stored in and searched by PostgreSQL: valid Unicode, no NUL,
 and no control characters but tab and line breaks (those are removed)."""
+
+
+def one_line_title(value: str) -> str:
+    """Return a title on one line, without the invisible: format characters and controls.
+
+    Format characters (bidi overrides such as U+202E, zero-width spaces and joiners)
+    show as nothing, or reorder what follows: a title of them alone is an invisible
+    link, and one with them can read as another name.
+    """
+    visible = "".join(c for c in value
+                      if c.isspace() or unicodedata.category(c) not in {"Cf", "Cc"})
+    return " ".join(visible.split())

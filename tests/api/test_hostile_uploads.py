@@ -160,3 +160,19 @@ def test_a_chunked_upload_without_a_length_is_refused(
     assert 400 <= response.status_code < 500
     assert "error" in response.json()
     assert not Document.objects.exists()
+
+
+def test_form_data_that_cannot_be_read_is_a_400(asgi_url: str, alice: User) -> None:
+    _, token = api_token_create(user=alice)
+    url = f"http://{asgi_url}/api/v1/documents/upload"
+    headers = {"Authorization": f"Bearer {token}"}
+
+    no_boundary = requests.post(url, data=b"--x\r\n\r\nhello\r\n--x--\r\n", timeout=30,
+                                headers={**headers, "Content-Type": "multipart/form-data"})
+    long_headers = requests.post(url, files={"file": ("L" * 1000 + ".txt", b"x", "text/plain")},
+                                 headers=headers, timeout=30)
+
+    for response in (no_boundary, long_headers):
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "bad_request"
+    assert not Document.objects.exists()

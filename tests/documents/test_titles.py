@@ -240,3 +240,9 @@ def test_a_hostile_metadata_title_is_judged_at_once() -> None:
     page = f"<title>{hostile}</title><p>No heading.</p>".encode()
 
     assert title_of(page, "html") == hostile
+
+
+def test_a_heading_of_invisible_characters_gives_way_to_the_file_name() -> None:
+    # Bidi overrides and zero-width characters show as nothing, or reorder what follows.
+    assert title_of("# \u200f\u202e\n\nText.".encode(), "md") is None
+    assert title_of("# Re\u200bport \u202eQ3\n\nText.".encode(), "md") == "Report Q3"

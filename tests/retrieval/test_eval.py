@@ -116,8 +116,27 @@ def test_a_folder_that_is_not_beir_is_refused_clearly(tmp_path: Path) -> None:
     write_beir(tmp_path / "broken")
     (tmp_path / "broken" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n"
                                                    "q1\td1\tnot-a-number\n")
-    with pytest.raises(DatasetError, match="BEIR"):
+    with pytest.raises(DatasetError, match=r"qrels\.tsv line 2 is not query-id"):
         dataset_load(tmp_path / "broken")
+
+    # Each malformed line is named, and nothing reaches the database it could not hold.
+    for n, (name, line) in enumerate([
+        ("corpus.jsonl", "[1, 2, 3]"), ("corpus.jsonl", "null"),
+        ("queries.jsonl", '{"_id": "q9", "text": null, "title": 7}'),
+        ("corpus.jsonl", "{not json"),
+    ]):
+        folder = write_beir(tmp_path / f"bad-{n}")
+        with (folder / name).open("a") as handle:
+            handle.write(line + "\n")
+        with pytest.raises(DatasetError, match=rf"{name} line \d+ is not a JSON object"):
+            dataset_load(folder)
+    stored = write_beir(tmp_path / "odd-text", corpus={"d1": ("T", "Zero\x00 here \ud800.")})
+    assert dataset_load(stored).corpus["d1"] == ("T", "Zero here ?.")
+
+    # Judgements of documents the corpus lacks leave nothing to score.
+    missing = write_beir(tmp_path / "missing", qrels=[("q1", "elsewhere", 1)])
+    with pytest.raises(DatasetError, match="nothing to score"):
+        dataset_load(missing)
 
 
 def scratch_homes(tmp: Path) -> list[Path]:

@@ -92,6 +92,15 @@ def test_a_page_past_the_end_or_not_a_number_says_which_page_is_shown(
     page = context.new_page()
     notice = page.locator("#document-list .notice")
 
+    # A title with no place to break wraps instead of widening the list or its page.
+    long = document_create(workspace=alice.personal_workspace, title="x" * 300,
+                           content="Text.", author=alice)
+    for path in ("/documents/", f"/documents/{long.pk}/"):
+        page.goto(f"http://{asgi_url}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth"
+                             " <= document.documentElement.clientWidth"), path
+    long.delete()
+
     page.goto(f"http://{asgi_url}/documents/?page=abc")
     expect(notice).to_have_text("There is no page “abc”, so this is page 1 of 2.")
     expect(page.get_by_role("link", name="Note 20")).to_be_visible()
@@ -102,6 +111,13 @@ def test_a_page_past_the_end_or_not_a_number_says_which_page_is_shown(
     expect(page.get_by_role("link", name="Note 0")).to_be_visible()
     screenshot(page, request)
 
+    # Below 1 is page 1, the nearest; what is echoed is printable.
+    page.goto(f"http://{asgi_url}/documents/?page=-1")
+    expect(notice).to_have_text("There is no page “-1”, so this is page 1 of 2.")
+    page.goto(f"http://{asgi_url}/documents/?page=%00%1b7x")
+    expect(notice).to_have_text("There is no page “7x”, so this is page 1 of 2.")
+
+    page.goto(f"http://{asgi_url}/documents/?page=999")
     page.get_by_role("link", name="Previous").click()
     expect(page).to_have_url(f"http://{asgi_url}/documents/?page=1")
     expect(page.get_by_role("link", name="Note 20")).to_be_visible()

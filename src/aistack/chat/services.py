@@ -16,6 +16,7 @@ from aistack.ai.types import ChatRequest, ChatResult, Message
 from aistack.chat.models import TITLE_MAX_CHARS, Author, ChatMessage, Conversation
 from aistack.errors import Invalid
 from aistack.usage.types import Attribution
+from aistack.validation import one_line_title
 
 TITLE_CHARS = 60
 FEATURE = "chat"
@@ -86,14 +87,12 @@ def conversation_start(*, user: User, first_message: str) -> Conversation:
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
     """Give a conversation the title its user chose."""
-    title = " ".join(title.split())
+    title = one_line_title(title)
     problem = None
     if not title:
         problem = "A title cannot be empty."
     elif len(title) > TITLE_MAX_CHARS:
         problem = f"A title has at most {TITLE_MAX_CHARS} characters."
-    elif "\x00" in title:
-        problem = "A title may not contain NUL characters."
     if problem:
         raise Invalid(problem, details={"title": [problem]})
     conversation.title = title

@@ -33,6 +33,8 @@ from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final, TypeVar, cast
 
+from aistack.validation import one_line_title
+
 # Each format's library is imported by the function that reads that format: a process
 # that never parses a file (a search from the terminal) does not load them.
 if TYPE_CHECKING:
@@ -445,7 +447,7 @@ def _heading_or_none(find: Callable[[_Source], str | None], source: _Source) -> 
 def _clean_title(title: str | None) -> str | None:
     if title is None:
         return None
-    return " ".join(title.translate(_CLEANUP).split()) or None
+    return one_line_title(title.translate(_CLEANUP)) or None
 
 
 def _meaningful(title: str | None) -> str | None:

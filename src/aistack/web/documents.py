@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import InvalidPage, Paginator
+from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -49,15 +49,20 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "web/index.html")
 
 
-def _missing_page(paginator: Paginator[Document], asked: str | None) -> str | None:
-    """Return the page asked for when there is no such page, and so another one is shown."""
-    if not asked:
-        return None
+def _page_of(paginator: Paginator[Document],
+             asked: str | None) -> tuple[Page[Document], str | None]:
+    """Return the page asked for, or the nearest one and what was asked, fit to show.
+
+    Not a number, or below 1, is page 1; past the end is the last page.
+    """
     try:
-        paginator.validate_number(asked)
-    except InvalidPage:
-        return asked
-    return None
+        number = max(int(asked or 1), 1)
+    except ValueError:
+        number = 1
+    page = paginator.get_page(number)
+    # Echoed into the page's notice: printable characters only, and not a screenful.
+    shown = "".join(c for c in asked or "" if c.isprintable())[:40]
+    return page, None if shown in {"", str(page.number)} else shown
 
 
 @login_required
@@ -70,12 +75,10 @@ def documents(request: HttpRequest) -> HttpResponse:
     title = request.GET.get("title", "").replace("\x00", "").strip()
     listed = document_list(user=request.user, workspace_id=place.workspace.pk,
                            title=title or None)
-    asked = request.GET.get("page")
-    paginator = Paginator(listed, DOCUMENTS_PER_PAGE)
-    page = paginator.get_page(asked)
+    page, missing_page = _page_of(Paginator(listed, DOCUMENTS_PER_PAGE), request.GET.get("page"))
     return render(request, "web/documents.html", {
         "place": place, "page": page, "title": title, "rendered_at": rendered_at,
-        "missing_page": _missing_page(paginator, asked),
+        "missing_page": missing_page,
     })
 
 

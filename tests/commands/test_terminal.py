@@ -85,7 +85,7 @@ def test_search_and_ask_use_the_workers_model_and_print_only_the_result(
 
     as_json = json.loads(terminal(tmp_path, "ask", "who cleans the kitchen?", "--json").stdout)
     assert as_json["answer"] == lines[0]
-    assert as_json["sources"][0]["document_id"] == document.pk
+    assert as_json["citations"][0]["document_id"] == document.pk
 
 
 def test_with_no_worker_serving_the_command_says_it_loads_the_model(
@@ -127,6 +127,10 @@ def test_a_workspace_is_found_by_name_slug_or_id(alice: User, tmp_path: Path) ->
     assert done.returncode != 0
     assert "2 workspaces are named 'Engineering': eng" in done.stderr
     assert "Traceback" not in done.stderr
+
+    done = terminal(tmp_path, "search", "deploys", "--workspace", " ")
+    assert done.returncode != 0
+    assert "--workspace is empty" in done.stderr
 
     done = terminal(tmp_path, "ingest", str(tmp_path), "--workspace", "Nowhere")
     assert done.returncode != 0

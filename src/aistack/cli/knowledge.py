@@ -169,6 +169,8 @@ def _workspace_named(reference: str) -> Any:
     from aistack.accounts.models import Workspace
 
     text = reference.strip()
+    if not text:
+        raise click.ClickException("--workspace is empty: give a workspace's name, slug or id")
     candidates = [
         ("id", Workspace.objects.filter(pk=int(text)) if text.isascii() and text.isdigit()
          else Workspace.objects.none()),
@@ -204,7 +206,7 @@ def _cli_workspace(reference: str | None) -> Any:
 
     from aistack.accounts.permissions import default_workspace
 
-    if reference:
+    if reference is not None:
         return _workspace_named(reference)
     admin = User.objects.filter(is_superuser=True).order_by("pk").first()
     if admin is None:
@@ -218,7 +220,7 @@ def _cli_workspace(reference: str | None) -> Any:
 def _searched_workspaces(reference: str | None) -> list[int]:
     from aistack.accounts.models import Workspace
 
-    if reference:
+    if reference is not None:
         return [_workspace_named(reference).pk]
     return list(Workspace.objects.values_list("pk", flat=True))
 
@@ -355,7 +357,7 @@ def search(query: str, k: int, mode: str, workspace: str | None, as_json: bool) 
 @click.option("--workspace", default=None,
               help="Workspace name, slug or id (default: every workspace).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one line of JSON (answer and sources) when the answer is done.")
+              help="Print one line of JSON (answer and citations) when the answer is done.")
 def ask(question: str, k: int, workspace: str | None, as_json: bool) -> None:
     """Answer a question from your documents, streaming, with numbered sources."""
     prepare(embedded=True, process_type="ask", migrate=True, interactive=True,
@@ -383,22 +385,22 @@ def ask(question: str, k: int, workspace: str | None, as_json: bool) -> None:
     answer = "".join(pieces) if stream is not None else DONT_KNOW
     titles = dict(Document.objects.filter(pk__in=[s.document_id for s in plan.sources])
                   .values_list("pk", "title"))
-    sources = [{"n": source.n, "document_id": source.document_id, "chunk_id": source.chunk_id,
+    citations = [{"n": source.n, "document_id": source.document_id, "chunk_id": source.chunk_id,
                 "document_title": titles.get(source.document_id, "")}
                for source in cited(plan, result.text if result else "")]
     if as_json:
         click.echo(json.dumps({"answer": answer, "model": result.model if result else None,
                                "extractive": bool(result and result.extractive),
-                               "sources": sources}))
+                               "citations": citations}))
         return
     # Ends the line of the streamed answer, or says there was none to stream.
     click.echo(DONT_KNOW if stream is None else "")
     if result is not None and result.extractive:
         click.echo(f"({result.model}: quoted from your documents, not written by a model)",
                    err=True)
-    for source in sources:
-        click.echo(f"[{source['n']}] {source['document_title']} "
-                   f"(document {source['document_id']}, passage {source['chunk_id']})")
+    for citation in citations:
+        click.echo(f"[{citation['n']}] {citation['document_title']} "
+                   f"(document {citation['document_id']}, passage {citation['chunk_id']})")
 
 
 @main.command()

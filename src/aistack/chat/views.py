@@ -46,13 +46,17 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     return _page(request, conversation)
 
 
+def _to_change(request: HttpRequest, conversation_id: int) -> Conversation:
+    """Return the user's conversation to change, counted against their write limit."""
+    write_rate_limit_hit(user=request.user)
+    return conversation_get(user=signed_in_user(request), conversation_id=conversation_id)
+
+
 @login_required
 @require_POST
 def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Rename one of the user's conversations; a refused title is shown with its problem."""
-    write_rate_limit_hit(user=request.user)
-    conversation = conversation_get(user=signed_in_user(request),
-                                    conversation_id=conversation_id)
+    conversation = _to_change(request, conversation_id)
     title = request.POST.get("title", "")
     try:
         conversation_rename(conversation=conversation, title=title)
@@ -65,9 +69,7 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 @require_POST
 def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Delete one of the user's conversations and go back to a new one."""
-    write_rate_limit_hit(user=request.user)
-    conversation = conversation_get(user=signed_in_user(request),
-                                    conversation_id=conversation_id)
+    conversation = _to_change(request, conversation_id)
     conversation_delete(conversation=conversation)
     messages.success(request, f"Deleted “{conversation.title}”.")
     return redirect("chat")

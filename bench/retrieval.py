@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pgvector.psycopg import register_vector
 
 from common import bench_arguments, django_on_embedded_services, median, percentile
 
@@ -40,15 +41,31 @@ def load_scifact(directory: Path) -> tuple[list[tuple[str, str]], list[str]]:
     return [(row["title"], row["text"]) for row in corpus], queries
 
 
+def kept_corpus(n: int) -> dict[str, int] | None:
+    """Return the workspaces of a corpus of n chunks an earlier run built, if there is one."""
+    from aistack.accounts.models import Workspace
+    from aistack.retrieval.models import Chunk
+
+    workspaces = {w.name: w.pk for w in Workspace.objects.filter(slug__startswith="bench-")
+                  if w.name in {"big", "small"}}
+    if len(workspaces) == 2 and Chunk.objects.filter(
+            workspace_id__in=workspaces.values()).count() == n:
+        print(f"\nreusing the {n:,} chunks built by an earlier run")
+        return workspaces
+    if workspaces:
+        raise SystemExit(f"--home holds a corpus of another size; {n:,} chunks asked for")
+    return None
+
+
 def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
     """Insert n chunks with vectors into a big and a small workspace; return their ids."""
+    print(f"\nbuilding {n:,} chunks")
+    build_started = time.perf_counter()
     from django.db import connection
 
     from aistack.accounts.models import Workspace
     from aistack.ai.services import embeddings_create
-    from aistack.documents.models import Document
     from aistack.retrieval.embedding import embedding_input
-    from aistack.retrieval.models import Chunk, ChunkVector
     from aistack.retrieval.spaces import embedding_space_for_configured_model
     from aistack.usage.types import Attribution
 
@@ -61,46 +78,79 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
     print(f"  embedded {len(base)} real passages in {time.perf_counter() - started:.0f}s")
     big = Workspace.objects.create(name="big", slug="bench-big")
     small = Workspace.objects.create(name="small", slug="bench-small")
+    ours = [big.pk, small.pk]
     nprng = np.random.default_rng(7)
+    started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("SET maintenance_work_mem = '1GB'")
+        cursor.execute("SET maintenance_work_mem = '2GB'")
         cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{space.pk}")
-    for start in range(0, n, 5_000):
-        size = min(5_000, n - start)
+        # Each passage's stemmed terms once; every chunk drawn from it copies them.
+        cursor.execute("CREATE TEMPORARY TABLE bench_text AS SELECT i - 1 AS i, t AS text, "
+                       "to_tsvector('english', t) AS terms FROM unnest(%s::text[]) "
+                       "WITH ORDINALITY AS x(t, i)", [base_texts])
+        cursor.execute("SELECT i, (SELECT coalesce(sum(cardinality(u.positions)), 0) "
+                       "FROM unnest(terms) u), "
+                       "(SELECT coalesce(array_agg(u.lexeme), '{}') FROM unnest(terms) u), "
+                       "(SELECT coalesce(array_agg(cardinality(u.positions)), '{}') "
+                       "FROM unnest(terms) u) FROM bench_text ORDER BY i")
+        passages = cursor.fetchall()
+    lengths = np.array([length for _, length, _, _ in passages], dtype=np.int64)
+    drawn = np.empty(n, dtype=np.int64)
+    chunk_ids = np.empty(n, dtype=np.int64)
+    workspace_of = np.where(np.arange(n) % 100 == 0, small.pk, big.pk)
+    raw = connection.connection  # psycopg's own, for a binary COPY of the vectors
+    register_vector(raw)
+    for start in range(0, n, 20_000):
+        size = min(20_000, n - start)
         a, b = nprng.integers(0, len(base), size), nprng.integers(0, len(base), size)
         mix = nprng.uniform(0.6, 1.0, (size, 1)).astype(np.float32)
         vectors = base[a] * mix + base[b] * (1 - mix)
         vectors += nprng.normal(0, 0.02, vectors.shape).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        workspaces = [small if (start + i) % 100 == 0 else big for i in range(size)]
-        documents_ = Document.objects.bulk_create(
-            Document(workspace=w, title="bench", content=base_texts[i], content_hash="")
-            for w, i in zip(workspaces, a, strict=True))
-        chunks = Chunk.objects.bulk_create(
-            Chunk(document=d, workspace=d.workspace, ordinal=0, text=d.content, token_count=1,
-                  start_char=0, end_char=len(d.content), content_hash="") for d in documents_)
-        ChunkVector.objects.bulk_create(
-            ChunkVector(chunk=c, space=space, workspace=c.workspace, input_hash="", embedding=v)
-            for c, v in zip(chunks, vectors, strict=True))
-    ours = [big.pk, small.pk]
+        workspaces = workspace_of[start:start + size]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO documents_document (workspace_id, title, content, content_hash, "
+                "source_file, source_name, source_kind, created_at, updated_at, "
+                "embedding_status, embedding_error, summary_status, summary_error, summary, "
+                "summary_version, summary_extractive) "
+                "SELECT w, 'bench', t.text, '', '', '', '', now(), now(), 'ready', '', "
+                "'pending', '', '', '', false "
+                "FROM unnest(%s::bigint[], %s::int[]) WITH ORDINALITY AS r(w, i, n) "
+                "JOIN bench_text t ON t.i = r.i ORDER BY r.n RETURNING id",
+                [workspaces.tolist(), a.tolist()])
+            document_ids = sorted(row[0] for row in cursor.fetchall())
+            cursor.execute(
+                "INSERT INTO retrieval_chunk (document_id, workspace_id, ordinal, text, "
+                "token_count, start_char, end_char, content_hash, search_vector, term_count, "
+                "created_at) "
+                "SELECT r.d, r.w, 0, t.text, 1, 0, length(t.text), '', t.terms, "
+                "(%s::int[])[r.i + 1], "
+                "now() FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) "
+                "WITH ORDINALITY AS r(d, w, i, n) JOIN bench_text t ON t.i = r.i "
+                "ORDER BY r.n RETURNING id",
+                [lengths.tolist(), document_ids, workspaces.tolist(), a.tolist()])
+            ids = np.array(sorted(row[0] for row in cursor.fetchall()), dtype=np.int64)
+        chunk_ids[start:start + size] = ids
+        drawn[start:start + size] = a
+        with raw.cursor() as cursor, cursor.copy(
+                "COPY retrieval_chunkvector (chunk_id, space_id, workspace_id, input_hash, "
+                "embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int8", "int8", "text", "vector"])
+            for chunk_id, workspace_id, vector in zip(ids.tolist(), workspaces.tolist(),
+                                                      vectors, strict=True):
+                copy.write_row([chunk_id, space.pk, workspace_id, "", vector])
+    print(f"  wrote {n:,} documents, chunks and vectors in "
+          f"{time.perf_counter() - started:.0f}s")
+    started = time.perf_counter()
+    # The text index as merges leave it (retrieval.postings): one packed list per term
+    # and workspace, built here from which passage each chunk copies.
+    lists_write(passages, drawn, chunk_ids, workspace_of, lengths)
     with connection.cursor() as cursor:
-        cursor.execute("UPDATE retrieval_chunk SET search_vector = to_tsvector('english', text) "
-                       "WHERE workspace_id = ANY(%s)", [ours])
-        cursor.execute(
-            "UPDATE retrieval_chunk c SET term_count = coalesce("
-            "(SELECT sum(cardinality(u.positions)) FROM unnest(c.search_vector) u), 0) "
-            "WHERE workspace_id = ANY(%s)", [ours])
-        # The postings the pipeline writes with each chunk (retrieval.services), in bulk.
-        cursor.execute(
-            "INSERT INTO retrieval_posting (lexeme, workspace_id, chunk_id, tf, length) "
-            "SELECT u.lexeme, c.workspace_id, c.id, cardinality(u.positions), c.term_count "
-            "FROM retrieval_chunk c, unnest(c.search_vector) u WHERE c.workspace_id = ANY(%s)",
-            [ours])
-        # And the statistics it keeps per workspace.
         cursor.execute(
             "INSERT INTO retrieval_workspaceterm (workspace_id, lexeme, df) "
-            "SELECT workspace_id, lexeme, count(*) FROM retrieval_posting "
-            "WHERE workspace_id = ANY(%s) GROUP BY 1, 2 "
+            "SELECT workspace_id, lexeme, postings FROM retrieval_postinglist "
+            "WHERE workspace_id = ANY(%s) "
             "ON CONFLICT (workspace_id, lexeme) DO UPDATE SET df = EXCLUDED.df", [ours])
         cursor.execute(
             "INSERT INTO retrieval_workspacecorpus (workspace_id, chunks, length) "
@@ -108,14 +158,66 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
             "WHERE workspace_id = ANY(%s) GROUP BY 1 "
             "ON CONFLICT (workspace_id) DO UPDATE SET chunks = EXCLUDED.chunks, "
             "length = EXCLUDED.length", [ours])
+    print(f"  built the text index in {time.perf_counter() - started:.0f}s")
     started = time.perf_counter()
     from aistack.retrieval.spaces import embedding_space_index_create
 
     embedding_space_index_create(space=space)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
+        # What autovacuum does soon after a bulk load: the visibility map lets text search
+        # read its postings from the index alone.
+        cursor.execute("VACUUM ANALYZE")
     print(f"  built the HNSW index over {n:,} vectors in {time.perf_counter() - started:.0f}s")
+    print(f"  built the corpus in {time.perf_counter() - build_started:.0f}s")
     return {"big": big.pk, "small": small.pk}
+
+
+def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np.ndarray,
+                chunk_ids: np.ndarray, workspace_of: np.ndarray, lengths: np.ndarray) -> None:
+    """Write every term's posting list in each workspace, packed as merges pack them."""
+    from collections import defaultdict
+
+    from django.db import connection
+
+    from aistack.retrieval.postings import Postings
+
+    chunks_of: dict[tuple[int, int], np.ndarray] = {}
+    order = np.lexsort((chunk_ids, drawn, workspace_of))
+    keys = np.stack([workspace_of[order], drawn[order]], axis=1)
+    starts = np.flatnonzero(np.any(np.diff(keys, axis=0) != 0, axis=1)) + 1
+    for group in np.split(order, starts):
+        chunks_of[int(workspace_of[group[0]]), int(drawn[group[0]])] = chunk_ids[group]
+    # For each workspace and term: the passages holding it, with the term's frequency.
+    holders: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+    for (workspace_id, passage) in chunks_of:
+        _, _, terms, tfs = passages[passage]
+        for lexeme, tf in zip(terms, tfs, strict=True):
+            holders[workspace_id, lexeme].append((passage, tf))
+    batch: list[tuple[int, str, Postings]] = []
+
+    def flush() -> None:
+        with connection.cursor() as cursor:
+            packed = [(w, lexeme, *p.pack(), p.chunk_ids.size) for w, lexeme, p in batch]
+            cursor.execute(
+                "INSERT INTO retrieval_postinglist "
+                "(workspace_id, lexeme, chunk_ids, tfs, lengths, postings) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bytea[], %s::bytea[], "
+                "%s::bytea[], %s::int[])", [list(column) for column in zip(*packed,
+                                                                            strict=True)])
+        batch.clear()
+
+    for (workspace_id, lexeme), found in holders.items():
+        ids = np.concatenate([chunks_of[workspace_id, p] for p, _ in found])
+        tfs = np.concatenate([np.full(chunks_of[workspace_id, p].size, tf)
+                              for p, tf in found])
+        lens = np.concatenate([np.full(chunks_of[workspace_id, p].size, lengths[p])
+                               for p, _ in found])
+        order = np.argsort(ids)
+        batch.append((workspace_id, lexeme, Postings(ids[order], tfs[order], lens[order])))
+        if len(batch) >= 2_000:
+            flush()
+    if batch:
+        flush()
 
 
 def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
@@ -165,6 +267,61 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
                 figure["recall_at_10"] = round(sum(recalls) / len(recalls), 4)
                 figure["full_k"] = min(counts) == K
             figures.setdefault(name, {})[label] = figure
+    return figures
+
+
+def bench_sizes(n: int) -> dict[str, float]:
+    """Bytes on disk per chunk: the text index, the vectors, and the rest."""
+    from django.db import connection
+
+    parts = {
+        "text_index": ["retrieval_postinglist", "retrieval_posting", "retrieval_droppedchunk",
+                       "retrieval_workspaceterm"],
+        "vectors": ["retrieval_chunkvector"],
+        "rest": ["retrieval_chunk", "documents_document"],
+    }
+    sizes = {}
+    with connection.cursor() as cursor:
+        for part, tables in parts.items():
+            cursor.execute("SELECT sum(pg_total_relation_size(t::regclass)) "
+                           "FROM unnest(%s::text[]) t", [tables])
+            sizes[part] = round(int(cursor.fetchone()[0]) / n)
+    print("\non disk, bytes per chunk (tables with their indexes): " + ", ".join(
+        f"{part} {size:,}" for part, size in sizes.items()))
+    return sizes
+
+
+def bench_concurrent(workspace_id: int, queries: list[str], searchers: int = 4
+                     ) -> dict[str, float]:
+    """Searches per second with several searchers at once, each on its own connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from aistack.retrieval.selectors import SearchMode
+    from aistack.retrieval.services import search
+    from aistack.usage.types import Attribution
+
+    attribution = Attribution(feature="bench")
+
+    def searcher(mode: SearchMode, offset: int) -> int:
+        try:
+            for query in queries[offset:] + queries[:offset]:
+                search(workspace_ids=[workspace_id], query=query, k=K, mode=mode,
+                       attribution=attribution, snippets=True)
+            return len(queries)
+        finally:
+            connection.close()
+
+    figures = {}
+    for mode in (SearchMode.TEXT, SearchMode.VECTOR, SearchMode.HYBRID):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(searchers) as pool:
+            done = sum(pool.map(searcher, [mode] * searchers,
+                                [i * len(queries) // searchers for i in range(searchers)]))
+        figures[mode.value] = round(done / (time.perf_counter() - started), 1)
+    print(f"\n{searchers} searchers at once, big workspace, searches per second: "
+          + ", ".join(f"{mode} {qps}" for mode, qps in figures.items()))
     return figures
 
 
@@ -265,13 +422,13 @@ def bench_ingest(documents: list[tuple[str, str]], count: int) -> dict[str, floa
 
 def summary(chunks: int, search: dict[str, dict[str, Any]] | None,
             tantivy: dict[str, dict[str, Any]] | None,
-            ingest: dict[str, float] | None) -> dict[str, Any]:
+            ingest: dict[str, float] | None, extra: dict[str, Any]) -> dict[str, Any]:
     """The run's figures as one object, in the shape runs are compared by."""
     def modes(by_label: dict[str, Any]) -> dict[str, Any]:
         return {"text": by_label["text (BM25)"], "hybrid": by_label["hybrid (RRF)"],
                 "vector": by_label["vector, planned"]}
 
-    figures: dict[str, Any] = {"chunks": chunks, "ingest": ingest}
+    figures: dict[str, Any] = {"chunks": chunks, "ingest": ingest, **extra}
     if search is not None:
         figures.update(modes(search["big"]))
         figures["small_workspace"] = modes(search["small"])
@@ -300,31 +457,44 @@ def main() -> None:
     parser.add_argument("--ingest-documents", type=int, default=600)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="Keep the services' data here and reuse a corpus of the same "
+                             "size built there by an earlier run (the build is most of a "
+                             "large run's time).")
     args = bench_arguments(parser, chunks=300, queries=5, passages=40, ingest_documents=10)
     documents, queries = load_scifact(args.dataset)
     documents = documents[: args.passages] if args.passages else documents
     rng = random.Random(7)
-    home = Path(tempfile.mkdtemp(prefix="aistack-bench-"))
-    stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2")
+    home = args.home or Path(tempfile.mkdtemp(prefix="aistack-bench-"))
+    home.mkdir(parents=True, exist_ok=True)
+    stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2",
+                                      DATABASE_POOL_SIZE="8")
     ingest = search = tantivy = None
+    extra: dict[str, Any] = {}
     try:
         if not args.skip_ingest:
             ingest = bench_ingest(documents, args.ingest_documents)
         if not args.skip_search:
-            print(f"\nbuilding {args.chunks:,} chunks")
-            workspaces = build_corpus(args.chunks, documents)
+            started = time.perf_counter()
+            workspaces = kept_corpus(args.chunks)
+            if workspaces is None:
+                workspaces = build_corpus(args.chunks, documents)
+                extra["build_s"] = round(time.perf_counter() - started)
             sample = rng.sample(queries, min(args.queries, len(queries)))
             search = bench_search(args.chunks, workspaces, sample)
+            extra["bytes_per_chunk"] = bench_sizes(args.chunks)
+            extra["searches_per_s_4_searchers"] = bench_concurrent(workspaces["big"], sample)
             tantivy = bench_tantivy(workspaces, sample)
-            for where, ratio in summary(args.chunks, search, tantivy, None)[
+            for where, ratio in summary(args.chunks, search, tantivy, None, {})[
                     "text_vs_tantivy"].items():
                 print(f"  text search here vs Tantivy, {where:<5} workspace: "
                       f"p50 {ratio['p50_ms']:.1f}x  p95 {ratio['p95_ms']:.1f}x  (goal p95 <= 1.0x)")
     finally:
         stop()
-        shutil.rmtree(home, ignore_errors=True)
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
     # Last, one line: the figures, for a script to compare runs by.
-    print(json.dumps(summary(args.chunks, search, tantivy, ingest)))
+    print(json.dumps(summary(args.chunks, search, tantivy, ingest, extra)))
 
 
 if __name__ == "__main__":

@@ -275,6 +275,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aistack.jobs.tasks.heartbeat",
         "schedule": 10.0,
     },
+    "merge-postings": {
+        "task": "aistack.retrieval.tasks.merge_postings",
+        "schedule": 30.0,
+    },
     "usage-rollup": {
         "task": "aistack.usage.tasks.rollup",
         "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,

@@ -17,8 +17,6 @@ from aistack.documents.models import Document
 from aistack.documents.services import document_delete, document_update
 from aistack.retrieval.models import Chunk, ChunkVector, WorkspaceCorpus, WorkspaceTerm
 from aistack.retrieval.selectors import (
-    BM25_B,
-    BM25_K1,
     GOOD_MATCH_SIMILARITY,
     SearchHit,
     SearchMode,
@@ -26,6 +24,7 @@ from aistack.retrieval.selectors import (
     chunk_search,
 )
 from aistack.retrieval.services import search
+from aistack.retrieval.textrank import BM25_B, BM25_K1
 from aistack.usage.models import UsageRecord
 from aistack.usage.types import Attribution
 from tests.conftest import ApiClient
@@ -273,6 +272,32 @@ def test_a_small_workspace_gets_full_k_results_with_exact_recall(
     assert small == run(bob.personal_workspace, exact=True)
     large = run(alice.personal_workspace, exact=None)
     assert len(set(large) & set(run(alice.personal_workspace, exact=True))) >= 9
+
+
+def test_the_hnsw_index_keeps_the_full_k_for_a_workspace_it_rarely_meets(
+    alice: User, bob: User, corpus: dict[str, Document]
+) -> None:
+    # Bob's 12 vectors are 0.4% of the index: a walk of ef_search (at most 1,000)
+    # candidates meets about 4 of them, and the filter would leave fewer than k. The
+    # iterative scan walks on until the filter has kept k.
+    rng = random.Random(3)
+    synthetic_vectors(alice.personal_workspace, 3000, rng, alice)
+    synthetic_vectors(bob.personal_workspace, 12, rng, bob)
+    space = active_space()
+    assert space is not None
+    query = unit(rng, space.dimensions)
+
+    def run(exact: bool) -> list[int]:
+        return [hit.chunk_id for hit in chunk_search(
+            workspace_ids=[bob.personal_workspace.pk], query="n", query_vector=query, k=10,
+            mode=SearchMode.VECTOR, space=space, exact=exact)]
+
+    with connection.cursor() as cursor:
+        # At this size the planner would rather sort the workspace's vectors: make it walk.
+        cursor.execute("SET LOCAL enable_sort = off")
+        walked = run(exact=False)
+    assert len(walked) == 10
+    assert len(set(walked) & set(run(exact=True))) >= 9
 
 
 def test_search_api_shapes_errors_and_highlights(alice: User, alice_api: ApiClient,

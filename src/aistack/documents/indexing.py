@@ -34,6 +34,7 @@ from aistack.retrieval.chunking import ChunkSpec, chunk_texts
 from aistack.retrieval.embedding import embedding_input, vectors_for
 from aistack.retrieval.index import IndexedDocument, chunks_replace, vectors_stage
 from aistack.retrieval.models import IndexPart
+from aistack.retrieval.postings import posting_lists_merge_all
 from aistack.retrieval.spaces import spaces_to_fill, spaces_unchanged
 from aistack.usage.types import Attribution
 
@@ -239,7 +240,11 @@ DOCUMENT_INDEX_PART = kinds.register(
 def documents_process_now(
     *, document_ids: Sequence[int], progress: Callable[[int], None]
 ) -> None:
-    """Index the documents in this process (workers may help) until all are done."""
+    """Index the documents in this process (workers may help) until all are done, then
+    merge their postings into the text index, as a bulk load leaves many."""
     jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
                       work=lambda runs: documents_index(runs=runs), progress=progress,
                       batch=INGEST_BATCH)
+    posting_lists_merge_all(workspace_ids=list(
+        Document.objects.filter(pk__in=document_ids).values_list("workspace_id", flat=True)
+        .distinct()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from pgvector.django import VectorField
@@ -21,7 +21,8 @@ class Chunk(models.Model):
     start_char = models.PositiveIntegerField()
     end_char = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
-    # English stems of the document title and this chunk, for BM25 ranking.
+    # English stems of the document title and this chunk: the terms its postings are
+    # written from, and its snippets highlighted with.
     search_vector = SearchVectorField(null=True)
     # Number of stemmed terms in search_vector: BM25's document length.
     term_count = models.PositiveIntegerField(default=0)
@@ -32,10 +33,7 @@ class Chunk(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["document", "ordinal"], name="one_chunk_per_ordinal")
         ]
-        indexes = [
-            GinIndex(fields=["search_vector"], name="chunk_search_vector"),
-            models.Index(fields=["workspace"], name="chunk_workspace"),
-        ]
+        indexes = [models.Index(fields=["workspace"], name="chunk_workspace")]
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
@@ -123,12 +121,13 @@ class WorkspaceCorpus(models.Model):
 
 
 class Posting(models.Model):
-    """One term of one chunk, with its frequency: the inverted index BM25 ranks with.
+    """One term of one chunk, with its frequency: a posting not yet merged into its list.
 
-    A query reads only the postings of its own terms instead of every matching
-    chunk's whole term vector. ``chunk_id`` references retrieval_chunk with ON DELETE
-    CASCADE in the database (see the migration): deleting a document must not load
-    its thousands of postings into Python the way a Django-side cascade would.
+    Index jobs write these with their chunks; ``retrieval.postings`` merges them into
+    ``PostingList`` rows in the background, and search reads both. ``chunk_id``
+    references retrieval_chunk with ON DELETE CASCADE in the database (see migration
+    0002): deleting a document must not load its postings into Python the way a
+    Django-side cascade would.
     """
 
     pk = models.CompositePrimaryKey("lexeme", "workspace_id", "chunk_id")
@@ -143,6 +142,39 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme} in {self.chunk_id}"
+
+
+class PostingList(models.Model):
+    """A term's merged postings in one workspace, as arrays: the text index search reads.
+
+    Each array is packed big-endian (PostgreSQL's own binary form), in ascending chunk
+    id order, and stored uncompressed so a search reads it at memory speed.
+    """
+
+    pk = models.CompositePrimaryKey("workspace_id", "lexeme")
+    workspace_id = models.BigIntegerField()
+    lexeme = models.TextField()
+    chunk_ids = models.BinaryField(help_text="int64 chunk ids, ascending.")
+    tfs = models.BinaryField(help_text="int16 term frequencies, one per chunk id.")
+    lengths = models.BinaryField(help_text="int32 chunk lengths (BM25), one per chunk id.")
+    postings = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} in {self.workspace_id}: {self.postings}"
+
+
+class DroppedChunk(models.Model):
+    """A deleted chunk that a merged posting list may still hold: search skips it until
+    the next merge takes it out. A trigger on retrieval_chunk writes these (migration
+    0005), so every way a chunk is deleted, cascades included, records it."""
+
+    pk = models.CompositePrimaryKey("workspace_id", "chunk_id")
+    workspace_id = models.BigIntegerField()
+    chunk_id = models.BigIntegerField()
+    lexemes = ArrayField(models.TextField(), help_text="The lists it may be in.")
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id} in {self.workspace_id}"
 
 
 class IndexPart(models.Model):

@@ -1,4 +1,5 @@
-"""Search over chunks: vector (HNSW or exact), text (BM25 in SQL) and hybrid (RRF in SQL).
+"""Search over chunks: vector (HNSW or exact), text (BM25 over the text index) and hybrid
+(RRF in SQL).
 
 The SQL is composed from constants of this module and integer ids; every value
 that comes from a request is passed as a parameter.
@@ -18,11 +19,9 @@ from django.utils.html import escape
 from pgvector import Vector
 
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit
 
-# BM25 parameters tuned for short passages (the Anserini defaults are 0.9 and 0.4).
-BM25_K1 = 0.9
-BM25_B = 0.4
 # Reciprocal rank fusion constant from Cormack et al. (2009).
 RRF_K = 60
 # Cosine similarity (all-MiniLM-L6-v2, the default model) from which a passage that shares
@@ -118,40 +117,11 @@ def active_space_changed() -> None:
     after_commit(_active_space_rewrite)
 
 
-def _bm25_sql() -> str:
-    # Only the postings of the query's own terms are read (any term may match), and
-    # each chunk is scored from them and the maintained statistics. The statistics are
-    # summed over the searched workspaces alone, so a score never depends on what
-    # the caller cannot read. The IDF is Lucene's, ln(1 + (N - df + 0.5) / (df + 0.5)),
-    # which is never negative.
-    return f"""
-        text_query AS (
-            SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(query)s)) u
-        ),
-        corpus AS (
-            SELECT coalesce(sum(chunks), 0) AS n,
-                   coalesce(sum(length)::float8 / nullif(sum(chunks), 0), 1) AS avgdl
-            FROM retrieval_workspacecorpus WHERE workspace_id = ANY(%(workspaces)s)
-        ),
-        idf AS (
-            SELECT t.lexeme,
-                   ln(1 + (greatest(corpus.n, t.df) - t.df + 0.5) / (t.df + 0.5)) AS weight
-            FROM (SELECT w.lexeme, sum(w.df) AS df
-                  FROM retrieval_workspaceterm w JOIN text_query q ON q.lexeme = w.lexeme
-                  WHERE w.workspace_id = ANY(%(workspaces)s)
-                  GROUP BY w.lexeme) t, corpus
-            WHERE t.df > 0
-        ),
+# The text ranking, computed by retrieval.textrank, joins the query as two arrays.
+_TEXT_RANKED_SQL = """
         text_ranked AS (
-            SELECT p.chunk_id,
-                   sum(idf.weight * p.tf * {BM25_K1 + 1}
-                       / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.length / corpus.avgdl)))
-                       AS score
-            FROM idf JOIN retrieval_posting p ON p.lexeme = idf.lexeme, corpus
-            WHERE p.workspace_id = ANY(%(workspaces)s)
-            GROUP BY p.chunk_id
-            ORDER BY score DESC
-            LIMIT %(depth)s
+            SELECT chunk_id, score
+            FROM unnest(%(text_ids)s::bigint[], %(text_scores)s::float8[]) t(chunk_id, score)
         )"""
 
 
@@ -219,7 +189,10 @@ def chunk_search(
         walks_hnsw = not (planned_exact if exact is None else exact)
         ctes.append(_vector_sql(space, exact=not walks_hnsw))
     if use_text:
-        ctes.append(_bm25_sql())
+        ranking = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth)
+        params["text_ids"] = [chunk_id for chunk_id, _ in ranking]
+        params["text_scores"] = [score for _, score in ranking]
+        ctes.append(_TEXT_RANKED_SQL)
     if not ctes:
         return []
     if use_vectors and use_text:
@@ -231,7 +204,7 @@ def chunk_search(
             FROM (SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC) AS rank
                   FROM vector_ranked) v
             FULL OUTER JOIN (SELECT chunk_id, score,
-                                    row_number() OVER (ORDER BY score DESC) AS rank
+                                    row_number() OVER (ORDER BY score DESC, chunk_id) AS rank
                              FROM text_ranked) t ON t.chunk_id = v.chunk_id"""
     elif use_vectors:
         ranked = ("SELECT chunk_id, score, score AS similarity, NULL::float8 AS keyword_score "
@@ -252,7 +225,11 @@ def chunk_search(
     # is walked, as an exact scan has no use for the setting (and the round trips).
     with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
         if walks_hnsw:
-            cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
+            # Iterative scans (pgvector 0.8) walk on until the filter has kept the full
+            # depth; relaxed order is re-sorted by the fusion and the final ORDER BY.
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true), "
+                           "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                           [str(int(ef_search))])
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from aistack.jobs.runner import run_job
+from aistack.retrieval.postings import posting_lists_merge_due
 from aistack.retrieval.reindex import CHUNKS_REEMBED, documents_reembed
 
 
@@ -13,3 +14,9 @@ def chunks_reembed(self: Task, document_id: int) -> None:  # type: ignore[type-a
     """Give a document's chunks vectors in the embedding space being built."""
     run_job(self, kind=CHUNKS_REEMBED, object_id=document_id,
             work=lambda run: documents_reembed(runs=[run]))
+
+
+@shared_task(name="aistack.retrieval.tasks.merge_postings")
+def merge_postings() -> int:
+    """Fold new postings into the text index's lists where enough have gathered."""
+    return posting_lists_merge_due()

@@ -1,0 +1,265 @@
+"""The text index: new postings, merged lists and dropped chunks rank as one, exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, connections
+
+from aistack.accounts.models import Workspace
+from aistack.documents.models import Document
+from aistack.retrieval import postings
+from aistack.retrieval.chunking import ChunkSpec
+from aistack.retrieval.index import IndexedDocument, chunks_delete, chunks_replace
+from aistack.retrieval.models import DroppedChunk, Posting, PostingList
+from aistack.retrieval.postings import (
+    MERGE_AFTER_POSTINGS,
+    posting_lists_merge,
+    posting_lists_merge_due,
+)
+from aistack.retrieval.tasks import merge_postings
+from aistack.retrieval.textrank import BM25_B, BM25_K1, text_ranking
+
+# A Zipfian vocabulary: a few words in most chunks, most words in a few.
+VOCABULARY = [f"w{n}q" for n in range(300)]
+WEIGHTS = [1 / (rank + 1) for rank in range(len(VOCABULARY))]
+
+
+def random_text(rng: random.Random) -> str:
+    return " ".join(rng.choices(VOCABULARY, WEIGHTS, k=rng.randint(3, 50)))
+
+
+def document_write(document: Document, texts: list[str]) -> None:
+    """(Re)write a document's chunks through the index's own write path (no vectors)."""
+    specs = [ChunkSpec(ordinal=i, text=text, token_count=len(text.split()), start_char=0,
+                       end_char=len(text), content_hash=str(i))
+             for i, text in enumerate(texts)]
+    chunks_replace(items=[IndexedDocument(document_id=document.pk,
+                                          workspace_id=document.workspace_id, specs=specs,
+                                          inputs=texts, vectors={})])
+
+
+def documents_write(workspace: Workspace, rng: random.Random, count: int) -> list[Document]:
+    created = Document.objects.bulk_create(
+        Document(workspace=workspace, title=f"d{n}", content="", content_hash="")
+        for n in range(count))
+    for document in created:
+        document_write(document, [random_text(rng) for _ in range(rng.randint(1, 3))])
+    return created
+
+
+def reference(workspaces: list[int], query: str, k: int) -> list[tuple[int, float]]:
+    """BM25 over the chunks' own stored terms, in Python: nothing of the index is read."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", [query])
+        terms = {row[0] for row in cursor.fetchall()}
+        cursor.execute("SELECT c.id, c.term_count, u.lexeme, cardinality(u.positions) "
+                       "FROM retrieval_chunk c, unnest(c.search_vector) u "
+                       "WHERE c.workspace_id = ANY(%s)", [workspaces])
+        rows = cursor.fetchall()
+    lengths: dict[int, int] = {}
+    tfs: dict[int, Counter[str]] = {}
+    for chunk_id, length, lexeme, tf in rows:
+        lengths[chunk_id] = length
+        tfs.setdefault(chunk_id, Counter())[lexeme] = tf
+    n = len(lengths)
+    avgdl = sum(lengths.values()) / n
+    df = Counter(lexeme for counter in tfs.values() for lexeme in counter)
+    scores = {
+        chunk_id: sum(math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) * counter[t]
+                      * (BM25_K1 + 1) / (counter[t] + BM25_K1 * (
+                          1 - BM25_B + BM25_B * lengths[chunk_id] / avgdl))
+                      for t in terms & counter.keys())
+        for chunk_id, counter in tfs.items() if terms & counter.keys()}
+    return sorted(scores.items(), key=lambda item: (-round(item[1], 9), item[0]))[:k]
+
+
+def ranking(workspaces: list[int], query: str, k: int) -> list[tuple[int, float]]:
+    return text_ranking(workspace_ids=workspaces, query=query, depth=k)
+
+
+def same(ours: list[tuple[int, float]], expected: list[tuple[int, float]]) -> bool:
+    return [c for c, _ in ours] == [c for c, _ in expected] and all(
+        math.isclose(a, b, abs_tol=1e-8) for (_, a), (_, b) in zip(ours, expected, strict=True))
+
+
+def assert_ranks_as_reference(workspaces: list[int], rng: random.Random) -> None:
+    for _ in range(25):
+        query = " ".join(rng.choices(VOCABULARY, WEIGHTS, k=rng.randint(1, 6)))
+        k = rng.choice([1, 5, 10, 100])
+        assert same(ranking(workspaces, query, k), reference(workspaces, query, k)), query
+
+
+def test_new_merged_edited_and_deleted_postings_rank_exactly_as_bm25(alice: User,
+                                                                     bob: User) -> None:
+    rng = random.Random(11)
+    mine, theirs = alice.personal_workspace, bob.personal_workspace
+    documents = documents_write(mine, rng, 150)
+    documents_write(theirs, rng, 40)
+    both = [mine.pk, theirs.pk]
+    # All new postings, not yet merged.
+    assert PostingList.objects.count() == 0
+    assert_ranks_as_reference([mine.pk], rng)
+    assert_ranks_as_reference(both, rng)
+
+    result = posting_lists_merge(workspace_id=mine.pk)
+    assert result.merged_postings > 1000
+    assert not Posting.objects.filter(workspace_id=mine.pk).exists()
+    assert Posting.objects.filter(workspace_id=theirs.pk).exists()
+    assert_ranks_as_reference([mine.pk], rng)
+    assert_ranks_as_reference(both, rng)  # one merged workspace, one not
+
+    # Edits and deletes after the merge: new postings and dropped chunks over the lists.
+    for document in documents[:30]:
+        document_write(document, [random_text(rng)])
+    chunks_delete(document_ids=[d.pk for d in documents[30:60]])
+    Document.objects.filter(pk__in=[d.pk for d in documents[60:70]]).delete()  # cascade
+    assert DroppedChunk.objects.filter(workspace_id=mine.pk).count() >= 70
+    assert_ranks_as_reference([mine.pk], rng)
+    assert_ranks_as_reference(both, rng)
+
+    posting_lists_merge(workspace_id=mine.pk)
+    assert not DroppedChunk.objects.filter(workspace_id=mine.pk).exists()
+    assert_ranks_as_reference([mine.pk], rng)
+    # The lists hold exactly the live chunks' postings.
+    live = set(mine.chunks.values_list("id", flat=True))
+    listed = {chunk_id for (chunk_id,) in _listed_chunks(mine.pk)}
+    assert listed == live
+
+
+def _listed_chunks(workspace_id: int) -> list[tuple[int]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ('x' || encode(substring(chunk_ids FROM i * 8 + 1 FOR 8), "
+            "'hex'))::bit(64)::int8 FROM retrieval_postinglist, "
+            "generate_series(0, postings - 1) i WHERE workspace_id = %s", [workspace_id])
+        return cursor.fetchall()
+
+
+def test_a_deleted_workspace_leaves_nothing_after_its_merge(alice: User) -> None:
+    rng = random.Random(2)
+    workspace = Workspace.objects.create(name="gone", slug="gone")
+    documents_write(workspace, rng, 20)
+    posting_lists_merge(workspace_id=workspace.pk)
+    assert PostingList.objects.filter(workspace_id=workspace.pk).exists()
+    workspace_id = workspace.pk
+    workspace.delete()
+
+    assert DroppedChunk.objects.filter(workspace_id=workspace_id).count() >= 20
+    assert text_ranking(workspace_ids=[workspace_id], query=VOCABULARY[0], depth=10) == []
+    posting_lists_merge(workspace_id=workspace_id)
+    assert not PostingList.objects.filter(workspace_id=workspace_id).exists()
+    assert not DroppedChunk.objects.filter(workspace_id=workspace_id).exists()
+
+
+def test_only_workspaces_with_enough_new_postings_are_merged_when_due(alice: User,
+                                                                      bob: User) -> None:
+    rng = random.Random(4)
+    big, small = alice.personal_workspace, bob.personal_workspace
+    while Posting.objects.filter(workspace_id=big.pk).count() < MERGE_AFTER_POSTINGS:
+        documents_write(big, rng, 50)
+    documents_write(small, rng, 2)
+
+    assert posting_lists_merge_due() == 1
+    assert not Posting.objects.filter(workspace_id=big.pk).exists()
+    assert Posting.objects.filter(workspace_id=small.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_merge_killed_midway_changes_nothing_and_the_next_one_completes(
+    celery_worker: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(9)
+    workspace = Workspace.objects.create(name="w", slug="w")
+    documents_write(workspace, rng, 80)
+    posting_lists_merge(workspace_id=workspace.pk)
+    documents_write(workspace, rng, 40)
+    queries = [" ".join(rng.choices(VOCABULARY, WEIGHTS, k=3)) for _ in range(10)]
+    before = [ranking([workspace.pk], query, 10) for query in queries]
+    postings_before = Posting.objects.count()
+
+    # Another session holds a list row, so the merge blocks in the middle of its writes;
+    # then its connection is killed, as a crashed worker's would be.
+    blocker = connections.create_connection("default")
+    blocker.set_autocommit(False)
+    with blocker.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM retrieval_postinglist WHERE workspace_id = %s "
+                       "FOR UPDATE", [workspace.pk])
+    failure: list[BaseException] = []
+
+    def merge() -> None:
+        try:
+            posting_lists_merge(workspace_id=workspace.pk)
+        except BaseException as exc:  # the killed connection's error
+            failure.append(exc)
+        finally:
+            connections.close_all()
+
+    merging = threading.Thread(target=merge)
+    merging.start()
+    with connection.cursor() as cursor:
+        for _ in range(100):
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND query LIKE '%%retrieval_postinglist%%'")
+            if waiting := cursor.fetchall():
+                break
+            threading.Event().wait(0.05)
+        assert waiting, "the merge never reached its writes"
+        cursor.execute("SELECT pg_terminate_backend(%s)", [waiting[0][0]])
+    merging.join(10)
+    blocker.rollback()
+    blocker.close()
+
+    assert failure
+    assert Posting.objects.count() == postings_before
+    assert [ranking([workspace.pk], query, 10) for query in queries] == before
+    # The scheduled merge, on a real worker (a thread of this process), completes it.
+    monkeypatch.setattr(postings, "MERGE_AFTER_POSTINGS", 1)
+    merge_postings.delay()
+    for _ in range(300):
+        if not Posting.objects.exists():
+            break
+        time.sleep(0.1)
+    assert not Posting.objects.exists()
+    assert [ranking([workspace.pk], query, 10) for query in queries] == before
+    assert all(same(ours, reference([workspace.pk], query, 10))
+               for ours, query in zip(before, queries, strict=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_packs_existing_postings_into_lists_and_back() -> None:
+    from django.db.migrations.executor import MigrationExecutor
+
+    rng = random.Random(8)
+    workspace = Workspace.objects.create(name="w", slug="w")
+    documents_write(workspace, rng, 60)
+    queries = [" ".join(rng.choices(VOCABULARY, WEIGHTS, k=3)) for _ in range(10)]
+    expected = [reference([workspace.pk], query, 10) for query in queries]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT lexeme, workspace_id, chunk_id, tf, length "
+                       "FROM retrieval_posting ORDER BY 1, 2, 3")
+        rows = cursor.fetchall()
+    posting_lists_merge(workspace_id=workspace.pk)
+    assert not Posting.objects.exists()
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("retrieval")
+    try:
+        # Back to before the lists: the postings are unpacked, exactly as they were.
+        MigrationExecutor(connection).migrate([("retrieval", "0004_workspace_statistics")])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT lexeme, workspace_id, chunk_id, tf, length "
+                           "FROM retrieval_posting ORDER BY 1, 2, 3")
+            assert cursor.fetchall() == rows
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    # And forward again: every posting in its list, none left as a row.
+    assert not Posting.objects.exists()
+    assert PostingList.objects.filter(workspace_id=workspace.pk).exists()
+    assert all(same(ranking([workspace.pk], query, 10), ranked)
+               for query, ranked in zip(queries, expected, strict=True))

@@ -457,6 +457,8 @@ def main() -> None:
     parser.add_argument("--ingest-documents", type=int, default=600)
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--build-only", action="store_true",
+                        help="Build the corpus into --home and stop, to measure it later.")
     parser.add_argument("--home", type=Path, default=None,
                         help="Keep the services' data here and reuse a corpus of the same "
                              "size built there by an earlier run (the build is most of a "
@@ -480,6 +482,8 @@ def main() -> None:
             if workspaces is None:
                 workspaces = build_corpus(args.chunks, documents)
                 extra["build_s"] = round(time.perf_counter() - started)
+            if args.build_only:
+                return
             sample = rng.sample(queries, min(args.queries, len(queries)))
             search = bench_search(args.chunks, workspaces, sample)
             extra["bytes_per_chunk"] = bench_sizes(args.chunks)

@@ -136,6 +136,7 @@ class Config:
     ai_circuit_open_seconds: float
     web_workers: int
     database_pool_size: int
+    search_cache_mb: int
     event_streams_per_user: int
     metrics_token: str | None
     prometheus_multiproc_dir: Path
@@ -215,6 +216,9 @@ class Config:
             # has two cores.
             web_workers=_positive_int(
                 env.get("WEB_CONCURRENCY"), name="WEB_CONCURRENCY", default=2
+            ),
+            search_cache_mb=_positive_int(
+                env.get("SEARCH_CACHE_MB"), name="SEARCH_CACHE_MB", default=128
             ),
             database_pool_size=_positive_int(
                 env.get("DATABASE_POOL_SIZE"), name="DATABASE_POOL_SIZE", default=4

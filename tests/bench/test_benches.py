@@ -64,6 +64,10 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         assert last["chunks"] == 300 and isinstance(last["small_workspace"]["full_k"], bool)
         assert {"p50_ms", "p95_ms"} == last["tantivy"].keys() == last["small_workspace"][
             "tantivy"].keys() == last["text_vs_tantivy"]["big"].keys()
+        assert set(last["bytes_per_chunk"]) == {"text_index", "vectors", "rest"}
+        assert all(size > 0 for size in last["bytes_per_chunk"].values())
+        assert set(last["searches_per_s_4_searchers"]) == {"text", "vector", "hybrid"}
+        assert last["build_s"] >= 0
 
 
 @pytest.mark.parametrize("name", DRILLS)

@@ -15,7 +15,7 @@ from django.db import connection, connections
 
 from aistack.accounts.models import Workspace
 from aistack.documents.models import Document
-from aistack.retrieval import postings
+from aistack.retrieval import postings, textrank
 from aistack.retrieval.chunking import ChunkSpec
 from aistack.retrieval.index import IndexedDocument, chunks_delete, chunks_replace
 from aistack.retrieval.models import DroppedChunk, Posting, PostingList
@@ -132,6 +132,47 @@ def test_new_merged_edited_and_deleted_postings_rank_exactly_as_bm25(alice: User
     live = set(mine.chunks.values_list("id", flat=True))
     listed = {chunk_id for (chunk_id,) in _listed_chunks(mine.pk)}
     assert listed == live
+
+
+def test_a_process_with_little_memory_for_lists_ranks_the_same(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(12)
+    workspace = alice.personal_workspace
+    documents_write(workspace, rng, 100)
+    posting_lists_merge(workspace_id=workspace.pk)
+    # Room for a few short lists: most are read every time, some come from memory.
+    monkeypatch.setattr(textrank, "lists", textrank.ListCache(budget=3_000))
+    assert_ranks_as_reference([workspace.pk], rng)
+    assert 0 < textrank.lists._bytes <= 3_000
+
+
+def test_long_lists_looked_up_rather_than_summed_rank_the_same(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(13)
+    workspace = alice.personal_workspace
+    documents_write(workspace, rng, 150)
+    posting_lists_merge(workspace_id=workspace.pk)
+    documents_write(workspace, rng, 10)  # and some new postings
+    # Every list long: the common words' lists are looked up for the rare words' chunks.
+    monkeypatch.setattr(textrank, "_SHORT_LIST", 0)
+    looked_up = []
+    add_to = textrank._Part.add_to
+
+    def counted(part: textrank._Part, *args: Any) -> None:
+        looked_up.append(part)
+        add_to(part, *args)
+
+    monkeypatch.setattr(textrank._Part, "add_to", counted)
+    for _ in range(40):
+        rare = rng.choice(VOCABULARY[100:])
+        common = " ".join(rng.choices(VOCABULARY[:8], k=rng.randint(1, 4)))
+        query = f"{rare} {common}"
+        k = rng.choice([1, 3, 10])
+        assert same(ranking([workspace.pk], query, k),
+                    reference([workspace.pk], query, k)), query
+    assert looked_up
 
 
 def _listed_chunks(workspace_id: int) -> list[tuple[int]]:

@@ -158,6 +158,9 @@ class PostingList(models.Model):
     tfs = models.BinaryField(help_text="int16 term frequencies, one per chunk id.")
     lengths = models.BinaryField(help_text="int32 chunk lengths (BM25), one per chunk id.")
     postings = models.IntegerField()
+    # Drawn from a sequence on every write: a process that cached the arrays of this
+    # version may use them without reading them again.
+    version = models.BigIntegerField()
 
     def __str__(self) -> str:
         return f"{self.lexeme} in {self.workspace_id}: {self.postings}"

@@ -50,6 +50,10 @@ class Postings:
                    np.frombuffer(tfs, TF).astype(np.int64),
                    np.frombuffer(lengths, LENGTH).astype(np.int64))
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.chunk_ids.nbytes + self.tfs.nbytes + self.lengths.nbytes)
+
     def pack(self) -> tuple[bytes, bytes, bytes]:
         return (self.chunk_ids.astype(CHUNK_ID).tobytes(), self.tfs.astype(TF).tobytes(),
                 self.lengths.astype(LENGTH).tobytes())
@@ -147,7 +151,8 @@ def _lists_write(cursor: CursorWrapper, workspace_id: int, lists: dict[str, Post
             "SELECT %s, * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], "
             "%s::int[]) "
             "ON CONFLICT (workspace_id, lexeme) DO UPDATE SET chunk_ids = EXCLUDED.chunk_ids, "
-            "tfs = EXCLUDED.tfs, lengths = EXCLUDED.lengths, postings = EXCLUDED.postings",
+            "tfs = EXCLUDED.tfs, lengths = EXCLUDED.lengths, postings = EXCLUDED.postings, "
+            "version = EXCLUDED.version",
             [workspace_id, list(packed), [ids for ids, _, _ in packed.values()],
              [tfs for _, tfs, _ in packed.values()],
              [lengths for _, _, lengths in packed.values()],

@@ -42,7 +42,9 @@ FUSION_DEPTH = 100
 # those is both faster and complete.
 EXACT_SCAN_MAX_VECTORS = 20_000
 EXACT_SCAN_MAX_FRACTION = 0.2
-HNSW_EF_SEARCH_MIN = 100
+# The HNSW candidate list: measured by bench/retrieval.py over 100,000 chunks, recall@10
+# against exact search is 0.944 at 100, 0.985 at 200 and 0.992 at 400.
+HNSW_EF_SEARCH_MIN = 200
 HNSW_EF_SEARCH_MAX = 1000
 _STATS_TTL_SECONDS = 60
 # Control characters never occur in stored text, so they mark matches unambiguously

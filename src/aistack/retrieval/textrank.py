@@ -1,6 +1,9 @@
 """BM25 ranking over the text index: one statement reads the query's terms' posting lists,
 new postings and dropped chunks, and numpy scores every posting.
 
+A process keeps the lists it read (up to SEARCH_CACHE_MB), by version: the statement
+sends a list's arrays only when this process has not got that version of it.
+
 The statistics (document frequencies, chunk count, average length) are summed over the
 searched workspaces alone, so a score never depends on what the caller cannot read. The
 IDF is Lucene's, ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative.
@@ -8,8 +11,12 @@ IDF is Lucene's, ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import numpy.typing as npt
+from django.conf import settings
 from django.db import connection
 
 from aistack.retrieval.postings import CHUNK_ID, Postings
@@ -23,9 +30,63 @@ SCORE_DECIMALS = 9
 # Scores are summed in a dense array over the span of chunk ids when it is at most this
 # many times the postings read (or this long), else by sorting the ids.
 _DENSE_SPAN_FACTOR = 8
-_DENSE_SPAN_MIN = 1 << 22
+_DENSE_SPAN_MIN = 1 << 16
+# Lists of at most this many postings (or a fiftieth of a search's) are always summed.
+_SHORT_LIST = 4_096
+# What a bound must clear a floor by, well above float error and below score rounding.
+_MARGIN = 1e-7
 
-# One snapshot: the lists, the postings not yet merged and the dropped chunks agree.
+class ListCache:
+    """The posting lists this process read, by (workspace, term, version), least recently
+    used first out once they hold more than ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._lists: OrderedDict[str, Postings] = OrderedDict()
+        # "workspace:term:" to the key of the version held.
+        self._held: dict[str, str] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def held(self, prefixes: set[str]) -> dict[str, Postings]:
+        """Return the lists held for these "workspace:term:" prefixes, by key."""
+        with self._lock:
+            found = {}
+            for prefix in prefixes:
+                key = self._held.get(prefix)
+                if key is not None:
+                    self._lists.move_to_end(key)
+                    found[key] = self._lists[key]
+            return found
+
+    def put(self, key: str, postings: Postings) -> None:
+        size = postings.nbytes
+        if size > self.budget:
+            return
+        prefix = key.rsplit(":", 1)[0] + ":"
+        with self._lock:
+            replaced = self._held.get(prefix)
+            if replaced is not None:
+                self._bytes -= self._lists.pop(replaced).nbytes
+            self._lists[key] = postings
+            self._held[prefix] = key
+            self._bytes += size
+            while self._bytes > self.budget:
+                evicted_key, evicted = self._lists.popitem(last=False)
+                del self._held[evicted_key.rsplit(":", 1)[0] + ":"]
+                self._bytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lists.clear()
+            self._held.clear()
+            self._bytes = 0
+
+
+lists = ListCache(settings.CONFIG.search_cache_mb << 20)
+
+# One snapshot: the lists, the postings not yet merged and the dropped chunks agree. A
+# list's arrays come only when the caller has not cached that version of it.
 _READ_SQL = """
 WITH text_query AS (
     SELECT DISTINCT u.lexeme FROM unnest(to_tsvector('english', %(query)s)) u
@@ -40,12 +101,17 @@ WITH text_query AS (
           WHERE w.workspace_id = ANY(%(workspaces)s)
           GROUP BY w.lexeme) t, corpus
     WHERE t.df > 0
+), listed AS (
+    SELECT l.workspace_id || ':' || l.lexeme || ':' || l.version AS key, l.*, i.weight
+    FROM idf i JOIN retrieval_postinglist l ON l.lexeme = i.lexeme
+    WHERE l.workspace_id = ANY(%(workspaces)s)
 )
 SELECT 'corpus', NULL, corpus.avgdl, NULL::bytea, NULL::bytea, NULL::bytea FROM corpus
 UNION ALL
-SELECT 'list', l.lexeme, i.weight, l.chunk_ids, l.tfs, l.lengths
-FROM idf i JOIN retrieval_postinglist l ON l.lexeme = i.lexeme
-WHERE l.workspace_id = ANY(%(workspaces)s)
+SELECT 'list', l.key, l.weight, l.chunk_ids, l.tfs, l.lengths FROM listed l
+WHERE l.key <> ALL(%(cached)s)
+UNION ALL
+SELECT 'cached', l.key, l.weight, NULL, NULL, NULL FROM listed l WHERE l.key = ANY(%(cached)s)
 UNION ALL
 SELECT 'new', p.lexeme, i.weight, string_agg(int8send(p.chunk_id), '' ORDER BY p.chunk_id),
        string_agg(int2send(p.tf::int2), '' ORDER BY p.chunk_id),
@@ -65,45 +131,87 @@ def text_ranking(*, workspace_ids: list[int], query: str, depth: int
                  ) -> list[tuple[int, float]]:
     """Return the ``depth`` best (chunk id, BM25 score) for ``query``, best first."""
     with connection.cursor() as cursor:
-        cursor.execute(_READ_SQL, {"query": query, "workspaces": workspace_ids})
+        # The query's terms first, to name the lists this process has cached.
+        cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))",
+                       [query])
+        held = lists.held({f"{w}:{lexeme}:" for (lexeme,) in cursor.fetchall()
+                           for w in workspace_ids})
+        cursor.execute(_READ_SQL, {"query": query, "workspaces": workspace_ids,
+                                   "cached": list(held)})
         rows = cursor.fetchall()
     avgdl = 1.0
     dropped = np.empty(0, dtype=np.int64)
     terms: list[tuple[float, Postings, bool]] = []
-    for kind, _, number, ids, tfs, lengths in rows:
+    for kind, key, number, ids, tfs, lengths in rows:
         if kind == "corpus":
             avgdl = float(number)
         elif kind == "dropped":
             dropped = np.frombuffer(ids, CHUNK_ID).astype(np.int64)
+        elif kind == "cached":
+            terms.append((float(number), held[key], True))
         else:
-            terms.append((float(number), Postings.unpack(ids, tfs, lengths), kind == "list"))
-    chunk_ids, scores = [], []
+            postings = Postings.unpack(ids, tfs, lengths)
+            if kind == "list":
+                lists.put(key, postings)
+            terms.append((float(number), postings, kind == "list"))
+    parts = []
     for weight, postings, merged in terms:
         # New postings belong to live chunks (theirs are deleted with them).
-        if merged:
-            postings = postings.without(dropped)
-        tf = postings.tfs.astype(np.float64)
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * postings.lengths / avgdl)
-        chunk_ids.append(postings.chunk_ids)
-        scores.append(weight * tf * (BM25_K1 + 1) / (tf + norm))
-    if not chunk_ids:
+        live = postings.without(dropped) if merged else postings
+        if live.chunk_ids.size:
+            tf = live.tfs.astype(np.float64)
+            norm = BM25_K1 * (1 - BM25_B + BM25_B * live.lengths / avgdl)
+            parts.append(_Part(live.chunk_ids, weight * tf * (BM25_K1 + 1) / (tf + norm)))
+    return _best(parts, depth)
+
+
+class _Part:
+    """One list's (or its new postings') chunk ids, ascending, and their scores."""
+
+    def __init__(self, chunk_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]
+                 ) -> None:
+        self.chunk_ids = chunk_ids
+        self.scores = scores
+        self.bound = float(scores.max())
+
+    def add_to(self, chunk_ids: npt.NDArray[np.int64], sums: npt.NDArray[np.float64]) -> None:
+        """Add this part's scores of the given chunks (ascending ids) to ``sums``."""
+        found = np.searchsorted(self.chunk_ids, chunk_ids)
+        inside = found < self.chunk_ids.size
+        hit = np.zeros(chunk_ids.size, dtype=bool)
+        hit[inside] = self.chunk_ids[found[inside]] == chunk_ids[inside]
+        sums[hit] += self.scores[found[hit]]
+
+
+def _best(parts: list[_Part], depth: int) -> list[tuple[int, float]]:
+    """Return the ``depth`` chunks of highest summed score, ties to the lower id.
+
+    MaxScore (Turtle and Flood): the short lists are scored first, and their depth-th
+    best sum is a floor the final depth-th best can only rise from. Long lists whose
+    best scores together stay under that floor cannot lift a chunk found in none of
+    the others into the results: they are only looked up for the chunks that are.
+    """
+    if not parts:
         return []
-    return _best(np.concatenate(chunk_ids), np.concatenate(scores), depth)
-
-
-def _best(chunk_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], depth: int
-          ) -> list[tuple[int, float]]:
-    """Sum each chunk's scores and return the best ``depth``, ties to the lower id."""
-    low, high = int(chunk_ids.min()), int(chunk_ids.max())
-    span = high - low + 1
-    if span <= max(_DENSE_SPAN_MIN, _DENSE_SPAN_FACTOR * chunk_ids.size):
-        totals = np.bincount(chunk_ids - low, weights=scores, minlength=span)
-        ids = np.flatnonzero(totals)
-        sums = totals[ids]
-        ids += low
-    else:
-        ids, inverse = np.unique(chunk_ids, return_inverse=True)
-        sums = np.bincount(inverse, weights=scores)
+    total = sum(part.chunk_ids.size for part in parts)
+    short = [p for p in parts if p.chunk_ids.size <= max(_SHORT_LIST, total // 50)]
+    long = sorted((p for p in parts if p not in short), key=lambda p: p.bound)
+    floor = _depth_th(_summed(short), depth) if short else 0.0
+    lookups: list[_Part] = []
+    reach = 0.0
+    for part in long:
+        if reach + part.bound >= floor - _MARGIN:
+            break
+        lookups.append(part)
+        reach += part.bound
+    ids, sums = _summed(short + long[len(lookups):])
+    if lookups:
+        # Only chunks that the looked-up lists could still lift to the floor.
+        floor = max(floor, _depth_th((ids, sums), depth))
+        keep = sums + reach >= floor - _MARGIN
+        ids, sums = ids[keep], sums[keep].copy()
+        for part in lookups:
+            part.add_to(ids, sums)
     rounded = np.round(sums, SCORE_DECIMALS)
     if ids.size > depth:
         # Everything scoring at least the depth-th best, ties at the edge included.
@@ -112,3 +220,27 @@ def _best(chunk_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64], dep
         ids, rounded = ids[keep], rounded[keep]
     order = np.lexsort((ids, -rounded))[:depth]
     return [(int(i), float(s)) for i, s in zip(ids[order], rounded[order], strict=True)]
+
+
+def _depth_th(summed: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]], depth: int
+              ) -> float:
+    """Return the depth-th highest sum, or 0 when there are fewer."""
+    _, sums = summed
+    return float(np.partition(sums, sums.size - depth)[sums.size - depth]) \
+        if sums.size >= depth else 0.0
+
+
+def _summed(parts: list[_Part]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Return the chunk ids found in any of ``parts``, ascending, and their summed scores."""
+    if not parts:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    chunk_ids = np.concatenate([part.chunk_ids for part in parts])
+    scores = np.concatenate([part.scores for part in parts])
+    low, high = int(chunk_ids.min()), int(chunk_ids.max())
+    span = high - low + 1
+    if span <= max(_DENSE_SPAN_MIN, _DENSE_SPAN_FACTOR * chunk_ids.size):
+        totals = np.bincount(chunk_ids - low, weights=scores, minlength=span)
+        found = np.flatnonzero(totals)
+        return (found + low).astype(np.int64), totals[found].astype(np.float64)
+    ids, inverse = np.unique(chunk_ids, return_inverse=True)
+    return ids.astype(np.int64), np.bincount(inverse, weights=scores).astype(np.float64)

@@ -32,7 +32,15 @@ class Migration(migrations.Migration):
                 ('tfs', models.BinaryField(help_text='int16 term frequencies, one per chunk id.')),
                 ('lengths', models.BinaryField(help_text='int32 chunk lengths (BM25), one per chunk id.')),
                 ('postings', models.IntegerField()),
+                ('version', models.BigIntegerField()),
             ],
+        ),
+        migrations.RunSQL(
+            "CREATE SEQUENCE retrieval_postinglist_version; "
+            "ALTER TABLE retrieval_postinglist ALTER COLUMN version "
+            "SET DEFAULT nextval('retrieval_postinglist_version')",
+            "ALTER TABLE retrieval_postinglist ALTER COLUMN version DROP DEFAULT; "
+            "DROP SEQUENCE retrieval_postinglist_version",
         ),
         migrations.RunSQL(
             "ALTER TABLE retrieval_postinglist ALTER COLUMN chunk_ids SET STORAGE EXTERNAL, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -214,7 +215,7 @@ def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np
                                for p, _ in found])
         order = np.argsort(ids)
         batch.append((workspace_id, lexeme, Postings(ids[order], tfs[order], lens[order])))
-        if len(batch) >= 2_000:
+        if sum(p.chunk_ids.size for _, _, p in batch) >= 2_000_000 or len(batch) >= 2_000:
             flush()
     if batch:
         flush()
@@ -246,6 +247,11 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
                 ("text (BM25)", SearchMode.TEXT, None),
                 ("hybrid (RRF)", SearchMode.HYBRID, None)]
         for label, mode, force in runs:
+            # One pass untimed, as a serving process has its lists and pages in memory
+            # (and Tantivy's index is in the page cache from being written).
+            for query in queries:
+                search(workspace_ids=[workspace_id], query=query, k=K, mode=mode,
+                       attribution=attribution, exact=force, snippets=True)
             latencies, recalls, counts = [], [], []
             for query in queries:
                 started = time.perf_counter()
@@ -357,7 +363,7 @@ def bench_tantivy(workspaces: dict[str, int], queries: list[str]) -> dict[str, d
     figures: dict[str, dict[str, Any]] = {}
     for name, workspace_id in workspaces.items():
         latencies = []
-        for query in queries:
+        for query in queries + queries:  # the first pass untimed, as for ours
             started = time.perf_counter()
             parsed, _ = index.parse_query_lenient(query, ["body"])
             if name != "big":
@@ -368,6 +374,7 @@ def bench_tantivy(workspaces: dict[str, int], queries: list[str]) -> dict[str, d
             hits = searcher.search(parsed, K, count=False).hits
             [searcher.doc(address)["chunk"] for _, address in hits]
             latencies.append((time.perf_counter() - started) * 1000)
+        latencies = latencies[len(queries):]
         figures[name] = {"p50_ms": round(median(latencies), 2),
                          "p95_ms": round(percentile(latencies, 0.95), 2)}
         print(f"  {name:<10} {'text (BM25, Tantivy)':<22} {median(latencies):8.2f} "
@@ -470,7 +477,9 @@ def main() -> None:
     home = args.home or Path(tempfile.mkdtemp(prefix="aistack-bench-"))
     home.mkdir(parents=True, exist_ok=True)
     stop = django_on_embedded_services(home, AI_EMBEDDING_MODEL="local:all-MiniLM-L6-v2",
-                                      DATABASE_POOL_SIZE="8")
+                                      DATABASE_POOL_SIZE="8",
+                                      # Room for a million chunks' text index (1.5 KB each).
+                                      SEARCH_CACHE_MB=os.environ.get("SEARCH_CACHE_MB", "2048"))
     ingest = search = tantivy = None
     extra: dict[str, Any] = {}
     try:

@@ -214,7 +214,8 @@ def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np
         lens = np.concatenate([np.full(chunks_of[workspace_id, p].size, lengths[p])
                                for p, _ in found])
         order = np.argsort(ids)
-        batch.append((workspace_id, lexeme, Postings(ids[order], tfs[order], lens[order])))
+        batch.append((workspace_id, lexeme, Postings(ids[order], tfs[order].astype(np.int16),
+                                                     lens[order].astype(np.int32))))
         if sum(p.chunk_ids.size for _, _, p in batch) >= 2_000_000 or len(batch) >= 2_000:
             flush()
     if batch:

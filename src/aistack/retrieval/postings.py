@@ -41,14 +41,15 @@ class Postings:
     """One term's postings: chunk ids ascending, with their term frequencies and lengths."""
 
     chunk_ids: npt.NDArray[np.int64]
-    tfs: npt.NDArray[np.int64]
-    lengths: npt.NDArray[np.int64]
+    tfs: npt.NDArray[np.int16]
+    lengths: npt.NDArray[np.int32]
 
     @classmethod
     def unpack(cls, chunk_ids: bytes, tfs: bytes, lengths: bytes) -> Postings:
+        """Read packed arrays into this machine's byte order, as compact as stored."""
         return cls(np.frombuffer(chunk_ids, CHUNK_ID).astype(np.int64),
-                   np.frombuffer(tfs, TF).astype(np.int64),
-                   np.frombuffer(lengths, LENGTH).astype(np.int64))
+                   np.frombuffer(tfs, TF).astype(np.int16),
+                   np.frombuffer(lengths, LENGTH).astype(np.int32))
 
     @property
     def nbytes(self) -> int:

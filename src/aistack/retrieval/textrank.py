@@ -36,6 +36,7 @@ _SHORT_LIST = 4_096
 # What a bound must clear a floor by, well above float error and below score rounding.
 _MARGIN = 1e-7
 
+
 class ListCache:
     """The posting lists this process read, by (workspace, term, version), least recently
     used first out once they hold more than ``budget`` bytes."""

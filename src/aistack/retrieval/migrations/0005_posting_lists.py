@@ -36,7 +36,11 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.RunSQL(
+            # Started at the time in microseconds, so that a sequence made again (this
+            # migration undone and redone) never repeats a version a process cached.
             "CREATE SEQUENCE retrieval_postinglist_version; "
+            "SELECT setval('retrieval_postinglist_version', "
+            "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint); "
             "ALTER TABLE retrieval_postinglist ALTER COLUMN version "
             "SET DEFAULT nextval('retrieval_postinglist_version')",
             "ALTER TABLE retrieval_postinglist ALTER COLUMN version DROP DEFAULT; "

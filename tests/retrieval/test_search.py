@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -24,11 +23,10 @@ from aistack.retrieval.selectors import (
     chunk_search,
 )
 from aistack.retrieval.services import search
-from aistack.retrieval.textrank import BM25_B, BM25_K1
 from aistack.usage.models import UsageRecord
 from aistack.usage.types import Attribution
 from tests.conftest import ApiClient
-from tests.retrieval.helpers import index_now, indexed
+from tests.retrieval.helpers import bm25_reference, index_now, indexed
 
 ATTRIBUTION = Attribution(feature="search")
 
@@ -68,37 +66,6 @@ def test_text_search_matches_any_term_and_prefers_rare_ones(
     assert "Vacation policy" not in titles(hits, corpus)
 
 
-def bm25_reference(query: str, workspace: Workspace) -> dict[int, float]:
-    """BM25 over the workspace's own chunks, computed in Python from the stored term
-    vectors, independently of the SQL and of the statistics it keeps."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", [query])
-        query_terms = {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT c.id, c.term_count, u.lexeme, cardinality(u.positions) "
-                       "FROM retrieval_chunk c, unnest(c.search_vector) u "
-                       "WHERE c.workspace_id = %s", [workspace.pk])
-        rows = cursor.fetchall()
-    term_counts: dict[int, int] = {}
-    tfs: dict[int, Counter[str]] = {}
-    for chunk_id, length, lexeme, tf in rows:
-        term_counts[chunk_id] = length
-        tfs.setdefault(chunk_id, Counter())[lexeme] = tf
-    n = Chunk.objects.filter(workspace=workspace).count()
-    avgdl = sum(term_counts.values()) / n
-    df = Counter(lexeme for counter in tfs.values() for lexeme in counter)
-    scores = {}
-    for chunk_id, counter in tfs.items():
-        matched = query_terms & counter.keys()
-        if not matched:
-            continue
-        scores[chunk_id] = sum(
-            math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) * counter[t] * (BM25_K1 + 1)
-            / (counter[t] + BM25_K1 * (1 - BM25_B + BM25_B * term_counts[chunk_id] / avgdl))
-            for t in matched
-        )
-    return scores
-
-
 def test_bm25_scores_match_an_independent_computation(
     alice: User, corpus: dict[str, Document]
 ) -> None:
@@ -110,7 +77,7 @@ def test_bm25_scores_match_an_independent_computation(
     hits = search(workspace_ids=[alice.personal_workspace.pk], query=query, k=10,
                   mode=SearchMode.TEXT, attribution=ATTRIBUTION)
 
-    expected = bm25_reference(query, alice.personal_workspace)
+    expected = bm25_reference(query, [alice.personal_workspace.pk])
     assert {hit.chunk_id: round(hit.score, 6) for hit in hits} == {
         chunk_id: round(score, 6) for chunk_id, score in expected.items()}
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)

@@ -6,7 +6,6 @@ import math
 import random
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -25,7 +24,8 @@ from aistack.retrieval.postings import (
     posting_lists_merge_due,
 )
 from aistack.retrieval.tasks import merge_postings
-from aistack.retrieval.textrank import BM25_B, BM25_K1, text_ranking
+from aistack.retrieval.textrank import text_ranking
+from tests.retrieval.helpers import bm25_reference
 
 # A Zipfian vocabulary: a few words in most chunks, most words in a few.
 VOCABULARY = [f"w{n}q" for n in range(300)]
@@ -56,28 +56,8 @@ def documents_write(workspace: Workspace, rng: random.Random, count: int) -> lis
 
 
 def reference(workspaces: list[int], query: str, k: int) -> list[tuple[int, float]]:
-    """BM25 over the chunks' own stored terms, in Python: nothing of the index is read."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))", [query])
-        terms = {row[0] for row in cursor.fetchall()}
-        cursor.execute("SELECT c.id, c.term_count, u.lexeme, cardinality(u.positions) "
-                       "FROM retrieval_chunk c, unnest(c.search_vector) u "
-                       "WHERE c.workspace_id = ANY(%s)", [workspaces])
-        rows = cursor.fetchall()
-    lengths: dict[int, int] = {}
-    tfs: dict[int, Counter[str]] = {}
-    for chunk_id, length, lexeme, tf in rows:
-        lengths[chunk_id] = length
-        tfs.setdefault(chunk_id, Counter())[lexeme] = tf
-    n = len(lengths)
-    avgdl = sum(lengths.values()) / n
-    df = Counter(lexeme for counter in tfs.values() for lexeme in counter)
-    scores = {
-        chunk_id: sum(math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) * counter[t]
-                      * (BM25_K1 + 1) / (counter[t] + BM25_K1 * (
-                          1 - BM25_B + BM25_B * lengths[chunk_id] / avgdl))
-                      for t in terms & counter.keys())
-        for chunk_id, counter in tfs.items() if terms & counter.keys()}
+    """The best k of BM25 computed in Python from the chunks' own stored terms."""
+    scores = bm25_reference(query, workspaces)
     return sorted(scores.items(), key=lambda item: (-round(item[1], 9), item[0]))[:k]
 
 

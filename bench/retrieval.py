@@ -195,6 +195,7 @@ def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np
         for lexeme, tf in zip(terms, tfs, strict=True):
             holders[workspace_id, lexeme].append((passage, tf))
     batch: list[tuple[int, str, Postings]] = []
+    batched = 0  # postings in the batch
 
     def flush() -> None:
         with connection.cursor() as cursor:
@@ -206,6 +207,8 @@ def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np
                 "%s::bytea[], %s::int[])", [list(column) for column in zip(*packed,
                                                                             strict=True)])
         batch.clear()
+        nonlocal batched
+        batched = 0
 
     for (workspace_id, lexeme), found in holders.items():
         ids = np.concatenate([chunks_of[workspace_id, p] for p, _ in found])
@@ -216,7 +219,8 @@ def lists_write(passages: list[tuple[int, int, list[str], list[int]]], drawn: np
         order = np.argsort(ids)
         batch.append((workspace_id, lexeme, Postings(ids[order], tfs[order].astype(np.int16),
                                                      lens[order].astype(np.int32))))
-        if sum(p.chunk_ids.size for _, _, p in batch) >= 2_000_000 or len(batch) >= 2_000:
+        batched += ids.size
+        if batched >= 2_000_000 or len(batch) >= 2_000:
             flush()
     if batch:
         flush()

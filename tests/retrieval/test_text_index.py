@@ -55,6 +55,14 @@ def documents_write(workspace: Workspace, rng: random.Random, count: int) -> lis
     return created
 
 
+def merged_workspace(workspace: Workspace, *, seed: int, documents: int) -> random.Random:
+    """Write random documents into the workspace and merge them; return the generator."""
+    rng = random.Random(seed)
+    documents_write(workspace, rng, documents)
+    posting_lists_merge(workspace_id=workspace.pk)
+    return rng
+
+
 def reference(workspaces: list[int], query: str, k: int) -> list[tuple[int, float]]:
     """The best k of BM25 computed in Python from the chunks' own stored terms."""
     scores = bm25_reference(query, workspaces)
@@ -117,10 +125,8 @@ def test_new_merged_edited_and_deleted_postings_rank_exactly_as_bm25(alice: User
 def test_a_process_with_little_memory_for_lists_ranks_the_same(
     alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rng = random.Random(12)
     workspace = alice.personal_workspace
-    documents_write(workspace, rng, 100)
-    posting_lists_merge(workspace_id=workspace.pk)
+    rng = merged_workspace(workspace, seed=12, documents=100)
     # Room for a few short lists: most are read every time, some come from memory.
     monkeypatch.setattr(textrank, "lists", textrank.ListCache(budget=3_000))
     assert_ranks_as_reference([workspace.pk], rng)
@@ -130,10 +136,8 @@ def test_a_process_with_little_memory_for_lists_ranks_the_same(
 def test_long_lists_looked_up_rather_than_summed_rank_the_same(
     alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rng = random.Random(13)
     workspace = alice.personal_workspace
-    documents_write(workspace, rng, 150)
-    posting_lists_merge(workspace_id=workspace.pk)
+    rng = merged_workspace(workspace, seed=13, documents=150)
     documents_write(workspace, rng, 10)  # and some new postings
     # Every list long: the common words' lists are looked up for the rare words' chunks.
     monkeypatch.setattr(textrank, "_SHORT_LIST", 0)

@@ -77,12 +77,6 @@ class ListCache:
                 del self._held[evicted_key.rsplit(":", 1)[0] + ":"]
                 self._bytes -= evicted.nbytes
 
-    def clear(self) -> None:
-        with self._lock:
-            self._lists.clear()
-            self._held.clear()
-            self._bytes = 0
-
 
 lists = ListCache(settings.CONFIG.search_cache_mb << 20)
 
@@ -103,13 +97,15 @@ WITH text_query AS (
           GROUP BY w.lexeme) t, corpus
     WHERE t.df > 0
 ), listed AS (
-    SELECT l.workspace_id || ':' || l.lexeme || ':' || l.version AS key, l.*, i.weight
+    SELECT l.workspace_id, l.lexeme, i.weight,
+           l.workspace_id || ':' || l.lexeme || ':' || l.version AS key
     FROM idf i JOIN retrieval_postinglist l ON l.lexeme = i.lexeme
     WHERE l.workspace_id = ANY(%(workspaces)s)
 )
 SELECT 'corpus', NULL, corpus.avgdl, NULL::bytea, NULL::bytea, NULL::bytea FROM corpus
 UNION ALL
-SELECT 'list', l.key, l.weight, l.chunk_ids, l.tfs, l.lengths FROM listed l
+SELECT 'list', l.key, l.weight, p.chunk_ids, p.tfs, p.lengths
+FROM listed l JOIN retrieval_postinglist p USING (workspace_id, lexeme)
 WHERE l.key <> ALL(%(cached)s)
 UNION ALL
 SELECT 'cached', l.key, l.weight, NULL, NULL, NULL FROM listed l WHERE l.key = ANY(%(cached)s)

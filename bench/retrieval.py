@@ -281,6 +281,74 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
     return figures
 
 
+def hnsw_graph_ensure(graph: tuple[int, int] | None) -> str:
+    """Rebuild the HNSW index with (m, ef_construction) if it was built otherwise; return
+    how it is built."""
+    from django.db import connection
+
+    from aistack.retrieval.selectors import active_space
+    from aistack.retrieval.spaces import (
+        HNSW_EF_CONSTRUCTION,
+        HNSW_M,
+        embedding_space_index_create,
+    )
+
+    space = active_space()
+    assert space is not None
+    m, ef_construction = graph or (HNSW_M, HNSW_EF_CONSTRUCTION)
+    wanted = f"m={m}, ef_construction={ef_construction}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                       [f"chunkvector_hnsw_{space.pk}"])
+        found = cursor.fetchone()
+        # As PostgreSQL prints it back.
+        if found is not None and f"WITH (m='{m}', ef_construction='{ef_construction}')" \
+                in found[0]:
+            return wanted
+        print(f"\nbuilding the HNSW index ({wanted})")
+        started = time.perf_counter()
+        cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{space.pk}")
+        cursor.execute("SET maintenance_work_mem = '2GB'")
+    embedding_space_index_create(space=space, m=m, ef_construction=ef_construction)
+    print(f"  built in {time.perf_counter() - started:.0f}s")
+    return wanted
+
+
+def bench_ef_sweep(workspace_id: int, queries: list[str], ef_values: list[int]
+                   ) -> dict[str, dict[str, float]]:
+    """Recall@10 against exact search, and latency, of the HNSW walk at each ef_search."""
+    from aistack.retrieval.embedding import query_vector
+    from aistack.retrieval.selectors import active_space, vector_ranking
+    from aistack.usage.types import Attribution
+
+    space = active_space()
+    assert space is not None
+    attribution = Attribution(feature="bench")
+    vectors = [query_vector(space=space, query=q, attribution=attribution) for q in queries]
+    exact = [{i for i, _ in vector_ranking(space=space, workspace_ids=[workspace_id],
+                                           query_vector=v, depth=K, exact=True)}
+             for v in vectors]
+    print(f"\nHNSW walk, big workspace, k={K}: ef_search, p50 ms, p95 ms, recall@10")
+    figures = {}
+    for ef in ef_values:
+        latencies, recalls = [], []
+        for timed in (False, True):
+            for vector, nearest in zip(vectors, exact, strict=True):
+                started = time.perf_counter()
+                found = vector_ranking(space=space, workspace_ids=[workspace_id],
+                                       query_vector=vector, depth=K, exact=False,
+                                       ef_search=ef)
+                if timed:
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    recalls.append(len({i for i, _ in found} & nearest) / max(1, len(nearest)))
+        figures[str(ef)] = {"p50_ms": round(median(latencies), 2),
+                            "p95_ms": round(percentile(latencies, 0.95), 2),
+                            "recall_at_10": round(sum(recalls) / len(recalls), 4)}
+        print(f"  {ef:>6} {median(latencies):8.2f} {percentile(latencies, 0.95):8.2f} "
+              f"{sum(recalls) / len(recalls):8.3f}")
+    return figures
+
+
 def bench_sizes(n: int) -> dict[str, float]:
     """Bytes on disk per chunk: the text index, the vectors, and the rest."""
     from django.db import connection
@@ -475,6 +543,12 @@ def main() -> None:
                         help="Keep the services' data here and reuse a corpus of the same "
                              "size built there by an earlier run (the build is most of a "
                              "large run's time).")
+    parser.add_argument("--hnsw-graph", type=lambda v: tuple(map(int, v.split(":"))),
+                        default=None, metavar="M:EF_CONSTRUCTION",
+                        help="Build the HNSW index so (default: as aistack does).")
+    parser.add_argument("--ef-sweep", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[], metavar="EF,EF,...",
+                        help="Also measure the HNSW walk alone at each ef_search.")
     args = bench_arguments(parser, chunks=300, queries=5, passages=40, ingest_documents=10)
     documents, queries = load_scifact(args.dataset)
     documents = documents[: args.passages] if args.passages else documents
@@ -498,7 +572,10 @@ def main() -> None:
                 extra["build_s"] = round(time.perf_counter() - started)
             if args.build_only:
                 return
+            extra["hnsw_graph"] = hnsw_graph_ensure(args.hnsw_graph)
             sample = rng.sample(queries, min(args.queries, len(queries)))
+            if args.ef_sweep:
+                extra["ef_sweep"] = bench_ef_sweep(workspaces["big"], sample, args.ef_sweep)
             search = bench_search(args.chunks, workspaces, sample)
             extra["bytes_per_chunk"] = bench_sizes(args.chunks)
             extra["searches_per_s_4_searchers"] = bench_concurrent(workspaces["big"], sample)

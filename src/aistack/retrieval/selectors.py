@@ -1,5 +1,5 @@
 """Search over chunks: vector (HNSW or exact), text (BM25 over the text index) and hybrid
-(RRF in SQL).
+(the two fused by reciprocal rank).
 
 The SQL is composed from constants of this module and integer ids; every value
 that comes from a request is passed as a parameter.
@@ -8,6 +8,7 @@ that comes from a request is passed as a parameter.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +21,7 @@ from pgvector import Vector
 
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.textrank import text_ranking
-from aistack.transactions import after_commit
+from aistack.transactions import after_commit, connection_give_back
 
 # Reciprocal rank fusion constant from Cormack et al. (2009).
 RRF_K = 60
@@ -47,9 +48,12 @@ EXACT_SCAN_MAX_FRACTION = 0.2
 # by bench/retrieval.py, recall@10 against exact search: over 100,000 chunks 0.944 at 100,
 # 0.985 at 200 and 0.992 at 400; over 1,000,000 chunks 0.788 at 200, 0.916 at 800 (p95
 # 22.8 ms) and 0.927 at 1,000.
-HNSW_EF_SEARCH_MIN = 200
+HNSW_EF_SEARCH_MIN = 100
 HNSW_EF_SEARCH_REFERENCE_SIZE = 100_000
 HNSW_EF_SEARCH_MAX = 1000
+# The HNSW index holds vectors at half precision: it finds this many candidates (or one
+# and a half times the depth asked for, if more), which the full vectors then rank.
+RERANK_CANDIDATES_MIN = 40
 _STATS_TTL_SECONDS = 60
 # Control characters never occur in stored text, so they mark matches unambiguously
 # until the snippet is escaped for HTML.
@@ -123,28 +127,33 @@ def active_space_changed() -> None:
     after_commit(_active_space_rewrite)
 
 
-# The text ranking, computed by retrieval.textrank, joins the query as two arrays.
-_TEXT_RANKED_SQL = """
-        text_ranked AS (
-            SELECT chunk_id, score
-            FROM unnest(%(text_ids)s::bigint[], %(text_scores)s::float8[]) t(chunk_id, score)
-        )"""
-
-
 def _vector_sql(space: EmbeddingSpace, *, exact: bool) -> str:
-    width = int(space.dimensions)
+    width, space_id = int(space.dimensions), int(space.pk)
     distance = f"cv.embedding::vector({width}) <=> %(vector)s::vector({width})"
-    # "+ 0" hides the expression from the planner so it scans only the caller's
-    # workspaces instead of walking the HNSW graph of everyone's vectors.
-    order = f"({distance}) + 0" if exact else distance
-    return f"""
-        vector_ranked AS (
+    if exact:
+        # "+ 0" hides the expression from the planner so it scans only the caller's
+        # workspaces instead of walking the HNSW graph of everyone's vectors.
+        return f"""
             SELECT cv.chunk_id, 1 - ({distance}) AS score
             FROM retrieval_chunkvector cv
-            WHERE cv.space_id = {int(space.pk)} AND cv.workspace_id = ANY(%(workspaces)s)
-            ORDER BY {order}
-            LIMIT %(depth)s
-        )"""
+            WHERE cv.space_id = {space_id} AND cv.workspace_id = ANY(%(workspaces)s)
+            ORDER BY ({distance}) + 0
+            LIMIT %(depth)s"""
+    # The index holds half-precision vectors: the nearest candidates it finds are
+    # ranked again by their full vectors.
+    return f"""
+        SELECT cv.chunk_id, 1 - ({distance}) AS score
+        FROM (SELECT cv.chunk_id, cv.embedding
+              FROM retrieval_chunkvector cv
+              WHERE cv.space_id = {space_id} AND cv.workspace_id = ANY(%(workspaces)s)
+              ORDER BY cv.embedding::halfvec({width}) <=> %(vector)s::halfvec({width})
+              LIMIT %(candidates)s) cv
+        ORDER BY 2 DESC
+        LIMIT %(depth)s"""
+
+
+def _candidates(depth: int) -> int:
+    return max(RERANK_CANDIDATES_MIN, depth * 3 // 2)
 
 
 def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int) -> tuple[bool, int]:
@@ -158,9 +167,97 @@ def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int) -> tu
     fraction = mine / everyone if everyone else 1.0
     exact = mine <= EXACT_SCAN_MAX_VECTORS or fraction <= EXACT_SCAN_MAX_FRACTION
     sized = HNSW_EF_SEARCH_MIN * max(1.0, everyone / HNSW_EF_SEARCH_REFERENCE_SIZE) ** 0.6
+    wanted = _candidates(depth)
     ef_search = min(HNSW_EF_SEARCH_MAX,
-                    max(math.ceil(sized), math.ceil(depth / max(fraction, 1e-6) * 1.5)))
+                    max(math.ceil(sized), wanted, math.ceil(wanted / max(fraction, 1e-6))))
     return exact, ef_search
+
+
+def ranking_depth(mode: SearchMode, k: int) -> int:
+    """Return how many candidates each ranking of a search for ``k`` results returns."""
+    return max(k, FUSION_DEPTH) if mode == SearchMode.HYBRID else k
+
+
+def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
+                   query_vector: list[float], depth: int, exact: bool | None = None,
+                   ef_search: int | None = None) -> list[tuple[int, float]]:
+    """Return the ``depth`` (chunk id, cosine similarity) nearest the query, best first.
+
+    ``exact`` and ``ef_search`` override the plan (for tests and benchmarks).
+    """
+    planned_exact, planned_ef_search = _vector_plan(space, workspace_ids, depth)
+    ef_search = planned_ef_search if ef_search is None else ef_search
+    walks_hnsw = not (planned_exact if exact is None else exact)
+    params: dict[str, Any] = {"workspaces": workspace_ids, "depth": depth,
+              "candidates": _candidates(depth),
+              # pgvector's text form: as a list, each number would be quoted in Python.
+              "vector": Vector(query_vector).to_text()}
+    # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
+    # is walked, as an exact scan has no use for the setting (and the round trips).
+    with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
+        if walks_hnsw:
+            # Iterative scans (pgvector 0.8) walk on until the filter has kept the full
+            # depth; in relaxed order, so the rows are sorted here.
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true), "
+                           "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                           [str(int(ef_search))])
+        cursor.execute(_vector_sql(space, exact=not walks_hnsw), params)
+        rows = cursor.fetchall()
+    return sorted(((chunk_id, float(score)) for chunk_id, score in rows),
+                  key=lambda row: (-row[1], row[0]))
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    chunk_id: int
+    score: float
+    similarity: float | None
+    keyword_score: float | None
+
+
+def _fused(vector: list[tuple[int, float]] | None, text: list[tuple[int, float]] | None,
+           k: int) -> list[_Ranked]:
+    """Return the ``k`` best of one ranking, or of both fused by reciprocal rank."""
+    if vector is None or text is None:
+        one = vector if vector is not None else text or []
+        return [_Ranked(chunk_id, score, score if vector is not None else None,
+                        score if vector is None else None) for chunk_id, score in one[:k]]
+    similarity, keyword = dict(vector), dict(text)
+    fused: dict[int, float] = {}
+    for ranking in (vector, text):
+        for rank, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [_Ranked(chunk_id, score, similarity.get(chunk_id), keyword.get(chunk_id))
+            for chunk_id, score in best]
+
+
+def _hits(ranked: list[_Ranked], *, query: str, workspace_ids: list[int], snippets: bool
+          ) -> list[SearchHit]:
+    """Return the ranked chunks as hits, with their documents and, if asked, snippets."""
+    if not ranked:
+        return []
+    # The rankings read the caller's workspaces only; the filter keeps it so whatever
+    # changed since.
+    sql = f"""
+        SELECT c.id, c.document_id, d.title, {_HEADLINE_SQL if snippets else "''"}
+        FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY r(chunk_id, n)
+        JOIN retrieval_chunk c ON c.id = r.chunk_id
+        JOIN documents_document d ON d.id = c.document_id
+        WHERE c.workspace_id = ANY(%(workspaces)s)
+        ORDER BY r.n"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"ids": [r.chunk_id for r in ranked], "query": query,
+                             "workspaces": workspace_ids, "headline_options": _HEADLINE_OPTIONS})
+        found = {chunk_id: (document_id, title, headline)
+                 for chunk_id, document_id, title, headline in cursor.fetchall()}
+    return [
+        SearchHit(chunk_id=r.chunk_id, document_id=found[r.chunk_id][0],
+                  document_title=found[r.chunk_id][1], score=r.score,
+                  snippet=highlight(found[r.chunk_id][2]), similarity=r.similarity,
+                  keyword_score=r.keyword_score)
+        for r in ranked if r.chunk_id in found
+    ]
 
 
 def chunk_search(
@@ -173,79 +270,31 @@ def chunk_search(
     space: EmbeddingSpace | None,
     exact: bool | None = None,
     snippets: bool = True,
+    text_ranked: Future[list[tuple[int, float]]] | None = None,
 ) -> list[SearchHit]:
-    """Return the ``k`` best chunks for ``query`` within the given workspaces."""
+    """Return the ``k`` best chunks for ``query`` within the given workspaces.
+
+    ``text_ranked``: the text ranking (``text_ranking`` at ``ranking_depth``), started
+    beforehand to run beside the vector search; it is waited for here.
+    """
     if not workspace_ids or not query.strip():
         return []
     use_vectors = mode in {SearchMode.VECTOR, SearchMode.HYBRID} and space is not None
     use_text = mode in {SearchMode.TEXT, SearchMode.HYBRID}
-    depth = max(k, FUSION_DEPTH) if mode == SearchMode.HYBRID else k
-    params: dict[str, Any] = {
-        "query": query, "workspaces": workspace_ids, "depth": depth, "k": k,
-        # pgvector's text form, built once: as a list, each of its numbers would be
-        # quoted in Python, and again for every place the query uses it.
-        "vector": None if query_vector is None else Vector(query_vector).to_text(),
-        "headline_options": _HEADLINE_OPTIONS,
-    }
-    ctes: list[str] = []
-    ef_search = HNSW_EF_SEARCH_MIN
-    walks_hnsw = False
+    depth = ranking_depth(mode, k)
+    vector = None
     if use_vectors:
         assert space is not None and query_vector is not None
-        planned_exact, ef_search = _vector_plan(space, workspace_ids, depth)
-        walks_hnsw = not (planned_exact if exact is None else exact)
-        ctes.append(_vector_sql(space, exact=not walks_hnsw))
-    if use_text:
-        ranking = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth)
-        params["text_ids"] = [chunk_id for chunk_id, _ in ranking]
-        params["text_scores"] = [score for _, score in ranking]
-        ctes.append(_TEXT_RANKED_SQL)
-    if not ctes:
-        return []
-    if use_vectors and use_text:
-        ranked = f"""
-            SELECT coalesce(v.chunk_id, t.chunk_id) AS chunk_id,
-                   coalesce(1.0 / ({RRF_K} + v.rank), 0) + coalesce(1.0 / ({RRF_K} + t.rank), 0)
-                       AS score,
-                   v.score AS similarity, t.score AS keyword_score
-            FROM (SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC) AS rank
-                  FROM vector_ranked) v
-            FULL OUTER JOIN (SELECT chunk_id, score,
-                                    row_number() OVER (ORDER BY score DESC, chunk_id) AS rank
-                             FROM text_ranked) t ON t.chunk_id = v.chunk_id"""
-    elif use_vectors:
-        ranked = ("SELECT chunk_id, score, score AS similarity, NULL::float8 AS keyword_score "
-                  "FROM vector_ranked")
-    else:
-        ranked = ("SELECT chunk_id, score, NULL::float8 AS similarity, score AS keyword_score "
-                  "FROM text_ranked")
-    sql = f"""
-        WITH {",".join(ctes)}
-        SELECT r.chunk_id, c.document_id, d.title, r.score, r.similarity, r.keyword_score,
-               {_HEADLINE_SQL if snippets else "''"}
-        FROM ({ranked}) r
-        JOIN retrieval_chunk c ON c.id = r.chunk_id
-        JOIN documents_document d ON d.id = c.document_id
-        ORDER BY r.score DESC, r.chunk_id
-        LIMIT %(k)s"""
-    # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
-    # is walked, as an exact scan has no use for the setting (and the round trips).
-    with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
-        if walks_hnsw:
-            # Iterative scans (pgvector 0.8) walk on until the filter has kept the full
-            # depth; relaxed order is re-sorted by the fusion and the final ORDER BY.
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                           "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                           [str(int(ef_search))])
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    return [
-        SearchHit(chunk_id=chunk_id, document_id=document_id, document_title=title,
-                  score=float(score), snippet=highlight(headline),
-                  similarity=None if similarity is None else float(similarity),
-                  keyword_score=None if keyword_score is None else float(keyword_score))
-        for chunk_id, document_id, title, score, similarity, keyword_score, headline in rows
-    ]
+        vector = vector_ranking(space=space, workspace_ids=workspace_ids,
+                                query_vector=query_vector, depth=depth, exact=exact)
+    text = None
+    if use_text and text_ranked is not None:
+        connection_give_back()  # no waiting on another thread with a connection held
+        text = text_ranked.result()
+    elif use_text:
+        text = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth)
+    return _hits(_fused(vector, text, k), query=query, workspace_ids=workspace_ids,
+                 snippets=snippets)
 
 
 def highlight(headline: str) -> str:

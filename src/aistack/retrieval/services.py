@@ -6,7 +6,15 @@ import logging
 
 from aistack.ai.exceptions import AIError
 from aistack.retrieval.embedding import query_vector
-from aistack.retrieval.selectors import SearchHit, SearchMode, active_space, chunk_search
+from aistack.retrieval.selectors import (
+    SearchHit,
+    SearchMode,
+    active_space,
+    chunk_search,
+    ranking_depth,
+)
+from aistack.retrieval.textrank import text_ranking
+from aistack.transactions import alongside
 from aistack.usage.types import Attribution
 
 logger = logging.getLogger(__name__)
@@ -32,7 +40,11 @@ def search_and_mode(
 ) -> tuple[list[SearchHit], SearchMode]:
     """``search``, and the mode it used: text when a hybrid query could not be embedded."""
     space = active_space()
-    vector = None
+    vector = text_ranked = None
+    if mode == SearchMode.HYBRID and space is not None and workspace_ids and query.strip():
+        # The text ranking runs beside embedding the query and searching the vectors.
+        text_ranked = alongside(text_ranking, workspace_ids=workspace_ids, query=query,
+                                depth=ranking_depth(mode, k))
     if mode != SearchMode.TEXT and space is not None and query.strip():
         try:
             vector = query_vector(space=space, query=query, attribution=attribution)
@@ -42,5 +54,6 @@ def search_and_mode(
             logger.warning("search: query not embedded (%s); keyword results only", exc)
             mode = SearchMode.TEXT
     hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
-                        mode=mode, space=space, exact=exact, snippets=snippets)
+                        mode=mode, space=space, exact=exact, snippets=snippets,
+                        text_ranked=text_ranked)
     return hits, mode

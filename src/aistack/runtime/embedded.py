@@ -34,6 +34,14 @@ logger = logging.getLogger(__name__)
 DATABASE_NAME = "aistack"
 # The PostgreSQL major version the embedded server runs, and docker-compose.yml's too.
 POSTGRES_MAJOR = 18
+# The embedded server's page cache: a quarter of the machine's memory, PostgreSQL's own
+# advice, within these bounds. Its default, 128 MB, holds the vector index of about
+# 100,000 chunks at most; searches that read index pages from the operating system's
+# cache instead took 1.4 times as long (p50 of the HNSW walk over 100,000 chunks, 3.15
+# against 4.44 ms, at 1 GB and 128 MB).
+SHARED_BUFFERS_MIN_MB = 128
+SHARED_BUFFERS_MAX_MB = 8192
+_SETTINGS_FILE = "aistack.conf"
 # sun_path is 108 bytes on Linux; leave room for the socket file's own name.
 _MAX_SOCKET_DIR = 90
 
@@ -173,7 +181,11 @@ class _Postgres(_Service):
         updates = self._upgrade()
         # pgserver runs initdb, picks a socket directory and starts the server with
         # TCP disabled; it runs postgres as a separate system user when we are root.
-        server = get_server(self.root, cleanup_mode=None, postgres_version=POSTGRES_MAJOR)
+        server = get_server(self.root, cleanup_mode=None, postgres_version=POSTGRES_MAJOR,
+                            start=False)
+        server.ensure_pgdata_inited()
+        self._settings_write()
+        server.start()
         uri = server.get_uri()
         # DATABASE_NAME is a constant of ours, not input.
         exists = server.psql(
@@ -184,6 +196,20 @@ class _Postgres(_Service):
         if updates:  # the extensions pg_upgrade found older than the new server's
             server.psql(updates)
         self._write_url(uri)
+
+    def _settings_write(self) -> None:
+        """Write our settings, read after postgresql.conf's own (ALTER SYSTEM's still win)."""
+        megabytes = psutil.virtual_memory().total // 4 // 2**20
+        shared_buffers = max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, megabytes))
+        (self.root / _SETTINGS_FILE).write_text(
+            "# Written by aistack each time it starts the server: change settings with\n"
+            "# ALTER SYSTEM, which overrides these.\n"
+            f"shared_buffers = '{shared_buffers}MB'\n")
+        conf = self.root / "postgresql.conf"
+        include = f"include_if_exists = '{_SETTINGS_FILE}'"
+        text = conf.read_text()
+        if include not in text:
+            conf.write_text(f"{text.rstrip()}\n{include}\n")
 
     def _upgrade(self) -> str:
         """Upgrade a data directory an older major version made, with pg_upgrade; return

@@ -56,4 +56,4 @@ def test_its_error_reaches_the_caller_in_either_case() -> None:
     with pytest.raises(LookupError, match="nothing here"):
         alongside(fail).result(timeout=10)
     with transaction.atomic(), pytest.raises(LookupError, match="nothing here"):
-        alongside(fail).result()
+        alongside(fail)  # at once: the transaction must not go on as if it had run

@@ -54,17 +54,14 @@ def _on_own_connection(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def alongside(func: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
     """Start ``func(*args, **kwargs)`` in another thread, on a connection of its own.
 
-    Inside a transaction it runs here and now instead: another connection would not
-    see what the transaction wrote. The caller must hand its own connection back
-    (``connection_give_back``) before it waits on the result, so that no thread ever
-    holds a pooled connection while it waits for another.
+    Inside a transaction it runs here and now instead (and raises here, if it fails):
+    another connection would not see what the transaction wrote. The caller must hand
+    its own connection back (``connection_give_back``) before it waits on the result,
+    so that no thread ever holds a pooled connection while it waits for another.
     """
     if connection.in_atomic_block:
         done: Future[T] = Future()
-        try:
-            done.set_result(func(*args, **kwargs))
-        except Exception as exc:
-            done.set_exception(exc)
+        done.set_result(func(*args, **kwargs))  # an error is raised here, as it happens
         return done
     global _alongside
     with _alongside_lock:

@@ -4,6 +4,7 @@ own, and the two are fused by reciprocal rank."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
 import pytest
 from django.contrib.auth.models import User
@@ -42,7 +43,7 @@ K = 5
 
 
 def expected_fusion(workspace_id: int) -> list[tuple[int, float | None, float | None]]:
-    """The rankings run one after the other on this connection, fused here."""
+    """The rankings run one after the other on this connection, fused here exactly."""
     space = active_space()
     assert space is not None
     depth = ranking_depth(SearchMode.HYBRID, K)
@@ -50,10 +51,10 @@ def expected_fusion(workspace_id: int) -> list[tuple[int, float | None, float | 
         space=space, workspace_ids=[workspace_id], depth=depth,
         query_vector=query_vector(space=space, query=QUERY, attribution=ATTRIBUTION))
     text = text_ranking(workspace_ids=[workspace_id], query=QUERY, depth=depth)
-    fused: dict[int, float] = {}
+    fused: dict[int, Fraction] = {}
     for ranking in (vector, text):
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1 / (RRF_K + rank)
+            fused[chunk_id] = fused.get(chunk_id, Fraction(0)) + Fraction(1, RRF_K + rank)
     best = sorted(fused, key=lambda chunk_id: (-fused[chunk_id], chunk_id))[:K]
     return [(chunk_id, dict(vector).get(chunk_id), dict(text).get(chunk_id))
             for chunk_id in best]

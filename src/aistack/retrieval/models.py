@@ -69,8 +69,8 @@ class ChunkVector(models.Model):
     """A chunk's vector in one embedding space.
 
     The column has no fixed width so spaces of different models share the table;
-    each space gets its own HNSW index over ``embedding::vector(dimensions)``,
-    partial on ``space_id`` (see ``services.embedding_space_index_create``).
+    each space gets its own HNSW index over ``embedding::halfvec(dimensions)``,
+    partial on ``space_id`` (see ``spaces.embedding_space_index_create``).
     """
 
     chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="vectors")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,9 @@ class Postings:
     chunk_ids: npt.NDArray[np.int64]
     tfs: npt.NDArray[np.int16]
     lengths: npt.NDArray[np.int32]
+    # What search worked out from these postings and may need again while a process
+    # keeps them (retrieval.textrank).
+    derived: dict[object, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def unpack(cls, chunk_ids: bytes, tfs: bytes, lengths: bytes) -> Postings:

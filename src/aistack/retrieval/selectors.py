@@ -43,12 +43,14 @@ FUSION_DEPTH = 100
 # those is both faster and complete.
 EXACT_SCAN_MAX_VECTORS = 20_000
 EXACT_SCAN_MAX_FRACTION = 0.2
-# The HNSW candidate list, for an index of 100,000 vectors; a larger index needs a longer
-# list for the same recall, so it grows as the 0.6th power of the index's size. Measured
-# by bench/retrieval.py, recall@10 against exact search: over 100,000 chunks 0.944 at 100,
-# 0.985 at 200 and 0.992 at 400; over 1,000,000 chunks 0.788 at 200, 0.916 at 800 (p95
-# 22.8 ms) and 0.927 at 1,000.
+# The HNSW candidate list (ef_search), for an index of 100,000 vectors; a larger index
+# needs a longer list for the same recall, so it grows as the 0.78th power of the index's
+# size (600 at a million). Measured by bench/retrieval.py --ef-sweep, recall@10 against
+# exact search (and p95 of the walk): over 100,000 chunks 0.954 at 60, 0.985 at 80, 0.991
+# at 100 (4.0 ms) and 0.999 at 200; over 1,000,000 chunks 0.950 at 200, 0.978 at 400,
+# 0.985 at 600 (12.0 ms) and 0.993 at 800 (15.7 ms).
 HNSW_EF_SEARCH_MIN = 100
+HNSW_EF_SEARCH_GROWTH = 0.78
 HNSW_EF_SEARCH_REFERENCE_SIZE = 100_000
 HNSW_EF_SEARCH_MAX = 1000
 # The HNSW index holds vectors at half precision: it finds this many candidates (or one
@@ -132,13 +134,15 @@ def _vector_sql(space: EmbeddingSpace, *, exact: bool) -> str:
     distance = f"cv.embedding::vector({width}) <=> %(vector)s::vector({width})"
     if exact:
         # "+ 0" hides the expression from the planner so it scans only the caller's
-        # workspaces instead of walking the HNSW graph of everyone's vectors.
+        # workspaces instead of walking the HNSW graph of everyone's vectors. Each
+        # distance is computed once, for the sort, and the nearest are scored from it.
         return f"""
-            SELECT cv.chunk_id, 1 - ({distance}) AS score
-            FROM retrieval_chunkvector cv
-            WHERE cv.space_id = {space_id} AND cv.workspace_id = ANY(%(workspaces)s)
-            ORDER BY ({distance}) + 0
-            LIMIT %(depth)s"""
+            SELECT chunk_id, 1 - distance AS score
+            FROM (SELECT cv.chunk_id, ({distance}) + 0 AS distance
+                  FROM retrieval_chunkvector cv
+                  WHERE cv.space_id = {space_id} AND cv.workspace_id = ANY(%(workspaces)s)
+                  ORDER BY 2
+                  LIMIT %(depth)s) nearest"""
     # The index holds half-precision vectors: the nearest candidates it finds are
     # ranked again by their full vectors.
     return f"""
@@ -166,7 +170,8 @@ def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int) -> tu
     mine, everyone = sizes
     fraction = mine / everyone if everyone else 1.0
     exact = mine <= EXACT_SCAN_MAX_VECTORS or fraction <= EXACT_SCAN_MAX_FRACTION
-    sized = HNSW_EF_SEARCH_MIN * max(1.0, everyone / HNSW_EF_SEARCH_REFERENCE_SIZE) ** 0.6
+    sized = HNSW_EF_SEARCH_MIN * max(
+        1.0, everyone / HNSW_EF_SEARCH_REFERENCE_SIZE) ** HNSW_EF_SEARCH_GROWTH
     wanted = _candidates(depth)
     ef_search = min(HNSW_EF_SEARCH_MAX,
                     max(math.ceil(sized), wanted, math.ceil(wanted / max(fraction, 1e-6))))
@@ -188,10 +193,10 @@ def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
     planned_exact, planned_ef_search = _vector_plan(space, workspace_ids, depth)
     ef_search = planned_ef_search if ef_search is None else ef_search
     walks_hnsw = not (planned_exact if exact is None else exact)
-    params: dict[str, Any] = {"workspaces": workspace_ids, "depth": depth,
-              "candidates": _candidates(depth),
-              # pgvector's text form: as a list, each number would be quoted in Python.
-              "vector": Vector(query_vector).to_text()}
+    params: dict[str, Any] = {
+        "workspaces": workspace_ids, "depth": depth, "candidates": _candidates(depth),
+        # pgvector's text form: as a list, each number would be quoted in Python.
+        "vector": Vector(query_vector).to_text()}
     # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
     # is walked, as an exact scan has no use for the setting (and the round trips).
     with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
@@ -227,28 +232,35 @@ def _fused(vector: list[tuple[int, float]] | None, text: list[tuple[int, float]]
     for ranking in (vector, text):
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
-    best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+    # Equal sums of different ranks, such as (6, 39) and (12, 28), can differ in their
+    # last bit; unequal ones differ by 1e-9 at least (ranks up to 100): rounded, equal
+    # sums tie, and ties go to the lower id.
+    best = sorted(fused.items(), key=lambda item: (-round(item[1], 12), item[0]))[:k]
     return [_Ranked(chunk_id, score, similarity.get(chunk_id), keyword.get(chunk_id))
             for chunk_id, score in best]
 
 
-def _hits(ranked: list[_Ranked], *, query: str, workspace_ids: list[int], snippets: bool
-          ) -> list[SearchHit]:
-    """Return the ranked chunks as hits, with their documents and, if asked, snippets."""
+def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int],
+          snippets: bool) -> list[SearchHit]:
+    """Return the first ``k`` ranked chunks that still exist as hits, with their
+    documents and, if asked, snippets."""
     if not ranked:
         return []
     # The rankings read the caller's workspaces only; the filter keeps it so whatever
-    # changed since.
+    # changed since. Snippets are made for the k kept alone.
     sql = f"""
         SELECT c.id, c.document_id, d.title, {_HEADLINE_SQL if snippets else "''"}
-        FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY r(chunk_id, n)
-        JOIN retrieval_chunk c ON c.id = r.chunk_id
-        JOIN documents_document d ON d.id = c.document_id
-        WHERE c.workspace_id = ANY(%(workspaces)s)
-        ORDER BY r.n"""
+        FROM (SELECT c.id, c.document_id, c.text
+              FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY r(chunk_id, n)
+              JOIN retrieval_chunk c ON c.id = r.chunk_id
+              WHERE c.workspace_id = ANY(%(workspaces)s)
+              ORDER BY r.n
+              LIMIT %(k)s) c
+        JOIN documents_document d ON d.id = c.document_id"""
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"ids": [r.chunk_id for r in ranked], "query": query,
-                             "workspaces": workspace_ids, "headline_options": _HEADLINE_OPTIONS})
+        cursor.execute(sql, {"ids": [r.chunk_id for r in ranked], "query": query, "k": k,
+                             "workspaces": workspace_ids,
+                             "headline_options": _HEADLINE_OPTIONS})
         found = {chunk_id: (document_id, title, headline)
                  for chunk_id, document_id, title, headline in cursor.fetchall()}
     return [
@@ -293,7 +305,7 @@ def chunk_search(
         text = text_ranked.result()
     elif use_text:
         text = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth)
-    return _hits(_fused(vector, text, k), query=query, workspace_ids=workspace_ids,
+    return _hits(_fused(vector, text, 2 * k), k, query=query, workspace_ids=workspace_ids,
                  snippets=snippets)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -156,20 +157,45 @@ def text_ranking(*, workspace_ids: list[int], query: str, depth: int
         # New postings belong to live chunks (theirs are deleted with them).
         live = postings.without(dropped) if merged else postings
         if live.chunk_ids.size:
-            tf = live.tfs.astype(np.float64)
-            norm = BM25_K1 * (1 - BM25_B + BM25_B * live.lengths / avgdl)
-            parts.append(_Part(live.chunk_ids, weight * tf * (BM25_K1 + 1) / (tf + norm)))
+            # The whole list's best bounds its live postings' best.
+            parts.append(_Part(live, weight, avgdl, weight * _peak(postings, avgdl)))
     return _best(parts, depth)
 
 
-class _Part:
-    """One list's (or its new postings') chunk ids, ascending, and their scores."""
+def _scores(weight: float, tfs: npt.NDArray[np.int16], lengths: npt.NDArray[np.int32],
+            avgdl: float) -> npt.NDArray[np.float64]:
+    """Return the BM25 scores of a term of this weight (IDF) in these postings."""
+    tf = tfs.astype(np.float64)
+    norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / avgdl)
+    return weight * tf * (BM25_K1 + 1) / (tf + norm)
 
-    def __init__(self, chunk_ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float64]
-                 ) -> None:
-        self.chunk_ids = chunk_ids
-        self.scores = scores
-        self.bound = float(scores.max())
+
+def _peak(postings: Postings, avgdl: float) -> float:
+    """Return the highest score of a term of weight 1 in ``postings``.
+
+    Kept with the postings for the average length it was worked out at, which changes
+    only as the corpus does: a list this process keeps is scored in full only once.
+    """
+    peak = postings.derived.get(("peak", avgdl))
+    if peak is None:
+        peak = float(_scores(1.0, postings.tfs, postings.lengths, avgdl).max())
+        postings.derived.clear()
+        postings.derived[("peak", avgdl)] = peak
+    return peak
+
+
+class _Part:
+    """One list's (or its new postings') chunk ids, ascending, scored only as needed."""
+
+    def __init__(self, postings: Postings, weight: float, avgdl: float, bound: float) -> None:
+        self.chunk_ids = postings.chunk_ids
+        self.postings, self.weight, self.avgdl = postings, weight, avgdl
+        # This part's highest score, or above it (give or take a rounding error).
+        self.bound = bound
+
+    @cached_property
+    def scores(self) -> npt.NDArray[np.float64]:
+        return _scores(self.weight, self.postings.tfs, self.postings.lengths, self.avgdl)
 
     def add_to(self, chunk_ids: npt.NDArray[np.int64], sums: npt.NDArray[np.float64]) -> None:
         """Add this part's scores of the given chunks (ascending ids) to ``sums``."""
@@ -177,7 +203,9 @@ class _Part:
         inside = found < self.chunk_ids.size
         hit = np.zeros(chunk_ids.size, dtype=bool)
         hit[inside] = self.chunk_ids[found[inside]] == chunk_ids[inside]
-        sums[hit] += self.scores[found[hit]]
+        at = found[hit]
+        sums[hit] += _scores(self.weight, self.postings.tfs[at], self.postings.lengths[at],
+                             self.avgdl)
 
 
 def _best(parts: list[_Part], depth: int) -> list[tuple[int, float]]:

@@ -153,6 +153,20 @@ class _Service:
                 self.stop()
 
 
+def _memory_bytes() -> int:
+    """Return the memory this machine, or the container it runs in, may use."""
+    total = int(psutil.virtual_memory().total)
+    for limit_file in ("/sys/fs/cgroup/memory.max",  # cgroup v2
+                       "/sys/fs/cgroup/memory/memory.limit_in_bytes"):  # v1
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" when unlimited
+            total = min(total, int(limit))
+    return total
+
+
 class _Postgres(_Service):
     name = "postgres"
 
@@ -199,13 +213,19 @@ class _Postgres(_Service):
 
     def _settings_write(self) -> None:
         """Write our settings, read after postgresql.conf's own (ALTER SYSTEM's still win)."""
-        megabytes = psutil.virtual_memory().total // 4 // 2**20
+        megabytes = _memory_bytes() // 4 // 2**20
         shared_buffers = max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, megabytes))
-        (self.root / _SETTINGS_FILE).write_text(
+        conf = self.root / "postgresql.conf"
+        settings = self.root / _SETTINGS_FILE
+        settings.write_text(
             "# Written by aistack each time it starts the server: change settings with\n"
             "# ALTER SYSTEM, which overrides these.\n"
             f"shared_buffers = '{shared_buffers}MB'\n")
-        conf = self.root / "postgresql.conf"
+        # Readable by the server, which runs as a user of its own when we are root.
+        owner = conf.stat()
+        settings.chmod(0o600)
+        if os.geteuid() == 0:
+            os.chown(settings, owner.st_uid, owner.st_gid)
         include = f"include_if_exists = '{_SETTINGS_FILE}'"
         text = conf.read_text()
         if include not in text:

@@ -1,7 +1,8 @@
 """Rebuild each embedding space's HNSW index over half-precision vectors, with a denser
 graph (see ``retrieval.spaces.embedding_space_index_create``).
 
-The migration takes as long as building the index: minutes for a million vectors.
+The new index is built beside the old one without locking the table (CONCURRENTLY),
+so search and indexing go on meanwhile: minutes for a million vectors.
 """
 
 from collections.abc import Callable
@@ -19,23 +20,28 @@ def _rebuild(definition: tuple[str, str]
              ) -> Callable[[Apps, BaseDatabaseSchemaEditor], None]:
     def rebuild(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
         EmbeddingSpace = apps.get_model("retrieval", "EmbeddingSpace")
+        columns, storage = definition
         with schema_editor.connection.cursor() as cursor:
-            cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
             for space in EmbeddingSpace.objects.order_by("pk"):
                 name = f"chunkvector_hnsw_{int(space.pk)}"
                 cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
                 if not cursor.fetchone()[0]:
                     continue  # a retired space's vectors have no index
-                columns, storage = definition
-                cursor.execute(f"DROP INDEX {name}")
+                # An interrupted run may have left its half-built index behind.
+                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}_next")
                 cursor.execute(
-                    f"CREATE INDEX {name} ON retrieval_chunkvector USING hnsw "
-                    f"{columns.format(width=int(space.dimensions))}{storage} "
+                    f"CREATE INDEX CONCURRENTLY {name}_next ON retrieval_chunkvector "
+                    f"USING hnsw {columns.format(width=int(space.dimensions))}{storage} "
                     f"WHERE space_id = {int(space.pk)}")
+                cursor.execute(f"DROP INDEX CONCURRENTLY {name}")
+                cursor.execute(f"ALTER INDEX {name}_next RENAME TO {name}")
+            cursor.execute("RESET maintenance_work_mem")
     return rebuild
 
 
 class Migration(migrations.Migration):
+    atomic = False
 
     dependencies = [
         ("retrieval", "0005_posting_lists"),

@@ -20,7 +20,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def interactive_lane(worker: psutil.Process) -> list[psutil.Process]:
-    return [p for p in worker.children() if "--interactive-only" in p.cmdline()]
+    lanes = []
+    for child in worker.children():
+        try:
+            if "--interactive-only" in child.cmdline():
+                lanes.append(child)
+        except psutil.NoSuchProcess:  # a lane just killed: gone, or a zombie not yet reaped
+            continue
+    return lanes
 
 
 def test_a_small_workspace_is_served_ahead_of_a_flood_and_the_lane_is_kept_running(

@@ -23,20 +23,30 @@ def _rebuild(definition: tuple[str, str]
         columns, storage = definition
         with schema_editor.connection.cursor() as cursor:
             cursor.execute("SET maintenance_work_mem = '1GB'")
-            for space in EmbeddingSpace.objects.order_by("pk"):
-                name = f"chunkvector_hnsw_{int(space.pk)}"
-                cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [name])
-                if not cursor.fetchone()[0]:
-                    continue  # a retired space's vectors have no index
-                # An interrupted run may have left its half-built index behind.
-                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}_next")
-                cursor.execute(
-                    f"CREATE INDEX CONCURRENTLY {name}_next ON retrieval_chunkvector "
-                    f"USING hnsw {columns.format(width=int(space.dimensions))}{storage} "
-                    f"WHERE space_id = {int(space.pk)}")
-                cursor.execute(f"DROP INDEX CONCURRENTLY {name}")
-                cursor.execute(f"ALTER INDEX {name}_next RENAME TO {name}")
-            cursor.execute("RESET maintenance_work_mem")
+            try:
+                for space in EmbeddingSpace.objects.order_by("pk"):
+                    name = f"chunkvector_hnsw_{int(space.pk)}"
+                    cursor.execute(
+                        "SELECT to_regclass(%s) IS NOT NULL, "
+                        "coalesce((SELECT indisvalid FROM pg_index "
+                        "WHERE indexrelid = to_regclass(%s)), false)", [name, f"{name}_next"])
+                    current, built = cursor.fetchone()
+                    if not current and built:
+                        # An interrupted run had built the new index and dropped the old.
+                        cursor.execute(f"ALTER INDEX {name}_next RENAME TO {name}")
+                        continue
+                    if not current:
+                        continue  # a retired space's vectors have no index
+                    # An interrupted run may have left its half-built index behind.
+                    cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}_next")
+                    cursor.execute(
+                        f"CREATE INDEX CONCURRENTLY {name}_next ON retrieval_chunkvector "
+                        f"USING hnsw {columns.format(width=int(space.dimensions))}{storage} "
+                        f"WHERE space_id = {int(space.pk)}")
+                    cursor.execute(f"DROP INDEX CONCURRENTLY {name}")
+                    cursor.execute(f"ALTER INDEX {name}_next RENAME TO {name}")
+            finally:
+                cursor.execute("RESET maintenance_work_mem")
     return rebuild
 
 

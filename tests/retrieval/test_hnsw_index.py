@@ -1,0 +1,73 @@
+"""The HNSW index over half-precision vectors, and the migration that builds it."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from aistack.retrieval.selectors import SearchMode, active_space, chunk_search
+from tests.retrieval.helpers import indexed
+
+
+def definition(name: str) -> str | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [name])
+        row = cursor.fetchone()
+    return None if row is None else str(row[0])
+
+
+def walked(workspace_id: int, vector: list[float]) -> list[int]:
+    """The HNSW walk, as the planner would take it over a large index."""
+    space = active_space()
+    assert space is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")  # at this size it would rather sort
+        try:
+            return [hit.document_id for hit in chunk_search(
+                workspace_ids=[workspace_id], query="q", query_vector=vector, k=1,
+                mode=SearchMode.VECTOR, space=space, exact=False)]
+        finally:
+            cursor.execute("RESET enable_sort")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rebuild_goes_both_ways_and_finishes_a_run_interrupted_before_its_rename(
+        alice: User) -> None:
+    workspace = alice.personal_workspace
+    document = indexed(workspace, alice, "Deploys", "Deploys run from the main branch.")
+    space = active_space()
+    assert space is not None
+    name = f"chunkvector_hnsw_{space.pk}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT embedding::float4[] FROM retrieval_chunkvector "
+                       "WHERE chunk_id = (SELECT min(id) FROM retrieval_chunk "
+                       "WHERE document_id = %s)", [document.pk])
+        vector = list(cursor.fetchone()[0])
+    assert "halfvec_cosine_ops" in (definition(name) or "")
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("retrieval")
+    try:
+        MigrationExecutor(connection).migrate([("retrieval", "0005_posting_lists")])
+        assert "vector_cosine_ops" in (definition(name) or "")
+        # A run stopped between dropping the old index and renaming the new one.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE INDEX {name}_next ON retrieval_chunkvector USING hnsw "
+                f"((embedding::halfvec({space.dimensions})) halfvec_cosine_ops) "
+                f"WHERE space_id = {space.pk}")
+            cursor.execute(f"DROP INDEX {name}")
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    assert "halfvec_cosine_ops" in (definition(name) or "")
+    assert definition(f"{name}_next") is None
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")
+        nearest = (  # ids and widths of ours
+            f"EXPLAIN SELECT chunk_id FROM retrieval_chunkvector WHERE space_id = {space.pk} "  # noqa: S608
+            f"ORDER BY embedding::halfvec({space.dimensions}) <=> %s::halfvec LIMIT 5")
+        cursor.execute(nearest, [str(vector)])
+        plan = " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_sort")
+    assert name in plan
+    assert walked(workspace.pk, vector) == [document.pk]

@@ -43,9 +43,9 @@ class Postings:
     chunk_ids: npt.NDArray[np.int64]
     tfs: npt.NDArray[np.int16]
     lengths: npt.NDArray[np.int32]
-    # What search worked out from these postings and may need again while a process
-    # keeps them (retrieval.textrank).
-    derived: dict[object, float] = field(default_factory=dict, compare=False, repr=False)
+    # Their highest score for a term of weight 1, by average length, kept while a
+    # process keeps them (retrieval.textrank).
+    peaks: dict[float, float] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def unpack(cls, chunk_ids: bytes, tfs: bytes, lengths: bytes) -> Postings:

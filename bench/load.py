@@ -277,13 +277,14 @@ class Sampler:
         return memory, cpu
 
 
-def torch_loaded_in(serve: Serve) -> list[str]:
-    """Return the roles with a process that has loaded torch (the embedding model's runtime)."""
+def model_loaded_in(serve: Serve) -> list[str]:
+    """Return the roles with a process that has loaded the embedding model's runtime."""
     loaded = []
     for role, processes in serve.processes().items():
         for process in processes:
             try:
-                if any("libtorch" in m.path for m in process.memory_maps()):
+                if any("libtorch" in m.path or "onnxruntime" in m.path
+                       for m in process.memory_maps()):
                     loaded.append(f"{role} (pid {process.pid})")
             except psutil.Error:
                 continue
@@ -522,7 +523,7 @@ def main() -> int:
     wait = tuple(float(x) for x in args.wait.split("-"))
     serve = Serve(web_workers=args.web_workers, keep=args.keep)
     with serve.running():
-        print(f"torch loaded at start in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+        print(f"model loaded at start in: {', '.join(model_loaded_in(serve)) or 'none'}")
         token = serve.token()
         started = time.monotonic()
         ids = seed(serve, token, args.documents)
@@ -533,7 +534,7 @@ def main() -> int:
         idle = Memory()
         idle.sample(serve.stack())
         idle.show("idle, after seeding (the worker has the embedding model loaded)", 1.5)
-        print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+        print(f"  model loaded in: {', '.join(model_loaded_in(serve)) or 'none'}")
 
         # Imported only now: locust patches the standard library for gevent on import.
         member, flood_user, healthz_user = user_classes(base=serve.base, token=token, ids=ids,
@@ -552,7 +553,7 @@ def main() -> int:
         goals_met = report(latencies, args.duration)
         cpu.show()
         loaded.show("under load (largest seen)", 2.0)
-        print(f"  torch loaded in: {', '.join(torch_loaded_in(serve)) or 'none'}")
+        print(f"  model loaded in: {', '.join(model_loaded_in(serve)) or 'none'}")
 
         # The workers index and summarize what the load created: measured meanwhile, the
         # flood would measure the endpoint and that backlog together.

@@ -58,7 +58,7 @@ _LEDGER_SQL = """
          AS f(n, feature, base_ms, streams) ON f.n = pick.feature
     JOIN (VALUES (0, 'openai', 'gpt-4.1-mini', 0.4, 1.6), (1, 'openai', 'gpt-4.1', 2.0, 8.0),
                  (2, 'anthropic', 'claude-haiku-4-5', 1.0, 5.0),
-                 (3, 'local', 'all-MiniLM-L6-v2', 0, 0))
+                 (3, 'local', 'all-MiniLM-L6-v2-int8', 0, 0))
          AS m(n, provider, model, price_in, price_out) ON m.n = pick.model
 """
 

@@ -47,13 +47,16 @@ def main() -> int:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     build = project["build-system"]["requires"]
     app = project["project"]["dependencies"]
-    test = project["project"]["optional-dependencies"]["test"]
-    app_lock, test_lock = ROOT / "requirements/app.txt", ROOT / "requirements/test.txt"
-    found = problems(app_lock, app + build) + problems(test_lock, app + test + build)
-    app_pins, test_pins = pins(app_lock), pins(test_lock)
+    extras = project["project"]["optional-dependencies"]
+    app_lock, test_lock, torch_lock = (ROOT / "requirements" / name
+                                       for name in ("app.txt", "test.txt", "torch.txt"))
+    found = (problems(app_lock, app + build) + problems(test_lock, app + extras["test"] + build)
+             + problems(torch_lock, app + extras["torch"] + build))
+    test_pins = pins(test_lock)
     found += [
-        f"app.txt pins {name}=={version} but test.txt pins {test_pins[name]}"
-        for name, version in app_pins.items()
+        f"{lock.name} pins {name}=={version} but test.txt pins {test_pins[name]}"
+        for lock in (app_lock, torch_lock)
+        for name, version in pins(lock).items()
         if name in test_pins and test_pins[name] != version
     ]
     if found:

@@ -28,6 +28,8 @@ atexit.register(_cleanup)
 os.environ.update(
     {
         "AISTACK_HOME": str(TEST_HOME),
+        # Built once per session, for every process a test starts with a home of its own.
+        "LOCAL_MODEL_DIR": str(TEST_HOME / "models"),
         "DATABASE_URL": _stack.database_url(),
         "REDIS_URL": _stack.redis_url(),
         # Short timings so recovery paths run in seconds, not minutes.

@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--down", type=float, default=30, help="seconds Redis stays down")
     parser.add_argument("--pending", type=int, default=20,
                         help="documents created just before the flush, their work in flight")
-    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2")
+    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2-int8")
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     args = parser.parse_args()
     findings = Findings("redis_outage")

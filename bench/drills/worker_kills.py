@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool size of each")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the end")
-    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2",
+    parser.add_argument("--embedding-model", default="local:all-MiniLM-L6-v2-int8",
                         help="scripted:hash spares each restarted worker loading the model")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")

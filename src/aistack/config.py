@@ -140,6 +140,7 @@ class Config:
     event_streams_per_user: int
     metrics_token: str | None
     prometheus_multiproc_dir: Path
+    local_model_dir: Path
     ai_workspace_monthly_budget_usd: Decimal | None
     ai_user_monthly_budget_usd: Decimal | None
     ai_rate_limit: str
@@ -166,7 +167,7 @@ class Config:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             chat_model=env.get("AI_CHAT_MODEL") or "local:extractive",
             fallback_chat_models=_csv(env.get("AI_FALLBACK_CHAT_MODELS")),
-            embedding_model=env.get("AI_EMBEDDING_MODEL") or "local:all-MiniLM-L6-v2",
+            embedding_model=env.get("AI_EMBEDDING_MODEL") or "local:all-MiniLM-L6-v2-int8",
             local_models_in=_choice(env.get("AI_LOCAL_MODELS_IN"), name="AI_LOCAL_MODELS_IN",
                                     choices=("process", "worker", "auto"), default="process"),
             document_max_chars=_positive_int(
@@ -231,6 +232,9 @@ class Config:
             prometheus_multiproc_dir=Path(
                 env.get("PROMETHEUS_MULTIPROC_DIR")
                 or Path(env.get("AISTACK_HOME") or ".aistack") / "metrics"
+            ).expanduser().resolve(),
+            local_model_dir=Path(
+                env.get("LOCAL_MODEL_DIR") or Path(env.get("AISTACK_HOME") or ".aistack") / "models"
             ).expanduser().resolve(),
             ai_workspace_monthly_budget_usd=_usd(
                 env.get("AI_WORKSPACE_MONTHLY_BUDGET_USD"), name="AI_WORKSPACE_MONTHLY_BUDGET_USD"

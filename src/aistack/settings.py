@@ -214,6 +214,8 @@ AI_CHAT_MODELS = {
 # Aliases of AI_CHAT_MODELS tried in order when the default one cannot serve.
 AI_CHAT_FALLBACKS = [f"fallback-{n}" for n in range(1, len(CONFIG.fallback_chat_models) + 1)]
 AI_EMBEDDING_MODELS = {"default": _ai_model(CONFIG.embedding_model, "EmbeddingModel")}
+# Where the local int8 model is built from the packaged weights on first use, and kept.
+LOCAL_MODEL_DIR = CONFIG.local_model_dir
 AI_TIMEOUT_SECONDS = CONFIG.ai_timeout_seconds
 AI_MAX_ATTEMPTS = CONFIG.ai_max_attempts
 AI_RETRY_BACKOFF_SECONDS = CONFIG.ai_retry_backoff_seconds

@@ -122,7 +122,7 @@ def embedding_subject(
             [[0.5] * model.dimensions for _ in range(n)])))
     elif name == "local":
         yield EmbeddingSubject(
-            local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={}),
+            local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2-int8", options={}),
             lambda n: None,
         )
     else:

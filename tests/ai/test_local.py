@@ -15,9 +15,9 @@ POLICY = (
 OFFICE = "The office kitchen is cleaned every Friday. Parking is free for cyclists."
 
 
-@pytest.fixture(scope="module")
-def embedder() -> local.EmbeddingModel:
-    return local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={})
+@pytest.fixture(scope="module", params=local.EMBEDDING_MODELS)
+def embedder(request: pytest.FixtureRequest) -> local.EmbeddingModel:
+    return local.EmbeddingModel(alias="default", model=request.param, options={})
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_vectors_have_384_dimensions_and_unit_length(embedder: local.EmbeddingMo
     vectors = np.array(result.vectors)
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert result.model == "local:all-MiniLM-L6-v2"
+    assert result.model == f"local:{embedder.model}"
     assert result.usage.input_tokens >= 8
 
 
@@ -51,7 +51,18 @@ def test_similar_sentences_are_closer_than_unrelated_ones(embedder: local.Embedd
 
 
 def test_the_model_is_loaded_once_per_process(embedder: local.EmbeddingModel) -> None:
+    embedder.load()
+
+    assert not embedder.loads_here()
     assert local.sentence_model() is local.sentence_model()
+    assert local.onnx_encoder() is local.onnx_encoder()
+
+
+def test_an_unknown_local_model_is_named_in_the_check() -> None:
+    [problem] = local.EmbeddingModel(alias="default", model="all-MiniLM-L12-v2",
+                                     options={}).check()
+
+    assert "all-MiniLM-L6-v2-int8" in problem
 
 
 def test_extractive_answers_quote_and_cite_the_relevant_sentence(

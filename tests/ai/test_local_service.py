@@ -24,9 +24,10 @@ POLICY = ("Employees receive 25 days of paid vacation per year. Unused days carr
 IN_WORKER = {"RUN_IN": local.RUN_IN_WORKER}
 
 
-def test_a_worker_embeds_for_a_process_that_asks_it(celery_worker: Any) -> None:
-    here = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={})
-    there = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options=IN_WORKER)
+@pytest.mark.parametrize("model", local.EMBEDDING_MODELS)
+def test_a_worker_embeds_for_a_process_that_asks_it(celery_worker: Any, model: str) -> None:
+    here = local.EmbeddingModel(alias="default", model=model, options={})
+    there = local.EmbeddingModel(alias="default", model=model, options=IN_WORKER)
 
     expected = here.embed(TEXTS, timeout=30)
     found = there.embed(TEXTS, timeout=30)
@@ -108,7 +109,7 @@ def test_threads_encoding_at_once_get_what_each_gets_alone() -> None:
 def test_a_thread_stalled_while_tokenizing_holds_up_no_other_thread() -> None:
     """A job thread at idle priority can be preempted mid-call for as long as the CPU is
     busy; nothing it holds then may be something a request's thread needs."""
-    model = local.sentence_model()
+    model = local.sentence_model()  # the full-precision model: torch's tokenizer in Python
     inside, release = threading.Event(), threading.Event()
 
     def stall_inside_tokenizer() -> None:
@@ -121,14 +122,15 @@ def test_a_thread_stalled_while_tokenizing_holds_up_no_other_thread() -> None:
             return encode_plus(*args, **kwargs)
 
         tokenizer._encode_plus = stalled
-        local.encode(TEXTS)
+        local.encode(TEXTS, local.EMBEDDING_MODEL)
 
     stalled_thread = threading.Thread(target=stall_inside_tokenizer)
     stalled_thread.start()
     try:
         assert inside.wait(30)
         served: list[Any] = []
-        serving = threading.Thread(target=lambda: served.append(local.encode(TEXTS[:1])))
+        serving = threading.Thread(
+            target=lambda: served.append(local.encode(TEXTS[:1], local.EMBEDDING_MODEL)))
         serving.start()
         serving.join(30)
         assert not serving.is_alive() and len(served) == 1
@@ -141,9 +143,9 @@ def test_a_thread_stalled_while_tokenizing_holds_up_no_other_thread() -> None:
 def test_auto_asks_a_serving_worker_and_runs_the_model_itself_when_none_answers(
     celery_worker: Any,
 ) -> None:
-    auto = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2",
+    auto = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2-int8",
                                 options={"RUN_IN": local.RUN_AUTO})
-    here = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2", options={})
+    here = local.EmbeddingModel(alias="default", model="all-MiniLM-L6-v2-int8", options={})
     expected = np.array(here.embed(TEXTS, timeout=30).vectors)
     wait_for(local.workers_serving, message="the worker to serve the model")
     assert not auto.loads_here()

@@ -37,7 +37,7 @@ def start_as_a_pool_process(monkeypatch: pytest.MonkeyPatch, *, nice: int,
     thread = threading.Thread(target=job_thread)
     thread.start()
     thread.join()
-    service = local_service.service_start(preload=False)
+    service = local_service.service_start(preload=[])
     assert service.native_id is not None
     try:
         return found["job"], nice_and_policy(service.native_id)

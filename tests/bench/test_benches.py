@@ -48,7 +48,8 @@ def test_every_bench_and_drill_is_found() -> None:
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", BENCHES)
 def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
-    extra = ["--dataset", str(beir_dataset(tmp_path / "beir"))] if name == "retrieval" else []
+    extra = (["--dataset", str(beir_dataset(tmp_path / "beir"))]
+             if name in ("retrieval", "ingest") else [])
     done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=240,
                           check=False)
@@ -68,6 +69,12 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         assert all(size > 0 for size in last["bytes_per_chunk"].values())
         assert set(last["searches_per_s_4_searchers"]) == {"text", "vector", "hybrid"}
         assert last["build_s"] >= 0
+    if name == "ingest":
+        last = json.loads(done.stdout.splitlines()[-1])
+        assert last["documents"] == 20 and last["chunks"] >= 20
+        for figure in ("bare_torch_docs_s", "bare_onnx_docs_s", "pipeline_docs_s",
+                       "worker_rss_mb", "worker_rss_mb_torch", "query_embed_p50_ms"):
+            assert last[figure] > 0, figure
 
 
 @pytest.mark.parametrize("name", DRILLS)

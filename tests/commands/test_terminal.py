@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +16,10 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from aistack.accounts.models import Workspace
+from aistack.ai.backends import local
 from aistack.ai.backends.local_service import service_start, service_stop
+from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.usage.models import UsageRecord
 from harness import clean_env
 from tests.e2e.test_worker_kill import database_url_of_test_db
 from tests.retrieval.helpers import indexed
@@ -44,7 +47,7 @@ def imported_modules(stderr: str) -> set[str]:
 @pytest.fixture
 def workers_serving_the_model(clean_redis: None) -> Iterator[None]:
     """What a worker runs beside its jobs: the thread that serves the local models."""
-    service_start(preload=True)
+    service_start(preload=[local.EMBEDDING_MODEL_INT8])
     yield
     service_stop()
 
@@ -61,11 +64,11 @@ def test_search_and_ask_use_the_workers_model_and_print_only_the_result(
     assert found.returncode == 0, found.stderr[-2000:]
     [hit, *_] = json.loads(found.stdout)
     assert hit["document_id"] == document.pk
-    # The query was embedded by the worker: this process never loaded the model or torch.
+    # The query was embedded by the worker: this process never loaded the model.
     modules = imported_modules(found.stderr)
     assert "aistack.retrieval.services" in modules
-    assert not {name for name in modules if name.split(".")[0] in {"torch",
-                                                                    "sentence_transformers"}}
+    assert not {name for name in modules if name.split(".")[0] in {
+        "torch", "sentence_transformers", "onnxruntime", "onnx"}}
     assert "Loading" not in found.stderr
     assert hit["good_match"] is True
     nonsense = terminal(tmp_path, "search", "xylophone quantum giraffe")
@@ -96,7 +99,7 @@ def test_with_no_worker_serving_the_command_says_it_loads_the_model(
     found = terminal(tmp_path, "search", "badge renewal", "--json")
 
     assert found.returncode == 0, found.stderr[-2000:]
-    assert "Loading local:all-MiniLM-L6-v2 here, as no worker is running" in found.stderr
+    assert "Loading local:all-MiniLM-L6-v2-int8 here, as no worker is running" in found.stderr
     assert json.loads(found.stdout)[0]["document_title"] == "Badges"
     assert "Loading weights" not in found.stderr + found.stdout
 
@@ -161,6 +164,53 @@ def test_reindex_with_nothing_to_do_says_so_instead_of_an_empty_bar(
 
     assert first.returncode == 0, first.stderr[-2000:]
     assert "Nothing to re-embed" in first.stderr
-    assert "search already uses local:all-MiniLM-L6-v2" in again.stderr
+    assert "search already uses local:all-MiniLM-L6-v2-int8" in again.stderr
     assert "0%" not in first.stderr + again.stderr
-    assert again.stdout == "Search uses local:all-MiniLM-L6-v2.\n"
+    assert again.stdout == "Search uses local:all-MiniLM-L6-v2-int8.\n"
+
+
+def test_reindex_moves_search_from_the_torch_model_to_the_int8_one(
+    alice: User, tmp_path: Path, use_models: Callable[..., None]
+) -> None:
+    """An install that embedded with torch (the default before int8) moves over with
+    `aistack reindex`: nothing mixed, the same answers found, the torch space retired."""
+    torch_model, int8_model = (f"local:{local.EMBEDDING_MODEL}",
+                               f"local:{local.EMBEDDING_MODEL_INT8}")
+    use_models(embedding=torch_model)
+    workspace = alice.personal_workspace
+    documents = {
+        "vacation": indexed(workspace, alice, "Leave", "Employees get 25 days of paid vacation "
+                            "each year; unused days carry over until March."),
+        "parking": indexed(workspace, alice, "Parking", "Parking permits are renewed at the "
+                           "front desk every January."),
+        "kitchen": indexed(workspace, alice, "Facilities", "The office kitchen is cleaned "
+                           "every evening by the facilities team."),
+    }
+    questions = {"how many holidays do I get": "vacation", "where do I renew my car permit":
+                 "parking", "who cleans the kitchen": "kitchen"}
+
+    def top_hits(*args: str) -> dict[str, int]:
+        found = {}
+        for question in questions:
+            done = terminal(tmp_path, "search", question, "--mode", "vector", "--json", *args)
+            assert done.returncode == 0, done.stderr[-2000:]
+            found[question] = json.loads(done.stdout)[0]["document_id"]
+        return found
+
+    expected = {question: documents[name].pk for question, name in questions.items()}
+    assert top_hits() == expected
+    assert EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE).model == torch_model
+
+    moved = terminal(tmp_path, "reindex", AI_EMBEDDING_MODEL=int8_model)
+
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert moved.stdout == f"Search uses {int8_model}.\n"
+    spaces = {space.model: space for space in EmbeddingSpace.objects.all()}
+    assert spaces[int8_model].status == SpaceStatus.ACTIVE
+    assert spaces[torch_model].status == SpaceStatus.RETIRED
+    assert ChunkVector.objects.filter(space=spaces[torch_model]).count() == 0
+    assert ChunkVector.objects.filter(space=spaces[int8_model]).count() == \
+        Chunk.objects.filter(workspace=workspace).count() == 3
+    # Searches now embed their queries with the int8 model, and find what torch found.
+    assert top_hits() == expected
+    assert UsageRecord.objects.filter(feature="search").latest("pk").model == int8_model

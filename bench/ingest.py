@@ -1,6 +1,7 @@
 """Ingest: the built-in model bare (torch fp32, ONNX int8) against the whole pipeline.
 
-    python bench/ingest.py [--documents 5183] [--dataset ../shared/data/scifact] [--langchain]
+    python bench/ingest.py [--documents 5183] [--dataset ../shared/data/scifact] [--rounds 2]
+                           [--profile] [--skip-memory] [--langchain]
 
 Side by side in one run, on the same SciFact documents and their aistack chunks:
 
@@ -14,8 +15,9 @@ Side by side in one run, on the same SciFact documents and their aistack chunks:
 - with ``--langchain``, LangChain + PGVector ingesting the same documents its idiomatic way
   (``pip install langchain-postgres langchain-huggingface langchain-text-splitters``).
 
-The bare runs and the pipeline alternate, two rounds each; medians. Ends with one JSON
-line of the figures.
+The bare runs and the pipeline alternate, two rounds each (``--rounds``); medians. With
+``--profile``, the pipeline runs once more under cProfile, and the time of each stage is
+printed. Ends with one JSON line of the figures.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from common import bench_arguments, django_on_embedded_services, median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import aistack, kill_group, wait_for
-
-ROUNDS = 2
 
 
 def load_documents(directory: Path, count: int) -> list[tuple[str, str]]:
@@ -61,7 +61,8 @@ def timed(call: Any) -> float:
     return time.perf_counter() - started
 
 
-def bench_throughput(documents: list[tuple[str, str]], texts: list[str]) -> dict[str, Any]:
+def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
+                     rounds: int) -> dict[str, Any]:
     from aistack.accounts.models import Workspace
     from aistack.ai.backends import local
     from aistack.documents.indexing import documents_process_now
@@ -81,14 +82,14 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str]) -> dict
                                    deliver=False, summarize=False)
         documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None)
 
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         if has_torch:
             runs["torch"].append(timed(lambda: local.encode(texts, local.EMBEDDING_MODEL)))
         runs["onnx"].append(timed(lambda: local.encode(texts)))
         runs["pipeline"].append(timed(lambda r=round_: pipeline(r)))
     seconds = {name: median(values) for name, values in runs.items() if values}
     print(f"\ningest: {len(documents)} SciFact documents = {len(texts)} chunks "
-          f"(medians of {ROUNDS} alternating rounds)")
+          f"(medians of {rounds} alternating rounds)")
     labels = {"torch": "bare torch fp32 (sentence-transformers)", "onnx": "bare ONNX int8",
               "pipeline": "whole pipeline (ONNX int8)"}
     for name, taken in seconds.items():
@@ -299,6 +300,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=5183)
     parser.add_argument("--langchain", action="store_true",
                         help="Also ingest the documents with LangChain + PGVector.")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true",
                         help="Also run the pipeline once under cProfile, by stage.")
     parser.add_argument("--skip-memory", action="store_true",
@@ -312,7 +314,7 @@ def main() -> None:
         queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").open()]
         texts = chunk_inputs(documents)
         figures = {"documents": len(documents), "chunks": len(texts)}
-        figures |= bench_throughput(documents, texts)
+        figures |= bench_throughput(documents, texts, args.rounds)
         if args.profile:
             figures["profile_s"] = bench_profile(documents)
         figures |= bench_query_embedding(queries)

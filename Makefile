@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Exactly the locked set: every package pinned with its hashes, nothing resolved at install
-# time (torch included: the lock pins the local CPU build). The project itself goes in
+# time (the test lock's torch included: it pins the local CPU build). The project itself goes in
 # last, without its dependencies, and the check stops the build if pyproject.toml asks
 # for something the lock does not hold.
 define install_locked

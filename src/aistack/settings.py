@@ -190,7 +190,7 @@ AI_PROVIDER_OPTIONS: dict[str, dict[str, Any]] = {
     "ollama": {"BASE_URL": CONFIG.ollama_base_url},
     "scripted": {"LATENCY_SECONDS": CONFIG.ai_scripted_latency_seconds},
     # "worker": this process asks the workers to run the local models instead of loading
-    # them (and torch) itself. `aistack web` does so unless told otherwise.
+    # them (and their runtime) itself. `aistack web` does so unless told otherwise.
     "local": {"RUN_IN": CONFIG.local_models_in},
 }
 

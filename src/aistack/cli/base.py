@@ -225,5 +225,5 @@ def main() -> None:
     """aistack: a team knowledge base with AI features."""
     # Registered first, so it runs after every other exit handler: the interpreter then
     # skips collecting what the command loaded (Django and the app: a third of a second
-    # of every search from a terminal; seconds once torch is in).
+    # of every search from a terminal; more once a model's runtime is in).
     atexit.register(gc.freeze)

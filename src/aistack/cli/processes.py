@@ -139,7 +139,7 @@ def web(host: str, port: int, workers: int | None, graceful_timeout: int,
         header_timeout: float, socket_fd: int | None) -> None:
     """Run the web server (ASGI) against DATABASE_URL and REDIS_URL."""
     # The workers load the local models to index documents; the web asks them to embed
-    # its queries rather than hold another copy (and torch) in every web process.
+    # its queries rather than hold another copy (and its runtime) in every web process.
     os.environ.setdefault("AI_LOCAL_MODELS_IN", "worker")
     config = services(embedded=False, process_type="web")
     workers = 1 if socket_fd is not None else workers or config.web_workers

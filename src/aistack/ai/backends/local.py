@@ -95,8 +95,9 @@ def onnx_encoder(*, quantized: bool = True) -> Any:
                 from aistack.ai.backends import minilm_onnx
 
                 path = minilm_onnx.model_file(settings.LOCAL_MODEL_DIR, quantized=quantized)
-                found = _encoders[quantized] = minilm_onnx.Encoder(
-                    path, threads=len(os.sched_getaffinity(0)))
+                cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                         else os.cpu_count() or 1)
+                found = _encoders[quantized] = minilm_onnx.Encoder(path, threads=cores)
     return found
 
 
@@ -192,6 +193,7 @@ def encode(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> Any:
 REQUESTS_KEY = "ai:local-model:requests"
 # Well under the read timeout of a Redis client's socket.
 _WAIT_SLICE_SECONDS = 2.0
+
 def vectors_to_text(vectors: Any) -> str:
     """Return vectors as a worker sends them back: float32, little-endian, base64."""
     return base64.b64encode(np.ascontiguousarray(vectors, dtype="<f4").tobytes()).decode()

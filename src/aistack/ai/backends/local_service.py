@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import redis
 
 from aistack.ai.backends.local import (
-    EMBEDDING_MODEL_INT8,
+    EMBEDDING_MODEL,
     EMBEDDING_MODELS,
     REQUESTS_KEY,
     SERVING_KEY,
@@ -43,8 +43,9 @@ def _answer(client: redis.Redis, raw: bytes | str) -> None:
     request = json.loads(raw)
     if request["expires"] < time.time():
         return
-    # Requests from before there were two models name none: they meant the default.
-    model = request.get("model", EMBEDDING_MODEL_INT8)
+    # Requests from before there were two models name none: they meant the only one then,
+    # the full-precision model (a web process not yet upgraded, during an upgrade).
+    model = request.get("model", EMBEDDING_MODEL)
     try:
         if model not in EMBEDDING_MODELS:
             raise ValueError(f"no local embedding model is called {model!r}")
@@ -69,7 +70,10 @@ class LocalModelService(threading.Thread):
     def run(self) -> None:
         """Load the models asked for, then answer requests as they come."""
         for model in self._preload:
-            model_load(model)
+            try:
+                model_load(model)
+            except Exception:  # each request then tries again, and its caller hears why
+                logger.exception("local model service: could not load %s", model)
         client = redis_client()
         renewed = 0.0
         while not self._stopping.is_set():

@@ -181,6 +181,8 @@ def model_file(directory: Path, *, quantized: bool = True) -> Path:
 
 def _priority() -> tuple[int, int]:
     """Return the calling thread's scheduling policy and niceness (Linux keeps both per thread)."""
+    if not hasattr(os, "sched_getscheduler"):  # macOS: one priority per process
+        return 0, 0
     return os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)
 
 
@@ -254,7 +256,9 @@ class Encoder:
 
 
 if __name__ == "__main__":
-    # `python src/aistack/ai/backends/minilm_onnx.py DIR` builds the int8 model into DIR
-    # ahead of use (the Docker image does) and prints where it is. It imports nothing of
-    # aistack, so it needs no settings.
-    print(model_file(Path(sys.argv[1])))
+    # `python -P src/aistack/ai/backends/minilm_onnx.py DIR` builds both models (int8 and full
+    # precision) into DIR ahead of use (the Docker image does) and prints where they are.
+    # It imports nothing of aistack, so it needs no settings; -P keeps this directory (whose
+    # http.py would shadow the standard library's) off the import path.
+    for quantized in (True, False):
+        print(model_file(Path(sys.argv[1]), quantized=quantized))

@@ -57,6 +57,20 @@ def chunk_inputs(documents: list[tuple[str, str]]) -> list[str]:
             for (title, _), specs in zip(documents, chunked, strict=True) for spec in specs]
 
 
+def pipeline_ingest(documents: list[tuple[str, str]], label: str) -> None:
+    """Ingest ``documents`` into a new workspace as ``aistack ingest`` does, jobs and all."""
+    from aistack.accounts.models import Workspace
+    from aistack.documents.indexing import documents_process_now
+    from aistack.documents.services import documents_import
+
+    workspace = Workspace.objects.create(name=f"ingest {label}", slug=f"bench-ingest-{label}")
+    # Fresh titles each time, or stored vectors would be found again, not embedded.
+    items = [(f"{title} ({label})", body) for title, body in documents]
+    created = documents_import(workspace=workspace, items=items, author=None,
+                               deliver=False, summarize=False)
+    documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None)
+
+
 def timed(call: Any) -> float:
     started = time.perf_counter()
     call()
@@ -65,10 +79,7 @@ def timed(call: Any) -> float:
 
 def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
                      rounds: int) -> dict[str, Any]:
-    from aistack.accounts.models import Workspace
     from aistack.ai.backends import local
-    from aistack.documents.indexing import documents_process_now
-    from aistack.documents.services import documents_import
 
     runs: dict[str, list[float]] = {"torch": [], "onnx": [], "pipeline": []}
     has_torch = local.torch_available()
@@ -76,19 +87,11 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
     if has_torch:
         local.sentence_model()
 
-    def pipeline(round_: int) -> None:
-        workspace = Workspace.objects.create(name=f"ingest {round_}", slug=f"bench-ingest-{round_}")
-        # Fresh titles each round, or stored vectors would be found again, not embedded.
-        items = [(f"{title} ({round_})", body) for title, body in documents]
-        created = documents_import(workspace=workspace, items=items, author=None,
-                                   deliver=False, summarize=False)
-        documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None)
-
     for round_ in range(rounds):
         if has_torch:
             runs["torch"].append(timed(lambda: local.encode(texts, local.EMBEDDING_MODEL)))
         runs["onnx"].append(timed(lambda: local.encode(texts)))
-        runs["pipeline"].append(timed(lambda r=round_: pipeline(r)))
+        runs["pipeline"].append(timed(lambda r=round_: pipeline_ingest(documents, str(r))))
     seconds = {name: median(values) for name, values in runs.items() if values}
     print(f"\ningest: {len(documents)} SciFact documents = {len(texts)} chunks "
           f"(medians of {rounds} alternating rounds)")
@@ -140,18 +143,10 @@ def bench_profile(documents: list[tuple[str, str]]) -> dict[str, float]:
     import cProfile
     import pstats
 
-    from aistack.accounts.models import Workspace
-    from aistack.documents.indexing import documents_process_now
-    from aistack.documents.services import documents_import
-
-    workspace = Workspace.objects.create(name="ingest profile", slug="bench-ingest-profile")
-    items = [(f"{title} (profiled)", body) for title, body in documents]
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
-    created = documents_import(workspace=workspace, items=items, author=None,
-                               deliver=False, summarize=False)
-    documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None)
+    pipeline_ingest(documents, "profiled")
     profiler.disable()
     total = time.perf_counter() - started
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]

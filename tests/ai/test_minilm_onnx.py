@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,7 @@ def test_without_torch_the_full_precision_model_runs_in_onnx_runtime_alike(
     torch_vectors = local.encode(TEXTS, local.EMBEDDING_MODEL)
     model = local.EmbeddingModel(alias="default", model=local.EMBEDDING_MODEL, options={})
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if not installed
+    monkeypatch.setattr(local, "torch_available", cache(local.torch_available.__wrapped__))
     assert not local.torch_available()
 
     assert model.check() == []

@@ -80,8 +80,12 @@ SERVING_KEY = "ai:local-model:serving"
 SERVING_TTL_SECONDS = 5
 
 
+@cache
 def torch_available() -> bool:
-    """Return whether the full-precision model's runtime (the ``torch`` extra) is installed."""
+    """Return whether the full-precision model's runtime (the ``torch`` extra) is installed.
+
+    Asked on every call of that model: looked up once per process.
+    """
     return importlib.util.find_spec("sentence_transformers") is not None
 
 

@@ -118,3 +118,21 @@ def test_without_torch_the_full_precision_model_runs_in_onnx_runtime_alike(
 
     assert np.allclose(vectors, torch_vectors, atol=1e-5)
     assert local.onnx_encoder(quantized=False).path.name.startswith("all-MiniLM-L6-v2-fp32-")
+
+
+def test_a_session_embeds_one_call_at_a_time() -> None:
+    # Its threads use every core: a second call waits its turn rather than share them.
+    encoder = local.onnx_encoder()
+    _, turn = encoder.session()
+    done = threading.Event()
+
+    def call() -> None:
+        encoder.encode(TEXTS[:2])
+        done.set()
+
+    thread = threading.Thread(target=call)
+    with turn:
+        thread.start()
+        assert not done.wait(1)
+    assert done.wait(60)
+    thread.join()

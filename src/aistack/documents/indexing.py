@@ -123,6 +123,17 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
     is saved in the same transaction as its chunks: never half-ingested. With
     ``fan_out``, a document too large for one job is embedded by part jobs first.
     """
+    store = documents_index_prepare(runs=runs, fan_out=fan_out)
+    return store() if store is not None else 0
+
+
+def documents_index_prepare(*, runs: Sequence[JobRun],
+                            fan_out: bool = False) -> Callable[[], int] | None:
+    """Do ``documents_index``'s work up to storing; return what stores it, if anything.
+
+    The model's work ends here: another thread may store one batch while this one
+    embeds the next.
+    """
     documents = Document.objects.in_bulk([run.object_id for run in runs])
     spaces = spaces_to_fill()
     readable: list[tuple[JobRun, Document, str]] = []
@@ -149,7 +160,7 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
             continue
         prepared.append((run, document, specs, inputs))
     if not prepared:
-        return 0
+        return None
     workspaces = {document.workspace_id for _, document, _, _ in prepared}
     only = prepared[0][1] if len(prepared) == 1 else None
     attribution = Attribution(
@@ -172,18 +183,22 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
                      for space, space_vectors in vectors.items()},
         )
         offset += len(inputs)
-    with jobs_finishing([run for run, *_ in prepared]) as owned:
-        spaces_unchanged(spaces)
-        parsed = [documents[run.object_id] for run in owned
-                  if documents[run.object_id].source_file]
-        for document in parsed:
-            document.save(update_fields=["content", "content_hash", "title"])
-            # An upload has text to summarize only now.
-            job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk,
-                        workspace_id=document.workspace_id)
-        stored = chunks_replace(items=[items[run.object_id] for run in owned])
-        _index_parts_delete([run.object_id for run in owned])
-        return stored
+
+    def store() -> int:
+        with jobs_finishing([run for run, *_ in prepared]) as owned:
+            spaces_unchanged(spaces)
+            parsed = [documents[run.object_id] for run in owned
+                      if documents[run.object_id].source_file]
+            for document in parsed:
+                document.save(update_fields=["content", "content_hash", "title"])
+                # An upload has text to summarize only now.
+                job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk,
+                            workspace_id=document.workspace_id)
+            stored = chunks_replace(items=[items[run.object_id] for run in owned])
+            _index_parts_delete([run.object_id for run in owned])
+            return stored
+
+    return store
 
 
 def document_index_run(*, run: JobRun) -> None:
@@ -241,9 +256,10 @@ def documents_process_now(
     *, document_ids: Sequence[int], progress: Callable[[int], None]
 ) -> None:
     """Index the documents in this process (workers may help) until all are done, then
-    merge their postings into the text index, as a bulk load leaves many."""
+    merge their postings into the text index, as a bulk load leaves many. One batch is
+    stored while the next is embedded."""
     jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
-                      work=lambda runs: documents_index(runs=runs), progress=progress,
+                      work=lambda runs: documents_index_prepare(runs=runs), progress=progress,
                       batch=INGEST_BATCH)
     posting_lists_merge_all(workspace_ids=list(
         Document.objects.filter(pk__in=document_ids).values_list("workspace_id", flat=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 
 from celery import Task
 from django.conf import settings
@@ -148,20 +148,99 @@ def jobs_work_through(
 
     Workers may take some of them meanwhile: a job is claimed by one process only,
     so this finishes whether or not workers are running and never duplicates work.
+    When ``work`` returns a callable, that is the rest of the batch's work, and a
+    thread of its own does it, with a connection of its own, while this
+    one goes on with the next batch: say, one batch is stored while the next is
+    embedded. Inside a transaction this thread does it, as other connections would
+    not see what the transaction holds.
     """
     remaining = set(object_ids)
-    while remaining:
-        runs = jobs_claim(kind=kind, object_ids=sorted(remaining), limit=batch, due_only=True)
-        if runs:
-            _attempt(runs, partial(work, runs))
-        known = dict(Job.objects.filter(kind=kind.name, object_id__in=remaining)
-                     .values_list("object_id", "status"))
-        # A deleted object takes its job with it: nothing is left to wait for.
-        done = {object_id for object_id in remaining
-                if known.get(object_id, JobStatus.COMPLETE) in (JobStatus.COMPLETE,
-                                                                 JobStatus.FAILED)}
-        if done:
-            progress(len(done))
-            remaining -= done
-        elif not runs:
-            time.sleep(poll_seconds)
+    with _Finisher(inline=connection.in_atomic_block) as finisher:
+        while remaining:
+            runs = jobs_claim(kind=kind, object_ids=sorted(remaining), limit=batch,
+                              due_only=True)
+            if runs:
+                rest = _started(runs, work)
+                if rest is not None:
+                    finisher.give(runs, rest)
+            else:
+                finisher.wait()  # what is being finished may be all that is left
+            known = dict(Job.objects.filter(kind=kind.name, object_id__in=remaining)
+                         .values_list("object_id", "status"))
+            # A deleted object takes its job with it: nothing is left to wait for.
+            done = {object_id for object_id in remaining
+                    if known.get(object_id, JobStatus.COMPLETE) in (JobStatus.COMPLETE,
+                                                                     JobStatus.FAILED)}
+            if done:
+                progress(len(done))
+                remaining -= done
+            elif not runs:
+                time.sleep(poll_seconds)
+
+
+def _started(runs: list[JobRun], work: Callable[[list[JobRun]], object]
+             ) -> Callable[[], object] | None:
+    """Attempt ``work`` for the runs; return the rest of the work, if it left some."""
+    rest: list[object] = []
+    _attempt(runs, lambda: rest.append(work(runs)))
+    return rest[0] if rest and callable(rest[0]) else None
+
+
+class _Finisher:
+    """Finishes batches in a thread of its own, one at a time, one more waiting at most.
+
+    A daemon: a process stopped by Ctrl-C or a signal does not wait for the batch it is
+    storing, whose transaction then rolls back and whose jobs' leases hand them back.
+    The model runs in the caller's thread alone, as ONNX Runtime's work in a thread
+    the interpreter does not wait for would outlive the objects it uses.
+    """
+
+    def __init__(self, *, inline: bool) -> None:
+        self.inline = inline
+        self.queue: queue.Queue[tuple[list[JobRun], Callable[[], object]] | None] = (
+            queue.Queue(maxsize=1))
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, name="jobs-finisher", daemon=True)
+
+    def __enter__(self) -> _Finisher:
+        if not self.inline:
+            self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self.inline:
+            return
+        if kind is not None:  # leave it be: see the class
+            return
+        self.queue.put(None)
+        self.thread.join()
+        self._raise()
+
+    def give(self, runs: list[JobRun], finish: Callable[[], object]) -> None:
+        if self.inline:
+            _attempt(runs, finish)
+            return
+        self._raise()
+        self.queue.put((runs, finish))
+
+    def wait(self) -> None:
+        if not self.inline:
+            self.queue.join()
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _serve(self) -> None:
+        try:
+            while (item := self.queue.get()) is not None:
+                try:
+                    if self.failure is None:
+                        _attempt(*item)
+                except BaseException as exc:
+                    self.failure = exc
+                finally:
+                    self.queue.task_done()
+        finally:
+            connection.close()  # this thread's own connection

@@ -30,6 +30,11 @@ CHUNKS_REEMBED = kinds.register(
 
 def documents_reembed(*, runs: Sequence[JobRun]) -> int:
     """Give the documents' chunks vectors in every space being built (the jobs' work)."""
+    return documents_reembed_prepare(runs=runs)()
+
+
+def documents_reembed_prepare(*, runs: Sequence[JobRun]) -> Callable[[], int]:
+    """Embed what ``documents_reembed`` needs; return what stores it (maybe elsewhere)."""
     document_ids = [run.object_id for run in runs]
     attribution = Attribution(feature="reindex")
 
@@ -39,19 +44,23 @@ def documents_reembed(*, runs: Sequence[JobRun]) -> int:
         inputs = [embedding_input(title=c.document.title, text=c.text) for c in chunks]
         vectors = vectors_for(space=space, inputs=inputs, attribution=attribution)
         planned.append((space, chunks, inputs, vectors))
-    added = 0
-    with jobs_finishing(runs):
-        for space, chunks, inputs, vectors in planned:
-            # Chunks replaced by an edit meanwhile are gone; their successors got
-            # vectors in every space from the index job.
-            # Locked, so an edit deleting them now waits for us (or we see them gone).
-            alive = set(Chunk.objects.select_for_update().filter(pk__in=[c.pk for c in chunks])
-                        .values_list("pk", flat=True))
-            keep = [i for i, chunk in enumerate(chunks) if chunk.pk in alive]
-            added += chunk_vectors_add(space=space, chunks=[chunks[i] for i in keep],
-                                       inputs=[inputs[i] for i in keep],
-                                       vectors=[vectors[i] for i in keep])
-    return added
+
+    def store() -> int:
+        added = 0
+        with jobs_finishing(runs):
+            for space, chunks, inputs, vectors in planned:
+                # Chunks replaced by an edit meanwhile are gone; their successors got
+                # vectors in every space from the index job.
+                # Locked, so an edit deleting them now waits for us (or we see them gone).
+                alive = set(Chunk.objects.select_for_update()
+                            .filter(pk__in=[c.pk for c in chunks]).values_list("pk", flat=True))
+                keep = [i for i, chunk in enumerate(chunks) if chunk.pk in alive]
+                added += chunk_vectors_add(space=space, chunks=[chunks[i] for i in keep],
+                                           inputs=[inputs[i] for i in keep],
+                                           vectors=[vectors[i] for i in keep])
+        return added
+
+    return store
 
 
 def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
@@ -81,7 +90,8 @@ def reindex_run(*, progress: Callable[[int], None],
     if space.status == SpaceStatus.ACTIVE:
         return True
     jobs_work_through(kind=CHUNKS_REEMBED, object_ids=document_ids,
-                      work=lambda runs: documents_reembed(runs=runs), progress=progress)
+                      work=lambda runs: documents_reembed_prepare(runs=runs),
+                      progress=progress)
     if Chunk.objects.exclude(vectors__space=space).exists():
         return False
     embedding_space_activate(space=space)

@@ -192,13 +192,15 @@ class Encoder:
     ONNX Runtime's worker threads are started with a session and take the priority of
     the thread that starts them. A worker's jobs may run at a lower priority than its
     requests (``aistack.ai.worker``), so each priority gets a session of its own,
-    started by the first thread that calls at that priority.
+    started by the first thread that calls at that priority. A session runs one call
+    at a time, as its threads already use every core: threads calling at once take
+    turns, and each tokenizes (or writes what it embedded) while another's call runs.
     """
 
     def __init__(self, path: Path, *, threads: int) -> None:
         self.path = path
         self.threads = threads
-        self._sessions: dict[tuple[int, int], Any] = {}
+        self._sessions: dict[tuple[int, int], tuple[Any, threading.Lock]] = {}
         self._lock = threading.Lock()
         tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
@@ -206,8 +208,8 @@ class Encoder:
         self._tokenizer = tokenizer
         self.session()
 
-    def session(self) -> Any:
-        """Return the calling thread's session, starting it if need be."""
+    def session(self) -> tuple[Any, threading.Lock]:
+        """Return the calling thread's session and its lock, starting it if need be."""
         key = _priority()
         found = self._sessions.get(key)
         if found is None:
@@ -219,8 +221,9 @@ class Encoder:
                     options = onnxruntime.SessionOptions()
                     options.intra_op_num_threads = self.threads
                     options.inter_op_num_threads = 1
-                    found = self._sessions[key] = onnxruntime.InferenceSession(
-                        str(self.path), options, providers=["CPUExecutionProvider"])
+                    found = self._sessions[key] = (onnxruntime.InferenceSession(
+                        str(self.path), options, providers=["CPUExecutionProvider"]),
+                        threading.Lock())
         return found
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -231,27 +234,29 @@ class Encoder:
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(encoding.ids) for encoding in encodings])
         order = np.argsort(-lengths, kind="stable")
-        session = self.session()
-        start = 0
-        while start < len(order):
-            # Longest first: the batch's first text sets its width. Texts under half of
-            # it wait for a batch of their own: less padding to compute, and the int8
-            # scale of a short text's activations is not set by a long one's.
-            width = int(lengths[order[start]])
-            batch = order[start:start + max(1, BATCH_TOKENS // width)]
-            batch = batch[lengths[batch] * 2 > width] if len(batch) > 1 else batch
-            ids = np.zeros((len(batch), width), dtype=np.int32)  # 0 is [PAD]
-            mask = np.zeros_like(ids)
-            for row, index in enumerate(batch):
-                found = encodings[index].ids
-                ids[row, :len(found)] = found
-                mask[row, :len(found)] = 1
-            [states] = session.run(None, {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
-                                          "attention_mask": mask})
-            summed = (states * mask[:, :, None]).sum(axis=1)
-            means = summed / mask.sum(axis=1, keepdims=True)
-            vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
-            start += len(batch)
+        session, turn = self.session()
+        with turn:
+            start = 0
+            while start < len(order):
+                # Longest first: the batch's first text sets its width. Texts under half
+                # of it wait for a batch of their own: less padding to compute, and the
+                # int8 scale of a short text's activations is not set by a long one's.
+                width = int(lengths[order[start]])
+                batch = order[start:start + max(1, BATCH_TOKENS // width)]
+                batch = batch[lengths[batch] * 2 > width] if len(batch) > 1 else batch
+                ids = np.zeros((len(batch), width), dtype=np.int32)  # 0 is [PAD]
+                mask = np.zeros_like(ids)
+                for row, index in enumerate(batch):
+                    found = encodings[index].ids
+                    ids[row, :len(found)] = found
+                    mask[row, :len(found)] = 1
+                [states] = session.run(None, {"input_ids": ids,
+                                              "token_type_ids": np.zeros_like(ids),
+                                              "attention_mask": mask})
+                summed = (states * mask[:, :, None]).sum(axis=1)
+                means = summed / mask.sum(axis=1, keepdims=True)
+                vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
+                start += len(batch)
         return vectors
 
 

@@ -1,0 +1,120 @@
+"""Work that leaves the rest of a batch to another thread, which finishes it meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+
+from aistack.documents.models import Document
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
+from aistack.jobs.runner import jobs_work_through
+from aistack.jobs.services import JobRun
+from tests.jobs.test_worker import FLAKY, _flaky_work
+
+
+def _waiting(alice: User, titles: list[str]) -> list[int]:
+    documents = [Document.objects.create(workspace=alice.personal_workspace, title=title,
+                                         content="x", author=alice) for title in titles]
+    for document in documents:
+        Job.objects.create(kind=FLAKY.name, object_id=document.pk,
+                           enqueued_at=document.created_at)
+    return [document.pk for document in documents]
+
+
+class Stop(BaseException):
+    """Not an error of the work's: nothing catches it on its way."""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_is_finished_while_the_next_is_worked_on(alice: User) -> None:
+    ids = _waiting(alice, ["0 transient"] * 4)
+    next_started = threading.Event()
+    finishers: set[int] = set()
+    seen: list[int] = []
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        first = runs[0].object_id == ids[0]
+        if not first:
+            next_started.set()
+
+        def finish() -> None:
+            finishers.add(threading.get_ident())
+            # Finished in this thread, the first batch would wait here in vain and fail.
+            if first and not next_started.wait(30):
+                raise RuntimeError("the next batch was not worked on meanwhile")
+            for run in runs:
+                _flaky_work(run)
+        return finish
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=seen.append, batch=2)
+
+    jobs = Job.objects.filter(kind=FLAKY.name)
+    assert set(jobs.values_list("status", flat=True)) == {JobStatus.COMPLETE}
+    assert set(jobs.values_list("attempts", flat=True)) == {1}  # each claimed once
+    assert len(finishers) == 1 and threading.get_ident() not in finishers
+    assert sum(seen) == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finish_that_fails_fails_its_jobs_with_the_reason_and_the_rest_go_on(
+    alice: User,
+) -> None:
+    ids = _waiting(alice, ["0 permanent", "0 transient", "0 transient"])
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        def finish() -> None:
+            for run in runs:
+                _flaky_work(run)
+
+        return finish
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                      batch=1)
+
+    jobs = dict(Job.objects.filter(kind=FLAKY.name).values_list("object_id", "status"))
+    assert [jobs[pk] for pk in ids] == [JobStatus.FAILED, JobStatus.COMPLETE,
+                                        JobStatus.COMPLETE]
+    assert Document.objects.get(pk=ids[0]).summary_error == "The text could not be parsed."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_the_finishing_thread_dies_the_caller_hears_of_it_and_stops(alice: User) -> None:
+    ids = _waiting(alice, ["0 transient"] * 12)
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        def finish() -> None:
+            raise Stop
+
+        return finish
+
+    with pytest.raises(Stop):
+        jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                          batch=1)
+
+    # It stops at its next batch or two: most jobs were never started.
+    assert Job.objects.filter(kind=FLAKY.name, status=JobStatus.PENDING).count() >= 8
+
+
+def test_inside_a_transaction_this_thread_finishes_each_batch(alice: User) -> None:
+    # Other connections would not see these uncommitted jobs and documents.
+    ids = _waiting(alice, ["0 transient"] * 4)
+    finishers: set[int] = set()
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        def finish() -> None:
+            finishers.add(threading.get_ident())
+            for run in runs:
+                _flaky_work(run)
+
+        return finish
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                      batch=1)
+
+    assert finishers == {threading.get_ident()}
+    assert set(Job.objects.filter(kind=FLAKY.name).values_list("status", flat=True)) == {
+        JobStatus.COMPLETE}

@@ -13,6 +13,7 @@ from aistack.jobs.kinds import JobStatus
 from aistack.jobs.models import Job
 from aistack.jobs.runner import jobs_work_through
 from aistack.jobs.services import JobRun
+from harness import wait_for
 from tests.jobs.test_worker import FLAKY, _flaky_work
 
 
@@ -23,6 +24,10 @@ def _waiting(alice: User, titles: list[str]) -> list[int]:
         Job.objects.create(kind=FLAKY.name, object_id=document.pk,
                            enqueued_at=document.created_at)
     return [document.pk for document in documents]
+
+
+def _no_finisher() -> bool:
+    return not any(thread.name == "jobs-finisher" for thread in threading.enumerate())
 
 
 class Stop(BaseException):
@@ -97,6 +102,30 @@ def test_when_the_finishing_thread_dies_the_caller_hears_of_it_and_stops(alice: 
 
     # It stops at its next batch or two: most jobs were never started.
     assert Job.objects.filter(kind=FLAKY.name, status=JobStatus.PENDING).count() >= 8
+    # And no thread is left behind, waiting for batches.
+    wait_for(_no_finisher, message="the finishing thread to end")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_caller_stopped_by_an_error_leaves_no_thread_behind(alice: User) -> None:
+    ids = _waiting(alice, ["0 transient"] * 6)
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        if runs[0].object_id == ids[3]:
+            raise Stop  # as Ctrl-C would, in the calling thread
+
+        def finish() -> None:
+            for run in runs:
+                _flaky_work(run)
+
+        return finish
+
+    with pytest.raises(Stop):
+        jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                          batch=1)
+
+    wait_for(_no_finisher, message="the finishing thread to end")
+
 
 
 def test_inside_a_transaction_this_thread_finishes_each_batch(alice: User) -> None:

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from celery import Task
 from django.conf import settings
@@ -149,10 +149,9 @@ def jobs_work_through(
     Workers may take some of them meanwhile: a job is claimed by one process only,
     so this finishes whether or not workers are running and never duplicates work.
     When ``work`` returns a callable, that is the rest of the batch's work, and a
-    thread of its own does it, with a connection of its own, while this
-    one goes on with the next batch: say, one batch is stored while the next is
-    embedded. Inside a transaction this thread does it, as other connections would
-    not see what the transaction holds.
+    thread with a connection of its own does it while this one goes on with the next
+    batch: say, one batch is stored while the next is embedded. Inside a transaction
+    this thread does it, as other connections would not see what the transaction holds.
     """
     remaining = set(object_ids)
     with _Finisher(inline=connection.in_atomic_block) as finisher:
@@ -210,7 +209,13 @@ class _Finisher:
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if self.inline:
             return
-        if kind is not None:  # leave it be: see the class
+        if kind is not None:
+            # It ends after the batch it is on, unwaited for (see the class); a batch
+            # waiting behind that one is dropped, and its jobs' leases hand them back.
+            with suppress(queue.Empty):
+                self.queue.get_nowait()
+                self.queue.task_done()
+            self.queue.put_nowait(None)
             return
         self.queue.put(None)
         self.thread.join()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.conf import settings
 
 from aistack.ai.backends import local, minilm_onnx
 
@@ -136,3 +137,39 @@ def test_a_session_embeds_one_call_at_a_time() -> None:
         assert not done.wait(1)
     assert done.wait(60)
     thread.join()
+
+
+MEMORY_AFTER_A_LARGE_CALL = """
+import json, sys
+from pathlib import Path
+import psutil
+sys.path.append(sys.argv[2])  # after the standard library, which its http.py would shadow
+import minilm_onnx
+encoder = minilm_onnx.Encoder(minilm_onnx.model_file(Path(sys.argv[1])), threads=2)
+encoder.encode(["warm up"])
+loaded = psutil.Process().memory_info().rss
+words = "revenue grew in Europe and in Asia while costs fell in the Americas".split()
+# Of many lengths, as a corpus's are: batches of many shapes.
+encoder.encode([" ".join(words[i % len(words)] for i in range(n, n + 7 * n % 300 + 5))
+                for n in range(200)])
+status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+print(json.dumps({"loaded": loaded, "now": psutil.Process().memory_info().rss,
+                  "peak": int(status["VmHWM"].split()[0]) * 1024}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_large_call_gives_back_the_memory_its_batches_took() -> None:
+    # In a process of its own: this one's other allocations would blur the figures.
+    import json
+    import subprocess
+
+    found = subprocess.run(
+        [sys.executable, "-P", "-c", MEMORY_AFTER_A_LARGE_CALL, str(settings.LOCAL_MODEL_DIR),
+         str(Path(minilm_onnx.__file__).parent)],
+        capture_output=True, text=True, check=True, timeout=300)
+    figures = json.loads(found.stdout)
+
+    megabyte = 2**20
+    assert figures["peak"] - figures["loaded"] > 60 * megabyte, figures  # the batches took it
+    assert figures["now"] - figures["loaded"] < 15 * megabyte, figures  # and gave it back

@@ -14,6 +14,7 @@ torch's vectors to within 1e-6 (``tests/ai/test_minilm_onnx.py``).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,35 @@ def model_file(directory: Path, *, quantized: bool = True) -> Path:
     return path
 
 
+@cache
+def _arena_shrinking() -> Any:
+    """Run options that end a run by freeing what ONNX Runtime's arena holds unused.
+
+    The arena keeps what a call's largest batch took, for the next: a worker idle after
+    an ingest would hold hundreds of megabytes it no longer needs.
+    """
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+@cache
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+def _heap_trim() -> None:
+    """Return the heap's free memory to the system (glibc keeps it for later otherwise)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def _priority() -> tuple[int, int]:
     """Return the calling thread's scheduling policy and niceness (Linux keeps both per thread)."""
     if not hasattr(os, "sched_getscheduler"):  # macOS: one priority per process
@@ -250,13 +281,18 @@ class Encoder:
                     found = encodings[index].ids
                     ids[row, :len(found)] = found
                     mask[row, :len(found)] = 1
+                # A call of many batches ends by handing back what they took.
+                last_of_many = start > 0 and start + len(batch) == len(order)
                 [states] = session.run(None, {"input_ids": ids,
                                               "token_type_ids": np.zeros_like(ids),
-                                              "attention_mask": mask})
+                                              "attention_mask": mask},
+                                       _arena_shrinking() if last_of_many else None)
                 summed = (states * mask[:, :, None]).sum(axis=1)
                 means = summed / mask.sum(axis=1, keepdims=True)
                 vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
                 start += len(batch)
+            if len(order) > len(batch):
+                _heap_trim()
         return vectors
 
 

@@ -221,7 +221,8 @@ def _rss_mb(process: psutil.Process) -> tuple[float, float]:
 
 
 def bench_worker_memory(model: str, texts: list[str], home: Path) -> dict[str, float]:
-    """Start a worker that uses ``model``; return its pool process's memory idle and at peak."""
+    """Start a worker that uses ``model``; return its pool process's memory idle, at its
+    peak while embedding, and idle again after."""
     from aistack.ai.backends import local
     from aistack.redis.connections import redis_client
 
@@ -240,10 +241,12 @@ def bench_worker_memory(model: str, texts: list[str], home: Path) -> dict[str, f
         total_idle = idle + _rss_mb(psutil.Process(worker.pid))[0]
         for start in range(0, len(texts), 256):
             local.encode_remote(texts[start:start + 256], timeout=120, model=model)
-        _, peak = _rss_mb(pool)
+        time.sleep(1)
+        after, peak = _rss_mb(pool)
     finally:
         kill_group(worker)
-    return {"idle_mb": round(idle), "peak_mb": round(peak), "worker_idle_mb": round(total_idle)}
+    return {"idle_mb": round(idle), "peak_mb": round(peak), "after_mb": round(after),
+            "worker_idle_mb": round(total_idle)}
 
 
 def bench_memory(texts: list[str], home: Path) -> dict[str, Any]:
@@ -256,11 +259,12 @@ def bench_memory(texts: list[str], home: Path) -> dict[str, Any]:
     print("\nworker memory, the pool process that runs the model (MiB)")
     for model, figures in found.items():
         print(f"  {model:<24} idle {figures['idle_mb']:6.0f} MiB  "
-              f"peak {figures['peak_mb']:6.0f} MiB  "
+              f"peak {figures['peak_mb']:6.0f} MiB  idle after {figures['after_mb']:6.0f} MiB  "
               f"(whole worker idle {figures['worker_idle_mb']:6.0f} MiB)")
     result: dict[str, Any] = {
         "worker_rss_mb": found[local.EMBEDDING_MODEL_INT8]["idle_mb"],
         "worker_peak_rss_mb": found[local.EMBEDDING_MODEL_INT8]["peak_mb"],
+        "worker_rss_after_mb": found[local.EMBEDDING_MODEL_INT8]["after_mb"],
     }
     if local.EMBEDDING_MODEL in found:
         torch_idle = found[local.EMBEDDING_MODEL]["idle_mb"]

@@ -121,7 +121,7 @@ def test_without_torch_the_full_precision_model_runs_in_onnx_runtime_alike(
     assert local.onnx_encoder(quantized=False).path.name.startswith("all-MiniLM-L6-v2-fp32-")
 
 
-def test_a_session_embeds_one_call_at_a_time() -> None:
+def test_a_session_embeds_one_batch_at_a_time() -> None:
     # Its threads use every core: a second call waits its turn rather than share them.
     encoder = local.onnx_encoder()
     _, turn = encoder.session()

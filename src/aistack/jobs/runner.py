@@ -227,6 +227,8 @@ class _Finisher:
             return
         self._raise()
         self.queue.put((runs, finish))
+        # Until the finishing thread takes them, nothing else renews their leases.
+        jobs_lease_extend(runs)
 
     def wait(self) -> None:
         if not self.inline:

@@ -223,9 +223,9 @@ class Encoder:
     ONNX Runtime's worker threads are started with a session and take the priority of
     the thread that starts them. A worker's jobs may run at a lower priority than its
     requests (``aistack.ai.worker``), so each priority gets a session of its own,
-    started by the first thread that calls at that priority. A session runs one call
+    started by the first thread that calls at that priority. A session runs one batch
     at a time, as its threads already use every core: threads calling at once take
-    turns, and each tokenizes (or writes what it embedded) while another's call runs.
+    turns by batch, so a query waits for one batch of another call, not all of it.
     """
 
     def __init__(self, path: Path, *, threads: int) -> None:
@@ -266,33 +266,33 @@ class Encoder:
         lengths = np.array([len(encoding.ids) for encoding in encodings])
         order = np.argsort(-lengths, kind="stable")
         session, turn = self.session()
-        with turn:
-            start = 0
-            while start < len(order):
-                # Longest first: the batch's first text sets its width. Texts under half
-                # of it wait for a batch of their own: less padding to compute, and the
-                # int8 scale of a short text's activations is not set by a long one's.
-                width = int(lengths[order[start]])
-                batch = order[start:start + max(1, BATCH_TOKENS // width)]
-                batch = batch[lengths[batch] * 2 > width] if len(batch) > 1 else batch
-                ids = np.zeros((len(batch), width), dtype=np.int32)  # 0 is [PAD]
-                mask = np.zeros_like(ids)
-                for row, index in enumerate(batch):
-                    found = encodings[index].ids
-                    ids[row, :len(found)] = found
-                    mask[row, :len(found)] = 1
-                # A call of many batches ends by handing back what they took.
-                last_of_many = start > 0 and start + len(batch) == len(order)
+        start = 0
+        while start < len(order):
+            # Longest first: the batch's first text sets its width. Texts under half of
+            # it wait for a batch of their own: less padding to compute, and the int8
+            # scale of a short text's activations is not set by a long one's.
+            width = int(lengths[order[start]])
+            batch = order[start:start + max(1, BATCH_TOKENS // width)]
+            batch = batch[lengths[batch] * 2 > width] if len(batch) > 1 else batch
+            ids = np.zeros((len(batch), width), dtype=np.int32)  # 0 is [PAD]
+            mask = np.zeros_like(ids)
+            for row, index in enumerate(batch):
+                found = encodings[index].ids
+                ids[row, :len(found)] = found
+                mask[row, :len(found)] = 1
+            # A call of many batches ends by handing back what they took.
+            last_of_many = start > 0 and start + len(batch) == len(order)
+            with turn:
                 [states] = session.run(None, {"input_ids": ids,
                                               "token_type_ids": np.zeros_like(ids),
                                               "attention_mask": mask},
                                        _arena_shrinking() if last_of_many else None)
-                summed = (states * mask[:, :, None]).sum(axis=1)
-                means = summed / mask.sum(axis=1, keepdims=True)
-                vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
-                start += len(batch)
-            if len(order) > len(batch):
-                _heap_trim()
+            summed = (states * mask[:, :, None]).sum(axis=1)
+            means = summed / mask.sum(axis=1, keepdims=True)
+            vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
+            start += len(batch)
+        if len(order) > len(batch):
+            _heap_trim()
         return vectors
 
 

@@ -109,6 +109,10 @@ def _runs_on_torch(model: str) -> bool:
     return model == EMBEDDING_MODEL and torch_available()
 
 
+def _quantized(model: str) -> bool:
+    return model == EMBEDDING_MODEL_INT8
+
+
 def sentence_model() -> Any:
     """Return the full-precision model in torch, loading it on first use (once per process)."""
     global _model
@@ -183,7 +187,7 @@ def model_load(model: str) -> None:
     if _runs_on_torch(model):
         sentence_model()
     else:
-        onnx_encoder(quantized=model == EMBEDDING_MODEL_INT8)
+        onnx_encoder(quantized=_quantized(model))
 
 
 def encode(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> Any:
@@ -191,7 +195,7 @@ def encode(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> Any:
     if _runs_on_torch(model):
         return sentence_model().encode(list(texts), batch_size=ENCODE_BATCH_SIZE,
                                        convert_to_numpy=True, show_progress_bar=False)
-    return onnx_encoder(quantized=model == EMBEDDING_MODEL_INT8).encode(texts)
+    return onnx_encoder(quantized=_quantized(model)).encode(texts)
 
 
 REQUESTS_KEY = "ai:local-model:requests"
@@ -268,7 +272,7 @@ def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float,
 
 
 def _loads_here(options: dict[str, Any], model: str = EMBEDDING_MODEL_INT8) -> bool:
-    loaded = _model if _runs_on_torch(model) else _encoders.get(model == EMBEDDING_MODEL_INT8)
+    loaded = _model if _runs_on_torch(model) else _encoders.get(_quantized(model))
     return loaded is None and not _in_worker(options)
 
 

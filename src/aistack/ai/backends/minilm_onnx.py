@@ -43,7 +43,8 @@ _MS = "com.microsoft"
 # Texts are sorted by length and batched up to this many tokens (padding included):
 # short texts go many to a batch, long ones few, and no batch pads much. Measured on
 # SciFact chunks, 1,024 to 8,192 embed equally fast; the memory a batch takes (kept by
-# ONNX Runtime's arena for the next) grows with it: about 140 MB at 2,048, 470 at 8,192.
+# ONNX Runtime's arena until its call ends) grows with it: about 140 MB at 2,048, 470 at
+# 8,192.
 BATCH_TOKENS = 2048
 
 
@@ -287,12 +288,12 @@ class Encoder:
                                               "token_type_ids": np.zeros_like(ids),
                                               "attention_mask": mask},
                                        _arena_shrinking() if last_of_many else None)
+            if last_of_many:
+                _heap_trim()
             summed = (states * mask[:, :, None]).sum(axis=1)
             means = summed / mask.sum(axis=1, keepdims=True)
             vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
             start += len(batch)
-        if len(order) > len(batch):
-            _heap_trim()
         return vectors
 
 

@@ -49,11 +49,12 @@ DOCUMENT_SUMMARY = kinds.register(
 SUMMARY_PROMPT = PromptTemplate(
     name="summary",
     # Instructions in the system turn, the document in the user turn: every provider
-    # accepts that shape (Anthropic requires a user turn). Three sentences fit the
-    # document page without a "read more".
+    # accepts that shape (Anthropic requires a user turn). The length follows the
+    # document's, as the built-in model's does (three sentences for a page, up to eight).
     system=(
         "Summarize the document the user sends for a teammate deciding whether to read "
-        "it, in at most three sentences. Use only what the document says."
+        "it: about three sentences for a page, up to eight for a long report. Use only "
+        "what the document says, in plain prose without headings or lists."
     ),
     user="Document:\n$content",
 )

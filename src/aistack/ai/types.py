@@ -30,6 +30,9 @@ class ChatRequest:
     # What is wanted from the context. Language models read it in the prompt; extractive
     # models cannot read instructions, so they follow this instead.
     task: Literal["answer", "summarize"] = "answer"
+    # What the context was retrieved for, when the last message alone does not say it (a
+    # follow-up: "and how do I prepare for it?"). Extractive models answer this instead.
+    question: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
 

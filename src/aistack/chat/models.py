@@ -13,6 +13,12 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=TITLE_MAX_CHARS)
+    # The workspace whose documents each turn is answered from; none for conversations
+    # kept from before chat read documents (they search the user's current workspace).
+    workspace = models.ForeignKey("accounts.Workspace", null=True, blank=True,
+                                  on_delete=models.CASCADE, related_name="conversations")
+    # Whether turns are answered from the workspace's documents (the page's toggle).
+    uses_documents = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -38,6 +44,9 @@ class ChatMessage(models.Model):
     # The model that wrote an assistant message, shown beside it; empty for the user's.
     model = models.CharField(max_length=200, blank=True)
     extractive = models.BooleanField(default=False)
+    # The sources an assistant message cites, as numbered in it: n, document_id, chunk_id,
+    # title and snippet (plain text), kept as they were when it was written.
+    citations = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

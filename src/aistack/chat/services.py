@@ -1,8 +1,16 @@
-"""Chat: replies from the configured chat model (feature ``chat``), and kept conversations."""
+"""Chat: replies from the configured chat model (feature ``chat``), and kept conversations.
+
+A conversation in a workspace answers each turn from its documents, as ask does: the
+passages the turn (with the user's previous turn, for a follow-up) retrieves are numbered
+in the prompt, the reply cites them, and the message keeps what it cited. The built-in
+extractive model answers from those passages too, so chat over documents works offline.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -10,11 +18,22 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import Truncator
 
+from aistack.accounts.models import Workspace
+from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import ChatRequest, ChatResult, Message
 from aistack.chat.models import TITLE_MAX_CHARS, Author, ChatMessage, Conversation
 from aistack.errors import Invalid
+from aistack.rendering import markdown_text
+from aistack.retrieval.answers import (
+    Source,
+    citations_dropped,
+    sources_cited,
+    sources_context,
+    sources_find,
+    sources_numbered,
+)
 from aistack.usage.types import Attribution
 from aistack.validation import one_line_title
 
@@ -29,6 +48,34 @@ CHAT_PROMPT = PromptTemplate(
         "briefly. If you are not sure of something, say so instead of guessing."
     ),
 )
+CHAT_SOURCES_PROMPT = PromptTemplate(
+    name="chat-sources",
+    # Ask's rules for citing, in a conversation: earlier turns are context, not sources.
+    system=(
+        "You are the assistant of aistack, a team knowledge base. Answer the user's last "
+        "message from the numbered sources below, clearly and briefly. After each "
+        "statement, cite the sources it rests on in square brackets, like [1] or [2][3]. "
+        "If the sources do not answer it, say so instead of guessing.\n\nSources:\n$sources"
+    ),
+)
+# How many passages a turn may draw on (ask's default).
+SOURCES_PER_TURN = 6
+# A cited passage is kept with the message as this much plain text.
+SNIPPET_CHARS = 240
+# A turn this short, or with one of these words, continues the previous one: it is
+# searched for together with the user's previous turn ("and how do I prepare for it?").
+FOLLOW_UP_MAX_WORDS = 4
+_FOLLOW_UP = re.compile(
+    r"\b(?:it|its|it's|that|this|these|those|they|them|their|there|he|she|him|her|his|one|"
+    r"ones|same|else|former|latter|above|also|too|what about|how about)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """A reply on its way, and the passages it was given to cite."""
+
+    stream: ai.ChatStream
+    sources: tuple[Source, ...]
 
 
 def chat_input_check(messages: Sequence[Message]) -> None:
@@ -79,10 +126,12 @@ def _checked(text: str) -> str:
     return text
 
 
-def conversation_start(*, user: User, first_message: str) -> Conversation:
-    """Create a conversation titled after its first message."""
+def conversation_start(*, user: User, first_message: str, workspace: Workspace | None = None,
+                       uses_documents: bool = True) -> Conversation:
+    """Create a conversation in ``workspace``, titled after its first message."""
     title = Truncator(" ".join(_checked(first_message).split())).chars(TITLE_CHARS)
-    return Conversation.objects.create(user=user, title=title)
+    return Conversation.objects.create(user=user, title=title, workspace=workspace,
+                                       uses_documents=uses_documents)
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
@@ -105,10 +154,13 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-def _history(conversation: Conversation) -> list[Message]:
-    """Return the latest turns that fit the model's input limit, oldest first."""
+def _history(conversation: Conversation, *, budget: int) -> list[Message]:
+    """Return the latest turns that fit in ``budget`` characters, oldest first.
+
+    Earlier replies lose their [n]: a turn numbers its own sources, and an old [2] would
+    cite whatever this turn's prompt numbers 2.
+    """
     # The newest turns matter most to the next reply: older ones are dropped first.
-    budget = settings.AI_CHAT_MAX_INPUT_CHARS
     kept: list[Message] = []
     for role, content in conversation.messages.order_by("-id").values_list(
         "role", "content"
@@ -117,29 +169,79 @@ def _history(conversation: Conversation) -> list[Message]:
         if budget < 0:
             break
         kept.append(Message(role="user" if role == Author.USER else "assistant",
-                            content=content))
+                            content=citations_dropped(content)))
     return kept[::-1]
+
+
+def chat_query(earlier: Sequence[Message], text: str) -> str:
+    """Return what to search the documents for: the turn, with the user's previous turn
+    when this one reads as a follow-up to it (short, or saying "it", "that", "they"...)."""
+    previous = next((m.content for m in reversed(earlier) if m.role == "user"), None)
+    follows = len(text.split()) <= FOLLOW_UP_MAX_WORDS or _FOLLOW_UP.search(text)
+    return f"{previous}\n{text}" if previous and follows else text
 
 
 @transaction.atomic
 def _message_add(*, conversation: Conversation, role: Author, content: str, model: str = "",
-                 extractive: bool = False) -> ChatMessage:
+                 extractive: bool = False,
+                 citations: list[dict[str, object]] | None = None) -> ChatMessage:
     message = ChatMessage.objects.create(conversation=conversation, role=role, content=content,
-                                         model=model, extractive=extractive)
+                                         model=model, extractive=extractive,
+                                         citations=citations or [])
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return message
 
 
 def conversation_reply_stream(
-    *, conversation: Conversation, text: str, workspace_id: int | None
-) -> ai.ChatStream:
-    """Add the user's message to the conversation and stream the model's reply to it."""
-    _message_add(conversation=conversation, role=Author.USER, content=_checked(text))
-    return chat_reply_stream(messages=_history(conversation), user_id=conversation.user_id,
-                             workspace_id=workspace_id)
+    *, conversation: Conversation, text: str, user: User, workspace: Workspace,
+    uses_documents: bool,
+) -> Reply:
+    """Add the user's message to the conversation and stream the model's reply to it.
+
+    With ``uses_documents``, the reply is drawn from the conversation's workspace (the
+    user's current ``workspace`` for one kept from before chat read documents), which the
+    user must still be able to read.
+    """
+    text = _checked(text)
+    searched = conversation.workspace or workspace
+    workspace_ids = (workspace_ids_for_read(user=user, workspace_id=searched.pk)
+                     if uses_documents else [])
+    earlier = _history(conversation, budget=settings.AI_CHAT_MAX_INPUT_CHARS - len(text))
+    _message_add(conversation=conversation, role=Author.USER, content=text)
+    if conversation.uses_documents != uses_documents:
+        conversation.uses_documents = uses_documents
+        conversation.save(update_fields=["uses_documents", "updated_at"])
+    messages = [*earlier, Message(role="user", content=text)]
+    chat_input_check(messages)
+    prompt = CHAT_SOURCES_PROMPT if uses_documents else CHAT_PROMPT
+    attribution = Attribution(feature=FEATURE, user_id=conversation.user_id,
+                              workspace_id=searched.pk, prompt_version=prompt.version)
+    sources: tuple[Source, ...] = ()
+    question = None
+    if uses_documents:
+        question = chat_query(earlier, text)
+        sources = sources_find(workspace_ids=workspace_ids, query=question,
+                               k=SOURCES_PER_TURN, attribution=attribution)
+    # Nothing retrieved: the plain chat prompt, so a language model may still answer a
+    # greeting (the extractive model says it has nothing to quote).
+    system = (CHAT_SOURCES_PROMPT.render(sources=sources_numbered(sources)) if sources
+              else CHAT_PROMPT.render())
+    request = ChatRequest(messages=(*system, *messages), context=sources_context(sources),
+                          question=question)
+    return Reply(stream=ai.chat_stream(request=request, attribution=attribution),
+                 sources=sources)
 
 
-def conversation_reply_save(*, conversation: Conversation, result: ChatResult) -> ChatMessage:
-    """Keep the model's finished reply as the conversation's next turn."""
+def _citation(source: Source) -> dict[str, object]:
+    # The passage's opening words, as a page shows them (without its Markdown).
+    return {"n": source.n, "document_id": source.document_id, "chunk_id": source.chunk_id,
+            "title": source.title,
+            "snippet": Truncator(markdown_text(source.text)).chars(SNIPPET_CHARS)}
+
+
+def conversation_reply_save(*, conversation: Conversation, result: ChatResult,
+                            sources: Sequence[Source] = ()) -> ChatMessage:
+    """Keep the model's finished reply as the conversation's next turn, with what it cites."""
     return _message_add(conversation=conversation, role=Author.ASSISTANT, content=result.text,
-                        model=result.model, extractive=result.extractive)
+                        model=result.model, extractive=result.extractive,
+                        citations=[_citation(s) for s in sources_cited(sources, result.text)])

@@ -3,16 +3,19 @@ reply as server-sent events."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from aistack.accounts.sessions import current_place, signed_in_user
 from aistack.ai.types import ChatResult
-from aistack.chat.models import TITLE_MAX_CHARS, Conversation
+from aistack.chat.models import TITLE_MAX_CHARS, ChatMessage, Conversation
 from aistack.chat.selectors import conversation_get, conversation_list, conversation_messages
 from aistack.chat.services import (
     conversation_delete,
@@ -22,17 +25,47 @@ from aistack.chat.services import (
     conversation_start,
 )
 from aistack.errors import Invalid
+from aistack.rendering import markdown_html
 from aistack.streaming import sse_response
 from aistack.usage.ratelimits import ai_rate_limit_hit, write_rate_limit_hit
+
+
+@dataclass(frozen=True, kw_only=True)
+class Turn:
+    """A message as the page shows it."""
+
+    message: ChatMessage
+    html: str  # rendered from Markdown, sanitized, its [n] linked to its sources
+
+    @property
+    def anchor(self) -> str:
+        """Return the prefix of the ids of this turn's sources in the page."""
+        return _anchor(self.message)
+
+
+def _anchor(message: ChatMessage) -> str:
+    return f"turn-{message.pk}-source-"
+
+
+def _html(message: ChatMessage) -> str:
+    return markdown_html(message.content, cite_prefix=_anchor(message),
+                         cited=frozenset(int(c["n"]) for c in message.citations))
 
 
 def _page(request: HttpRequest, conversation: Conversation | None, *, title: str = "",
           problem: str = "") -> HttpResponse:
     user = signed_in_user(request)
+    place = current_place(request)
+    messages_ = conversation_messages(conversation=conversation) if conversation else []
     return render(request, "chat/chat.html", {
         "conversations": conversation_list(user=user),
         "conversation": conversation,
-        "turns": conversation_messages(conversation=conversation) if conversation else [],
+        # Safe: sanitized by nh3 (aistack.rendering), which leaves only Markdown's tags.
+        "turns": [Turn(message=message, html=mark_safe(_html(message)))  # noqa: S308
+                  for message in messages_],
+        "workspace": (conversation.workspace if conversation and conversation.workspace
+                      else place.workspace),
+        "uses_documents": conversation.uses_documents if conversation else True,
         "title_typed": title, "title_problem": problem, "title_max_chars": TITLE_MAX_CHARS,
     }, status=422 if problem else 200)
 
@@ -82,18 +115,23 @@ def chat_reply(request: HttpRequest) -> StreamingHttpResponse:
     user = signed_in_user(request)
     ai_rate_limit_hit(user=user)
     text = request.POST.get("message", "")
+    uses_documents = request.POST.get("documents") == "on"
     raw_id = request.POST.get("conversation", "")
     if raw_id and not raw_id.isdigit():
         raise Invalid("Unknown conversation.")
+    workspace = current_place(request).workspace
     conversation = (conversation_get(user=user, conversation_id=int(raw_id)) if raw_id
-                    else conversation_start(user=user, first_message=text))
-    stream = conversation_reply_stream(conversation=conversation, text=text,
-                                       workspace_id=current_place(request).workspace.pk)
+                    else conversation_start(user=user, first_message=text, workspace=workspace,
+                                            uses_documents=uses_documents))
+    reply = conversation_reply_stream(conversation=conversation, text=text, user=user,
+                                      workspace=workspace, uses_documents=uses_documents)
 
     def done(result: ChatResult) -> dict[str, object]:
-        conversation_reply_save(conversation=conversation, result=result)
-        return {"answer": result.text, "model": result.model, "extractive": result.extractive,
-                "conversation": conversation.pk,
+        message = conversation_reply_save(conversation=conversation, result=result,
+                                          sources=reply.sources)
+        return {"answer": result.text, "html": _html(message), "anchor": _anchor(message),
+                "citations": message.citations, "model": result.model,
+                "extractive": result.extractive, "conversation": conversation.pk,
                 "url": reverse("conversation", args=[conversation.pk])}
 
-    return sse_response(stream, done)
+    return sse_response(reply.stream, done)

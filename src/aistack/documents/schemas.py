@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ninja import Schema
 from pydantic import Field, field_validator
 
 from aistack.jobs.kinds import JobStatus
+from aistack.rendering import markdown_html
 from aistack.validation import Text
+
+if TYPE_CHECKING:
+    from aistack.documents.summaries import SummaryState
 
 
 class DocumentIn(Schema):
@@ -56,6 +60,8 @@ class DocumentPage(Schema):
 class SummaryOut(Schema):
     status: JobStatus
     summary: str | None
+    summary_html: str | None = Field(description="`summary` rendered from Markdown to "
+                                                 "sanitized HTML, as the document page shows it.")
     error: str
     stale: bool = Field(description="True when `summary` is of an older version of the "
                                     "document, shown while the current one is made.")
@@ -64,3 +70,7 @@ class SummaryOut(Schema):
     retryable: bool = Field(description="False when asking again cannot succeed (an upload "
                                         "whose text could not be extracted): `error` says "
                                         "what to do instead.")
+
+    @staticmethod
+    def resolve_summary_html(state: SummaryState) -> str | None:
+        return markdown_html(state.summary) if state.summary is not None else None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import ChatRequest, ChatResult, Message
+from aistack.rendering import markdown_html
 from aistack.retrieval.models import Chunk
 from aistack.retrieval.selectors import SearchHit, SearchMode
 from aistack.retrieval.services import search
@@ -19,6 +21,8 @@ FEATURE = "ask"
 # model call. Questions answered by a passage score 0.4-0.8; off-topic ones below 0.2.
 MIN_RELEVANCE = 0.25
 DONT_KNOW = "I don't know: nothing in your documents answers this."
+# A rendered answer's [n] links to the element of this id and n: its source in the page.
+CITATION_ANCHOR = "citation-"
 
 ANSWER_PROMPT = PromptTemplate(
     name="answer",
@@ -52,6 +56,7 @@ class Source:
     chunk_id: int
     snippet: str
     text: str
+    title: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +66,32 @@ class AnswerPlan:
     sources: tuple[Source, ...]
     request: ChatRequest | None
     attribution: Attribution
+
+
+def sources_find(
+    *, workspace_ids: list[int], query: str, k: int, attribution: Attribution,
+) -> tuple[Source, ...]:
+    """Return the passages that bear on ``query``, numbered from 1 as a prompt cites them.
+
+    None when even the nearest passage is too far from it to be about the same thing.
+    """
+    nearest = search(workspace_ids=workspace_ids, query=query, k=1, mode=SearchMode.VECTOR,
+                     attribution=attribution, snippets=False)
+    if not nearest or nearest[0].score < MIN_RELEVANCE:
+        return ()
+    hits = search(workspace_ids=workspace_ids, query=query, k=k, mode=SearchMode.HYBRID,
+                  attribution=attribution)
+    return _sources(hits)
+
+
+def sources_numbered(sources: Sequence[Source]) -> str:
+    """Return the sources as a prompt lists them: "[n] text", a blank line apart."""
+    return "\n\n".join(f"[{s.n}] {_inert(s.text)}" for s in sources)
+
+
+def sources_context(sources: Sequence[Source]) -> tuple[str, ...]:
+    """Return the sources' texts as a request's context, in their numbers' order."""
+    return tuple(_inert(s.text) for s in sources)
 
 
 def answer_plan(
@@ -74,34 +105,37 @@ def answer_plan(
     charged = tuple(workspace_ids) if user_id is not None or len(workspace_ids) == 1 else ()
     attribution = Attribution(feature=feature, user_id=user_id, workspace_ids=charged,
                               prompt_version=ANSWER_PROMPT.version)
-    nearest = search(workspace_ids=workspace_ids, query=question, k=1, mode=SearchMode.VECTOR,
-                     attribution=attribution, snippets=False)
-    if not nearest or nearest[0].score < MIN_RELEVANCE:
+    sources = sources_find(workspace_ids=workspace_ids, query=question, k=k,
+                           attribution=attribution)
+    if not sources:
         return AnswerPlan(sources=(), request=None, attribution=attribution)
-    hits = search(workspace_ids=workspace_ids, query=question, k=k, mode=SearchMode.HYBRID,
-                  attribution=attribution)
-    sources = _sources(hits)
-    numbered = "\n\n".join(f"[{s.n}] {_inert(s.text)}" for s in sources)
     request = ChatRequest(
-        messages=(*ANSWER_PROMPT.render(sources=numbered), Message(role="user", content=question)),
-        context=tuple(_inert(s.text) for s in sources),
+        messages=(*ANSWER_PROMPT.render(sources=sources_numbered(sources)),
+                  Message(role="user", content=question)),
+        context=sources_context(sources),
     )
     return AnswerPlan(sources=sources, request=request, attribution=attribution)
 
 
 def _sources(hits: list[SearchHit]) -> tuple[Source, ...]:
-    texts = dict(Chunk.objects.filter(pk__in=[h.chunk_id for h in hits])
-                 .values_list("pk", "text"))
+    found = {pk: (text, title) for pk, text, title in
+             Chunk.objects.filter(pk__in=[h.chunk_id for h in hits])
+             .values_list("pk", "text", "document__title")}
     return tuple(
         Source(n=n, document_id=hit.document_id, chunk_id=hit.chunk_id, snippet=hit.snippet,
-               text=texts[hit.chunk_id])
-        for n, hit in enumerate(hits, start=1) if hit.chunk_id in texts
+               text=found[hit.chunk_id][0], title=found[hit.chunk_id][1])
+        for n, hit in enumerate(hits, start=1) if hit.chunk_id in found
     )
 
 
 def cited(plan: AnswerPlan, answer: str) -> list[Source]:
     """Return the sources the answer cites, in order of first citation."""
-    by_number = {source.n: source for source in plan.sources}
+    return sources_cited(plan.sources, answer)
+
+
+def sources_cited(sources: Sequence[Source], answer: str) -> list[Source]:
+    """Return those of ``sources`` that ``answer`` cites, in order of first citation."""
+    by_number = {source.n: source for source in sources}
     seen: list[Source] = []
     for match in _CITATION.finditer(answer):
         source = by_number.get(int(match.group(1)))
@@ -110,15 +144,23 @@ def cited(plan: AnswerPlan, answer: str) -> list[Source]:
     return seen
 
 
+def citations_dropped(text: str) -> str:
+    """Return an earlier answer without its [n]: a later turn numbers its own sources."""
+    return _CITATION.sub("", text)
+
+
 def answer_render(plan: AnswerPlan, result: ChatResult | None) -> dict[str, object]:
     """Return the API's answer shape: text, the citations it uses, and the model."""
     text = result.text if result is not None else DONT_KNOW
+    sources = cited(plan, text)
     return {
         "answer": text,
+        "answer_html": markdown_html(text, cited=frozenset(s.n for s in sources),
+                                     cite_prefix=CITATION_ANCHOR),
         "citations": [
             {"n": s.n, "document_id": s.document_id, "chunk_id": s.chunk_id,
              "snippet": s.snippet}
-            for s in cited(plan, text)
+            for s in sources
         ],
         "model": result.model if result is not None else "",
         "extractive": result.extractive if result is not None else False,

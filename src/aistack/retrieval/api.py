@@ -63,6 +63,8 @@ class CitationOut(Schema):
 
 class AskOut(Schema):
     answer: str
+    answer_html: str = Field(description="`answer` rendered from Markdown to sanitized HTML; "
+                                         "each cited [n] links to `#citation-n`.")
     citations: list[CitationOut]
     model: str = Field(description="The model that wrote the answer; empty when none was asked.")
     extractive: bool = Field(description="True when the answer quotes the sources verbatim.")

@@ -15,6 +15,7 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 
 from aistack.accounts.permissions import ensure_can_write, may_write, role_in
 from aistack.accounts.sessions import current_place, signed_in_user
@@ -28,6 +29,7 @@ from aistack.documents.services import (
 )
 from aistack.documents.summaries import summary_shown
 from aistack.errors import Invalid, PayloadTooLarge, UnsupportedMediaType
+from aistack.rendering import document_html
 from aistack.retrieval.selectors import chunks_of
 from aistack.usage.ratelimits import write_rate_limit_hit
 from aistack.web.forms import (
@@ -182,6 +184,9 @@ def document_page(request: HttpRequest, document_id: int) -> HttpResponse:
     document = document_get(user=request.user, document_id=document_id)
     return render(request, "web/document.html", {
         "document": document,
+        # Safe: sanitized by nh3 (aistack.rendering), which leaves only Markdown's tags.
+        "content_html": mark_safe(document_html(  # noqa: S308
+            content=document.content, content_hash=document.content_hash)),
         "summary": summary_shown(document=document),
         "chunks": chunks_of(document.pk),
         "may_write": may_write(role=role_in(user=request.user, workspace=document.workspace)),

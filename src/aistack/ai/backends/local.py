@@ -59,7 +59,9 @@ SUPPORT_RATIO = 0.6
 MAX_ANSWER_SENTENCES = 3
 DONT_KNOW = "I don't know: nothing in the supplied text answers this."
 NO_CONTEXT = (
-    "I don't know: I answer only by quoting the supplied text, and none was supplied."
+    "I don't know: the built-in model answers only by quoting your documents, and none of "
+    "them bears on this. To chat about anything, connect a language model (see the "
+    "README's \"Connect a model\")."
 )
 
 _model: Any = None
@@ -354,13 +356,15 @@ class ChatModel(BaseChatModel):
 
     def _written(self, request: ChatRequest, *, timeout: float) -> tuple[list[str], Usage]:
         """Return the answer's (or summary's) sentences, and the tokens read and written."""
-        question = request.last_user_text().strip()
+        question = (request.question or request.last_user_text()).strip()
         found = quotes.statements(request.context)
         if not found:
             consumed, pieces = [question], [NO_CONTEXT]
         elif question and request.task == "answer":
             consumed = [question, *(statement.text for statement in found)]
-            pieces = self._answer(_encode(self.options, consumed, timeout=timeout), found)
+            said = " ".join(m.content for m in request.messages if m.role == "assistant")
+            pieces = self._answer(_encode(self.options, consumed, timeout=timeout), found,
+                                  said=said)
         else:
             candidates = quotes.summary_candidates(found)
             consumed = [statement.text for statement in candidates]
@@ -371,9 +375,16 @@ class ChatModel(BaseChatModel):
         usage = Usage(input_tokens=token_count(consumed), output_tokens=token_count(pieces))
         return pieces, usage
 
-    def _answer(self, vectors: Any, found: list[quotes.Statement]) -> list[str]:
-        """Quote the sentences closest to the question (``vectors[0]``; the rest are theirs)."""
+    def _answer(self, vectors: Any, found: list[quotes.Statement], *, said: str) -> list[str]:
+        """Quote the sentences closest to the question (``vectors[0]``; the rest are theirs).
+
+        In a conversation, sentences an earlier reply quoted (in ``said``) come last: a
+        follow-up wants what has not been said yet, unless nothing else answers it.
+        """
         scores = vectors[1:] @ vectors[0]
+        fresh = np.array([statement.text not in said for statement in found])
+        if fresh.any() and float(scores[fresh].max()) >= RELEVANCE_THRESHOLD:
+            scores = np.where(fresh, scores, -1.0)
         cutoff = max(RELEVANCE_THRESHOLD, float(scores.max()) * SUPPORT_RATIO)
         best = [int(i) for i in np.argsort(-scores)[:MAX_ANSWER_SENTENCES]
                 if scores[i] >= cutoff]

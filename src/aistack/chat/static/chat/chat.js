@@ -1,4 +1,5 @@
-// The chat page: each reply streams in word by word; the server keeps the conversation.
+// The chat page: each reply streams in as the model writes it, then shows rendered, with
+// the sources it cites; the server keeps the conversation.
 "use strict";
 
 (() => {
@@ -30,7 +31,33 @@
     turn.append(line);
   }
 
+  // The sources a reply cites, each the target of its [n] links.
+  function listSources(turn, done) {
+    if (!done.citations.length) return;
+    const list = document.createElement("ol");
+    list.className = "citations";
+    list.setAttribute("aria-label", "Sources");
+    for (const citation of done.citations) {
+      const item = document.createElement("li");
+      item.id = `${done.anchor}${citation.n}`;
+      item.value = citation.n;
+      const link = document.createElement("a");
+      link.href = `/documents/${citation.document_id}/#chunk-${citation.chunk_id}`;
+      link.textContent = citation.title || "Document";
+      const snippet = document.createElement("blockquote");
+      snippet.textContent = citation.snippet;
+      item.append(link, snippet);
+      list.append(item);
+    }
+    turn.append(list);
+  }
+
   function finish(turn, done) {
+    // Rendered from Markdown and sanitized by the server.
+    const text = turn.querySelector(".text");
+    text.innerHTML = done.html;
+    text.classList.add("rendered");
+    listSources(turn, done);
     const described = done.extractive
       ? `${done.model} · built-in extractive model, quoting rather than writing` : done.model;
     note(turn, described, "model");

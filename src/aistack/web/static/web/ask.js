@@ -1,4 +1,4 @@
-// The ask page: the answer streams in word by word, then its sources are listed.
+// The ask page: the answer streams in as the model writes it, then its sources are listed.
 "use strict";
 
 (() => {
@@ -17,6 +17,7 @@
     section.hidden = false;
     for (const element of [unknown, failure, extractive, sources]) element.hidden = true;
     text.textContent = "";
+    text.classList.remove("rendered");
     model.textContent = "";
     citations.replaceChildren();
   }
@@ -24,24 +25,6 @@
   function fail(message) {
     failure.textContent = message;
     failure.hidden = false;
-  }
-
-  // Each [n] in the answer becomes a link to source n below it.
-  function linkCitations(answer, known) {
-    text.replaceChildren();
-    for (const piece of answer.split(/(\[\d+\])/)) {
-      const match = piece.match(/^\[(\d+)\]$/);
-      if (match && known.has(Number(match[1]))) {
-        const link = document.createElement("a");
-        link.href = `#citation-${match[1]}`;
-        link.className = "cite";
-        link.textContent = piece;
-        link.setAttribute("aria-label", `source ${match[1]}`);
-        text.append(link);
-      } else {
-        text.append(piece);
-      }
-    }
   }
 
   async function titleOf(documentId) {
@@ -71,7 +54,10 @@
 
   function finish(done) {
     const cited = done.citations || [];
-    linkCitations(done.answer, new Set(cited.map((citation) => citation.n)));
+    // The streamed text, now rendered from Markdown by the server (sanitized there), with
+    // each cited [n] a link to its source below.
+    text.innerHTML = done.answer_html;
+    text.classList.add("rendered");
     listSources(cited);
     unknown.hidden = done.answered;
     if (!done.model) {
@@ -113,6 +99,13 @@
       button.disabled = false;
       text.setAttribute("aria-busy", "false");
       section.dataset.state = "done";
+    }
+  });
+  // Enter asks; Shift+Enter starts a new line, as in chat.
+  form.question.addEventListener("keydown", (pressed) => {
+    if (pressed.key === "Enter" && !pressed.shiftKey && !pressed.isComposing) {
+      pressed.preventDefault();
+      if (!button.disabled) form.requestSubmit();
     }
   });
 })();

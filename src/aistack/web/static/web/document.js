@@ -10,7 +10,8 @@
   function render(state) {
     section.dataset.status = state.status;
     const inFlight = state.status === "pending" || state.status === "processing";
-    part("text").textContent = state.summary || "";
+    // Rendered and sanitized by the server, like the rest of the page.
+    part("text").innerHTML = state.summary_html || "";
     part("text").hidden = !state.summary;
     part("placeholder").hidden = Boolean(state.summary) || state.status === "failed";
     part("refreshing").hidden = !(inFlight && state.stale);

@@ -1,0 +1,118 @@
+"""Markdown as pages show it: rendered by markdown-it, then sanitized by nh3.
+
+Documents, summaries, answers and chat replies are Markdown (or plain text, which reads
+the same). Whatever they contain, what reaches a page is the sanitizer's output: the
+tags of rendered Markdown only, links to http(s) and mailto alone, each marked
+``rel="noopener nofollow"``. Raw HTML in the text is shown as text, never interpreted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+from collections.abc import Sequence
+from functools import cache, lru_cache
+from typing import Any
+
+import nh3
+from django.core.cache import cache as django_cache
+from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.token import Token
+
+from aistack.cache import REDIS_UNREACHABLE
+
+# What rendered Markdown produces; images become links to them (see ``_image_link``).
+ALLOWED_TAGS = frozenset({
+    "a", "blockquote", "br", "code", "del", "em", "h2", "h3", "h4", "h5", "h6", "hr", "li",
+    "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
+})
+ALLOWED_ATTRIBUTES = {"a": {"href", "title", "class", "aria-label"}, "ol": {"start"}}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+LINK_REL = "noopener nofollow"
+# A rendered document is kept this long, by its content's hash.
+DOCUMENT_CACHE_SECONDS = 24 * 3600
+_CITATION = re.compile(r"\[(\d+)\]")
+
+
+@cache
+def _markdown() -> MarkdownIt:
+    # Raw HTML is not parsed as HTML (it stays text); a line break in the text is one on
+    # the page, as text extracted from a PDF or typed into a form expects.
+    parser = MarkdownIt("commonmark", {"html": False, "breaks": True})
+    parser.enable(["table", "strikethrough"])
+    parser.add_render_rule("image", _image_link)
+    return parser
+
+
+def _image_link(self: Any, tokens: Sequence[Token], index: int, options: Any, env: Any) -> str:
+    """Render an image as a link to it: a page never loads a document's remote images."""
+    token = tokens[index]
+    alt = self.renderInlineAsText(token.children or [], options, env) or "image"
+    return f'<a href="{escapeHtml(str(token.attrGet("src") or ""))}">{escapeHtml(alt)}</a>'
+
+
+def _headings_shifted(tokens: list[Token], below: int) -> None:
+    """Make a text's headings sit under the page's own: # becomes h``below``, and so on."""
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1]) + below - 1)}"
+
+
+def _citations_linked(html: str, cited: frozenset[int], prefix: str) -> str:
+    """Link each [n] of a cited source n to its entry, ``#{prefix}{n}``."""
+    def link(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if n not in cited:
+            return match.group(0)
+        return f'<a class="cite" href="#{prefix}{n}" aria-label="source {n}">[{n}]</a>'
+
+    return _CITATION.sub(link, html)
+
+
+def _rendered(text: str, *, cited: frozenset[int], cite_prefix: str, headings_from: int) -> str:
+    parser = _markdown()
+    tokens = parser.parse(text)
+    _headings_shifted(tokens, headings_from)
+    html = parser.renderer.render(tokens, parser.options, {})
+    if cited:
+        html = _citations_linked(html, cited, cite_prefix)
+    return nh3.clean(html, tags=set(ALLOWED_TAGS), attributes=ALLOWED_ATTRIBUTES,
+                     url_schemes=set(URL_SCHEMES), link_rel=LINK_REL)
+
+
+# Summaries and answers are read far more often than written: each is rendered once.
+@lru_cache(maxsize=2048)
+def markdown_html(text: str, *, cited: frozenset[int] = frozenset(), cite_prefix: str = "",
+                  headings_from: int = 4) -> str:
+    """Return ``text`` rendered from Markdown and sanitized, ready to put in a page.
+
+    Its headings start at ``headings_from`` (h4 by default: under a section's heading).
+    Each [n] for n in ``cited`` links to the element ``#{cite_prefix}{n}``.
+    """
+    return _rendered(text, cited=cited, cite_prefix=cite_prefix, headings_from=headings_from)
+
+
+def document_html(*, content: str, content_hash: str) -> str:
+    """Return a document's content rendered, from the cache while its content is unchanged.
+
+    A long document takes a good part of a second to render: it is rendered once per
+    version, not on every view (nor kept in every process's memory).
+    """
+    key = f"document-html:{content_hash}"
+    try:
+        found = django_cache.get(key)
+    except REDIS_UNREACHABLE:
+        found = None
+    if found is None:
+        found = _rendered(content, cited=frozenset(), cite_prefix="", headings_from=2)
+        with contextlib.suppress(*REDIS_UNREACHABLE):
+            django_cache.set(key, found, timeout=DOCUMENT_CACHE_SECONDS)
+    return str(found)
+
+
+def markdown_text(text: str) -> str:
+    """Return ``text`` as the plain words a page shows of it: no Markdown, one line."""
+    words = nh3.clean(_markdown().render(text), tags=set())
+    return " ".join(html.unescape(words).split())

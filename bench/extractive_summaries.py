@@ -5,7 +5,7 @@
 
 Each file (Markdown, text, PDF, Word...) is parsed as an upload is, and summarized the
 way the summary job asks the default model, ``local:extractive``, in this process. With no
-files, the demo's onboarding guide. ``--scifact`` adds SciFact abstracts by id. Prints each
+files, the demo's documents. ``--scifact`` adds SciFact abstracts by id. Prints each
 summary and the median time of ``--rounds`` summaries after one warm-up (the model loaded).
 Ends with one JSON line of the figures.
 """
@@ -19,17 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from common import median
+from common import bench_arguments, median
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "src/aistack/documents/demo_documents/01-onboarding.md"
+DEMO = sorted((ROOT / "src/aistack/documents/demo_documents").glob("*.md"))
 
 
 def _documents(arguments: argparse.Namespace) -> list[tuple[str, str]]:
     from aistack.documents.parsing import detect_kind, parse
 
     found = []
-    for path in arguments.files or [DEMO]:
+    for path in arguments.files or DEMO:
         data = path.read_bytes()
         kind = detect_kind(filename=path.name, content_type=None, head=data[:4096])
         found.append((path.name, parse(data=data, kind=kind, max_chars=5_000_000).text))
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--scifact", type=Path)
     parser.add_argument("--scifact-ids", default="4983")
     parser.add_argument("--rounds", type=int, default=5)
-    arguments = parser.parse_args()
+    arguments = bench_arguments(parser, rounds=1)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aistack.settings")
     sys.path.insert(0, str(ROOT / "src"))
     import django

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import percentile
+from common import bench_arguments, percentile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import (
@@ -78,10 +78,13 @@ def workload(dataset: Path, documents: int, questions: int) -> tuple[list[dict[s
     queries = {row["_id"]: row["text"]
                for row in map(json.loads, (dataset / "queries.jsonl").open())}
     relevant: dict[str, list[str]] = defaultdict(list)
-    for line in (dataset / "qrels.tsv").open():
+    qrels = dataset / "qrels.tsv"
+    for line in qrels.open() if qrels.exists() else ():
         query, document, *_ = line.split("\t")
         if query in queries and document in corpus:
             relevant[query].append(document)
+    if not relevant:  # no judgements: any question, any documents
+        relevant = {query: [] for query in queries}
     chosen: list[str] = []
     asked: list[str] = []
     for query, found in relevant.items():
@@ -114,7 +117,7 @@ def seed(base: str, token: str, documents: list[dict[str, str]]) -> None:
     wait_for(processed, timeout=900, interval=1.0, message="the documents to be processed")
 
 
-def measure(page: Any, *, ask: Any, answer: str, finished: str) -> dict[str, float]:
+def measure(page: Any, *, ask: Any, answer: str, finished: str) -> dict[str, Any]:
     """Ask, and return how long the first text and the whole answer took to show."""
     page.evaluate(TIMER, [answer, finished])
     ask()
@@ -124,10 +127,10 @@ def measure(page: Any, *, ask: Any, answer: str, finished: str) -> dict[str, flo
             "complete_ms": times["done"] - times["pressed"]}
 
 
-def browse(base: str, questions: list[str]) -> dict[str, list[dict[str, float]]]:
+def browse(base: str, questions: list[str]) -> dict[str, list[dict[str, Any]]]:
     from playwright.sync_api import expect, sync_playwright
 
-    results: dict[str, list[dict[str, float]]] = {"ask": [], "chat": []}
+    results: dict[str, list[dict[str, Any]]] = {"ask": [], "chat": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium",
@@ -144,17 +147,19 @@ def browse(base: str, questions: list[str]) -> dict[str, list[dict[str, float]]]
         box = page.get_by_label("Your question")
         for question in questions:
             box.fill(question)
-            results["ask"].append(measure(page, ask=lambda: box.press("Enter"),
-                                          answer="#answer-text",
-                                          finished='#answer[data-state="done"]'))
+            run = measure(page, ask=lambda: box.press("Enter"), answer="#answer-text",
+                          finished='#answer[data-state="done"]')
+            run["cited"] = page.locator("#sources").is_visible()
+            results["ask"].append(run)
 
         page.goto(f"{base}/chat/")
         message = page.get_by_label("Message")
         for question in questions:
             message.fill(question)
-            results["chat"].append(measure(page, ask=lambda: message.press("Enter"),
-                                           answer=".turn.assistant .text",
-                                           finished=".turn.assistant .model"))
+            run = measure(page, ask=lambda: message.press("Enter"),
+                          answer=".turn.assistant .text", finished=".turn.assistant .model")
+            run["cited"] = page.locator(".turn.assistant").last.locator(".citations").count() > 0
+            results["chat"].append(run)
         browser.close()
     return {name: runs[WARM_UP:] for name, runs in results.items()}
 
@@ -165,7 +170,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=30)
     parser.add_argument("--dataset", type=Path,
                         default=Path(__file__).resolve().parents[2] / "shared/data/scifact")
-    arguments = parser.parse_args()
+    arguments = bench_arguments(parser, documents=10, questions=2)
     documents, questions = workload(arguments.dataset, arguments.documents, arguments.questions)
 
     home = Path(tempfile.mkdtemp(prefix="aistack-first-text-"))
@@ -189,13 +194,16 @@ def main() -> None:
 
     figures: dict[str, Any] = {"documents": len(documents)}
     for name, runs in results.items():
+        # Answers that quote and cite passages, not "I don't know" (which needs no model).
+        figures[f"{name}_cited"] = sum(bool(run["cited"]) for run in runs)
         for measure_name in ("first_ms", "complete_ms"):
             values = [run[measure_name] for run in runs]
             figures[f"{name}_{measure_name}_p50"] = round(statistics.median(values), 1)
             figures[f"{name}_{measure_name}_p95"] = round(percentile(values, 0.95), 1)
         print(f"{name}: first text p50 {figures[f'{name}_first_ms_p50']:.0f} ms, "
               f"p95 {figures[f'{name}_first_ms_p95']:.0f} ms; complete p50 "
-              f"{figures[f'{name}_complete_ms_p50']:.0f} ms ({len(runs)} questions)")
+              f"{figures[f'{name}_complete_ms_p50']:.0f} ms ({len(runs)} questions, "
+              f"{figures[f'{name}_cited']} answered with citations)")
     print(json.dumps(figures))
 
 

@@ -49,7 +49,7 @@ def test_every_bench_and_drill_is_found() -> None:
 @pytest.mark.parametrize("name", BENCHES)
 def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
     extra = (["--dataset", str(beir_dataset(tmp_path / "beir"))]
-             if name in ("retrieval", "ingest") else [])
+             if name in ("retrieval", "ingest", "first_text") else [])
     done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=240,
                           check=False)

@@ -108,6 +108,7 @@ class Config:
     database_url: str | None
     redis_url: str | None
     secret_key: str | None
+    secret_key_fallbacks: tuple[str, ...]
     allowed_hosts: tuple[str, ...]
     debug: bool
     https: bool
@@ -156,6 +157,7 @@ class Config:
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or None,
+            secret_key_fallbacks=_csv(env.get("SECRET_KEY_FALLBACKS")),
             allowed_hosts=_csv(env.get("ALLOWED_HOSTS")) or DEFAULT_ALLOWED_HOSTS,
             debug=_flag(env.get("DEBUG"), name="DEBUG", default=False),
             https=_flag(env.get("HTTPS"), name="HTTPS", default=False),

@@ -16,6 +16,8 @@ django_stubs_ext.monkeypatch()
 CONFIG = Config.from_env()
 
 SECRET_KEY = CONFIG.resolved_secret_key()
+# Earlier keys, while sessions and stored API keys made with them are still in use.
+SECRET_KEY_FALLBACKS = list(CONFIG.secret_key_fallbacks)
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = list(CONFIG.allowed_hosts)
 AISTACK_HOME = CONFIG.home

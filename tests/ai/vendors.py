@@ -47,9 +47,17 @@ class VendorServer:
     def __init__(self) -> None:
         self.queue: deque[Canned] = deque()
         self.received: list[Received] = []
+        # Answers to GET by path, sent every time (Ollama's model list, say).
+        self.pages: dict[str, Canned] = {}
         server = self
 
         class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                server.received.append(Received(
+                    method="GET", path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()}, body=None))
+                self._send(server.pages.get(self.path, Canned(status=404, body=b"not found")))
+
             def do_POST(self) -> None:
                 raw = self.read_body()
                 server.received.append(Received(

@@ -75,11 +75,51 @@ class ModelHandler(BaseConnectionHandler[M]):
 
     def create_connection(self, alias: str) -> M:
         """Build the backend for ``alias``."""
-        backend: M = _build(self.settings[alias], alias, self.base)
+        return self.build(self.settings[alias], alias=alias)
+
+    def build(self, params: Mapping[str, Any], *, alias: str) -> M:
+        """Build a backend of this kind from a settings entry, configured or not."""
+        backend: M = _build(params, alias, self.base)
         return backend
 
 
-chat_models: ModelHandler[BaseChatModel] = ModelHandler(
+class ChatModelHandler(ModelHandler[BaseChatModel]):
+    """The chat models: the environment's, or the Models page's while it sets some.
+
+    Every process follows the page within seconds (see ``aistack.ai.setup``).
+    """
+
+    def reset(self) -> None:
+        """Forget the settings read and the backends built from them."""
+        super().reset()
+        self._page_version: str | None = None
+
+    def configure_settings(self, settings_: Any) -> Any:
+        """Return the page's models while it sets some, else the settings'."""
+        page = self._page()
+        return page.models if page is not None else super().configure_settings(settings_)
+
+    def fallback_aliases(self) -> list[str]:
+        """Return the aliases tried, in order, when the default model cannot serve."""
+        page = self._page()
+        return page.fallbacks if page is not None else list(settings.AI_CHAT_FALLBACKS)
+
+    def __getitem__(self, alias: str) -> BaseChatModel:
+        page = self._page()
+        version = page.version if page is not None else None
+        if version != self._page_version:
+            # The page changed (or was cleared) since these backends were built.
+            super().reset()
+            self._page_version = version
+        return super().__getitem__(alias)
+
+    def _page(self) -> Any:
+        from aistack.ai.setup import page_models
+
+        return page_models()
+
+
+chat_models: ChatModelHandler = ChatModelHandler(
     settings_name="AI_CHAT_MODELS", base=BaseChatModel)
 embedding_models: ModelHandler[BaseEmbeddingModel] = ModelHandler(
     settings_name="AI_EMBEDDING_MODELS", base=BaseEmbeddingModel)

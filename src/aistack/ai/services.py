@@ -252,7 +252,8 @@ class _Call:
 
 
 def _chat_chain() -> list[BaseChatModel]:
-    return [chat_models["default"], *(chat_models[alias] for alias in settings.AI_CHAT_FALLBACKS)]
+    return [chat_models["default"],
+            *(chat_models[alias] for alias in chat_models.fallback_aliases())]
 
 
 def _prompt(request: ChatRequest) -> list[str]:
@@ -280,6 +281,34 @@ def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResu
     try:
         model, result, started = call.run(chain, send)
     except AIError as error:
+        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
+        raise
+    except BaseException:
+        call.release()
+        raise
+    call.log(model, outcome="ok", started=started, usage=result.usage,
+             request_id=result.request_id)
+    call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
+    return result
+
+
+def chat_model_try(*, model: BaseChatModel, request: ChatRequest,
+                   attribution: Attribution) -> ChatResult:
+    """Send ``request`` once to ``model``, configured or not: no retry, no fallback, and
+    no circuit breaker (a model being tried says nothing of the configured one's health).
+
+    Logged and recorded in the ledger like any call.
+    """
+    call = _chat_call("chat", request, attribution, [model])
+    call.model = model
+    call.attempts = 1
+    started = time.monotonic()
+    connection_give_back()
+    try:
+        model.validate(request)
+        result = model.complete(request, timeout=settings.AI_TIMEOUT_SECONDS)
+    except AIError as error:
+        call.log(model, outcome="error", started=started, error=error)
         call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
         raise
     except BaseException:

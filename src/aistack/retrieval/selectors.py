@@ -317,3 +317,20 @@ def highlight(headline: str) -> str:
 def chunks_of(document_id: int) -> list[Chunk]:
     """Return a document's chunks in order."""
     return list(Chunk.objects.filter(document_id=document_id).order_by("ordinal"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpaceProgress:
+    """How far the vectors of an embedding model being switched to have come."""
+
+    model: str
+    embedded: int
+    chunks: int
+
+
+def spaces_building() -> list[SpaceProgress]:
+    """Return each embedding space being filled (``aistack reindex``), with its progress."""
+    total = Chunk.objects.count()
+    return [SpaceProgress(model=space.model, chunks=total,
+                          embedded=ChunkVector.objects.filter(space=space).count())
+            for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING)]

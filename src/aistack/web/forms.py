@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from aistack.accounts.models import Role, Workspace
+from aistack.ai.models import Provider
 from aistack.documents.parsing import SUPPORTED_TYPES
 from aistack.errors import AppError
 from aistack.retrieval.api import MAX_QUERY_CHARS
@@ -82,3 +83,23 @@ class SearchForm(forms.Form):
                  (SearchMode.TEXT.value, "Exact words")],
         initial=SearchMode.HYBRID.value, widget=forms.RadioSelect,
     )
+
+
+class ModelSetupForm(forms.Form):
+    provider = forms.ChoiceField(choices=Provider.choices)
+    base_url = forms.CharField(
+        label="Address", max_length=500, required=False,
+        help_text="Leave empty for the provider's own (Ollama: OLLAMA_BASE_URL). Required "
+                  "for an OpenAI-compatible server, like http://127.0.0.1:8080/v1.")
+    # Never rendered back, even after a refused form: the browser keeps no copy in the page.
+    api_key = forms.CharField(
+        label="API key", max_length=500, required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted. Leave empty to keep the saved key.")
+    chat_model = forms.CharField(label="Chat model", max_length=200,
+                                 widget=forms.TextInput(attrs={"list": "ollama-models"}),
+                                 help_text="As the provider names it, like gpt-4.1-mini.")
+    fallbacks = forms.CharField(
+        max_length=1000, required=False,
+        help_text="Tried in order when the chat model fails, as provider:model, "
+                  "comma-separated, like local:extractive.")

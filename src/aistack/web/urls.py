@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from aistack.accounts.throttling import login_throttled
-from aistack.web import documents, search, tokens, workspaces
+from aistack.web import ai_models, documents, search, tokens, workspaces
 
 LOGIN_PAGE = "web/login.html"
 
@@ -32,4 +32,6 @@ urlpatterns = [
     path("tokens/<int:token_id>/revoke/", tokens.token_revoke, name="token-revoke"),
     path("search/", search.search_page, name="search"),
     path("ask/", search.ask_page, name="ask"),
+    path("models/", ai_models.models_page, name="models"),
+    path("models/clear/", ai_models.models_clear, name="models-clear"),
 ]

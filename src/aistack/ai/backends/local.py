@@ -60,8 +60,8 @@ MAX_ANSWER_SENTENCES = 3
 DONT_KNOW = "I don't know: nothing in the supplied text answers this."
 NO_CONTEXT = (
     "I don't know: the built-in model answers only by quoting your documents, and none of "
-    "them bears on this. To chat about anything, connect a language model (see the "
-    "README's \"Connect a model\")."
+    "them bears on this. To chat about anything, an administrator can connect a language "
+    "model on the Models page."
 )
 
 _model: Any = None

@@ -1,0 +1,42 @@
+"""The chat model connected from the Models page, kept in PostgreSQL.
+
+One row at most. While it exists it wins over the environment's AI_CHAT_MODEL and
+AI_FALLBACK_CHAT_MODELS (see ``aistack.ai.setup``); deleting it ("Use the environment's")
+gives them back. Its API key is stored encrypted (``aistack.ai.secrets``).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+SETUP_ID = 1
+
+
+class Provider(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+    OLLAMA = "ollama", "Ollama"
+    COMPATIBLE = "compatible", "Any OpenAI-compatible server"
+
+
+class ModelSetup(models.Model):
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    # Empty: the provider's own address (or OLLAMA_BASE_URL's).
+    base_url = models.CharField(max_length=500, blank=True)
+    # Fernet token of the key, made with a key derived from SECRET_KEY; never shown back.
+    api_key_encrypted = models.TextField(blank=True)
+    chat_model = models.CharField(max_length=200)
+    # Tried in order when the chat model fails: `provider:model`, comma-separated; they
+    # use the environment's keys and addresses.
+    fallbacks = models.CharField(max_length=1000, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=SETUP_ID),
+                                              name="model_setup_is_one_row")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.chat_model}"

@@ -1,0 +1,348 @@
+"""The chat model connected from the Models page, and how every process comes to use it.
+
+Which wins: the page. While a model is saved there, it and its fallbacks are the chat
+models of every process (web, workers, CLI), whatever AI_CHAT_MODEL and
+AI_FALLBACK_CHAT_MODELS say; "Use the environment's" deletes it and gives those back.
+The embedding model is the environment's alone: changing it means re-embedding every
+document (``aistack reindex``).
+
+PostgreSQL keeps the setup; Redis tells processes about it. A save writes the row and
+then its published form (the API key still encrypted) under PUBLISHED_KEY. Each process
+reads that key at most every REFRESH_SECONDS when it next needs a chat model, and builds
+its models again when it changed. When Redis has lost the key, a process reads the row
+(at most every REREAD_SECONDS) and publishes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import transaction
+
+from aistack.ai import PROVIDERS, chat_models
+from aistack.ai import services as ai
+from aistack.ai.backends.http import is_loopback
+from aistack.ai.base import BaseChatModel
+from aistack.ai.exceptions import (
+    AIError,
+    BadResponse,
+    ConnectionFailed,
+    Misconfigured,
+    RateLimited,
+    Timeout,
+    Unavailable,
+)
+from aistack.ai.models import SETUP_ID, ModelSetup, Provider
+from aistack.ai.secrets import SecretUnreadable, secret_decrypt, secret_encrypt
+from aistack.ai.types import ChatRequest, Message
+from aistack.cache import REDIS_UNREACHABLE
+from aistack.errors import Invalid
+from aistack.usage.types import Attribution
+
+logger = logging.getLogger(__name__)
+
+FEATURE = "models"
+PUBLISHED_KEY = "ai:model-setup"
+REFRESH_SECONDS = 2.0
+REREAD_SECONDS = 30.0
+# The SDK each provider is reached with; any OpenAI-compatible server speaks OpenAI's.
+BACKENDS = {Provider.OPENAI: "openai", Provider.ANTHROPIC: "anthropic",
+            Provider.OLLAMA: "ollama", Provider.COMPATIBLE: "openai"}
+# Providers that refuse a request without a key (a compatible server or Ollama takes any).
+NEEDS_KEY = frozenset({Provider.OPENAI, Provider.ANTHROPIC})
+TEST_QUESTION = "Reply with one short sentence: which model are you?"
+TEST_MAX_OUTPUT_TOKENS = 60
+# Ollama's own API (not its OpenAI-compatible one) lists the models it has pulled.
+OLLAMA_DEFAULT = "http://localhost:11434"
+OLLAMA_PROBE_SECONDS = 1.0
+_NO_SETUP = "none"
+
+
+@dataclass(frozen=True)
+class PageModels:
+    """The chat models the page set: settings entries by alias, and the fallbacks' aliases."""
+
+    version: str
+    models: dict[str, dict[str, Any]]
+    fallbacks: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestOutcome:
+    """What one call to a model gave: its answer, or the error in plain words."""
+
+    ok: bool
+    text: str
+    model: str
+
+
+# --- What the page reads and writes ---------------------------------------------------
+
+
+def model_setup_get() -> ModelSetup | None:
+    """Return the setup saved on the Models page, if any."""
+    return ModelSetup.objects.filter(pk=SETUP_ID).select_related("updated_by").first()
+
+
+def _problem(field: str, message: str) -> Invalid:
+    return Invalid(message, details={field: [message]})
+
+
+def _base_url_checked(provider: Provider, base_url: str) -> str:
+    base_url = base_url.strip()
+    if not base_url:
+        if provider == Provider.COMPATIBLE:
+            raise _problem("base_url", "An OpenAI-compatible server needs its address, "
+                                       "like http://127.0.0.1:8080/v1.")
+        return ""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _problem("base_url", "The address must start with http:// or https://.")
+    return base_url
+
+
+def _fallbacks_checked(text: str) -> list[str]:
+    specs = [spec.strip() for spec in text.split(",") if spec.strip()]
+    for spec in specs:
+        provider, _, model = spec.partition(":")
+        if provider not in PROVIDERS or not model:
+            raise _problem("fallbacks", f"“{spec}” is not provider:model, with a provider "
+                                        f"from {', '.join(PROVIDERS)}.")
+    return specs
+
+
+@transaction.atomic
+def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: str,
+                     fallbacks: str, user: User) -> ModelSetup:
+    """Save the chat model to use everywhere; an empty ``api_key`` keeps the saved one."""
+    try:
+        chosen = Provider(provider)
+    except ValueError:
+        raise _problem("provider", "Choose a provider.") from None
+    chat_model = chat_model.strip()
+    if not chat_model or any(character.isspace() for character in chat_model):
+        raise _problem("chat_model", "Name the chat model, like gpt-4.1-mini.")
+    setup = ModelSetup.objects.select_for_update().filter(pk=SETUP_ID).first() or ModelSetup(
+        pk=SETUP_ID)
+    api_key = api_key.strip()
+    if api_key:
+        setup.api_key_encrypted = secret_encrypt(api_key)
+    elif setup.provider and setup.provider != chosen:
+        setup.api_key_encrypted = ""  # another provider's key is no use to this one
+    if chosen in NEEDS_KEY and not setup.api_key_encrypted:
+        raise _problem("api_key", f"{chosen.label} needs an API key.")
+    setup.provider = chosen
+    setup.base_url = _base_url_checked(chosen, base_url)
+    setup.chat_model = chat_model
+    setup.fallbacks = ", ".join(_fallbacks_checked(fallbacks))
+    setup.updated_by = user
+    setup.save()
+    transaction.on_commit(_published_from_database)
+    logger.info("chat model set on the Models page", extra={
+        "model": str(setup), "fallbacks": setup.fallbacks, "user_id": user.pk})
+    return setup
+
+
+def model_setup_clear() -> None:
+    """Forget the page's setup: the environment's chat models apply again."""
+    ModelSetup.objects.filter(pk=SETUP_ID).delete()
+    transaction.on_commit(_published_from_database)
+
+
+def _entry(provider: str, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {"BACKEND": f"aistack.ai.backends.{provider}.ChatModel", "MODEL": model,
+            "OPTIONS": options}
+
+
+def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
+                chat_model: str) -> dict[str, Any]:
+    backend = BACKENDS[provider]
+    options = dict(settings.AI_PROVIDER_OPTIONS.get(backend, {}))
+    # The page's key and address replace the environment's for this model alone.
+    if backend != "ollama":
+        options["API_KEY"] = api_key or None
+    options["BASE_URL"] = base_url or (None if backend != "ollama" else options.get("BASE_URL"))
+    return _entry(backend, chat_model, options)
+
+
+def _page_models(published: dict[str, Any]) -> PageModels:
+    """Return the settings entries a published setup stands for (its key decrypted)."""
+    token = published["api_key_encrypted"]
+    api_key = ""
+    if token:
+        try:
+            api_key, _ = secret_decrypt(token)
+        except SecretUnreadable:
+            logger.error("the API key saved on the Models page cannot be decrypted")
+    models = {"default": _chat_entry(provider=Provider(published["provider"]),
+                                     base_url=published["base_url"], api_key=api_key,
+                                     chat_model=published["chat_model"])}
+    fallbacks = []
+    for n, spec in enumerate(_fallbacks_checked(published["fallbacks"]), start=1):
+        provider, _, model = spec.partition(":")
+        models[f"fallback-{n}"] = _entry(provider, model,
+                                         settings.AI_PROVIDER_OPTIONS.get(provider, {}))
+        fallbacks.append(f"fallback-{n}")
+    return PageModels(version=published["version"], models=models, fallbacks=fallbacks)
+
+
+# --- How processes learn of it -----------------------------------------------------------
+
+
+def _published_from_database() -> str | dict[str, Any]:
+    """Read the setup's row and publish it; return what was published."""
+    setup = ModelSetup.objects.filter(pk=SETUP_ID).first()
+    if setup is not None and setup.api_key_encrypted:
+        try:
+            _, renewed = secret_decrypt(setup.api_key_encrypted)
+        except SecretUnreadable:
+            renewed = setup.api_key_encrypted
+        if renewed != setup.api_key_encrypted:
+            # Made under a SECRET_KEY now in SECRET_KEY_FALLBACKS: kept under the new one.
+            ModelSetup.objects.filter(pk=SETUP_ID).update(api_key_encrypted=renewed)
+            setup.api_key_encrypted = renewed
+    published: str | dict[str, Any] = _NO_SETUP if setup is None else {
+        "version": setup.updated_at.isoformat(), "provider": setup.provider,
+        "base_url": setup.base_url, "api_key_encrypted": setup.api_key_encrypted,
+        "chat_model": setup.chat_model, "fallbacks": setup.fallbacks,
+    }
+    # Without Redis, each process reads the row again within REREAD_SECONDS.
+    with contextlib.suppress(*REDIS_UNREACHABLE):
+        cache.set(PUBLISHED_KEY, published, timeout=None)
+    follower.checked_at = -REFRESH_SECONDS  # this process: at once
+    return published
+
+
+class _Follower:
+    """This process's view of the page's setup (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.checked_at = -REFRESH_SECONDS
+        self.read_at = -REREAD_SECONDS
+        self.current: PageModels | None = None
+
+    def current_models(self) -> PageModels | None:
+        now = time.monotonic()
+        if now - self.checked_at < REFRESH_SECONDS:
+            return self.current
+        self.checked_at = now
+        try:
+            published = cache.get(PUBLISHED_KEY)
+        except REDIS_UNREACHABLE:
+            published = None
+        if published is None and now - self.read_at >= REREAD_SECONDS and not _in_event_loop():
+            self.read_at = now
+            published = _published_from_database()
+        if published is not None:
+            version = None if published == _NO_SETUP else published["version"]
+            if version != (self.current.version if self.current else None):
+                self.current = None if version is None else _page_models(published)
+        return self.current
+
+
+def _in_event_loop() -> bool:
+    # The database cannot be read there (the summary fast path): the cache alone is.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+follower = _Follower()
+
+
+def page_models() -> PageModels | None:
+    """Return the chat models the Models page set, or None to use the environment's."""
+    return follower.current_models()
+
+
+# --- Trying a model, and finding Ollama's -------------------------------------------------
+
+
+def model_setup_test(*, provider: str, base_url: str, api_key: str, chat_model: str,
+                     user: User) -> TestOutcome:
+    """Make one real call to the model as the form describes it (a blank key: the saved
+    one), through the provider layer; return its answer or its error in plain words."""
+    try:
+        chosen = Provider(provider)
+    except ValueError:
+        raise _problem("provider", "Choose a provider.") from None
+    if not chat_model.strip():
+        raise _problem("chat_model", "Name the chat model, like gpt-4.1-mini.")
+    if not api_key.strip() and (saved := model_setup_get()) is not None \
+            and saved.provider == chosen and saved.api_key_encrypted:
+        try:
+            api_key, _ = secret_decrypt(saved.api_key_encrypted)
+        except SecretUnreadable as exc:
+            return TestOutcome(ok=False, text=str(exc), model="")
+    entry = _chat_entry(provider=chosen, base_url=_base_url_checked(chosen, base_url),
+                        api_key=api_key.strip(), chat_model=chat_model.strip())
+    model = chat_models.build(entry, alias="test")
+    if problems := model.check():
+        return TestOutcome(ok=False, text=f"{model.id}: {'; '.join(problems)}.", model=model.id)
+    request = ChatRequest(messages=(Message(role="user", content=TEST_QUESTION),),
+                          max_output_tokens=TEST_MAX_OUTPUT_TOKENS)
+    try:
+        result = ai.chat_model_try(model=model, request=request,
+                                   attribution=Attribution(feature=FEATURE, user_id=user.pk))
+    except AIError as exc:
+        return TestOutcome(ok=False, text=_plain_error(model, exc, api_key=api_key.strip()),
+                           model=model.id)
+    return TestOutcome(ok=True, text=result.text.strip() or "(an empty answer)", model=model.id)
+
+
+def _plain_error(model: BaseChatModel, error: AIError, *, api_key: str) -> str:
+    """Say what went wrong in words a person setting up a model can act on."""
+    status = f" (HTTP {error.status_code})" if error.status_code else ""
+    where = model.options.get("BASE_URL") or f"{model.provider}'s address"
+    if isinstance(error, Misconfigured) and error.status_code in (401, 403):
+        what = f"the API key was refused{status}"
+    elif isinstance(error, Misconfigured) and error.status_code == 404:
+        what = f"the model or the address was not found{status}"
+    elif isinstance(error, ConnectionFailed):
+        what = f"nothing answered at {where}"
+    elif isinstance(error, Timeout):
+        what = f"no answer within {settings.AI_TIMEOUT_SECONDS:g} s"
+    elif isinstance(error, RateLimited):
+        what = f"the provider is rate limiting this key{status}"
+    elif isinstance(error, Unavailable):
+        what = f"the provider is unavailable{status}"
+    elif isinstance(error, BadResponse):
+        what = "its answer could not be read (is this the right kind of server?)"
+    else:
+        what = f"the request was refused{status}"
+    said = error.message if error.message != (type(error).__doc__ or "").strip() else ""
+    if api_key and said:
+        said = said.replace(api_key, "…")  # a provider may quote the key back
+    return f"{model.id} did not answer: {what}." + (f" It said: “{said}”" if said else "")
+
+
+def ollama_models(base_url: str | None = None) -> list[str]:
+    """Return the models of the Ollama server at ``base_url`` (its default address when
+    None), or none when nothing answers there within a second."""
+    root = (base_url or OLLAMA_DEFAULT).rstrip("/").removesuffix("/v1")
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or (
+            settings.AI_LOOPBACK_ONLY and not is_loopback(parts.hostname or "")):
+        return []
+    try:
+        with urllib.request.urlopen(f"{root}/api/tags",  # noqa: S310 (http(s) only)
+                                    timeout=OLLAMA_PROBE_SECONDS) as response:
+            listed = json.load(response)
+    except (OSError, ValueError, urllib.error.URLError):
+        return []
+    models = listed.get("models") if isinstance(listed, dict) else None
+    return sorted(str(m["name"]) for m in models or () if isinstance(m, dict) and "name" in m)

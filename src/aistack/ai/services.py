@@ -269,17 +269,19 @@ def _chat_call(operation: str, request: ChatRequest, attribution: Attribution,
     return call
 
 
-def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResult:
-    """Return the answer of the first configured chat model able to give one."""
-    chain = _chat_chain()
-    call = _chat_call("chat", request, attribution, chain)
-
+def _completion(request: ChatRequest) -> Callable[[BaseChatModel, float], ChatResult]:
     def send(model: BaseChatModel, timeout: float) -> ChatResult:
         model.validate(request)
         return model.complete(request, timeout=timeout)
 
+    return send
+
+
+def _recorded(call: _Call,
+              attempt: Callable[[], tuple[BaseChatModel, ChatResult, float]]) -> ChatResult:
+    """Return what ``attempt`` answered (model, result, start), logged and in the ledger."""
     try:
-        model, result, started = call.run(chain, send)
+        model, result, started = attempt()
     except AIError as error:
         call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
         raise
@@ -290,6 +292,13 @@ def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResu
              request_id=result.request_id)
     call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
     return result
+
+
+def chat_complete(*, request: ChatRequest, attribution: Attribution) -> ChatResult:
+    """Return the answer of the first configured chat model able to give one."""
+    chain = _chat_chain()
+    call = _chat_call("chat", request, attribution, chain)
+    return _recorded(call, lambda: call.run(chain, _completion(request)))
 
 
 def chat_model_try(*, model: BaseChatModel, request: ChatRequest,
@@ -300,24 +309,18 @@ def chat_model_try(*, model: BaseChatModel, request: ChatRequest,
     Logged and recorded in the ledger like any call.
     """
     call = _chat_call("chat", request, attribution, [model])
-    call.model = model
-    call.attempts = 1
-    started = time.monotonic()
-    connection_give_back()
-    try:
-        model.validate(request)
-        result = model.complete(request, timeout=settings.AI_TIMEOUT_SECONDS)
-    except AIError as error:
-        call.log(model, outcome="error", started=started, error=error)
-        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
-        raise
-    except BaseException:
-        call.release()
-        raise
-    call.log(model, outcome="ok", started=started, usage=result.usage,
-             request_id=result.request_id)
-    call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
-    return result
+
+    def once() -> tuple[BaseChatModel, ChatResult, float]:
+        call.model, call.attempts = model, 1
+        started = time.monotonic()
+        connection_give_back()
+        try:
+            return model, _completion(request)(model, settings.AI_TIMEOUT_SECONDS), started
+        except AIError as error:
+            call.log(model, outcome="error", started=started, error=error)
+            raise
+
+    return _recorded(call, once)
 
 
 class ChatStream(Iterator[str]):

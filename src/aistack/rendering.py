@@ -31,17 +31,26 @@ ALLOWED_TAGS = frozenset({
 ALLOWED_ATTRIBUTES = {"a": {"href", "title", "class", "aria-label"}, "ol": {"start"}}
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener nofollow"
-# A rendered document is kept this long, by its content's hash.
+# A rendered document is kept this long, by its content's hash and the renderer's version.
 DOCUMENT_CACHE_SECONDS = 24 * 3600
+RENDERER_VERSION = 2
+# Longer texts are shown as written, in paragraphs (see ``_rendered``).
+MARKDOWN_MAX_CHARS = 200_000
+# Where a link may go: the web, mail, or an anchor in the page. Not a relative path, nor
+# "//host", which leaves the site.
+_LINK_TARGETS = ("https://", "http://", "mailto:", "#")
 _CITATION = re.compile(r"\[(\d+)\]")
 
 
 @cache
-def _markdown() -> MarkdownIt:
+def _markdown(*, references: bool = True) -> MarkdownIt:
     # Raw HTML is not parsed as HTML (it stays text); a line break in the text is one on
     # the page, as text extracted from a PDF or typed into a form expects.
     parser = MarkdownIt("commonmark", {"html": False, "breaks": True})
     parser.enable(["table", "strikethrough"])
+    if not references:
+        # In a text that cites, "[1]: https://..." would make [1] a link elsewhere.
+        parser.disable("reference")
     parser.add_render_rule("image", _image_link)
     return parser
 
@@ -60,26 +69,76 @@ def _headings_shifted(tokens: list[Token], below: int) -> None:
             token.tag = f"h{min(6, int(token.tag[1]) + below - 1)}"
 
 
-def _citations_linked(html: str, cited: frozenset[int], prefix: str) -> str:
-    """Link each [n] of a cited source n to its entry, ``#{prefix}{n}``."""
-    def link(match: re.Match[str]) -> str:
-        n = int(match.group(1))
-        if n not in cited:
-            return match.group(0)
-        return f'<a class="cite" href="#{prefix}{n}" aria-label="source {n}">[{n}]</a>'
+def _citations_linked(tokens: list[Token], cited: frozenset[int], prefix: str) -> None:
+    """Make each [n] of a cited source n, in the text itself, a link to ``#{prefix}{n}``.
 
-    return _CITATION.sub(link, html)
+    Only in text: not in code, a link's text or any attribute.
+    """
+    for block in tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        children: list[Token] = []
+        in_link = 0
+        for child in _citation_links_unwrapped(block.children):
+            in_link += {"link_open": 1, "link_close": -1}.get(child.type, 0)
+            if child.type != "text" or in_link or not _CITATION.search(child.content):
+                children.append(child)
+                continue
+            for n, piece in enumerate(_CITATION.split(child.content)):
+                if n % 2 == 0:
+                    if piece:
+                        children.append(Token("text", "", 0, content=piece))
+                elif int(piece) in cited:
+                    children.append(Token(
+                        "html_inline", "", 0,
+                        content=f'<a class="cite" href="#{escapeHtml(prefix)}{int(piece)}" '
+                                f'aria-label="source {int(piece)}">[{int(piece)}]</a>'))
+                else:
+                    children.append(Token("text", "", 0, content=f"[{piece}]"))
+        block.children = children
+
+
+def _citation_links_unwrapped(children: list[Token]) -> list[Token]:
+    """Return inline tokens where a link whose whole text is "[n]" is that text alone.
+
+    "[[1]](https://elsewhere)" would show a citation that leads off the site.
+    """
+    found: list[Token] = []
+    i = 0
+    while i < len(children):
+        window = children[i:i + 3]
+        if ([token.type for token in window] == ["link_open", "text", "link_close"]
+                and _CITATION.fullmatch(window[1].content)):
+            found.append(window[1])
+            i += 3
+        else:
+            found.append(children[i])
+            i += 1
+    return found
+
+
+def _link_allowed(element: str, attribute: str, value: str) -> str | None:
+    """Keep a link only to the web, to mail, or within the page (a citation)."""
+    if element == "a" and attribute == "href" and not value.startswith(_LINK_TARGETS):
+        return None
+    return value
 
 
 def _rendered(text: str, *, cited: frozenset[int], cite_prefix: str, headings_from: int) -> str:
-    parser = _markdown()
+    if len(text) > MARKDOWN_MAX_CHARS:
+        # Markdown takes time in proportion to markup (a wide table: 25 µs a character):
+        # a text this long is shown as it is written.
+        paragraphs = (escapeHtml(p).replace("\n", "<br>\n") for p in text.split("\n\n"))
+        return "".join(f"<p>{p}</p>\n" for p in paragraphs if p.strip())
+    parser = _markdown(references=not cited)
     tokens = parser.parse(text)
     _headings_shifted(tokens, headings_from)
-    html = parser.renderer.render(tokens, parser.options, {})
     if cited:
-        html = _citations_linked(html, cited, cite_prefix)
+        _citations_linked(tokens, cited, cite_prefix)
+    html = parser.renderer.render(tokens, parser.options, {})
     return nh3.clean(html, tags=set(ALLOWED_TAGS), attributes=ALLOWED_ATTRIBUTES,
-                     url_schemes=set(URL_SCHEMES), link_rel=LINK_REL)
+                     url_schemes=set(URL_SCHEMES), link_rel=LINK_REL,
+                     attribute_filter=_link_allowed)
 
 
 # Summaries and answers are read far more often than written: each is rendered once.
@@ -100,7 +159,7 @@ def document_html(*, content: str, content_hash: str) -> str:
     A long document takes a good part of a second to render: it is rendered once per
     version, not on every view (nor kept in every process's memory).
     """
-    key = f"document-html:{content_hash}"
+    key = f"document-html:{RENDERER_VERSION}:{content_hash}"
     try:
         found = django_cache.get(key)
     except REDIS_UNREACHABLE:

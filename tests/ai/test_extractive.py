@@ -143,8 +143,9 @@ def test_a_markdown_summary_quotes_prose_in_order_and_cites_its_passage_once(
 def test_each_passage_is_cited_once_after_its_last_sentence(model: local.ChatModel) -> None:
     summary = _summary(model, " ".join(TOPICS[:5]), " ".join(TOPICS[5:10]))
 
-    assert summary.count("[1]") <= 1 and summary.count("[2]") <= 1
-    assert re.fullmatch(r"[^\[\]]+(\[1\] [^\[\]]+)?\[2\]|[^\[\]]+\[1\]", summary)
+    # Both passages are quoted, the first's sentences before the second's, each cited once.
+    assert summary.count("[1]") == 1 and summary.count("[2]") == 1
+    assert re.fullmatch(r"[^\[\]]+ \[1\] [^\[\]]+ \[2\]", summary), summary
 
 
 def test_a_long_document_gets_a_longer_summary_without_repeats(model: local.ChatModel) -> None:
@@ -176,3 +177,19 @@ def test_the_model_streams_a_sentence_at_a_time(model: local.ChatModel) -> None:
     assert len(chunks) == 3
     assert "".join(chunk.text for chunk in chunks) == model.complete(request, timeout=60).text
     assert [chunk.usage is not None for chunk in chunks] == [False, False, True]
+
+
+def test_a_quoted_sentence_cannot_cite_or_link_where_the_document_chose() -> None:
+    texts = _texts("Read the policy \\[2\\]\\(https://phish.example/login\\) before you "
+                   "travel. See [1] for the rest of it.")
+
+    assert texts == ["Read the policy (2)(https://phish.example/login) before you travel.",
+                     "See (1) for the rest of it."]
+
+
+def test_a_document_with_nothing_to_quote_says_so_as_its_summary(
+    model: local.ChatModel,
+) -> None:
+    table = "| Tool | Owner |\n| --- | --- |\n| Pager | Operations |\n\n# Heading\n\n- ok\n"
+
+    assert _summary(model, table) == local.NOTHING_TO_SUMMARIZE

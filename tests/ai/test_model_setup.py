@@ -79,7 +79,7 @@ def test_a_saved_model_is_used_for_chat_and_its_key_is_encrypted_at_rest(
     assert KEY not in row.api_key_encrypted and row.api_key_encrypted.startswith("gAAAA")
     assert secret_decrypt(row.api_key_encrypted)[0] == KEY
     assert chat_models["default"].id == "openai:team-model" != environment
-    assert [chat_models[a].id for a in chat_models.fallback_aliases()] == ["local:extractive"]
+    assert [model.id for model in chat_models.chain()[1:]] == ["local:extractive"]
     vendor.push(openai_chat("Hello from the page's model."))
     body = alice_api.post("/api/v1/chat", {"prompt": "Hi"}).json()
     assert body == {"answer": "Hello from the page's model.", "model": "openai:team-model",
@@ -197,39 +197,92 @@ def test_the_environment_applies_again_once_cleared(
 ) -> None:
     environment = chat_models["default"].id
     post(browser_of, action="save", base_url=vendor.url, api_key=KEY, chat_model="m")
-    follow()
     assert chat_models["default"].id == "openai:m"
 
     browser_of.post("/models/clear/")
-    follow()
 
     assert chat_models["default"].id == environment
-    assert not ModelSetup.objects.exists()
+    row = ModelSetup.objects.get()
+    assert (row.chat_model, row.api_key_encrypted, row.revision) == ("", "", 2)
+    assert "Set on this page" not in browser_of.get("/models/").content.decode()
 
 
-def test_another_process_follows_through_redis_and_after_a_flush_through_the_database(
+def saved_row(browser_of: Client, vendor: VendorServer, model: str) -> dict[str, Any]:
+    post(browser_of, action="save", base_url=vendor.url, api_key=KEY, chat_model=model)
+    return setup._row_read()
+
+
+def test_another_process_follows_through_redis_and_else_through_the_database(
+    browser_of: Client, vendor: VendorServer,
+) -> None:
+    first = saved_row(browser_of, vendor, "first")
+    elsewhere = setup._Follower()  # another process, starting now: it reads the row
+    assert elsewhere.current_models().models["default"]["MODEL"] == "first"  # type: ignore[union-attr]
+
+    saved_row(browser_of, vendor, "second")
+    elsewhere.checked_at = -setup.REFRESH_SECONDS  # two seconds later: Redis says
+    assert elsewhere.current_models().models["default"]["MODEL"] == "second"  # type: ignore[union-attr]
+
+    # Redis lost the next publish, and holds an older revision: it is not taken.
+    saved_row(browser_of, vendor, "third")
+    cache.set(setup.PUBLISHED_KEY, first, timeout=None)
+    elsewhere.checked_at = -setup.REFRESH_SECONDS
+    assert elsewhere.current_models().models["default"]["MODEL"] == "second"  # type: ignore[union-attr]
+    # Within REREAD_SECONDS the row itself is read, and Redis is mended.
+    elsewhere.checked_at, elsewhere.read_at = -setup.REFRESH_SECONDS, -setup.REREAD_SECONDS
+    assert elsewhere.current_models().models["default"]["MODEL"] == "third"  # type: ignore[union-attr]
+    assert cache.get(setup.PUBLISHED_KEY)["chat_model"] == "third"
+    cache.clear()  # a flush: the row is read again, as it would be after REREAD_SECONDS
+    assert setup._Follower().current_models().models["default"]["MODEL"] == "third"  # type: ignore[union-attr]
+
+
+def test_the_saved_key_goes_only_where_it_was_saved_for(
     browser_of: Client, vendor: VendorServer,
 ) -> None:
     post(browser_of, action="save", base_url=vendor.url, api_key=KEY, chat_model="m")
-    elsewhere = setup._Follower()
+    other = VendorServer()
+    try:
+        other.push(openai_chat("I am not who you think."))
+        post(browser_of, action="test", base_url=other.url, api_key="", chat_model="m")
+        assert KEY not in str(other.received[-1].headers)
 
-    assert elsewhere.current_models().models["default"]["MODEL"] == "m"  # type: ignore[union-attr]
-    cache.clear()
-    assert setup._Follower().current_models().models["default"]["MODEL"] == "m"  # type: ignore[union-attr]
-    assert cache.get(setup.PUBLISHED_KEY)["chat_model"] == "m"
+        post(browser_of, action="save", base_url=other.url, api_key="", chat_model="m")
+        assert ModelSetup.objects.get().api_key_encrypted == ""
+    finally:
+        other.close()
+    vendor.push(openai_chat("Hello."))
+    post(browser_of, action="test", base_url=vendor.url, api_key="", chat_model="m")
+    assert KEY not in str(vendor.received[-1].headers)
+
+
+def test_a_key_the_provider_quotes_back_is_not_shown(
+    browser_of: Client, vendor: VendorServer,
+) -> None:
+    vendor.push(openai_error(401, message=f"Incorrect API key provided: {KEY}",
+                             kind="invalid_request_error"))
+
+    page = post(browser_of, action="test", base_url=vendor.url, api_key=KEY,
+                chat_model="m").content.decode()
+
+    assert "Incorrect API key provided: …" in html.unescape(page)
+    assert KEY not in page
 
 
 def test_a_rotated_secret_key_still_decrypts_and_the_key_is_encrypted_again(
-    settings: Any,
+    settings: Any, admin: User,
 ) -> None:
     settings.SECRET_KEY = "old-secret-key-" + "x" * 40
     token = secret_encrypt(KEY)
-    ModelSetup.objects.create(provider="openai", chat_model="m", api_key_encrypted=token)
+    ModelSetup.objects.create(pk=1, provider="openai", chat_model="m", revision=1,
+                              api_key_encrypted=token)
 
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-secret-key-" + "y" * 40, [
         settings.SECRET_KEY]
-    setup._published_from_database()
+    # Any process that reads the row (at start, then every REREAD_SECONDS) renews it.
+    found = setup._Follower().current_models()
 
+    assert found is not None and found.models["default"]["OPTIONS"]["API_KEY"] == KEY
+    assert KEY not in repr(found)
     renewed = ModelSetup.objects.get().api_key_encrypted
     assert renewed != token
     settings.SECRET_KEY_FALLBACKS = []
@@ -238,12 +291,33 @@ def test_a_rotated_secret_key_still_decrypts_and_the_key_is_encrypted_again(
         secret_decrypt(token)
 
 
+def test_a_key_saved_under_a_forgotten_secret_key_is_asked_for_again(
+    settings: Any, admin: User,
+) -> None:
+    settings.SECRET_KEY = "lost-secret-key-" + "z" * 40
+    ModelSetup.objects.create(pk=1, provider="openai", chat_model="m", revision=1,
+                              api_key_encrypted=secret_encrypt(KEY))
+    settings.SECRET_KEY = "new-secret-key-" + "y" * 40
+    client = Client()
+    client.force_login(admin)  # sessions signed with the lost key are gone too
+
+    page = client.get("/models/").content.decode()
+
+    assert "The saved API key cannot be read" in page
+    assert "An API key is saved" not in page
+
+
 @pytest.mark.parametrize(("fields", "field", "message"), [
     ({"provider": "compatible", "base_url": ""}, "base_url", "needs its address"),
     ({"provider": "compatible", "base_url": "ftp://x"}, "base_url", "http:// or https://"),
     ({"provider": "openai", "api_key": ""}, "api_key", "OpenAI needs an API key"),
     ({"provider": "openai", "fallbacks": "gpt-4"}, "fallbacks", "is not provider:model"),
     ({"provider": "openai", "chat_model": "two words"}, "chat_model", "Name the chat model"),
+    ({"provider": "openai", "base_url": "http://[::1"}, "base_url", "must be a URL"),
+    ({"provider": "openai", "base_url": "http://host:port/v1"}, "base_url", "must be a URL"),
+    ({"provider": "openai", "base_url": "http://127.0.0.1:1/v\x01\x7f1"}, "base_url",
+     "must be a URL"),
+    ({"provider": "openai", "base_url": "http://127.0.0.1:1/a b"}, "base_url", "must be a URL"),
 ])
 def test_a_refused_setup_names_its_field_and_saves_nothing(
     browser_of: Client, fields: dict[str, str], field: str, message: str,
@@ -254,7 +328,7 @@ def test_a_refused_setup_names_its_field_and_saves_nothing(
 
     assert response.status_code == 422
     assert message in response.content.decode()
-    assert not ModelSetup.objects.exists()
+    assert not ModelSetup.objects.exclude(chat_model="").exists()
 
 
 def test_only_staff_reach_the_page(alice: User) -> None:

@@ -93,9 +93,12 @@ def test_the_search_for_a_follow_up_carries_the_previous_question() -> None:
 
     assert chat_query(earlier, "How should I prepare for it?") == (
         "When do engineers join the on-call rotation?\nHow should I prepare for it?")
-    assert chat_query(earlier, "And vacation?").startswith("When do engineers")
-    assert chat_query(earlier, "How many vacation days do employees get per year?") == (
-        "How many vacation days do employees get per year?")
+    for follow_up in ("And vacation?", "Why?", "what about contractors", "Do they get paid?"):
+        assert chat_query(earlier, follow_up).startswith("When do engineers"), follow_up
+    for new_topic in ("How many vacation days do employees get per year?",
+                      "Who approves travel?", "Is there a dress code?",
+                      "What is this policy about?"):
+        assert chat_query(earlier, new_topic) == new_topic
     assert chat_query([], "What about it?") == "What about it?"
 
 
@@ -183,9 +186,32 @@ def test_a_member_removed_from_the_workspace_can_no_longer_chat_over_it(
     assert "25 days" in done["answer"]
 
     membership_remove(membership=Membership.objects.get(workspace=team["workspace"], user=bob))
-    refused = client.post("/chat/reply/", {"message": "And unused days?", "documents": "on",
+    for documents in ({"documents": "on"}, {}):
+        # Not with documents, and not without either: the turn would spend its budget.
+        refused = client.post("/chat/reply/", {"message": "And unused days?", **documents,
+                                               "conversation": done["conversation"]},
+                              headers={"Accept": "text/event-stream"})
+        assert refused.status_code == 404
+    assert ChatMessage.objects.filter(conversation_id=done["conversation"]).count() == 2
+    # The history keeps the reply, but no longer shows the workspace's passages.
+    page = client.get(f"/chat/{done['conversation']}/").content.decode()
+    assert "25 days of paid vacation" in page
+    assert 'class="citations"' not in page and "Vacation policy" not in page
+
+
+def test_a_refused_turn_leaves_nothing_behind(
+    alice: User, team: dict[str, Any], settings: Any
+) -> None:
+    client = chat_client(alice, team["workspace"].pk)
+    done = send(client, "How many vacation days do employees get?")
+    settings.AI_CHAT_MAX_INPUT_CHARS = 200
+
+    refused = client.post("/chat/reply/", {"message": "x" * 250, "documents": "on",
                                            "conversation": done["conversation"]},
                           headers={"Accept": "text/event-stream"})
+    odd = client.post("/chat/reply/", {"message": "hi", "conversation": "\u00b2"},
+                      headers={"Accept": "text/event-stream"})
 
-    assert refused.status_code == 404
-    assert ChatMessage.objects.filter(conversation_id=done["conversation"]).count() == 2
+    assert refused.status_code == 422
+    assert odd.status_code == 422
+    assert ChatMessage.objects.count() == 2

@@ -77,7 +77,8 @@ def test_creating_a_document_summarizes_it_before_anyone_asks(
 
     body = alice_api.get(f"/api/v1/documents/{document.pk}/summary").json()
 
-    assert body == {"status": "complete", "summary": "Deploys are on Tuesdays.", "error": "",
+    assert body == {"status": "complete", "summary": "Deploys are on Tuesdays.",
+                    "summary_html": "<p>Deploys are on Tuesdays.</p>\n", "error": "",
                     "stale": False, "extractive": False, "retryable": True}
     assert len(summary_calls()) == 1  # the read was a cache hit
     row = UsageRecord.objects.get(feature="summary")
@@ -195,7 +196,8 @@ def test_after_an_edit_readers_see_the_previous_summary_marked_stale(
     settings.SUMMARY_READ_WAIT_SECONDS = 0.0
     during = alice_api.get(url).json()
 
-    assert during == {"status": "processing", "summary": "The first summary.", "error": "",
+    assert during == {"status": "processing", "summary": "The first summary.",
+                      "summary_html": "<p>The first summary.</p>\n", "error": "",
                       "stale": True, "extractive": False, "retryable": True}
     wait_for(lambda: summary_status(document) == JobStatus.COMPLETE, message="second summary")
     assert alice_api.get(url).json()["summary"] == "The second summary."

@@ -9,7 +9,9 @@ every call; it never calls a backend, let alone a vendor SDK, itself.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
@@ -83,40 +85,60 @@ class ModelHandler(BaseConnectionHandler[M]):
         return backend
 
 
+@dataclass(frozen=True)
+class _ChatSnapshot:
+    """The chat models of one version of the configuration, built as they are asked for."""
+
+    version: object
+    entries: Mapping[str, Mapping[str, Any]]
+    fallbacks: tuple[str, ...]
+    built: dict[str, BaseChatModel] = field(default_factory=dict)
+
+
 class ChatModelHandler(ModelHandler[BaseChatModel]):
     """The chat models: the environment's, or the Models page's while it sets some.
 
-    Every process follows the page within seconds (see ``aistack.ai.setup``).
+    Every process follows the page within seconds (see ``aistack.ai.setup``). Each version
+    of the configuration is one snapshot, swapped whole under a lock: a caller gets the
+    models and fallbacks of one version, never a mix of two.
     """
 
     def reset(self) -> None:
         """Forget the settings read and the backends built from them."""
         super().reset()
-        self._page_version: str | None = None
+        self._lock = threading.Lock()
+        self._snapshot: _ChatSnapshot | None = None
 
-    def configure_settings(self, settings_: Any) -> Any:
-        """Return the page's models while it sets some, else the settings'."""
-        page = self._page()
-        return page.models if page is not None else super().configure_settings(settings_)
-
-    def fallback_aliases(self) -> list[str]:
-        """Return the aliases tried, in order, when the default model cannot serve."""
-        page = self._page()
-        return page.fallbacks if page is not None else list(settings.AI_CHAT_FALLBACKS)
-
-    def __getitem__(self, alias: str) -> BaseChatModel:
-        page = self._page()
-        version = page.version if page is not None else None
-        if version != self._page_version:
-            # The page changed (or was cleared) since these backends were built.
-            super().reset()
-            self._page_version = version
-        return super().__getitem__(alias)
-
-    def _page(self) -> Any:
+    def _current(self) -> _ChatSnapshot:
         from aistack.ai.setup import page_models
 
-        return page_models()
+        page = page_models()
+        version = page.revision if page is not None else None
+        with self._lock:
+            if self._snapshot is None or self._snapshot.version != version:
+                self._snapshot = (
+                    _ChatSnapshot(version=version, entries=page.models,
+                                  fallbacks=tuple(page.fallbacks)) if page is not None else
+                    _ChatSnapshot(version=None, entries=self.settings,
+                                  fallbacks=tuple(settings.AI_CHAT_FALLBACKS)))
+            return self._snapshot
+
+    def _model(self, snapshot: _ChatSnapshot, alias: str) -> BaseChatModel:
+        with self._lock:
+            found = snapshot.built.get(alias)
+            if found is None:
+                if alias not in snapshot.entries:
+                    raise InvalidModelError(f"The chat model {alias!r} is not configured.")
+                found = snapshot.built[alias] = self.build(snapshot.entries[alias], alias=alias)
+        return found
+
+    def __getitem__(self, alias: str) -> BaseChatModel:
+        return self._model(self._current(), alias)
+
+    def chain(self) -> list[BaseChatModel]:
+        """Return the default model, then its fallbacks in order, all of one version."""
+        snapshot = self._current()
+        return [self._model(snapshot, alias) for alias in ("default", *snapshot.fallbacks)]
 
 
 chat_models: ChatModelHandler = ChatModelHandler(

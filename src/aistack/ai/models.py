@@ -1,8 +1,10 @@
 """The chat model connected from the Models page, kept in PostgreSQL.
 
-One row at most. While it exists it wins over the environment's AI_CHAT_MODEL and
-AI_FALLBACK_CHAT_MODELS (see ``aistack.ai.setup``); deleting it ("Use the environment's")
-gives them back. Its API key is stored encrypted (``aistack.ai.secrets``).
+One row at most. While it names a chat model, that model wins over the environment's
+AI_CHAT_MODEL and AI_FALLBACK_CHAT_MODELS (see ``aistack.ai.setup``); "Use the
+environment's" blanks it, which gives them back. Every change raises its revision, which is
+how processes tell a newer setup from an older one. Its API key is stored encrypted
+(``aistack.ai.secrets``).
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ class Provider(models.TextChoices):
 
 
 class ModelSetup(models.Model):
-    provider = models.CharField(max_length=20, choices=Provider.choices)
+    provider = models.CharField(max_length=20, choices=Provider.choices, blank=True)
     # Empty: the provider's own address (or OLLAMA_BASE_URL's).
     base_url = models.CharField(max_length=500, blank=True)
     # Fernet token of the key, made with a key derived from SECRET_KEY; never shown back.
     api_key_encrypted = models.TextField(blank=True)
-    chat_model = models.CharField(max_length=200)
+    # Empty: the environment's models apply.
+    chat_model = models.CharField(max_length=200, blank=True)
     # Tried in order when the chat model fails: `provider:model`, comma-separated; they
     # use the environment's keys and addresses.
     fallbacks = models.CharField(max_length=1000, blank=True)
+    revision = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")

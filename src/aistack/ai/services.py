@@ -252,8 +252,7 @@ class _Call:
 
 
 def _chat_chain() -> list[BaseChatModel]:
-    return [chat_models["default"],
-            *(chat_models[alias] for alias in chat_models.fallback_aliases())]
+    return chat_models.chain()
 
 
 def _prompt(request: ChatRequest) -> list[str]:

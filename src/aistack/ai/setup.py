@@ -2,15 +2,16 @@
 
 Which wins: the page. While a model is saved there, it and its fallbacks are the chat
 models of every process (web, workers, CLI), whatever AI_CHAT_MODEL and
-AI_FALLBACK_CHAT_MODELS say; "Use the environment's" deletes it and gives those back.
+AI_FALLBACK_CHAT_MODELS say; "Use the environment's" blanks it and gives those back.
 The embedding model is the environment's alone: changing it means re-embedding every
 document (``aistack reindex``).
 
-PostgreSQL keeps the setup; Redis tells processes about it. A save writes the row and
-then its published form (the API key still encrypted) under PUBLISHED_KEY. Each process
-reads that key at most every REFRESH_SECONDS when it next needs a chat model, and builds
-its models again when it changed. When Redis has lost the key, a process reads the row
-(at most every REREAD_SECONDS) and publishes it again.
+PostgreSQL keeps the setup; Redis tells processes about it sooner. A save or a clear raises
+the row's revision, then publishes the row (its API key still encrypted) under
+PUBLISHED_KEY. Each process reads that key at most every REFRESH_SECONDS when it next needs
+a chat model, and the row itself every REREAD_SECONDS, and takes whichever has the higher
+revision: a publish that Redis lost delays a change by REREAD_SECONDS at most. The summary
+fast path, in the event loop, never waits on either: it uses what its process last read.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,15 +68,18 @@ TEST_MAX_OUTPUT_TOKENS = 60
 # Ollama's own API (not its OpenAI-compatible one) lists the models it has pulled.
 OLLAMA_DEFAULT = "http://localhost:11434"
 OLLAMA_PROBE_SECONDS = 1.0
-_NO_SETUP = "none"
+# What the row says before anything was saved: the environment's models.
+_NOTHING_SET = {"revision": 0, "provider": "", "base_url": "", "api_key_encrypted": "",
+                "chat_model": "", "fallbacks": ""}
 
 
 @dataclass(frozen=True)
 class PageModels:
     """The chat models the page set: settings entries by alias, and the fallbacks' aliases."""
 
-    version: str
-    models: dict[str, dict[str, Any]]
+    revision: int
+    # Holds the decrypted key: never in a repr, a log line or a traceback's locals.
+    models: dict[str, dict[str, Any]] = field(repr=False)
     fallbacks: list[str]
 
 
@@ -107,9 +111,17 @@ def _base_url_checked(provider: Provider, base_url: str) -> str:
             raise _problem("base_url", "An OpenAI-compatible server needs its address, "
                                        "like http://127.0.0.1:8080/v1.")
         return ""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _problem("base_url", "The address must start with http:// or https://.")
+    try:
+        parts = urlsplit(base_url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:  # "http://[::1", a port that is not a number
+        host = None
+    unprintable = any(character.isspace() or not character.isprintable()
+                      for character in base_url)
+    if host is None or parts.scheme not in ("http", "https") or unprintable:
+        raise _problem("base_url", "The address must be a URL starting with http:// or "
+                                   "https://, like http://127.0.0.1:8080/v1.")
     return base_url
 
 
@@ -126,7 +138,11 @@ def _fallbacks_checked(text: str) -> list[str]:
 @transaction.atomic
 def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: str,
                      fallbacks: str, user: User) -> ModelSetup:
-    """Save the chat model to use everywhere; an empty ``api_key`` keeps the saved one."""
+    """Save the chat model to use everywhere.
+
+    An empty ``api_key`` keeps the saved key, but only for the same provider at the same
+    address: a key is never sent anywhere it was not typed in for.
+    """
     try:
         chosen = Provider(provider)
     except ValueError:
@@ -134,31 +150,60 @@ def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: 
     chat_model = chat_model.strip()
     if not chat_model or any(character.isspace() for character in chat_model):
         raise _problem("chat_model", "Name the chat model, like gpt-4.1-mini.")
-    setup = ModelSetup.objects.select_for_update().filter(pk=SETUP_ID).first() or ModelSetup(
-        pk=SETUP_ID)
+    base_url = _base_url_checked(chosen, base_url)
+    specs = _fallbacks_checked(fallbacks)
+    setup = _locked_setup()
     api_key = api_key.strip()
     if api_key:
         setup.api_key_encrypted = secret_encrypt(api_key)
-    elif setup.provider and setup.provider != chosen:
-        setup.api_key_encrypted = ""  # another provider's key is no use to this one
+    elif (setup.provider, setup.base_url) != (chosen, base_url):
+        setup.api_key_encrypted = ""
     if chosen in NEEDS_KEY and not setup.api_key_encrypted:
         raise _problem("api_key", f"{chosen.label} needs an API key.")
-    setup.provider = chosen
-    setup.base_url = _base_url_checked(chosen, base_url)
-    setup.chat_model = chat_model
-    setup.fallbacks = ", ".join(_fallbacks_checked(fallbacks))
-    setup.updated_by = user
-    setup.save()
-    transaction.on_commit(_published_from_database)
+    setup.provider, setup.base_url, setup.chat_model = chosen, base_url, chat_model
+    setup.fallbacks = ", ".join(specs)
+    _revised(setup, user)
     logger.info("chat model set on the Models page", extra={
         "model": str(setup), "fallbacks": setup.fallbacks, "user_id": user.pk})
     return setup
 
 
-def model_setup_clear() -> None:
-    """Forget the page's setup: the environment's chat models apply again."""
-    ModelSetup.objects.filter(pk=SETUP_ID).delete()
-    transaction.on_commit(_published_from_database)
+def _locked_setup() -> ModelSetup:
+    # Created first if need be, so that two saves at once queue on the same row.
+    ModelSetup.objects.get_or_create(pk=SETUP_ID)
+    return ModelSetup.objects.select_for_update().get(pk=SETUP_ID)
+
+
+def _revised(setup: ModelSetup, user: User) -> None:
+    setup.revision += 1
+    setup.updated_by = user
+    setup.save()
+    transaction.on_commit(_changed)
+
+
+def _changed() -> None:
+    _publish()
+    follower.read_at = -REREAD_SECONDS  # this process reads the row itself, next time
+
+
+@transaction.atomic
+def model_setup_clear(*, user: User) -> None:
+    """Forget the page's models and key: the environment's chat models apply again."""
+    setup = _locked_setup()
+    setup.provider = setup.base_url = setup.api_key_encrypted = ""
+    setup.chat_model = setup.fallbacks = ""
+    _revised(setup, user)
+
+
+def model_setup_key_state(setup: ModelSetup | None) -> str:
+    """Return "none", "saved", or "unreadable" (made under a SECRET_KEY no longer known)."""
+    if setup is None or not setup.api_key_encrypted:
+        return "none"
+    try:
+        secret_decrypt(setup.api_key_encrypted)
+    except SecretUnreadable:
+        return "unreadable"
+    return "saved"
 
 
 def _entry(provider: str, model: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -177,15 +222,19 @@ def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
     return _entry(backend, chat_model, options)
 
 
-def _page_models(published: dict[str, Any]) -> PageModels:
+def _page_models(published: dict[str, Any]) -> PageModels | None:
     """Return the settings entries a published setup stands for (its key decrypted)."""
+    if not published["chat_model"]:
+        return None
     token = published["api_key_encrypted"]
     api_key = ""
     if token:
         try:
             api_key, _ = secret_decrypt(token)
         except SecretUnreadable:
-            logger.error("the API key saved on the Models page cannot be decrypted")
+            logger.error("the API key saved on the Models page cannot be decrypted: enter "
+                         "it again there, or put the SECRET_KEY it was saved under in "
+                         "SECRET_KEY_FALLBACKS")
     models = {"default": _chat_entry(provider=Provider(published["provider"]),
                                      base_url=published["base_url"], api_key=api_key,
                                      chat_model=published["chat_model"])}
@@ -195,34 +244,50 @@ def _page_models(published: dict[str, Any]) -> PageModels:
         models[f"fallback-{n}"] = _entry(provider, model,
                                          settings.AI_PROVIDER_OPTIONS.get(provider, {}))
         fallbacks.append(f"fallback-{n}")
-    return PageModels(version=published["version"], models=models, fallbacks=fallbacks)
+    return PageModels(revision=published["revision"], models=models, fallbacks=fallbacks)
 
 
 # --- How processes learn of it -----------------------------------------------------------
 
 
-def _published_from_database() -> str | dict[str, Any]:
-    """Read the setup's row and publish it; return what was published."""
+def _row_read() -> dict[str, Any]:
+    """Return the setup's row as it is published, its key renewed if a fallback made it."""
     setup = ModelSetup.objects.filter(pk=SETUP_ID).first()
-    if setup is not None and setup.api_key_encrypted:
+    if setup is None:
+        return dict(_NOTHING_SET)
+    if setup.api_key_encrypted:
         try:
             _, renewed = secret_decrypt(setup.api_key_encrypted)
         except SecretUnreadable:
             renewed = setup.api_key_encrypted
         if renewed != setup.api_key_encrypted:
             # Made under a SECRET_KEY now in SECRET_KEY_FALLBACKS: kept under the new one.
-            ModelSetup.objects.filter(pk=SETUP_ID).update(api_key_encrypted=renewed)
+            ModelSetup.objects.filter(pk=SETUP_ID, api_key_encrypted=setup.api_key_encrypted
+                                      ).update(api_key_encrypted=renewed)
             setup.api_key_encrypted = renewed
-    published: str | dict[str, Any] = _NO_SETUP if setup is None else {
-        "version": setup.updated_at.isoformat(), "provider": setup.provider,
-        "base_url": setup.base_url, "api_key_encrypted": setup.api_key_encrypted,
-        "chat_model": setup.chat_model, "fallbacks": setup.fallbacks,
-    }
-    # Without Redis, each process reads the row again within REREAD_SECONDS.
-    with contextlib.suppress(*REDIS_UNREACHABLE):
-        cache.set(PUBLISHED_KEY, published, timeout=None)
+    return {"revision": setup.revision, "provider": setup.provider,
+            "base_url": setup.base_url, "api_key_encrypted": setup.api_key_encrypted,
+            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks}
+
+
+def _cached() -> dict[str, Any] | None:
+    try:
+        found = cache.get(PUBLISHED_KEY)
+    except REDIS_UNREACHABLE:
+        return None
+    return found if isinstance(found, dict) and "revision" in found else None
+
+
+def _publish(row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish the row (read now unless given) unless Redis has a newer one; return it."""
+    row = row or _row_read()
+    cached = _cached()
+    if cached is None or cached["revision"] < row["revision"]:
+        # Without Redis, each process reads the row again within REREAD_SECONDS.
+        with contextlib.suppress(*REDIS_UNREACHABLE):
+            cache.set(PUBLISHED_KEY, row, timeout=None)
     follower.checked_at = -REFRESH_SECONDS  # this process: at once
-    return published
+    return row
 
 
 class _Follower:
@@ -231,24 +296,23 @@ class _Follower:
     def __init__(self) -> None:
         self.checked_at = -REFRESH_SECONDS
         self.read_at = -REREAD_SECONDS
+        self.revision = -1
         self.current: PageModels | None = None
 
     def current_models(self) -> PageModels | None:
         now = time.monotonic()
-        if now - self.checked_at < REFRESH_SECONDS:
+        if _in_event_loop() or now - self.checked_at < REFRESH_SECONDS:
             return self.current
         self.checked_at = now
-        try:
-            published = cache.get(PUBLISHED_KEY)
-        except REDIS_UNREACHABLE:
-            published = None
-        if published is None and now - self.read_at >= REREAD_SECONDS and not _in_event_loop():
+        if now - self.read_at >= REREAD_SECONDS:
             self.read_at = now
-            published = _published_from_database()
-        if published is not None:
-            version = None if published == _NO_SETUP else published["version"]
-            if version != (self.current.version if self.current else None):
-                self.current = None if version is None else _page_models(published)
+            found: dict[str, Any] | None = _publish(_row_read())
+        else:
+            found = _cached()
+        # Only ever forward: Redis may hold an older revision than the row.
+        if found is not None and found["revision"] > self.revision:
+            self.revision = found["revision"]
+            self.current = _page_models(found)
         return self.current
 
 
@@ -282,14 +346,17 @@ def model_setup_test(*, provider: str, base_url: str, api_key: str, chat_model: 
         raise _problem("provider", "Choose a provider.") from None
     if not chat_model.strip():
         raise _problem("chat_model", "Name the chat model, like gpt-4.1-mini.")
+    base_url = _base_url_checked(chosen, base_url)
+    # The saved key only where it was saved for: the same provider at the same address.
     if not api_key.strip() and (saved := model_setup_get()) is not None \
-            and saved.provider == chosen and saved.api_key_encrypted:
+            and (saved.provider, saved.base_url) == (chosen, base_url) \
+            and saved.api_key_encrypted:
         try:
             api_key, _ = secret_decrypt(saved.api_key_encrypted)
         except SecretUnreadable as exc:
             return TestOutcome(ok=False, text=str(exc), model="")
-    entry = _chat_entry(provider=chosen, base_url=_base_url_checked(chosen, base_url),
-                        api_key=api_key.strip(), chat_model=chat_model.strip())
+    entry = _chat_entry(provider=chosen, base_url=base_url, api_key=api_key.strip(),
+                        chat_model=chat_model.strip())
     model = chat_models.build(entry, alias="test")
     if problems := model.check():
         return TestOutcome(ok=False, text=f"{model.id}: {'; '.join(problems)}.", model=model.id)

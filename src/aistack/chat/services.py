@@ -62,12 +62,14 @@ CHAT_SOURCES_PROMPT = PromptTemplate(
 SOURCES_PER_TURN = 6
 # A cited passage is kept with the message as this much plain text.
 SNIPPET_CHARS = 240
-# A turn this short, or with one of these words, continues the previous one: it is
-# searched for together with the user's previous turn ("and how do I prepare for it?").
-FOLLOW_UP_MAX_WORDS = 4
+# A turn this short, or opening like "and ...", or referring back ("it", "they", "that
+# one"), continues the previous one: it is searched for together with the user's previous
+# turn ("and how do I prepare for it?"). Any other turn is searched for as it is.
+FOLLOW_UP_MAX_WORDS = 2
 _FOLLOW_UP = re.compile(
-    r"\b(?:it|its|it's|that|this|these|those|they|them|their|there|he|she|him|her|his|one|"
-    r"ones|same|else|former|latter|above|also|too|what about|how about)\b", re.IGNORECASE)
+    r"^\s*(?:and|also|so|then|what about|how about)\b"
+    r"|\b(?:it|its|it's|they|them|their|theirs|those|these|that one|this one|the former"
+    r"|the latter|he|she|him|his|her)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +160,7 @@ def _history(conversation: Conversation, *, budget: int) -> list[Message]:
     """Return the latest turns that fit in ``budget`` characters, oldest first.
 
     Earlier replies lose their [n]: a turn numbers its own sources, and an old [2] would
-    cite whatever this turn's prompt numbers 2.
+    cite whatever this turn's prompt numbers 2. The user's words are kept as written.
     """
     # The newest turns matter most to the next reply: older ones are dropped first.
     kept: list[Message] = []
@@ -168,8 +170,8 @@ def _history(conversation: Conversation, *, budget: int) -> list[Message]:
         budget -= len(content)
         if budget < 0:
             break
-        kept.append(Message(role="user" if role == Author.USER else "assistant",
-                            content=citations_dropped(content)))
+        kept.append(Message(role="user", content=content) if role == Author.USER else
+                    Message(role="assistant", content=citations_dropped(content)))
     return kept[::-1]
 
 
@@ -204,15 +206,16 @@ def conversation_reply_stream(
     """
     text = _checked(text)
     searched = conversation.workspace or workspace
-    workspace_ids = (workspace_ids_for_read(user=user, workspace_id=searched.pk)
-                     if uses_documents else [])
+    # Also without documents: the turn is charged to the workspace, which a member who
+    # has left may no longer spend.
+    workspace_ids = workspace_ids_for_read(user=user, workspace_id=searched.pk)
     earlier = _history(conversation, budget=settings.AI_CHAT_MAX_INPUT_CHARS - len(text))
+    messages = [*earlier, Message(role="user", content=text)]
+    chat_input_check(messages)
     _message_add(conversation=conversation, role=Author.USER, content=text)
     if conversation.uses_documents != uses_documents:
         conversation.uses_documents = uses_documents
         conversation.save(update_fields=["uses_documents", "updated_at"])
-    messages = [*earlier, Message(role="user", content=text)]
-    chat_input_check(messages)
     prompt = CHAT_SOURCES_PROMPT if uses_documents else CHAT_PROMPT
     attribution = Attribution(feature=FEATURE, user_id=conversation.user_id,
                               workspace_id=searched.pk, prompt_version=prompt.version)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,6 +25,7 @@ from aistack.chat.services import (
     conversation_reply_stream,
     conversation_start,
 )
+from aistack.documents.selectors import document_list
 from aistack.errors import Invalid
 from aistack.rendering import markdown_html
 from aistack.streaming import sse_response
@@ -52,11 +54,25 @@ def _html(message: ChatMessage) -> str:
                          cited=frozenset(int(c["n"]) for c in message.citations))
 
 
+def _readable_sources(user: User, messages_: list[ChatMessage]) -> None:
+    """Keep in each message only the sources the user may still read.
+
+    A member who has left a workspace, or a deleted document, takes its sources (titles
+    and passages) out of the history; the replies themselves stay as they were written.
+    """
+    cited = {int(c["document_id"]) for message in messages_ for c in message.citations}
+    readable = set(document_list(user=user).filter(pk__in=cited).values_list("pk", flat=True))
+    for message in messages_:
+        message.citations = [c for c in message.citations
+                             if int(c["document_id"]) in readable]
+
+
 def _page(request: HttpRequest, conversation: Conversation | None, *, title: str = "",
           problem: str = "") -> HttpResponse:
     user = signed_in_user(request)
     place = current_place(request)
-    messages_ = conversation_messages(conversation=conversation) if conversation else []
+    messages_ = list(conversation_messages(conversation=conversation)) if conversation else []
+    _readable_sources(user, messages_)
     return render(request, "chat/chat.html", {
         "conversations": conversation_list(user=user),
         "conversation": conversation,
@@ -117,7 +133,7 @@ def chat_reply(request: HttpRequest) -> StreamingHttpResponse:
     text = request.POST.get("message", "")
     uses_documents = request.POST.get("documents") == "on"
     raw_id = request.POST.get("conversation", "")
-    if raw_id and not raw_id.isdigit():
+    if raw_id and not (raw_id.isascii() and raw_id.isdigit()):
         raise Invalid("Unknown conversation.")
     workspace = current_place(request).workspace
     conversation = (conversation_get(user=user, conversation_id=int(raw_id)) if raw_id

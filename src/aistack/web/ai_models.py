@@ -19,6 +19,7 @@ from aistack.ai.setup import (
     TestOutcome,
     model_setup_clear,
     model_setup_get,
+    model_setup_key_state,
     model_setup_save,
     model_setup_test,
     ollama_models,
@@ -37,7 +38,7 @@ def _staff(request: HttpRequest) -> None:
 
 def _initial() -> dict[str, str]:
     setup = model_setup_get()
-    if setup is None:
+    if setup is None or not setup.chat_model:
         return {"provider": "openai", "fallbacks": "local:extractive"}
     return {"provider": setup.provider, "base_url": setup.base_url,
             "chat_model": setup.chat_model, "fallbacks": setup.fallbacks}
@@ -46,12 +47,12 @@ def _initial() -> dict[str, str]:
 def _page(request: HttpRequest, form: ModelSetupForm, *,
           outcome: TestOutcome | None = None) -> HttpResponse:
     setup = model_setup_get()
+    chain = chat_models.chain()
     ollama_address = settings.AI_PROVIDER_OPTIONS["ollama"].get("BASE_URL") or OLLAMA_DEFAULT
     return render(request, "web/models.html", {
         "form": form, "setup": setup, "outcome": outcome,
-        "key_saved": bool(setup and setup.api_key_encrypted),
-        "chat_model": chat_models["default"].id,
-        "fallbacks": [chat_models[alias].id for alias in chat_models.fallback_aliases()],
+        "key_state": model_setup_key_state(setup),
+        "chat_model": chain[0].id, "fallbacks": [model.id for model in chain[1:]],
         "environment_model": model_spec(settings.AI_CHAT_MODELS["default"]),
         "embedding_model": embedding_models["default"].id,
         "building": spaces_building(),
@@ -93,6 +94,6 @@ def models_page(request: HttpRequest) -> HttpResponse:
 def models_clear(request: HttpRequest) -> HttpResponse:
     """Forget the page's models: the environment's apply again."""
     _staff(request)
-    model_setup_clear()
+    model_setup_clear(user=signed_in_user(request))
     messages.success(request, "The models set in the environment apply again.")
     return redirect("models")

@@ -65,6 +65,7 @@ _ENUMERATOR = re.compile(r"^(?:[A-Z]|\d{1,2}|[ivx]{1,4})[.)]\s+(?=[A-Z])")
 # A line this short that does not end in punctuation is a heading when a capital follows.
 _LABEL_MAX_WORDS = 8
 _CONTINUES = (".", "!", "?", ",", ";", ":", "-", "(", "\u2014", "\u2013")
+_CITATION_LIKE = re.compile(r"\[(\d+)\]")
 _SKIPPED_BLOCKS = frozenset({"heading_open", "th_open", "td_open", "blockquote_open"})
 
 
@@ -164,13 +165,22 @@ def sentences_split(paragraph: str) -> list[str]:
     return [sentence for sentence in found if sentence]
 
 
+def _inert(sentence: str) -> str:
+    """Return a quoted sentence that cannot cite or link once the answer is rendered.
+
+    Its Markdown is gone, so an escaped "\\[1\\](https://...)" in the text is now
+    "[1](https://...)": it would read as a citation, or a link the document chose.
+    """
+    return _CITATION_LIKE.sub(r"(\1)", sentence).replace("](", "] (")
+
+
 def statements(context: Sequence[str]) -> list[Statement]:
     """Return the sentences of ``context`` that could be quoted, each once, in order."""
     seen: set[str] = set()
     found = []
     for number, passage in enumerate(context, start=1):
         for paragraph in _paragraphs(passage):
-            for sentence in sentences_split(paragraph):
+            for sentence in map(_inert, sentences_split(paragraph)):
                 key = sentence.lower()
                 # Retrieved chunks overlap, so the same sentence often arrives twice.
                 if len(sentence.split()) >= MIN_STATEMENT_WORDS and key not in seen:

@@ -64,6 +64,12 @@ NO_CONTEXT = (
     "model on the Models page."
 )
 
+# A text of headings, tables, code or list fragments has no sentence to quote.
+NOTHING_TO_SUMMARIZE = (
+    "Nothing to quote: this document holds no sentences the built-in model can summarize "
+    "(only headings, tables, code or short list items)."
+)
+
 _model: Any = None
 _model_lock = threading.Lock()
 _encoders: dict[bool, Any] = {}  # ONNX Runtime's, by whether it is quantized
@@ -359,7 +365,8 @@ class ChatModel(BaseChatModel):
         question = (request.question or request.last_user_text()).strip()
         found = quotes.statements(request.context)
         if not found:
-            consumed, pieces = [question], [NO_CONTEXT]
+            nothing = NOTHING_TO_SUMMARIZE if request.task == "summarize" else NO_CONTEXT
+            consumed, pieces = [question], [nothing]
         elif question and request.task == "answer":
             consumed = [question, *(statement.text for statement in found)]
             said = " ".join(m.content for m in request.messages if m.role == "assistant")

@@ -70,3 +70,14 @@ def test_a_very_long_text_is_shown_as_written() -> None:
 def test_plain_text_of_markdown() -> None:
     assert markdown_text("# Guide\n\nIn your **first week** & <b>x</b> [h](https://x)") == (
         "Guide In your first week & <b>x</b> h")
+
+
+def test_the_passages_of_a_very_long_document_are_shown_as_written_too() -> None:
+    from aistack.documents.models import Document
+    from aistack.web.templatetags.markdown import passage
+
+    long = Document(content="x" * (MARKDOWN_MAX_CHARS + 1))
+    short = Document(content="**b** <i>")
+
+    assert passage("**b** <i>\nnext", long) == "<p>**b** &lt;i&gt;<br>next</p>"
+    assert "<strong>b</strong> &lt;i&gt;" in passage("**b** <i>", short)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from aistack.ai import PROVIDERS, chat_models
 from aistack.ai import services as ai
@@ -183,7 +183,8 @@ def _revised(setup: ModelSetup, user: User) -> None:
 
 def _changed() -> None:
     _publish()
-    follower.read_at = -REREAD_SECONDS  # this process reads the row itself, next time
+    # This process reads the row itself when it next needs a chat model.
+    follower.checked_at, follower.read_at = -REFRESH_SECONDS, -REREAD_SECONDS
 
 
 @transaction.atomic
@@ -286,7 +287,6 @@ def _publish(row: dict[str, Any] | None = None) -> dict[str, Any]:
         # Without Redis, each process reads the row again within REREAD_SECONDS.
         with contextlib.suppress(*REDIS_UNREACHABLE):
             cache.set(PUBLISHED_KEY, row, timeout=None)
-    follower.checked_at = -REFRESH_SECONDS  # this process: at once
     return row
 
 
@@ -304,10 +304,15 @@ class _Follower:
         if _in_event_loop() or now - self.checked_at < REFRESH_SECONDS:
             return self.current
         self.checked_at = now
+        found: dict[str, Any] | None = None
         if now - self.read_at >= REREAD_SECONDS:
             self.read_at = now
-            found: dict[str, Any] | None = _publish(_row_read())
-        else:
+            try:
+                found = _publish(_row_read())
+            except DatabaseError:
+                # PostgreSQL is restarting: what Redis says will do until the next read.
+                logger.warning("could not read the Models page's setup", exc_info=True)
+        if found is None:
             found = _cached()
         # Only ever forward: Redis may hold an older revision than the row.
         if found is not None and found["revision"] > self.revision:
@@ -317,7 +322,7 @@ class _Follower:
 
 
 def _in_event_loop() -> bool:
-    # The database cannot be read there (the summary fast path): the cache alone is.
+    # The summary fast path: nothing there may wait on the database or Redis for this.
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -200,9 +200,9 @@ def conversation_reply_stream(
 ) -> Reply:
     """Add the user's message to the conversation and stream the model's reply to it.
 
-    With ``uses_documents``, the reply is drawn from the conversation's workspace (the
-    user's current ``workspace`` for one kept from before chat read documents), which the
-    user must still be able to read.
+    The turn belongs to the conversation's workspace (the user's current ``workspace`` for
+    one kept from before chat read documents), which the user must still be able to read:
+    it is charged there and, with ``uses_documents``, answered from its documents.
     """
     text = _checked(text)
     searched = conversation.workspace or workspace
@@ -216,9 +216,9 @@ def conversation_reply_stream(
     if conversation.uses_documents != uses_documents:
         conversation.uses_documents = uses_documents
         conversation.save(update_fields=["uses_documents", "updated_at"])
-    prompt = CHAT_SOURCES_PROMPT if uses_documents else CHAT_PROMPT
     attribution = Attribution(feature=FEATURE, user_id=conversation.user_id,
-                              workspace_id=searched.pk, prompt_version=prompt.version)
+                              workspace_id=searched.pk,
+                              prompt_version=CHAT_SOURCES_PROMPT.version)
     sources: tuple[Source, ...] = ()
     question = None
     if uses_documents:
@@ -227,12 +227,12 @@ def conversation_reply_stream(
                                k=SOURCES_PER_TURN, attribution=attribution)
     # Nothing retrieved: the plain chat prompt, so a language model may still answer a
     # greeting (the extractive model says it has nothing to quote).
-    system = (CHAT_SOURCES_PROMPT.render(sources=sources_numbered(sources)) if sources
-              else CHAT_PROMPT.render())
+    prompt = CHAT_SOURCES_PROMPT if sources else CHAT_PROMPT
+    system = prompt.render(sources=sources_numbered(sources)) if sources else prompt.render()
     request = ChatRequest(messages=(*system, *messages), context=sources_context(sources),
                           question=question)
-    return Reply(stream=ai.chat_stream(request=request, attribution=attribution),
-                 sources=sources)
+    return Reply(stream=ai.chat_stream(request=request, attribution=replace(
+        attribution, prompt_version=prompt.version)), sources=sources)
 
 
 def _citation(source: Source) -> dict[str, object]:

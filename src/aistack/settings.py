@@ -283,11 +283,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aistack.retrieval.tasks.merge_postings",
         "schedule": 30.0,
     },
-    # A new embedding model set on the Models page serves search once it is complete.
-    "activate-embedding-spaces": {
-        "task": "aistack.retrieval.tasks.spaces_activate",
-        "schedule": 30.0,
-    },
     "usage-rollup": {
         "task": "aistack.usage.tasks.rollup",
         "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,

@@ -21,16 +21,8 @@ from aistack.accounts.services import user_create
 from aistack.ai import chat_models, setup
 from aistack.ai.models import ModelSetup
 from aistack.ai.secrets import SecretUnreadable, secret_decrypt, secret_encrypt
-from aistack.documents.models import Document
-from aistack.documents.services import document_create
-from aistack.jobs.kinds import JobStatus
-from aistack.retrieval.models import ChunkVector
 from aistack.retrieval.reindex import reindex_run
-from aistack.retrieval.selectors import SearchMode, active_space
-from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
-from aistack.usage.types import Attribution
-from harness import wait_for
 from tests.ai.vendors import Canned, VendorServer, anthropic_message, openai_chat, openai_error
 from tests.retrieval.helpers import indexed
 
@@ -67,9 +59,9 @@ def follow() -> None:
     setup.follower.checked_at = -setup.REFRESH_SECONDS
 
 
-def post(client: Client, *, follow: bool = False, **fields: str) -> Any:
+def post(client: Client, **fields: str) -> Any:
     return client.post("/models/", {"provider": "compatible", "base_url": "", "api_key": "",
-                                    "chat_model": "", "fallbacks": "", **fields}, follow=follow)
+                                    "chat_model": "", "fallbacks": "", **fields})
 
 
 def test_a_saved_model_is_used_for_chat_and_its_key_is_encrypted_at_rest(
@@ -365,38 +357,3 @@ def test_the_page_shows_how_far_a_switch_of_embedding_model_has_come(
     assert "Re-embedding for <code>scripted:hash</code>: 1 of 2 passages." in page
     reindex_run(progress=lambda done: None)
     assert "Re-embedding" not in browser_of.get("/models/").content.decode()
-
-
-def test_a_new_embedding_model_is_filled_in_the_background_then_serves_search(
-    browser_of: Client, alice: User, celery_worker: Any,
-) -> None:
-    workspace = alice.personal_workspace
-    documents = [document_create(workspace=workspace, author=alice, title=title, content=text)
-                 for title, text in (("Vacation", "Employees get 25 days of paid vacation."),
-                                     ("Parking", "Parking permits renew every January."))]
-    wait_for(lambda: Document.objects.filter(embedding_status=JobStatus.COMPLETE).count() == 2,
-             timeout=60, message="the worker to index both")
-    assert active_space().model == "local:all-MiniLM-L6-v2-int8"  # type: ignore[union-attr]
-
-    saved = post(browser_of, action="save", provider="ollama", chat_model="llama3.2",
-                 embedding_model="scripted:hash", follow=True)
-
-    assert "Re-embedding 2 documents for scripted:hash" in saved.content.decode()
-    # The worker re-embeds both; the last job switches search over.
-    wait_for(lambda: active_space().model == "scripted:hash",  # type: ignore[union-attr]
-             timeout=60, message="search to use the new model")
-    assert set(ChunkVector.objects.values_list("space__model", flat=True)) == {"scripted:hash"}
-    hits = search(workspace_ids=[workspace.pk], query="parking", k=2, mode=SearchMode.VECTOR,
-                  attribution=Attribution(feature="search"))
-    assert {hit.document_id for hit in hits} == {d.pk for d in documents}
-    page = browser_of.get("/models/").content.decode()
-    assert '<dd id="search-in-use"><code>scripted:hash</code>' in page
-    assert "Re-embedding" not in page
-
-
-def test_an_embedding_model_that_cannot_work_is_refused(browser_of: Client) -> None:
-    response = post(browser_of, action="save", provider="ollama", chat_model="llama3.2",
-                    embedding_model="openai:gpt-4.1")
-
-    assert response.status_code == 422
-    assert "the width of &#x27;gpt-4.1&#x27; vectors is unknown" in response.content.decode()

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -86,89 +86,66 @@ class ModelHandler(BaseConnectionHandler[M]):
 
 
 @dataclass(frozen=True)
-class _Snapshot(Generic[M]):
-    """The models of one version of the configuration, built as they are asked for."""
+class _ChatSnapshot:
+    """The chat models of one version of the configuration, built as they are asked for."""
 
     version: object
     entries: Mapping[str, Mapping[str, Any]]
     fallbacks: tuple[str, ...]
-    built: dict[str, M] = field(default_factory=dict)
+    built: dict[str, BaseChatModel] = field(default_factory=dict)
 
 
-class FollowingModelHandler(ModelHandler[M]):
-    """Models of one kind: the environment's, or the Models page's while it sets some.
+class ChatModelHandler(ModelHandler[BaseChatModel]):
+    """The chat models: the environment's, or the Models page's while it sets some.
 
     Every process follows the page within seconds (see ``aistack.ai.setup``). Each version
     of the configuration is one snapshot, swapped whole under a lock: a caller gets the
-    models (and fallbacks) of one version, never a mix of two.
+    models and fallbacks of one version, never a mix of two.
     """
 
     def reset(self) -> None:
         """Forget the settings read and the backends built from them."""
         super().reset()
         self._lock = threading.Lock()
-        self._snapshot: _Snapshot[M] | None = None
+        self._snapshot: _ChatSnapshot | None = None
 
-    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
-        """Return the page's entries and fallbacks of this kind, or None for the settings'."""
-        raise NotImplementedError
-
-    def _fallbacks(self) -> list[str]:
-        return []
-
-    def _current(self) -> _Snapshot[M]:
+    def _current(self) -> _ChatSnapshot:
         from aistack.ai.setup import page_models
 
         page = page_models()
-        chosen = self._from_page(page) if page is not None else None
-        version = page.revision if page is not None and chosen is not None else None
+        version = page.revision if page is not None else None
         with self._lock:
             if self._snapshot is None or self._snapshot.version != version:
-                entries, fallbacks = chosen or (self.settings, self._fallbacks())
-                self._snapshot = _Snapshot(version=version, entries=entries,
-                                           fallbacks=tuple(fallbacks))
+                self._snapshot = (
+                    _ChatSnapshot(version=version, entries=page.models,
+                                  fallbacks=tuple(page.fallbacks)) if page is not None else
+                    _ChatSnapshot(version=None, entries=self.settings,
+                                  fallbacks=tuple(settings.AI_CHAT_FALLBACKS)))
             return self._snapshot
 
-    def _model(self, snapshot: _Snapshot[M], alias: str) -> M:
+    def _model(self, snapshot: _ChatSnapshot, alias: str) -> BaseChatModel:
         with self._lock:
             found = snapshot.built.get(alias)
             if found is None:
                 if alias not in snapshot.entries:
-                    raise InvalidModelError(f"The model {alias!r} is not configured.")
+                    raise InvalidModelError(f"The chat model {alias!r} is not configured.")
                 found = snapshot.built[alias] = self.build(snapshot.entries[alias], alias=alias)
         return found
 
-    def __getitem__(self, alias: str) -> M:
+    def __getitem__(self, alias: str) -> BaseChatModel:
         return self._model(self._current(), alias)
 
-    def chain(self) -> list[M]:
+    def chain(self) -> list[BaseChatModel]:
         """Return the default model, then its fallbacks in order, all of one version."""
         snapshot = self._current()
         return [self._model(snapshot, alias) for alias in ("default", *snapshot.fallbacks)]
 
 
-class ChatModelHandler(FollowingModelHandler[BaseChatModel]):
-    """The chat models, with their fallbacks."""
-
-    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
-        return (page.models, page.fallbacks) if page.models else None
-
-    def _fallbacks(self) -> list[str]:
-        return list(settings.AI_CHAT_FALLBACKS)
-
-
-class EmbeddingModelHandler(FollowingModelHandler[BaseEmbeddingModel]):
-    """The embedding model (no fallbacks: vectors of two models cannot be compared)."""
-
-    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
-        return ({"default": page.embedding}, []) if page.embedding else None
-
-
 chat_models: ChatModelHandler = ChatModelHandler(
     settings_name="AI_CHAT_MODELS", base=BaseChatModel)
-embedding_models: EmbeddingModelHandler = EmbeddingModelHandler(
+embedding_models: ModelHandler[BaseEmbeddingModel] = ModelHandler(
     settings_name="AI_EMBEDDING_MODELS", base=BaseEmbeddingModel)
-_other_embedding_models: dict[tuple[str, str], BaseEmbeddingModel] = {}
+_other_embedding_models: dict[str, BaseEmbeddingModel] = {}
 
 
 def embedding_model_for(spec: str) -> BaseEmbeddingModel:
@@ -180,14 +157,9 @@ def embedding_model_for(spec: str) -> BaseEmbeddingModel:
     default = embedding_models["default"]
     if default.id == spec:
         return default
-    from aistack.ai.setup import provider_options
-
-    provider, _, model = spec.partition(":")
-    # The page's connection for its provider (its address and key), else the environment's.
-    options = provider_options(provider)
-    key = (spec, repr(sorted(options.items())))
-    if key not in _other_embedding_models:
+    if spec not in _other_embedding_models:
+        provider, _, model = spec.partition(":")
         params = {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel", "MODEL": model,
-                  "OPTIONS": options}
-        _other_embedding_models[key] = _build(params, spec, BaseEmbeddingModel)
-    return _other_embedding_models[key]
+                  "OPTIONS": settings.AI_PROVIDER_OPTIONS.get(provider, {})}
+        _other_embedding_models[spec] = _build(params, spec, BaseEmbeddingModel)
+    return _other_embedding_models[spec]

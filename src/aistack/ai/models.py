@@ -30,8 +30,6 @@ class ModelSetup(models.Model):
     api_key_encrypted = models.TextField(blank=True)
     # Empty: the environment's models apply.
     chat_model = models.CharField(max_length=200, blank=True)
-    # `provider:model`; empty: AI_EMBEDDING_MODEL. Changing it re-embeds every document.
-    embedding_model = models.CharField(max_length=200, blank=True)
     # Tried in order when the chat model fails: `provider:model`, comma-separated; they
     # use the environment's keys and addresses.
     fallbacks = models.CharField(max_length=1000, blank=True)

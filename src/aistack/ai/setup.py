@@ -3,8 +3,8 @@
 Which wins: the page. While a model is saved there, it and its fallbacks are the chat
 models of every process (web, workers, CLI), whatever AI_CHAT_MODEL and
 AI_FALLBACK_CHAT_MODELS say; "Use the environment's" blanks it and gives those back.
-So does an embedding model saved there over AI_EMBEDDING_MODEL; the page's view queues
-the re-embedding of every document when it changes (``aistack.retrieval.reindex``).
+The embedding model is the environment's alone: changing it means re-embedding every
+document (``aistack reindex``).
 
 PostgreSQL keeps the setup; Redis tells processes about it sooner. A save or a clear raises
 the row's revision, then publishes the row (its API key still encrypted) under
@@ -32,7 +32,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
 
-from aistack.ai import PROVIDERS, InvalidModelError, chat_models, embedding_models
+from aistack.ai import PROVIDERS, chat_models
 from aistack.ai import services as ai
 from aistack.ai.backends.http import is_loopback
 from aistack.ai.base import BaseChatModel
@@ -70,7 +70,7 @@ OLLAMA_DEFAULT = "http://localhost:11434"
 OLLAMA_PROBE_SECONDS = 1.0
 # What the row says before anything was saved: the environment's models.
 _NOTHING_SET = {"revision": 0, "provider": "", "base_url": "", "api_key_encrypted": "",
-                "chat_model": "", "fallbacks": "", "embedding_model": ""}
+                "chat_model": "", "fallbacks": ""}
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,9 @@ class PageModels:
     """The chat models the page set: settings entries by alias, and the fallbacks' aliases."""
 
     revision: int
-    # Hold the decrypted key: never in a repr, a log line or a traceback's locals.
+    # Holds the decrypted key: never in a repr, a log line or a traceback's locals.
     models: dict[str, dict[str, Any]] = field(repr=False)
     fallbacks: list[str]
-    embedding: dict[str, Any] | None = field(repr=False)
-    # The backend the page connects to, and its options (address, key).
-    backend: str
-    options: dict[str, Any] = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +137,7 @@ def _fallbacks_checked(text: str) -> list[str]:
 
 @transaction.atomic
 def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: str,
-                     fallbacks: str, user: User, embedding_model: str = "") -> ModelSetup:
+                     fallbacks: str, user: User) -> ModelSetup:
     """Save the chat model to use everywhere.
 
     An empty ``api_key`` keeps the saved key, but only for the same provider at the same
@@ -166,37 +162,10 @@ def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: 
         raise _problem("api_key", f"{chosen.label} needs an API key.")
     setup.provider, setup.base_url, setup.chat_model = chosen, base_url, chat_model
     setup.fallbacks = ", ".join(specs)
-    setup.embedding_model = _embedding_checked(embedding_model, provider=chosen,
-                                               base_url=base_url, saved=setup)
     _revised(setup, user)
     logger.info("chat model set on the Models page", extra={
         "model": str(setup), "fallbacks": setup.fallbacks, "user_id": user.pk})
     return setup
-
-
-def _embedding_checked(spec: str, *, provider: Provider, base_url: str,
-                       saved: ModelSetup) -> str:
-    """Return the embedding model to save ("" for the environment's), or refuse it."""
-    spec = spec.strip()
-    if not spec:
-        return ""
-    backend, _, model = spec.partition(":")
-    if backend not in PROVIDERS or not model:
-        raise _problem("embedding_model", f"“{spec}” is not provider:model, with a provider "
-                                          f"from {', '.join(PROVIDERS)}.")
-    api_key = ""
-    if saved.api_key_encrypted:
-        with contextlib.suppress(SecretUnreadable):
-            api_key, _ = secret_decrypt(saved.api_key_encrypted)
-    options = _connection(provider=provider, base_url=base_url, api_key=api_key)
-    try:
-        model_ = embedding_models.build(_embedding_entry(spec, backend=BACKENDS[provider],
-                                                         options=options), alias="check")
-    except InvalidModelError as exc:
-        raise _problem("embedding_model", str(exc)) from None
-    if problems := model_.check():
-        raise _problem("embedding_model", f"{spec}: {'; '.join(problems)}.")
-    return spec
 
 
 def _locked_setup() -> ModelSetup:
@@ -223,7 +192,7 @@ def model_setup_clear(*, user: User) -> None:
     """Forget the page's models and key: the environment's chat models apply again."""
     setup = _locked_setup()
     setup.provider = setup.base_url = setup.api_key_encrypted = ""
-    setup.chat_model = setup.fallbacks = setup.embedding_model = ""
+    setup.chat_model = setup.fallbacks = ""
     _revised(setup, user)
 
 
@@ -243,37 +212,15 @@ def _entry(provider: str, model: str, options: dict[str, Any]) -> dict[str, Any]
             "OPTIONS": options}
 
 
-def _connection(*, provider: Provider, base_url: str, api_key: str) -> dict[str, Any]:
-    """Return the options of the page's connection: its key and address replace the
-    environment's for the provider it connects to."""
+def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
+                chat_model: str) -> dict[str, Any]:
     backend = BACKENDS[provider]
     options = dict(settings.AI_PROVIDER_OPTIONS.get(backend, {}))
+    # The page's key and address replace the environment's for this model alone.
     if backend != "ollama":
         options["API_KEY"] = api_key or None
     options["BASE_URL"] = base_url or (None if backend != "ollama" else options.get("BASE_URL"))
-    return options
-
-
-def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
-                chat_model: str) -> dict[str, Any]:
-    options = _connection(provider=provider, base_url=base_url, api_key=api_key)
-    return _entry(BACKENDS[provider], chat_model, options)
-
-
-def _embedding_entry(spec: str, *, backend: str, options: dict[str, Any]) -> dict[str, Any]:
-    provider, _, model = spec.partition(":")
-    return {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel", "MODEL": model,
-            "OPTIONS": options if provider == backend else
-            settings.AI_PROVIDER_OPTIONS.get(provider, {})}
-
-
-def provider_options(provider: str) -> dict[str, Any]:
-    """Return the options a model of ``provider`` is built with: the page's connection
-    when it connects to that provider, else the environment's."""
-    page = page_models()
-    if page is not None and page.backend == provider:
-        return page.options
-    return dict(settings.AI_PROVIDER_OPTIONS.get(provider, {}))
+    return _entry(backend, chat_model, options)
 
 
 def _page_models(published: dict[str, Any]) -> PageModels | None:
@@ -289,22 +236,16 @@ def _page_models(published: dict[str, Any]) -> PageModels | None:
             logger.error("the API key saved on the Models page cannot be decrypted: enter "
                          "it again there, or put the SECRET_KEY it was saved under in "
                          "SECRET_KEY_FALLBACKS")
-    chosen = Provider(published["provider"])
-    options = _connection(provider=chosen, base_url=published["base_url"], api_key=api_key)
-    backend = BACKENDS[chosen]
-    models = {"default": _entry(backend, published["chat_model"], options)}
+    models = {"default": _chat_entry(provider=Provider(published["provider"]),
+                                     base_url=published["base_url"], api_key=api_key,
+                                     chat_model=published["chat_model"])}
     fallbacks = []
     for n, spec in enumerate(_fallbacks_checked(published["fallbacks"]), start=1):
         provider, _, model = spec.partition(":")
         models[f"fallback-{n}"] = _entry(provider, model,
                                          settings.AI_PROVIDER_OPTIONS.get(provider, {}))
         fallbacks.append(f"fallback-{n}")
-    embedding = published.get("embedding_model", "")
-    return PageModels(
-        revision=published["revision"], models=models, fallbacks=fallbacks,
-        embedding=_embedding_entry(embedding, backend=backend, options=options)
-        if embedding else None,
-        backend=backend, options=options)
+    return PageModels(revision=published["revision"], models=models, fallbacks=fallbacks)
 
 
 # --- How processes learn of it -----------------------------------------------------------
@@ -327,8 +268,7 @@ def _row_read() -> dict[str, Any]:
             setup.api_key_encrypted = renewed
     return {"revision": setup.revision, "provider": setup.provider,
             "base_url": setup.base_url, "api_key_encrypted": setup.api_key_encrypted,
-            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks,
-            "embedding_model": setup.embedding_model}
+            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks}
 
 
 def _cached() -> dict[str, Any] | None:

@@ -92,10 +92,3 @@ def job_failures(*, start: datetime, end: datetime,
             .values_list("finished_at", "last_error")[:LAST_ERRORS]))
         for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
-
-
-def jobs_counts(*, kind: JobKind) -> dict[JobStatus, int]:
-    """Return how many jobs of ``kind`` there are in each status."""
-    return {JobStatus(status): n for status, n in
-            Job.objects.filter(kind=kind.name).values("status").annotate(n=Count("pk"))
-            .values_list("status", "n")}

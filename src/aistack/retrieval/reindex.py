@@ -7,20 +7,18 @@ from collections.abc import Callable, Sequence
 from django.db import transaction
 
 from aistack.jobs import kinds
-from aistack.jobs.kinds import JobKind, JobStatus
+from aistack.jobs.kinds import JobKind
 from aistack.jobs.runner import jobs_work_through
-from aistack.jobs.selectors import jobs_counts
 from aistack.jobs.services import JobRun, jobs_create, jobs_delete, jobs_finishing
-from aistack.retrieval.embedding import embedding_input, embedding_model_info, vectors_for
+from aistack.retrieval.embedding import embedding_input, vectors_for
 from aistack.retrieval.index import chunk_vectors_add, chunk_vectors_missing
 from aistack.retrieval.models import Chunk, EmbeddingSpace, SpaceStatus
-from aistack.retrieval.selectors import REEMBED_KIND
 from aistack.retrieval.spaces import embedding_space_activate, embedding_space_for_configured_model
 from aistack.usage.types import Attribution
 
 CHUNKS_REEMBED = kinds.register(
     JobKind(
-        name=REEMBED_KIND,
+        name="retrieval.reembed",
         task_name="aistack.retrieval.tasks.chunks_reembed",
         model_label="documents.Document",
         # Re-embedding for a new model is upkeep: the document's status stays as it is.
@@ -98,29 +96,3 @@ def reindex_run(*, progress: Callable[[int], None],
         return False
     embedding_space_activate(space=space)
     return True
-
-
-def reindex_queue() -> int:
-    """Queue re-embedding for the configured model, for the workers; return how many
-    documents are queued. Search switches once they are done (``spaces_activate_ready``)."""
-    _, document_ids = reindex_start()
-    return len(document_ids)
-
-
-def spaces_activate_ready() -> EmbeddingSpace | None:
-    """Switch search to the configured model's space once every chunk has its vector.
-
-    Run after each re-embedding job and every 30 s (a job that fails leaves it waiting
-    for ``aistack reindex``, which retries).
-    """
-    model, _ = embedding_model_info()
-    space = EmbeddingSpace.objects.filter(model=model, status=SpaceStatus.BUILDING).first()
-    if space is None:
-        return None
-    waiting = jobs_counts(kind=CHUNKS_REEMBED)
-    if waiting.get(JobStatus.PENDING) or waiting.get(JobStatus.PROCESSING):
-        return None
-    if Chunk.objects.exclude(vectors__space=space).exists():
-        return None
-    embedding_space_activate(space=space)
-    return space

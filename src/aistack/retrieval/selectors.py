@@ -19,9 +19,6 @@ from django.db import connection, transaction
 from django.utils.html import escape
 from pgvector import Vector
 
-from aistack.jobs import kinds
-from aistack.jobs.kinds import JobStatus
-from aistack.jobs.selectors import jobs_counts
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit, connection_give_back
@@ -322,9 +319,6 @@ def chunks_of(document_id: int) -> list[Chunk]:
     return list(Chunk.objects.filter(document_id=document_id).order_by("ordinal"))
 
 
-REEMBED_KIND = "retrieval.reembed"
-
-
 @dataclass(frozen=True, kw_only=True)
 class SpaceProgress:
     """How far the vectors of an embedding model being switched to have come."""
@@ -332,15 +326,11 @@ class SpaceProgress:
     model: str
     embedded: int
     chunks: int
-    # Documents whose re-embedding failed: `aistack reindex` retries them.
-    failed: int
 
 
 def spaces_building() -> list[SpaceProgress]:
-    """Return each embedding space being filled, with its progress."""
+    """Return each embedding space being filled (``aistack reindex``), with its progress."""
     total = Chunk.objects.count()
-    # By name: the kind is registered by the reindex module, which imports this one.
-    failed = jobs_counts(kind=kinds.get(REEMBED_KIND)).get(JobStatus.FAILED, 0)
-    return [SpaceProgress(model=space.model, chunks=total, failed=failed,
+    return [SpaceProgress(model=space.model, chunks=total,
                           embedded=ChunkVector.objects.filter(space=space).count())
             for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING)]

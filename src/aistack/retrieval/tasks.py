@@ -6,7 +6,7 @@ from celery import Task, shared_task
 
 from aistack.jobs.runner import run_job
 from aistack.retrieval.postings import posting_lists_merge_due
-from aistack.retrieval.reindex import CHUNKS_REEMBED, documents_reembed, spaces_activate_ready
+from aistack.retrieval.reindex import CHUNKS_REEMBED, documents_reembed
 
 
 @shared_task(bind=True, name=CHUNKS_REEMBED.task_name)
@@ -14,15 +14,6 @@ def chunks_reembed(self: Task, document_id: int) -> None:  # type: ignore[type-a
     """Give a document's chunks vectors in the embedding space being built."""
     run_job(self, kind=CHUNKS_REEMBED, object_id=document_id,
             work=lambda run: documents_reembed(runs=[run]))
-    # The last of them switches search to the new model.
-    spaces_activate_ready()
-
-
-@shared_task(name="aistack.retrieval.tasks.spaces_activate")
-def spaces_activate() -> str | None:
-    """Switch search to a new embedding model whose vectors are all made (every 30 s)."""
-    space = spaces_activate_ready()
-    return space.model if space is not None else None
 
 
 @shared_task(name="aistack.retrieval.tasks.merge_postings")

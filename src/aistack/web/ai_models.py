@@ -8,7 +8,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -26,8 +25,7 @@ from aistack.ai.setup import (
     ollama_models,
 )
 from aistack.errors import Invalid
-from aistack.retrieval.reindex import reindex_queue
-from aistack.retrieval.selectors import active_space, spaces_building
+from aistack.retrieval.selectors import spaces_building
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.web.forms import ModelSetupForm, add_service_errors
 from aistack.web.htmx import form_status
@@ -43,8 +41,7 @@ def _initial() -> dict[str, str]:
     if setup is None or not setup.chat_model:
         return {"provider": "openai", "fallbacks": "local:extractive"}
     return {"provider": setup.provider, "base_url": setup.base_url,
-            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks,
-            "embedding_model": setup.embedding_model}
+            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks}
 
 
 def _page(request: HttpRequest, form: ModelSetupForm, *,
@@ -58,7 +55,6 @@ def _page(request: HttpRequest, form: ModelSetupForm, *,
         "chat_model": chain[0].id, "fallbacks": [model.id for model in chain[1:]],
         "environment_model": model_spec(settings.AI_CHAT_MODELS["default"]),
         "embedding_model": embedding_models["default"].id,
-        "searching": active_space(),
         "building": spaces_building(),
         "ollama_address": ollama_address, "ollama_models": ollama_models(ollama_address),
     }, status=form_status(form))
@@ -83,21 +79,13 @@ def models_page(request: HttpRequest) -> HttpResponse:
             # A real call, which may cost: counted like any other.
             ai_rate_limit_hit(user=user)
             return _page(request, form, outcome=model_setup_test(**fields, user=user))
-        searching = embedding_models["default"].id
-        setup = model_setup_save(**fields, fallbacks=form.cleaned_data["fallbacks"],
-                                 embedding_model=form.cleaned_data["embedding_model"],
-                                 user=user)
+        setup = model_setup_save(**fields, fallbacks=form.cleaned_data["fallbacks"], user=user)
     except Invalid as exc:
         add_service_errors(form, exc)
         return _page(request, form)
     messages.success(request, f"Every process now uses {setup.chat_model} "
                               f"({setup.get_provider_display()}) for chat, answers and "
                               "summaries (within a few seconds).")
-    if embedding_models["default"].id != searching:
-        queued = reindex_queue()
-        messages.success(request, f"Re-embedding {queued} document{pluralize(queued)} for "
-                                  f"{embedding_models['default'].id}: search switches to it "
-                                  "once they are done.")
     return redirect("models")
 
 
@@ -106,9 +94,6 @@ def models_page(request: HttpRequest) -> HttpResponse:
 def models_clear(request: HttpRequest) -> HttpResponse:
     """Forget the page's models: the environment's apply again."""
     _staff(request)
-    searching = embedding_models["default"].id
     model_setup_clear(user=signed_in_user(request))
     messages.success(request, "The models set in the environment apply again.")
-    if embedding_models["default"].id != searching:
-        reindex_queue()
     return redirect("models")

@@ -99,11 +99,6 @@ class ModelSetupForm(forms.Form):
     chat_model = forms.CharField(label="Chat model", max_length=200,
                                  widget=forms.TextInput(attrs={"list": "ollama-models"}),
                                  help_text="As the provider names it, like gpt-4.1-mini.")
-    embedding_model = forms.CharField(
-        label="Embedding model", max_length=200, required=False,
-        help_text="For search, as provider:model; empty for AI_EMBEDDING_MODEL. A model of "
-                  "the provider above uses its address and key. Changing it re-embeds every "
-                  "document in the background; search uses the current vectors until done.")
     fallbacks = forms.CharField(
         max_length=1000, required=False,
         help_text="Tried in order when the chat model fails, as provider:model, "

@@ -308,7 +308,9 @@ class _Follower:
         if now - self.read_at >= REREAD_SECONDS:
             self.read_at = now
             try:
-                found = _publish(_row_read())
+                # A savepoint: a failure must not abort a transaction the caller is in.
+                with transaction.atomic():
+                    found = _publish(_row_read())
             except DatabaseError:
                 # PostgreSQL is restarting: what Redis says will do until the next read.
                 logger.warning("could not read the Models page's setup", exc_info=True)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
+from django.db import transaction
 
 from aistack.ai import PROVIDERS, chat_models
 from aistack.ai import services as ai
@@ -311,8 +311,9 @@ class _Follower:
                 # A savepoint: a failure must not abort a transaction the caller is in.
                 with transaction.atomic():
                     found = _publish(_row_read())
-            except DatabaseError:
-                # PostgreSQL is restarting: what Redis says will do until the next read.
+            except Exception:
+                # PostgreSQL is restarting, or this process may not use it (a test's thread):
+                # what Redis says, or the models already in use, will do until the next read.
                 logger.warning("could not read the Models page's setup", exc_info=True)
         if found is None:
             found = _cached()

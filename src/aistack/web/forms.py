@@ -95,7 +95,8 @@ class ModelSetupForm(forms.Form):
     api_key = forms.CharField(
         label="API key", max_length=500, required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="Stored encrypted. Leave empty to keep the saved key.")
+        help_text="Stored encrypted, never shown. Leave empty to keep the key saved for "
+                  "this provider at this address.")
     chat_model = forms.CharField(label="Chat model", max_length=200,
                                  widget=forms.TextInput(attrs={"list": "ollama-models"}),
                                  help_text="As the provider names it, like gpt-4.1-mini.")

@@ -39,7 +39,8 @@ MARKDOWN_MAX_CHARS = 200_000
 # Where a link may go: the web, mail, or an anchor in the page. Not a relative path, nor
 # "//host", which leaves the site.
 _LINK_TARGETS = ("https://", "http://", "mailto:", "#")
-_CITATION = re.compile(r"\[(\d+)\]")
+# A citation of source n in an answer: "[n]".
+CITATION = re.compile(r"\[(\d+)\]")
 
 
 @cache
@@ -81,10 +82,10 @@ def _citations_linked(tokens: list[Token], cited: frozenset[int], prefix: str) -
         in_link = 0
         for child in _citation_links_unwrapped(block.children):
             in_link += {"link_open": 1, "link_close": -1}.get(child.type, 0)
-            if child.type != "text" or in_link or not _CITATION.search(child.content):
+            if child.type != "text" or in_link or not CITATION.search(child.content):
                 children.append(child)
                 continue
-            for n, piece in enumerate(_CITATION.split(child.content)):
+            for n, piece in enumerate(CITATION.split(child.content)):
                 if n % 2 == 0:
                     if piece:
                         children.append(Token("text", "", 0, content=piece))
@@ -108,7 +109,7 @@ def _citation_links_unwrapped(children: list[Token]) -> list[Token]:
     while i < len(children):
         window = children[i:i + 3]
         if ([token.type for token in window] == ["link_open", "text", "link_close"]
-                and _CITATION.fullmatch(window[1].content)):
+                and CITATION.fullmatch(window[1].content)):
             found.append(window[1])
             i += 3
         else:
@@ -175,3 +176,12 @@ def markdown_text(text: str) -> str:
     """Return ``text`` as the plain words a page shows of it: no Markdown, one line."""
     words = nh3.clean(_markdown().render(text), tags=set())
     return " ".join(html.unescape(words).split())
+
+
+def citations_inert(text: str) -> str:
+    """Return ``text`` with its own "[n]" written "(n)": they can never read as citations.
+
+    A document may contain "[2][3]"; quoted in an answer, they would cite whatever the
+    prompt numbered 2 and 3. Only the answer's own markers may cite.
+    """
+    return CITATION.sub(r"(\1)", text)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aistack.ai import services as ai
 from aistack.ai.prompts import PromptTemplate
 from aistack.ai.types import ChatRequest, ChatResult, Message
-from aistack.rendering import markdown_html
+from aistack.rendering import CITATION, citations_inert, markdown_html
 from aistack.retrieval.models import Chunk
 from aistack.retrieval.selectors import SearchHit, SearchMode
 from aistack.retrieval.services import search
@@ -35,18 +34,6 @@ ANSWER_PROMPT = PromptTemplate(
         "the question, reply exactly: I don't know.\n\nSources:\n$sources"
     ),
 )
-_CITATION = re.compile(r"\[(\d+)\]")
-
-
-def _inert(text: str) -> str:
-    """Return a passage whose own bracketed numbers can never read as citations.
-
-    A document may contain "[2][3]"; quoted in an answer, they would cite whatever the
-    prompt numbered 2 and 3. Only the answer's own markers may cite.
-    """
-    return _CITATION.sub(r"(\1)", text)
-
-
 @dataclass(frozen=True, kw_only=True)
 class Source:
     """A retrieved passage as numbered in the prompt."""
@@ -86,12 +73,12 @@ def sources_find(
 
 def sources_numbered(sources: Sequence[Source]) -> str:
     """Return the sources as a prompt lists them: "[n] text", a blank line apart."""
-    return "\n\n".join(f"[{s.n}] {_inert(s.text)}" for s in sources)
+    return "\n\n".join(f"[{s.n}] {citations_inert(s.text)}" for s in sources)
 
 
 def sources_context(sources: Sequence[Source]) -> tuple[str, ...]:
     """Return the sources' texts as a request's context, in their numbers' order."""
-    return tuple(_inert(s.text) for s in sources)
+    return tuple(citations_inert(s.text) for s in sources)
 
 
 def answer_plan(
@@ -137,7 +124,7 @@ def sources_cited(sources: Sequence[Source], answer: str) -> list[Source]:
     """Return those of ``sources`` that ``answer`` cites, in order of first citation."""
     by_number = {source.n: source for source in sources}
     seen: list[Source] = []
-    for match in _CITATION.finditer(answer):
+    for match in CITATION.finditer(answer):
         source = by_number.get(int(match.group(1)))
         if source is not None and source not in seen:
             seen.append(source)
@@ -146,7 +133,7 @@ def sources_cited(sources: Sequence[Source], answer: str) -> list[Source]:
 
 def citations_dropped(text: str) -> str:
     """Return an earlier answer without its [n]: a later turn numbers its own sources."""
-    return _CITATION.sub("", text)
+    return CITATION.sub("", text)
 
 
 def answer_render(plan: AnswerPlan, result: ChatResult | None) -> dict[str, object]:

@@ -19,6 +19,8 @@ import numpy.typing as npt
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from aistack.rendering import citations_inert
+
 # Fragments shorter than this are headings or list debris, not statements to quote.
 MIN_STATEMENT_WORDS = 3
 # A summary's sentences are whole statements of reasonable length, mostly words.
@@ -65,7 +67,6 @@ _ENUMERATOR = re.compile(r"^(?:[A-Z]|\d{1,2}|[ivx]{1,4})[.)]\s+(?=[A-Z])")
 # A line this short that does not end in punctuation is a heading when a capital follows.
 _LABEL_MAX_WORDS = 8
 _CONTINUES = (".", "!", "?", ",", ";", ":", "-", "(", "\u2014", "\u2013")
-_CITATION_LIKE = re.compile(r"\[(\d+)\]")
 _SKIPPED_BLOCKS = frozenset({"heading_open", "th_open", "td_open", "blockquote_open"})
 
 
@@ -171,7 +172,7 @@ def _inert(sentence: str) -> str:
     Its Markdown is gone, so an escaped "\\[1\\](https://...)" in the text is now
     "[1](https://...)": it would read as a citation, or a link the document chose.
     """
-    return _CITATION_LIKE.sub(r"(\1)", sentence).replace("](", "] (")
+    return citations_inert(sentence).replace("](", "] (")
 
 
 def statements(context: Sequence[str]) -> list[Statement]:

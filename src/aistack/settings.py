@@ -283,6 +283,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aistack.retrieval.tasks.merge_postings",
         "schedule": 30.0,
     },
+    # Re-embedding for the embedding model the Models page chose, and the switch to it.
+    "embedding-switch": {
+        "task": "aistack.retrieval.tasks.embedding_switch",
+        "schedule": 30.0,
+    },
     "usage-rollup": {
         "task": "aistack.usage.tasks.rollup",
         "schedule": USAGE_ROLLUP_INTERVAL_SECONDS,

@@ -8,10 +8,14 @@ Each response is queued as raw status, headers and body bytes, exactly as sent.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
+import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +53,8 @@ class VendorServer:
         self.received: list[Received] = []
         # Answers to GET by path, sent every time (Ollama's model list, say).
         self.pages: dict[str, Canned] = {}
+        # Answers POSTs when nothing is queued, from the path and the request's body.
+        self.answer: Callable[[str, Any], Canned] | None = None
         server = self
 
         class Handler(QuietHandler):
@@ -65,8 +71,14 @@ class VendorServer:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=json.loads(raw) if raw else None,
                 ))
-                canned = server.queue.popleft() if server.queue else Canned(
-                    status=418, body=b'{"error": {"message": "no response queued"}}')
+                body = server.received[-1].body
+                if server.queue:
+                    canned = server.queue.popleft()
+                elif server.answer is not None:
+                    canned = server.answer(self.path, body)
+                else:
+                    canned = Canned(status=418,
+                                    body=b'{"error": {"message": "no response queued"}}')
                 # The client may give up first (a timeout test): nothing left to do then.
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._send(canned)
@@ -236,3 +248,24 @@ def anthropic_error(status: int, *, kind: str = "api_error", message: str = "fai
                     request_id: str = "req_anthropic_error") -> Canned:
     return _json(status, {"type": "error", "error": {"type": kind, "message": message}},
                  {"request-id": request_id, **(headers or {})})
+
+
+def words_embedded(width: int = 16) -> Callable[[str, Any], Canned]:
+    """Answer OpenAI embedding requests like a model would: each text's vector is made of
+    its words (hashed into ``width`` dimensions), so texts sharing words lie close."""
+
+    def vector(text: str) -> list[float]:
+        values = [0.0] * width
+        for word in re.findall(r"[a-z]+", text.lower()):
+            values[int(hashlib.sha256(word.encode()).hexdigest(), 16) % width] += 1.0
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        return [v / norm for v in values]
+
+    def answer(path: str, body: Any) -> Canned:
+        if not path.endswith("/embeddings"):
+            return Canned(status=404, body=b'{"error": {"message": "not found"}}')
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return openai_embeddings([vector(text) for text in texts])
+
+    return answer
+

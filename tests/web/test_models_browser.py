@@ -8,9 +8,18 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from aistack.accounts.services import user_create
-from aistack.ai import chat_models, setup
-from tests.ai.vendors import VendorServer, openai_chat, openai_error, openai_stream
+from aistack.ai import chat_models, embedding_models, setup
+from aistack.ai.setup import model_setup_save
+from aistack.retrieval.reindex import embedding_switch, reindex_run
+from tests.ai.vendors import (
+    VendorServer,
+    openai_chat,
+    openai_error,
+    openai_stream,
+    words_embedded,
+)
 from tests.browser import context_for, screenshot
+from tests.retrieval.helpers import indexed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,10 +31,12 @@ def vendor() -> Iterator[VendorServer]:
     server = VendorServer()
     setup.follower.__init__()  # type: ignore[misc]
     chat_models.reset()
+    embedding_models.reset()
     yield server
     server.close()
     setup.follower.__init__()  # type: ignore[misc]
     chat_models.reset()
+    embedding_models.reset()
 
 
 def test_an_administrator_tests_and_saves_a_model_and_chat_streams_from_it(
@@ -80,4 +91,46 @@ def test_an_administrator_tests_and_saves_a_model_and_chat_streams_from_it(
     page.goto(f"http://{asgi_url}/models/")
     page.get_by_role("button", name="Use the environment's models").click()
     expect(page.locator("#chat-in-use")).to_have_text("local:extractive")
+    context.close()
+
+
+def test_an_administrator_switches_the_embedding_model_and_watches_it_happen(
+    clean_redis: None, asgi_url: str, browser: Browser, vendor: VendorServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    admin = user_create(username="root", password="correct horse battery staple",
+                        is_staff=True)
+    for title, text in (("Vacation", "Employees get 25 days of paid vacation."),
+                        ("Parking", "Parking permits renew every January.")):
+        indexed(admin.personal_workspace, admin, title, text)
+    vendor.answer = words_embedded(width=8)
+    model_setup_save(provider="compatible", base_url=f"{vendor.url}/v1", api_key=KEY,
+                     chat_model="team-model", fallbacks="", user=admin)
+    context = context_for(browser, asgi_url, admin)
+    page = context.new_page()
+    page.goto(f"http://{asgi_url}/models/")
+    expect(page.locator("#embedding-in-use")).to_have_text("local:all-MiniLM-L6-v2-int8")
+
+    page.get_by_label("Embedding model").fill("no such model")
+    page.get_by_role("button", name="Embed with this model").click()
+    expect(page.get_by_text("A model name has no spaces")).to_be_visible()
+
+    page.get_by_label("Embedding model").fill("team-embed")
+    page.get_by_role("button", name="Embed with this model").click()
+    expect(page.get_by_text("Search moves to page:openai:team-embed once every document "
+                            "has its vectors")).to_be_visible()
+    setup.follower.checked_at = -setup.REFRESH_SECONDS
+    # What a worker does when it gets the message (none runs in this test).
+    assert embedding_switch().queued == 2
+    page.reload()
+    expect(page.locator("#reindex-progress")).to_contain_text(
+        "Re-embedding for page:openai:team-embed: 0 of 2 passages.")
+    expect(page.get_by_label("Embedding model")).to_have_value("team-embed")
+    screenshot(page, request, "-building")
+
+    assert reindex_run(progress=lambda done: None)
+    page.reload()
+    expect(page.locator("#embedding-in-use")).to_have_text("page:openai:team-embed")
+    expect(page.locator("#reindex-progress")).to_have_count(0)
+    screenshot(page, request)
     context.close()

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -25,6 +25,10 @@ from aistack.ai.base import BaseChatModel, BaseEmbeddingModel, BaseModel
 M = TypeVar("M", bound=BaseModel)
 
 PROVIDERS = ("openai", "anthropic", "ollama", "local", "scripted")
+# How an embedding model reached over the Models page's connection is named
+# (``page:openai:text-embedding-3-small``): its vectors are never taken for those of the
+# same model reached over the environment's connection.
+PAGE_MODEL_PREFIX = "page:"
 
 
 class InvalidModelError(ImproperlyConfigured):
@@ -51,7 +55,9 @@ def _build(params: Mapping[str, Any], alias: str, base: type[BaseModel]) -> Any:
         raise InvalidModelError(f"cannot load the backend for {spec!r}: {exc}") from exc
     if not (isinstance(backend, type) and issubclass(backend, base)):
         raise InvalidModelError(f"{params['BACKEND']} is not a {base.__name__}")
-    return backend(alias=alias, model=params.get("MODEL", ""), options=params.get("OPTIONS", {}))
+    built = backend(alias=alias, model=params.get("MODEL", ""), options=params.get("OPTIONS", {}))
+    built.named = params.get("ID")
+    return built
 
 
 class ModelHandler(BaseConnectionHandler[M]):
@@ -86,80 +92,115 @@ class ModelHandler(BaseConnectionHandler[M]):
 
 
 @dataclass(frozen=True)
-class _ChatSnapshot:
-    """The chat models of one version of the configuration, built as they are asked for."""
+class _Snapshot(Generic[M]):
+    """The models of one version of the configuration, built as they are asked for."""
 
     version: object
     entries: Mapping[str, Mapping[str, Any]]
     fallbacks: tuple[str, ...]
-    built: dict[str, BaseChatModel] = field(default_factory=dict)
+    built: dict[str, M] = field(default_factory=dict)
 
 
-class ChatModelHandler(ModelHandler[BaseChatModel]):
-    """The chat models: the environment's, or the Models page's while it sets some.
+class FollowingModelHandler(ModelHandler[M]):
+    """Models of one kind: the environment's, or the Models page's while it sets some.
 
     Every process follows the page within seconds (see ``aistack.ai.setup``). Each version
     of the configuration is one snapshot, swapped whole under a lock: a caller gets the
-    models and fallbacks of one version, never a mix of two.
+    models (and fallbacks) of one version, never a mix of two.
     """
 
     def reset(self) -> None:
         """Forget the settings read and the backends built from them."""
         super().reset()
         self._lock = threading.Lock()
-        self._snapshot: _ChatSnapshot | None = None
+        self._snapshot: _Snapshot[M] | None = None
 
-    def _current(self) -> _ChatSnapshot:
+    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
+        """Return the page's entries and fallbacks of this kind, or None for the settings'."""
+        raise NotImplementedError
+
+    def _fallbacks(self) -> list[str]:
+        return []
+
+    def _current(self) -> _Snapshot[M]:
         from aistack.ai.setup import page_models
 
         page = page_models()
-        version = page.revision if page is not None else None
+        chosen = self._from_page(page) if page is not None else None
+        version = page.revision if page is not None and chosen is not None else None
         with self._lock:
             if self._snapshot is None or self._snapshot.version != version:
-                self._snapshot = (
-                    _ChatSnapshot(version=version, entries=page.models,
-                                  fallbacks=tuple(page.fallbacks)) if page is not None else
-                    _ChatSnapshot(version=None, entries=self.settings,
-                                  fallbacks=tuple(settings.AI_CHAT_FALLBACKS)))
+                entries, fallbacks = chosen or (self.settings, self._fallbacks())
+                self._snapshot = _Snapshot(version=version, entries=entries,
+                                           fallbacks=tuple(fallbacks))
             return self._snapshot
 
-    def _model(self, snapshot: _ChatSnapshot, alias: str) -> BaseChatModel:
+    def _model(self, snapshot: _Snapshot[M], alias: str) -> M:
         with self._lock:
             found = snapshot.built.get(alias)
             if found is None:
                 if alias not in snapshot.entries:
-                    raise InvalidModelError(f"The chat model {alias!r} is not configured.")
+                    raise InvalidModelError(f"The model {alias!r} is not configured.")
                 found = snapshot.built[alias] = self.build(snapshot.entries[alias], alias=alias)
         return found
 
-    def __getitem__(self, alias: str) -> BaseChatModel:
+    def __getitem__(self, alias: str) -> M:
         return self._model(self._current(), alias)
 
-    def chain(self) -> list[BaseChatModel]:
+    def chain(self) -> list[M]:
         """Return the default model, then its fallbacks in order, all of one version."""
         snapshot = self._current()
         return [self._model(snapshot, alias) for alias in ("default", *snapshot.fallbacks)]
 
 
+class ChatModelHandler(FollowingModelHandler[BaseChatModel]):
+    """The chat models, with their fallbacks."""
+
+    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
+        return (page.models, page.fallbacks) if page.models else None
+
+    def _fallbacks(self) -> list[str]:
+        return list(settings.AI_CHAT_FALLBACKS)
+
+
+class EmbeddingModelHandler(FollowingModelHandler[BaseEmbeddingModel]):
+    """The embedding model (no fallbacks: vectors of two models cannot be compared)."""
+
+    def _from_page(self, page: Any) -> tuple[Mapping[str, Mapping[str, Any]], list[str]] | None:
+        return ({"default": page.embedding}, []) if page.embedding else None
+
+
 chat_models: ChatModelHandler = ChatModelHandler(
     settings_name="AI_CHAT_MODELS", base=BaseChatModel)
-embedding_models: ModelHandler[BaseEmbeddingModel] = ModelHandler(
+embedding_models: EmbeddingModelHandler = EmbeddingModelHandler(
     settings_name="AI_EMBEDDING_MODELS", base=BaseEmbeddingModel)
-_other_embedding_models: dict[str, BaseEmbeddingModel] = {}
+_other_embedding_models: dict[tuple[str, int], BaseEmbeddingModel] = {}
+_other_lock = threading.Lock()
 
 
 def embedding_model_for(spec: str) -> BaseEmbeddingModel:
-    """Return the embedding model named ``provider:model``: the configured one or another.
+    """Return the embedding model named ``spec``: the configured one or another.
 
     Vectors already stored stay searchable only with the model that made them, so
-    while a new model's index is built, queries still need the old one.
+    while a new model's index is built, queries still need the old one. A name the
+    Models page gave (``page:provider:model``) is reached over the page's connection;
+    any other ``provider:model`` over the environment's.
     """
     default = embedding_models["default"]
     if default.id == spec:
         return default
-    if spec not in _other_embedding_models:
+    if spec.startswith(PAGE_MODEL_PREFIX):
+        from aistack.ai.setup import page_embedding_entry
+
+        version, params = page_embedding_entry(spec)
+    else:
         provider, _, model = spec.partition(":")
-        params = {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel", "MODEL": model,
-                  "OPTIONS": settings.AI_PROVIDER_OPTIONS.get(provider, {})}
-        _other_embedding_models[spec] = _build(params, spec, BaseEmbeddingModel)
-    return _other_embedding_models[spec]
+        version, params = 0, {"BACKEND": f"aistack.ai.backends.{provider}.EmbeddingModel",
+                              "MODEL": model,
+                              "OPTIONS": settings.AI_PROVIDER_OPTIONS.get(provider, {})}
+    with _other_lock:
+        found = _other_embedding_models.get((spec, version))
+        if found is None:
+            found = _other_embedding_models[(spec, version)] = _build(
+                params, spec, BaseEmbeddingModel)
+    return found

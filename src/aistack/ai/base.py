@@ -28,11 +28,14 @@ class BaseModel:
         self.alias = alias
         self.model = model
         self.options = dict(options)
+        # Set by a settings entry's "ID": the name of a model reached over a connection
+        # other than the environment's (see ``aistack.ai.setup``).
+        self.named: str | None = None
 
     @property
     def id(self) -> str:
-        """Return the ``provider:model`` string naming this model."""
-        return f"{self.provider}:{self.model}"
+        """Return the ``provider:model`` string naming this model (or its entry's ID)."""
+        return self.named or f"{self.provider}:{self.model}"
 
     @property
     def circuit_key(self) -> str:

@@ -1,8 +1,9 @@
-"""The chat model connected from the Models page, kept in PostgreSQL.
+"""The models connected from the Models page, kept in PostgreSQL.
 
 One row at most. While it names a chat model, that model wins over the environment's
 AI_CHAT_MODEL and AI_FALLBACK_CHAT_MODELS (see ``aistack.ai.setup``); "Use the
-environment's" blanks it, which gives them back. Every change raises its revision, which is
+environment's" blanks it, which gives them back. Its embedding model, when set, wins
+over AI_EMBEDDING_MODEL the same way. Every change raises its revision, which is
 how processes tell a newer setup from an older one. Its API key is stored encrypted
 (``aistack.ai.secrets``).
 """
@@ -33,6 +34,14 @@ class ModelSetup(models.Model):
     # Tried in order when the chat model fails: `provider:model`, comma-separated; they
     # use the environment's keys and addresses.
     fallbacks = models.CharField(max_length=1000, blank=True)
+    # Empty: AI_EMBEDDING_MODEL. Else `local:<name>` (built in) or `page:<sdk>:<name>`, a
+    # model reached over this row's connection. Changing it re-embeds every document.
+    embedding_model = models.CharField(max_length=300, blank=True)
+    # The width of its vectors, as a call to it measured when it was saved.
+    embedding_dimensions = models.PositiveIntegerField(default=0)
+    # When the page last chose the embedding model (empty: never, and search follows
+    # `aistack reindex` alone); from then on, workers switch search by themselves.
+    embedding_chosen_at = models.DateTimeField(null=True, blank=True)
     revision = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,

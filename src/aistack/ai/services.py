@@ -434,6 +434,31 @@ def embeddings_create(
     return EmbeddingResult(vectors=vectors, model=model.id, usage=usage, request_id=request_id)
 
 
+def embedding_model_try(*, model: BaseEmbeddingModel, texts: Sequence[str],
+                        attribution: Attribution) -> EmbeddingResult:
+    """Embed ``texts`` once with ``model``, configured or not: no retry and no circuit
+    breaker, like ``chat_model_try``. Logged and recorded in the ledger like any call."""
+    call = _Call(operation="embed", attribution=attribution, prompt=texts)
+    call.reserve([model], input_chars=sum(len(text) for text in texts), output_tokens=0)
+    call.model, call.attempts = model, 1
+    started = time.monotonic()
+    connection_give_back()
+    try:
+        model.validate(texts)
+        result = model.embed(texts, timeout=settings.AI_TIMEOUT_SECONDS)
+    except AIError as error:
+        call.log(model, outcome="error", started=started, error=error)
+        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
+        raise
+    except BaseException:
+        call.release()
+        raise
+    call.log(model, outcome="ok", started=started, usage=result.usage,
+             request_id=result.request_id)
+    call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
+    return result
+
+
 def models_loading_here(*, embedding: bool, chat: bool) -> list[BaseModel]:
     """Return the default models asked about that their first call would load here."""
     models: list[BaseModel] = [

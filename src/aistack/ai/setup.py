@@ -1,10 +1,16 @@
-"""The chat model connected from the Models page, and how every process comes to use it.
+"""The models connected from the Models page, and how every process comes to use them.
 
-Which wins: the page. While a model is saved there, it and its fallbacks are the chat
+Which wins: the page. While a chat model is saved there, it and its fallbacks are the chat
 models of every process (web, workers, CLI), whatever AI_CHAT_MODEL and
 AI_FALLBACK_CHAT_MODELS say; "Use the environment's" blanks it and gives those back.
-The embedding model is the environment's alone: changing it means re-embedding every
-document (``aistack reindex``).
+An embedding model saved there wins over AI_EMBEDDING_MODEL the same way; since vectors
+of two models cannot be compared, search moves to it only once every document has been
+embedded again (``aistack.retrieval.reindex.embedding_switch``).
+
+The page has one connection (provider, address, key). An embedding model reached over it
+is named ``page:<sdk>:<model>``, so its vectors are never taken for those of a model of
+the same name reached over the environment's connection; and the connection cannot change
+while search depends on it (``connection_used_by``).
 
 PostgreSQL keeps the setup; Redis tells processes about it sooner. A save or a clear raises
 the row's revision, then publishes the row (its API key still encrypted) under
@@ -20,9 +26,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,11 +39,18 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
-from aistack.ai import PROVIDERS, chat_models
+from aistack.ai import (
+    PAGE_MODEL_PREFIX,
+    PROVIDERS,
+    InvalidModelError,
+    chat_models,
+    embedding_models,
+)
 from aistack.ai import services as ai
 from aistack.ai.backends.http import is_loopback
-from aistack.ai.base import BaseChatModel
+from aistack.ai.base import BaseModel
 from aistack.ai.exceptions import (
     AIError,
     BadResponse,
@@ -70,17 +85,28 @@ OLLAMA_DEFAULT = "http://localhost:11434"
 OLLAMA_PROBE_SECONDS = 1.0
 # What the row says before anything was saved: the environment's models.
 _NOTHING_SET = {"revision": 0, "provider": "", "base_url": "", "api_key_encrypted": "",
-                "chat_model": "", "fallbacks": ""}
+                "chat_model": "", "fallbacks": "", "embedding_model": "",
+                "embedding_dimensions": 0, "embedding_chosen": False}
+# The built-in embedding models, offered on the page.
+LOCAL_PREFIX = "local:"
+EMBED_TEST_TEXT = "aistack checks that this model embeds."
 
 
 @dataclass(frozen=True)
 class PageModels:
-    """The chat models the page set: settings entries by alias, and the fallbacks' aliases."""
+    """What the page set: chat settings entries by alias (none: the environment's), the
+    fallbacks' aliases, the embedding model's entry, and the page's connection."""
 
     revision: int
-    # Holds the decrypted key: never in a repr, a log line or a traceback's locals.
+    # Hold the decrypted key: never in a repr, a log line or a traceback's locals.
     models: dict[str, dict[str, Any]] = field(repr=False)
     fallbacks: list[str]
+    embedding: dict[str, Any] | None = field(repr=False)
+    # Whether the page ever chose the embedding model (then workers switch search to it).
+    embedding_chosen: bool
+    # The SDK the page connects with ("" when it connects nothing), and its options.
+    backend: str
+    options: dict[str, Any] = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,11 +163,14 @@ def _fallbacks_checked(text: str) -> list[str]:
 
 @transaction.atomic
 def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: str,
-                     fallbacks: str, user: User) -> ModelSetup:
+                     fallbacks: str, user: User,
+                     connection_used_by: Sequence[str] = ()) -> ModelSetup:
     """Save the chat model to use everywhere.
 
     An empty ``api_key`` keeps the saved key, but only for the same provider at the same
-    address: a key is never sent anywhere it was not typed in for.
+    address: a key is never sent anywhere it was not typed in for. ``connection_used_by``
+    names the embedding models search still reads vectors of: while one of them is
+    reached over the page's connection, its provider and address stay as they are.
     """
     try:
         chosen = Provider(provider)
@@ -153,6 +182,8 @@ def model_setup_save(*, provider: str, base_url: str, api_key: str, chat_model: 
     base_url = _base_url_checked(chosen, base_url)
     specs = _fallbacks_checked(fallbacks)
     setup = _locked_setup()
+    if (setup.provider, setup.base_url) != (chosen, base_url):
+        _connection_unused(setup, connection_used_by, field="base_url")
     api_key = api_key.strip()
     if api_key:
         setup.api_key_encrypted = secret_encrypt(api_key)
@@ -188,12 +219,107 @@ def _changed() -> None:
 
 
 @transaction.atomic
-def model_setup_clear(*, user: User) -> None:
-    """Forget the page's models and key: the environment's chat models apply again."""
+def model_setup_clear(*, user: User, connection_used_by: Sequence[str] = ()) -> None:
+    """Forget the page's chat models and connection: the environment's chat models apply
+    again. (An embedding model saved there stays, unless it needs that connection, which
+    is then refused.)"""
     setup = _locked_setup()
+    _connection_unused(setup, connection_used_by, field="__all__")
     setup.provider = setup.base_url = setup.api_key_encrypted = ""
     setup.chat_model = setup.fallbacks = ""
     _revised(setup, user)
+
+
+def _connection_unused(setup: ModelSetup, used_by: Sequence[str], *, field: str) -> None:
+    """Refuse to change the page's connection while search reads vectors made over it."""
+    needing = sorted({spec for spec in (*used_by, setup.embedding_model)
+                      if spec.startswith(PAGE_MODEL_PREFIX)})
+    if needing:
+        raise _problem(field, f"Search uses {', '.join(needing)} over this connection, so its "
+                              "provider and address cannot change now. Choose another "
+                              "embedding model first and wait until search has switched "
+                              "to it.")
+
+
+def model_setup_embedding_save(*, embedding_model: str, user: User) -> str:
+    """Save the embedding model every process embeds with ("" for AI_EMBEDDING_MODEL),
+    after one real call to it; return its name.
+
+    ``local:<name>`` is a built-in model; any other name is a model of the provider the
+    page connects to, reached over that connection. Search keeps the current model's
+    vectors until every document has vectors of the new one.
+    """
+    wanted = embedding_model.strip()
+    width = 0
+    saved = model_setup_get()
+    if wanted:
+        wanted, width = _embedding_tried(wanted, saved=saved, user=user)
+    with transaction.atomic():
+        setup = _locked_setup()
+        # The call was made outside the transaction: the connection it used must be the
+        # one saved now.
+        if wanted.startswith(PAGE_MODEL_PREFIX) and saved is not None and (
+                setup.provider, setup.base_url, setup.api_key_encrypted) != (
+                saved.provider, saved.base_url, saved.api_key_encrypted):
+            raise _problem("embedding_model", "The connection changed while the model was "
+                                              "tried: try again.")
+        setup.embedding_model, setup.embedding_dimensions = wanted, width
+        setup.embedding_chosen_at = timezone.now()
+        _revised(setup, user)
+    logger.info("embedding model set on the Models page",
+                extra={"model": wanted, "dimensions": width, "user_id": user.pk})
+    return wanted
+
+
+def _embedding_tried(wanted: str, *, saved: ModelSetup | None, user: User) -> tuple[str, int]:
+    """Return the model's full name and the width of its vectors, from one call to it."""
+    if any(character.isspace() or not character.isprintable() for character in wanted):
+        raise _problem("embedding_model", "A model name has no spaces, like "
+                                          "text-embedding-3-small or local:all-MiniLM-L6-v2-int8.")
+    if wanted.startswith(LOCAL_PREFIX):
+        entry = _embedding_entry(wanted, options={})
+    elif saved is None or not saved.provider:
+        raise _problem("embedding_model", "Connect a provider above first, or choose a "
+                                          "built-in model (local:…).")
+    else:
+        backend = BACKENDS[Provider(saved.provider)]
+        if backend == "anthropic":
+            raise _problem("embedding_model", "Anthropic has no embedding models: choose a "
+                                              "built-in one (local:…).")
+        name = wanted.removeprefix(f"{backend}:")
+        if not name:
+            raise _problem("embedding_model", "Name the embedding model, like "
+                                              "text-embedding-3-small.")
+        wanted = f"{PAGE_MODEL_PREFIX}{backend}:{name}"
+        entry = _embedding_entry(wanted, options=_connection(
+            provider=Provider(saved.provider), base_url=saved.base_url,
+            api_key=_saved_key(saved)))
+    try:
+        model = embedding_models.build(entry, alias="test")
+    except InvalidModelError as exc:
+        raise _problem("embedding_model", str(exc)) from None
+    # A remote model's width is measured below rather than looked up.
+    if model.provider == "local" and (problems := model.check()):
+        raise _problem("embedding_model", f"{model.id}: {'; '.join(problems)}.")
+    try:
+        vectors = ai.embedding_model_try(
+            model=model, texts=[EMBED_TEST_TEXT],
+            attribution=Attribution(feature=FEATURE, user_id=user.pk)).vectors
+    except AIError as exc:
+        raise _problem("embedding_model", _plain_error(
+            model, exc, api_key=_saved_key(saved) if saved else "")) from None
+    width = len(vectors[0]) if vectors else 0
+    if width == 0:
+        raise _problem("embedding_model", f"{model.id} answered with no vector.")
+    return wanted, width
+
+
+def _saved_key(setup: ModelSetup) -> str:
+    if not setup.api_key_encrypted:
+        return ""
+    with contextlib.suppress(SecretUnreadable):
+        return secret_decrypt(setup.api_key_encrypted)[0]
+    return ""
 
 
 def model_setup_key_state(setup: ModelSetup | None) -> str:
@@ -212,20 +338,41 @@ def _entry(provider: str, model: str, options: dict[str, Any]) -> dict[str, Any]
             "OPTIONS": options}
 
 
-def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
-                chat_model: str) -> dict[str, Any]:
+def _connection(*, provider: Provider, base_url: str, api_key: str) -> dict[str, Any]:
+    """Return the options of the page's connection: its key and address replace the
+    environment's, for the models reached over it alone."""
     backend = BACKENDS[provider]
     options = dict(settings.AI_PROVIDER_OPTIONS.get(backend, {}))
-    # The page's key and address replace the environment's for this model alone.
     if backend != "ollama":
         options["API_KEY"] = api_key or None
     options["BASE_URL"] = base_url or (None if backend != "ollama" else options.get("BASE_URL"))
-    return _entry(backend, chat_model, options)
+    return options
+
+
+def _chat_entry(*, provider: Provider, base_url: str, api_key: str,
+                chat_model: str) -> dict[str, Any]:
+    options = _connection(provider=provider, base_url=base_url, api_key=api_key)
+    return _entry(BACKENDS[provider], chat_model, options)
+
+
+def _embedding_entry(name: str, *, options: dict[str, Any],
+                     dimensions: int = 0) -> dict[str, Any]:
+    """Return the settings entry of ``local:<model>`` or ``page:<sdk>:<model>``."""
+    if name.startswith(LOCAL_PREFIX):
+        return {"BACKEND": "aistack.ai.backends.local.EmbeddingModel",
+                "MODEL": name.removeprefix(LOCAL_PREFIX),
+                "OPTIONS": settings.AI_PROVIDER_OPTIONS.get("local", {})}
+    backend, _, model = name.removeprefix(PAGE_MODEL_PREFIX).partition(":")
+    return {"BACKEND": f"aistack.ai.backends.{backend}.EmbeddingModel", "MODEL": model,
+            "OPTIONS": {**options, **({"DIMENSIONS": dimensions} if dimensions else {})},
+            "ID": name}
 
 
 def _page_models(published: dict[str, Any]) -> PageModels | None:
     """Return the settings entries a published setup stands for (its key decrypted)."""
-    if not published["chat_model"]:
+    embedding = published.get("embedding_model", "")
+    chosen_embedding = bool(published.get("embedding_chosen"))
+    if not published["chat_model"] and not embedding and not chosen_embedding:
         return None
     token = published["api_key_encrypted"]
     api_key = ""
@@ -236,16 +383,38 @@ def _page_models(published: dict[str, Any]) -> PageModels | None:
             logger.error("the API key saved on the Models page cannot be decrypted: enter "
                          "it again there, or put the SECRET_KEY it was saved under in "
                          "SECRET_KEY_FALLBACKS")
-    models = {"default": _chat_entry(provider=Provider(published["provider"]),
-                                     base_url=published["base_url"], api_key=api_key,
-                                     chat_model=published["chat_model"])}
-    fallbacks = []
-    for n, spec in enumerate(_fallbacks_checked(published["fallbacks"]), start=1):
-        provider, _, model = spec.partition(":")
-        models[f"fallback-{n}"] = _entry(provider, model,
-                                         settings.AI_PROVIDER_OPTIONS.get(provider, {}))
-        fallbacks.append(f"fallback-{n}")
-    return PageModels(revision=published["revision"], models=models, fallbacks=fallbacks)
+    backend, options = "", {}
+    if published["provider"]:
+        chosen = Provider(published["provider"])
+        backend = BACKENDS[chosen]
+        options = _connection(provider=chosen, base_url=published["base_url"], api_key=api_key)
+    models, fallbacks = {}, []
+    if published["chat_model"]:
+        models["default"] = _entry(backend, published["chat_model"], options)
+        for n, spec in enumerate(_fallbacks_checked(published["fallbacks"]), start=1):
+            provider, _, model = spec.partition(":")
+            models[f"fallback-{n}"] = _entry(provider, model,
+                                             settings.AI_PROVIDER_OPTIONS.get(provider, {}))
+            fallbacks.append(f"fallback-{n}")
+    return PageModels(
+        revision=published["revision"], models=models, fallbacks=fallbacks,
+        embedding=_embedding_entry(embedding, options=options,
+                                   dimensions=published.get("embedding_dimensions", 0))
+        if embedding else None,
+        embedding_chosen=chosen_embedding, backend=backend, options=options)
+
+
+def page_embedding_entry(name: str) -> tuple[int, dict[str, Any]]:
+    """Return the page's revision and the settings entry of ``page:<sdk>:<model>``,
+    reached over the page's connection."""
+    page = page_models()
+    backend = name.removeprefix(PAGE_MODEL_PREFIX).partition(":")[0]
+    if page is None or page.backend != backend:
+        raise InvalidModelError(f"{name} is reached over the Models page's connection, "
+                                f"which no longer connects to {backend}")
+    dimensions = (page.embedding or {}).get("OPTIONS", {}).get("DIMENSIONS", 0) \
+        if (page.embedding or {}).get("ID") == name else 0
+    return page.revision, _embedding_entry(name, options=page.options, dimensions=dimensions)
 
 
 # --- How processes learn of it -----------------------------------------------------------
@@ -268,7 +437,10 @@ def _row_read() -> dict[str, Any]:
             setup.api_key_encrypted = renewed
     return {"revision": setup.revision, "provider": setup.provider,
             "base_url": setup.base_url, "api_key_encrypted": setup.api_key_encrypted,
-            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks}
+            "chat_model": setup.chat_model, "fallbacks": setup.fallbacks,
+            "embedding_model": setup.embedding_model,
+            "embedding_dimensions": setup.embedding_dimensions,
+            "embedding_chosen": setup.embedding_chosen_at is not None}
 
 
 def _cached() -> dict[str, Any] | None:
@@ -298,6 +470,7 @@ class _Follower:
         self.read_at = -REREAD_SECONDS
         self.revision = -1
         self.current: PageModels | None = None
+        self._lock = threading.Lock()
 
     def current_models(self) -> PageModels | None:
         now = time.monotonic()
@@ -317,11 +490,13 @@ class _Follower:
                 logger.warning("could not read the Models page's setup", exc_info=True)
         if found is None:
             found = _cached()
-        # Only ever forward: Redis may hold an older revision than the row.
-        if found is not None and found["revision"] > self.revision:
-            self.revision = found["revision"]
-            self.current = _page_models(found)
-        return self.current
+        with self._lock:
+            # Only ever forward: Redis may hold an older revision than the row, and
+            # another thread may have read a newer one meanwhile.
+            if found is not None and found["revision"] > self.revision:
+                self.revision = found["revision"]
+                self.current = _page_models(found)
+            return self.current
 
 
 def _in_event_loop() -> bool:
@@ -337,7 +512,14 @@ follower = _Follower()
 
 
 def page_models() -> PageModels | None:
-    """Return the chat models the Models page set, or None to use the environment's."""
+    """Return the models the Models page set, or None to use the environment's."""
+    return follower.current_models()
+
+
+def page_models_fresh() -> PageModels | None:
+    """Return what the Models page set, read from PostgreSQL now: for a decision that
+    must not act on a view a few seconds old."""
+    follower.checked_at, follower.read_at = -REFRESH_SECONDS, -REREAD_SECONDS
     return follower.current_models()
 
 
@@ -379,7 +561,7 @@ def model_setup_test(*, provider: str, base_url: str, api_key: str, chat_model: 
     return TestOutcome(ok=True, text=result.text.strip() or "(an empty answer)", model=model.id)
 
 
-def _plain_error(model: BaseChatModel, error: AIError, *, api_key: str) -> str:
+def _plain_error(model: BaseModel, error: AIError, *, api_key: str) -> str:
     """Say what went wrong in words a person setting up a model can act on."""
     status = f" (HTTP {error.status_code})" if error.status_code else ""
     where = model.options.get("BASE_URL") or f"{model.provider}'s address"

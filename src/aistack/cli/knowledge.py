@@ -423,7 +423,8 @@ def mcp(token: str) -> None:
 
 @main.command()
 def reindex() -> None:
-    """Re-embed every document with AI_EMBEDDING_MODEL, then switch search to it."""
+    """Re-embed every document with the configured embedding model (the Models page's,
+    else AI_EMBEDDING_MODEL), then switch search to it."""
     prepare(embedded=True, process_type="reindex", migrate=True, interactive=True)
     from rich.console import Console
     from rich.progress import Progress, TaskID

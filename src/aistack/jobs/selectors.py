@@ -92,3 +92,24 @@ def job_failures(*, start: datetime, end: datetime,
             .values_list("finished_at", "last_error")[:LAST_ERRORS]))
         for kind, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     ]
+
+
+def jobs_held(*, kind: JobKind, object_ids: Sequence[int], failed_since: datetime) -> set[int]:
+    """Return which of ``object_ids`` have a job of ``kind`` waiting, running, or failed
+    since ``failed_since`` (left for a person to retry)."""
+    return set(Job.objects.filter(kind=kind.name, object_id__in=object_ids).filter(
+        Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING])
+        | Q(status=JobStatus.FAILED, finished_at__gte=failed_since))
+        .values_list("object_id", flat=True))
+
+
+def jobs_open_exist(*, kind: JobKind) -> bool:
+    """Return whether any job of ``kind`` is waiting or running."""
+    return Job.objects.filter(kind=kind.name,
+                              status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).exists()
+
+
+def jobs_failed_since(*, kind: JobKind, since: datetime) -> list[str]:
+    """Return the errors of the jobs of ``kind`` that failed since ``since``."""
+    return list(Job.objects.filter(kind=kind.name, status=JobStatus.FAILED,
+                                   finished_at__gte=since).values_list("last_error", flat=True))

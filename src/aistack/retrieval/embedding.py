@@ -83,13 +83,14 @@ def vectors_for(
 _QUERY_VECTOR_TTL_SECONDS = 24 * 3600
 
 
-def _query_vector_key(model: str, query: str) -> str:
-    return f"retrieval:query-vector:{input_hash(model, query)}"
+def _query_vector_key(space: EmbeddingSpace, query: str) -> str:
+    # By space, not only model: a model chosen again later may be another server's.
+    return f"retrieval:query-vector:{space.pk}:{input_hash(space.model, query)}"
 
 
 def query_vector(*, space: EmbeddingSpace, query: str, attribution: Attribution) -> list[float]:
     """Embed a search query, cached by model and text: repeated searches cost no model call."""
-    key = _query_vector_key(space.model, query)
+    key = _query_vector_key(space, query)
     vector = cache.get(key)
     cache_lookups_record(cache="query_vector", feature=attribution.feature,
                          workspace_id=attribution.workspace_id,
@@ -106,6 +107,6 @@ def query_vectors_warm(*, queries: Sequence[str], attribution: Attribution) -> N
     if space is None or not queries:
         return
     vectors = embed_texts(model=space.model, texts=list(queries), attribution=attribution)
-    cache.set_many({_query_vector_key(space.model, query): vector
+    cache.set_many({_query_vector_key(space, query): vector
                     for query, vector in zip(queries, vectors, strict=True)},
                    _QUERY_VECTOR_TTL_SECONDS)

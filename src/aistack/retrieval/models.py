@@ -46,9 +46,13 @@ class SpaceStatus(models.TextChoices):
 
 
 class EmbeddingSpace(models.Model):
-    """The vectors one embedding model produced; search reads only the active space."""
+    """The vectors one embedding model produced; search reads only the active space.
 
-    model = models.CharField(max_length=200, unique=True)
+    A retired space is never used again: its vectors are deleted in the background
+    (``spaces.spaces_retired_clear``), and choosing its model again builds a new one.
+    """
+
+    model = models.CharField(max_length=300)
     dimensions = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=SpaceStatus.choices,
                               default=SpaceStatus.BUILDING)
@@ -58,7 +62,9 @@ class EmbeddingSpace(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["status"], condition=models.Q(status="active"),
-                                    name="one_active_embedding_space")
+                                    name="one_active_embedding_space"),
+            models.UniqueConstraint(fields=["model"], condition=~models.Q(status="retired"),
+                                    name="one_live_space_per_model"),
         ]
 
     def __str__(self) -> str:

@@ -1,24 +1,47 @@
-"""Move search to a new embedding model without mixing vectors or pausing search."""
+"""Move search to a new embedding model without mixing vectors or pausing search.
+
+Two ways in. ``aistack reindex`` re-embeds in the foreground, for AI_EMBEDDING_MODEL.
+Once the Models page has chosen the embedding model, workers do it by themselves:
+``embedding_switch`` runs when the choice is saved, after the last re-embedding job, and
+every 30 s from the scheduler.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from celery import current_app
 from django.db import transaction
 
+from aistack.ai.setup import page_models_fresh
 from aistack.jobs import kinds
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.runner import jobs_work_through
+from aistack.jobs.selectors import jobs_held, jobs_open_exist
 from aistack.jobs.services import JobRun, jobs_create, jobs_delete, jobs_finishing
 from aistack.retrieval.embedding import embedding_input, vectors_for
 from aistack.retrieval.index import chunk_vectors_add, chunk_vectors_missing
 from aistack.retrieval.models import Chunk, EmbeddingSpace, SpaceStatus
-from aistack.retrieval.spaces import embedding_space_activate, embedding_space_for_configured_model
+from aistack.retrieval.selectors import REEMBED_KIND
+from aistack.retrieval.spaces import (
+    embedding_space_activate,
+    embedding_space_for_configured_model,
+    spaces_building_retire,
+    spaces_retired_clear,
+    spaces_still_building,
+)
+from aistack.transactions import after_commit
 from aistack.usage.types import Attribution
+
+logger = logging.getLogger(__name__)
+
+SWITCH_TASK = "aistack.retrieval.tasks.embedding_switch"
 
 CHUNKS_REEMBED = kinds.register(
     JobKind(
-        name="retrieval.reembed",
+        name=REEMBED_KIND,
         task_name="aistack.retrieval.tasks.chunks_reembed",
         model_label="documents.Document",
         # Re-embedding for a new model is upkeep: the document's status stays as it is.
@@ -48,7 +71,11 @@ def documents_reembed_prepare(*, runs: Sequence[JobRun]) -> Callable[[], int]:
     def store() -> int:
         added = 0
         with jobs_finishing(runs):
+            # Held until commit: a switch retiring one of them waits for these vectors.
+            building = spaces_still_building([space.pk for space, *_ in planned])
             for space, chunks, inputs, vectors in planned:
+                if space.pk not in building:
+                    continue  # retired meanwhile: another model was chosen
                 # Chunks replaced by an edit meanwhile are gone; their successors got
                 # vectors in every space from the index job.
                 # Locked, so an edit deleting them now waits for us (or we see them gone).
@@ -66,6 +93,7 @@ def documents_reembed_prepare(*, runs: Sequence[JobRun]) -> Callable[[], int]:
 def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
     """Queue re-embedding of every document lacking vectors of the configured model."""
     space = embedding_space_for_configured_model()
+    spaces_building_retire(keep=space)
     if space.status == SpaceStatus.ACTIVE:
         return space, []
     document_ids = sorted(set(
@@ -95,4 +123,76 @@ def reindex_run(*, progress: Callable[[int], None],
     if Chunk.objects.exclude(vectors__space=space).exists():
         return False
     embedding_space_activate(space=space)
+    spaces_retired_clear()
     return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Switch:
+    """What one ``embedding_switch`` did."""
+
+    model: str = ""
+    # Documents handed to workers to re-embed now.
+    queued: int = 0
+    # Models whose half-built vectors were dropped: another model was chosen since.
+    dropped: list[str] = field(default_factory=list)
+    switched: bool = False
+    vectors_deleted: int = 0
+
+
+def embedding_switch() -> Switch:
+    """Bring search to the embedding model the Models page chose, without waiting on it.
+
+    Builds the model's space, drops any other being built, hands the documents still
+    lacking its vectors to the workers (not those waiting, running, or failed since the
+    space was made: a failure holds the switch until ``aistack reindex`` retries it), and
+    switches search over once no chunk lacks a vector. Then clears retired spaces. Does
+    nothing until the page has chosen an embedding model: AI_EMBEDDING_MODEL alone is
+    switched to by ``aistack reindex``.
+    """
+    page = page_models_fresh()
+    if page is None or not page.embedding_chosen:
+        return Switch(vectors_deleted=spaces_retired_clear())
+    target = embedding_space_for_configured_model()
+    done = Switch(model=target.model, dropped=spaces_building_retire(keep=target))
+    if target.status == SpaceStatus.BUILDING:
+        with transaction.atomic():
+            # One decision at a time, and none about a space retired meanwhile.
+            if spaces_still_building([target.pk]):
+                done = _switch_step(target, done)
+    if done.dropped or done.switched:
+        logger.info("embedding switch", extra={"model": done.model, "dropped": done.dropped,
+                                               "switched": done.switched})
+    return Switch(model=done.model, queued=done.queued, dropped=done.dropped,
+                  switched=done.switched, vectors_deleted=spaces_retired_clear())
+
+
+def _switch_step(target: EmbeddingSpace, done: Switch) -> Switch:
+    missing = sorted(set(Chunk.objects.exclude(vectors__space=target)
+                         .values_list("document_id", flat=True)))
+    if not missing:
+        embedding_space_activate(space=target)
+        return Switch(model=done.model, dropped=done.dropped, switched=True)
+    held = jobs_held(kind=CHUNKS_REEMBED, object_ids=missing, failed_since=target.created_at)
+    todo = [document_id for document_id in missing if document_id not in held]
+    jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=todo)
+    jobs_create(kinds=[CHUNKS_REEMBED], object_ids=todo, workspace_id=None)
+    return Switch(model=done.model, dropped=done.dropped, queued=len(todo))
+
+
+def embedding_switch_after_job() -> None:
+    """After a re-embedding job: the last one switches search over."""
+    if not jobs_open_exist(kind=CHUNKS_REEMBED):
+        embedding_switch()
+
+
+def embedding_switch_soon() -> None:
+    """Ask a worker to run ``embedding_switch`` once the current transaction commits.
+
+    A message lost to Redis costs 30 s: the scheduler runs it then anyway.
+    """
+    after_commit(_switch_send)
+
+
+def _switch_send() -> None:
+    current_app.send_task(SWITCH_TASK)

@@ -19,6 +19,8 @@ from django.db import connection, transaction
 from django.utils.html import escape
 from pgvector import Vector
 
+from aistack.jobs import kinds
+from aistack.jobs.selectors import jobs_failed_since
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit, connection_give_back
@@ -319,6 +321,10 @@ def chunks_of(document_id: int) -> list[Chunk]:
     return list(Chunk.objects.filter(document_id=document_id).order_by("ordinal"))
 
 
+# The kind of the re-embedding jobs, registered by ``reindex`` (which imports this module).
+REEMBED_KIND = "retrieval.reembed"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SpaceProgress:
     """How far the vectors of an embedding model being switched to have come."""
@@ -326,11 +332,21 @@ class SpaceProgress:
     model: str
     embedded: int
     chunks: int
+    # Why documents could not be re-embedded (each holds the switch back until retried).
+    failures: list[str]
 
 
 def spaces_building() -> list[SpaceProgress]:
-    """Return each embedding space being filled (``aistack reindex``), with its progress."""
+    """Return each embedding space being filled, with its progress."""
     total = Chunk.objects.count()
     return [SpaceProgress(model=space.model, chunks=total,
-                          embedded=ChunkVector.objects.filter(space=space).count())
+                          embedded=ChunkVector.objects.filter(space=space).count(),
+                          failures=jobs_failed_since(kind=kinds.get(REEMBED_KIND),
+                                                     since=space.created_at))
             for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING)]
+
+
+def spaces_live_models() -> list[str]:
+    """Return the models of the active space and of any being built."""
+    return list(EmbeddingSpace.objects.exclude(status=SpaceStatus.RETIRED)
+                .values_list("model", flat=True))

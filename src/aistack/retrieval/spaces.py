@@ -1,16 +1,16 @@
 """Embedding spaces: the vectors of one model. Search reads the active space; a new
-model's space fills alongside it until ``aistack reindex`` switches over."""
+model's space fills alongside it until a switch (``reindex``) makes it the active one."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from aistack.jobs.exceptions import TransientJobError
 from aistack.retrieval.embedding import embedding_model_info
-from aistack.retrieval.models import ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
 from aistack.retrieval.selectors import active_space_changed
 
 # The HNSW graph: each vector's neighbours (M; twice that on the bottom layer) and how
@@ -51,21 +51,20 @@ def embedding_space_for_configured_model() -> EmbeddingSpace:
     """Return the configured embedding model's space, creating it if need be.
 
     The first space is active at once. A later model's space is built alongside the
-    active one (new documents get vectors in both) and serves search only once
-    ``aistack reindex`` has filled it and switched over.
+    active one (new documents get vectors in both) and serves search once
+    ``reindex.embedding_switch`` (or ``aistack reindex``) has filled it and switched over.
     """
     model, dimensions = embedding_model_info()
     with transaction.atomic():
-        space, created = EmbeddingSpace.objects.select_for_update().get_or_create(
-            model=model, defaults={"dimensions": dimensions}
-        )
-        if created or space.status == SpaceStatus.RETIRED:
+        space, created = (EmbeddingSpace.objects.select_for_update()
+                          .exclude(status=SpaceStatus.RETIRED)
+                          .get_or_create(model=model, defaults={"dimensions": dimensions}))
+        if created:
             embedding_space_index_create(space=space)
-            first = not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists()
-            space.status = SpaceStatus.ACTIVE if first else SpaceStatus.BUILDING
-            space.activated_at = timezone.now() if first else None
-            space.save(update_fields=["status", "activated_at"])
-            active_space_changed()
+            if not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
+                space.status, space.activated_at = SpaceStatus.ACTIVE, timezone.now()
+                space.save(update_fields=["status", "activated_at"])
+                active_space_changed()
     return space
 
 
@@ -89,9 +88,18 @@ def spaces_unchanged(planned: Sequence[EmbeddingSpace]) -> None:
         raise TransientJobError("the embedding model changed while indexing; indexing again")
 
 
+def spaces_still_building(space_ids: Sequence[int]) -> set[int]:
+    """Return which of the spaces are still being built, held so until commit."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM retrieval_embeddingspace WHERE id = ANY(%s) "
+                       "AND status = %s FOR SHARE", [list(space_ids), SpaceStatus.BUILDING])
+        return {row[0] for row in cursor.fetchall()}
+
+
 @transaction.atomic
 def embedding_space_activate(*, space: EmbeddingSpace) -> None:
-    """Make search use ``space`` and drop the vectors of the one it replaces."""
+    """Make search use ``space``; the one it replaces is retired, its vectors deleted
+    afterwards by ``spaces_retired_clear`` (never here: that would hold the table)."""
     retired = list(EmbeddingSpace.objects.select_for_update()
                    .filter(status=SpaceStatus.ACTIVE).exclude(pk=space.pk))
     EmbeddingSpace.objects.filter(pk__in=[s.pk for s in retired]).update(
@@ -99,8 +107,50 @@ def embedding_space_activate(*, space: EmbeddingSpace) -> None:
     EmbeddingSpace.objects.filter(pk=space.pk).update(
         status=SpaceStatus.ACTIVE, activated_at=timezone.now())
     active_space_changed()
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        for old in retired:
-            cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{int(old.pk)}")
-    ChunkVector.objects.filter(space__in=retired).delete()
+
+
+def spaces_building_retire(*, keep: EmbeddingSpace) -> list[str]:
+    """Retire every space being built but ``keep``: a switch to a model chosen since;
+    return their models."""
+    with transaction.atomic():
+        stale = list(EmbeddingSpace.objects.select_for_update()
+                     .filter(status=SpaceStatus.BUILDING).exclude(pk=keep.pk))
+        EmbeddingSpace.objects.filter(pk__in=[s.pk for s in stale]).update(
+            status=SpaceStatus.RETIRED)
+    return [s.model for s in stale]
+
+
+# Vectors deleted per transaction when a retired space is cleared: each batch holds the
+# locks of its rows only, for a fraction of a second.
+RETIRED_DELETE_BATCH = 5000
+
+
+def spaces_retired_clear(*, batch: int = RETIRED_DELETE_BATCH) -> int:
+    """Delete retired spaces: their HNSW index (concurrently), their vectors a batch per
+    transaction, then the space; return how many vectors went. Safe to run at any time,
+    from several processes, and to stop halfway: the next run goes on."""
+    deleted = 0
+    for space_id in list(EmbeddingSpace.objects.filter(status=SpaceStatus.RETIRED)
+                         .values_list("pk", flat=True)):
+        index = f"chunkvector_hnsw_{int(space_id)}"
+        with connection.cursor() as cursor:
+            # CONCURRENTLY waits for searches using the index instead of blocking the
+            # table; it cannot run inside a transaction.
+            concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+            try:
+                cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {index}")
+            except DatabaseError:
+                # Another process is dropping it: it is gone, or will be on the next run.
+                continue
+        while True:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM retrieval_chunkvector WHERE id IN (SELECT id FROM "
+                    "retrieval_chunkvector WHERE space_id = %s LIMIT %s)", [space_id, batch])
+                gone = cursor.rowcount
+            deleted += gone
+            if gone < batch:
+                break
+        # What was written into it meanwhile, and its staged vectors, go with it.
+        EmbeddingSpace.objects.filter(pk=space_id, status=SpaceStatus.RETIRED).delete()
+    return deleted

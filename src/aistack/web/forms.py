@@ -104,3 +104,13 @@ class ModelSetupForm(forms.Form):
         max_length=1000, required=False,
         help_text="Tried in order when the chat model fails, as provider:model, "
                   "comma-separated, like local:extractive.")
+
+
+class EmbeddingModelForm(forms.Form):
+    embedding_model = forms.CharField(
+        label="Embedding model", max_length=250, required=False,
+        widget=forms.TextInput(attrs={"list": "embedding-models"}),
+        help_text="A built-in model (local:all-MiniLM-L6-v2-int8), or a model of the "
+                  "provider connected above, as it names it (text-embedding-3-small). "
+                  "Empty: AI_EMBEDDING_MODEL.")
+

@@ -34,4 +34,5 @@ urlpatterns = [
     path("ask/", search.ask_page, name="ask"),
     path("models/", ai_models.models_page, name="models"),
     path("models/clear/", ai_models.models_clear, name="models-clear"),
+    path("models/embedding/", ai_models.models_embedding, name="models-embedding"),
 ]

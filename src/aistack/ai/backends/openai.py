@@ -159,13 +159,14 @@ class EmbeddingModel(_OpenAIModel, BaseEmbeddingModel):
 
     @property
     def dimensions(self) -> int:
-        """Return the width of this model's vectors."""
-        return EMBEDDING_DIMENSIONS[self.model]
+        """Return the width of this model's vectors (measured by the Models page, or known)."""
+        return int(self.options.get("DIMENSIONS") or EMBEDDING_DIMENSIONS[self.model])
 
     def check(self) -> list[str]:
         """Return what is wrong with this model's configuration, without calling it."""
         problems = super().check()
-        if self.model and self.model not in EMBEDDING_DIMENSIONS:
+        if self.model and self.model not in EMBEDDING_DIMENSIONS \
+                and not self.options.get("DIMENSIONS"):
             problems.append(
                 f"the width of {self.model!r} vectors is unknown; "
                 f"use one of {', '.join(sorted(EMBEDDING_DIMENSIONS))}"

@@ -1,0 +1,306 @@
+"""Choosing the embedding model on the Models page: tried once, every document embedded
+again by the workers, search switched over only when all vectors are made.
+
+Against a loopback server speaking OpenAI's embeddings protocol, through the real SDK,
+with a real Celery worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+
+from aistack.accounts.services import user_create
+from aistack.ai import chat_models, embedding_model_for, embedding_models, setup
+from aistack.ai.models import ModelSetup
+from aistack.documents.models import Document
+from aistack.documents.services import document_create
+from aistack.jobs.kinds import JobStatus
+from aistack.jobs.models import Job
+from aistack.retrieval.models import ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.reindex import CHUNKS_REEMBED, embedding_switch
+from aistack.retrieval.selectors import SearchMode, active_space
+from aistack.retrieval.services import search
+from aistack.retrieval.spaces import spaces_retired_clear
+from aistack.usage.types import Attribution
+from tests.ai.vendors import VendorServer, openai_error, words_embedded
+from tests.retrieval.helpers import indexed
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-page-key-0123456789abcdef"
+LOCAL = "local:all-MiniLM-L6-v2-int8"
+PAGE_MODEL = "page:openai:team-embed"
+
+
+@pytest.fixture
+def admin(db: None) -> User:
+    return user_create(username="root", password="correct horse battery staple", is_staff=True)
+
+
+@pytest.fixture
+def staff(admin: User) -> Client:
+    client = Client()
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def fresh_follower(clean_redis: None) -> Iterator[None]:
+    setup.follower.__init__()  # type: ignore[misc]
+    chat_models.reset()
+    embedding_models.reset()
+    yield
+    setup.follower.__init__()  # type: ignore[misc]
+    chat_models.reset()
+    embedding_models.reset()
+
+
+def follow() -> None:
+    setup.follower.checked_at = -setup.REFRESH_SECONDS
+
+
+def connect(client: Client, vendor: VendorServer, **fields: str) -> Any:
+    return client.post("/models/", {"action": "save", "provider": "compatible",
+                                    "base_url": f"{vendor.url}/v1", "api_key": KEY,
+                                    "chat_model": "team-model", "fallbacks": "", **fields})
+
+
+def choose(client: Client, name: str) -> Any:
+    response = client.post("/models/embedding/", {"embedding_model": name})
+    follow()
+    return response
+
+
+def vectors_by_model() -> dict[str, int]:
+    return {space.model: ChunkVector.objects.filter(space=space).count()
+            for space in EmbeddingSpace.objects.all()}
+
+
+def hnsw_indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = "
+                       "'retrieval_chunkvector' AND indexname LIKE 'chunkvector_hnsw_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def created(user: User, title: str, content: str) -> Document:
+    """Create a document and wait for the worker to index it (with a worker running)."""
+    document = document_create(workspace=user.personal_workspace, title=title,
+                               content=content, author=user)
+    wait_for(lambda: Document.objects.get(pk=document.pk).embedding_status == "complete")
+    return document
+
+
+def searched(user: User, query: str) -> list[int]:
+    hits = search(workspace_ids=[user.personal_workspace.pk], query=query, k=3,
+                  mode=SearchMode.VECTOR, attribution=Attribution(feature="search"))
+    return [hit.document_id for hit in hits]
+
+
+def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_everything(
+    staff: Client, alice: User, vendor: VendorServer, celery_worker: Any,
+) -> None:
+    documents = [created(alice, title, text) for title, text in (
+        ("Vacation", "Employees get 25 days of paid vacation every year."),
+        ("Parking", "Parking permits renew every January at the front desk."),
+        ("Kitchen", "The office kitchen is cleaned every evening."))]
+    assert active_space().model == LOCAL  # type: ignore[union-attr]
+    vendor.answer = words_embedded(width=16)
+    assert connect(staff, vendor).status_code == 302
+
+    response = choose(staff, "team-embed")
+
+    assert response.status_code == 302
+    row = ModelSetup.objects.get()
+    assert (row.embedding_model, row.embedding_dimensions) == (PAGE_MODEL, 16)
+    # The one call made before saving, with the page's key.
+    assert vendor.received[-1].body["input"] == [setup.EMBED_TEST_TEXT]
+    assert vendor.received[-1].headers["authorization"] == f"Bearer {KEY}"
+    # This process follows within seconds (its worker thread may be reading the change).
+    wait_for(lambda: embedding_models["default"].id == PAGE_MODEL, seconds=5)
+    # The workers re-embed every document through the page's connection, switch, and
+    # clear the old model's vectors.
+    wait_for(lambda: vectors_by_model() == {PAGE_MODEL: 3})
+    assert active_space().model == PAGE_MODEL  # type: ignore[union-attr]
+    assert hnsw_indexes() == {f"chunkvector_hnsw_{active_space().pk}"}  # type: ignore[union-attr]
+    embedded = [text for r in vendor.received if r.path.endswith("/embeddings")
+                for text in r.body["input"]]
+    assert any("Parking permits renew" in text for text in embedded)
+    # Queries are embedded by the new model too, and find the right document.
+    assert searched(alice, "parking permits")[0] == documents[1].pk
+    assert vendor.received[-1].body["input"] == ["parking permits"]
+    # A document added now gets the new model's vectors in its own index job.
+    added = created(alice, "Laptops", "Laptops are replaced every three years.")
+    assert searched(alice, "laptops replaced")[0] == added.pk
+    page = staff.get("/models/").content.decode()
+    assert f'<dd id="embedding-in-use"><code>{PAGE_MODEL}</code>' in page
+    assert "Re-embedding" not in page
+
+
+def test_the_model_is_called_before_it_is_saved_and_a_failure_saves_nothing(
+    staff: Client, alice: User, vendor: VendorServer,
+) -> None:
+    indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days of vacation.")
+    connect(staff, vendor)
+    vendor.push(openai_error(404, message="The model `nope` does not exist",
+                             kind="invalid_request_error"))
+
+    response = choose(staff, "nope")
+
+    assert response.status_code == 422
+    page = response.content.decode()
+    assert "page:openai:nope did not answer: the model or the address was not found" in page
+    assert ModelSetup.objects.get().embedding_model == ""
+    assert embedding_models["default"].id == LOCAL
+    assert embedding_switch().model == ""  # nothing chosen: nothing to switch
+    assert list(EmbeddingSpace.objects.values_list("model", flat=True)) == [LOCAL]
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("two words", "A model name has no spaces"),
+    ("local:no-such-model", "the local embedding models are"),
+])
+def test_a_name_that_cannot_work_is_refused_in_plain_words(
+    staff: Client, name: str, says: str,
+) -> None:
+    response = choose(staff, name)
+
+    assert response.status_code == 422
+    assert says in response.content.decode()
+    assert not ModelSetup.objects.filter(embedding_model__gt="").exists()
+
+
+def test_a_remote_model_needs_a_connection_first(staff: Client) -> None:
+    response = choose(staff, "text-embedding-3-small")
+
+    assert response.status_code == 422
+    assert "Connect a provider above first" in response.content.decode()
+
+
+def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
+    staff: Client, alice: User, vendor: VendorServer,
+) -> None:
+    """No worker runs here: the switch is driven step by step."""
+    workspace = alice.personal_workspace
+    indexed(workspace, alice, "Vacation", "Employees get 25 days of paid vacation.")
+    vendor.answer = words_embedded(width=8)
+    connect(staff, vendor)
+    choose(staff, "team-embed")
+    first = embedding_switch()
+    assert (first.model, first.queued, first.switched) == (PAGE_MODEL, 1, False)
+    # A document indexed meanwhile gets vectors in the space being built too.
+    indexed(workspace, alice, "Parking", "Parking permits renew every January.")
+    assert vectors_by_model() == {LOCAL: 2, PAGE_MODEL: 1}
+    building = EmbeddingSpace.objects.get(model=PAGE_MODEL)
+
+    # Back to the built-in model before the switch finished.
+    choose(staff, LOCAL)
+    second = embedding_switch()
+
+    assert second.model == LOCAL and second.dropped == [PAGE_MODEL]
+    assert second.vectors_deleted == 1
+    assert vectors_by_model() == {LOCAL: 2}
+    assert f"chunkvector_hnsw_{building.pk}" not in hnsw_indexes()
+    assert active_space().model == LOCAL  # type: ignore[union-attr]
+    # The queued re-embedding finds nothing to build any more.
+    assert embedding_switch().queued == 0
+    assert "Re-embedding" not in staff.get("/models/").content.decode()
+
+
+def test_a_document_that_fails_to_embed_holds_the_switch_and_is_shown(
+    staff: Client, alice: User, vendor: VendorServer, celery_worker: Any,
+) -> None:
+    created(alice, "Vacation", "Employees get 25 days of paid vacation.")
+    created(alice, "Poison", "This text the server refuses to embed.")
+    embed = words_embedded(width=8)
+
+    def answer(path: str, body: Any) -> Any:
+        if any("refuses" in text for text in body["input"]):
+            return openai_error(400, message="input rejected", kind="invalid_request_error")
+        return embed(path, body)
+
+    vendor.answer = answer
+    connect(staff, vendor)
+
+    choose(staff, "team-embed")
+
+    wait_for(lambda: Job.objects.filter(kind=CHUNKS_REEMBED.name,
+                                        status=JobStatus.FAILED).exists())
+    wait_for(lambda: not Job.objects.filter(kind=CHUNKS_REEMBED.name, status__in=[
+        JobStatus.PENDING, JobStatus.PROCESSING]).exists())
+    embedding_switch()
+    assert active_space().model == LOCAL  # type: ignore[union-attr]
+    assert EmbeddingSpace.objects.get(model=PAGE_MODEL).status == SpaceStatus.BUILDING
+    page = staff.get("/models/").content.decode()
+    assert "1 document could not be re-embedded" in page
+    assert "input rejected" in page
+    assert "Re-embedding for <code>page:openai:team-embed</code>: 1 of 2 passages." in page
+
+
+def test_the_connection_cannot_change_while_search_depends_on_it(
+    staff: Client, alice: User, vendor: VendorServer,
+) -> None:
+    indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days of vacation.")
+    vendor.answer = words_embedded(width=8)
+    connect(staff, vendor)
+    choose(staff, "team-embed")
+    embedding_switch()
+
+    moved = connect(staff, vendor, base_url="http://127.0.0.1:9/v1")
+    cleared = staff.post("/models/clear/", follow=True)
+    rotated = connect(staff, vendor, api_key="sk-rotated-key-0123456789")
+
+    assert moved.status_code == 422
+    assert "cannot change now" in moved.content.decode()
+    assert "cannot change now" in cleared.content.decode()
+    assert rotated.status_code == 302  # the same server with a new key is fine
+    row = ModelSetup.objects.get()
+    assert (row.base_url, row.chat_model) == (f"{vendor.url}/v1", "team-model")
+
+
+def test_the_environments_model_of_the_same_name_keeps_the_environments_connection(
+    staff: Client, vendor: VendorServer, settings: Any,
+) -> None:
+    """A model the page reaches is named apart from the environment's of the same name:
+    their vectors never mix, and the environment's is never sent to the page's server."""
+    settings.AI_PROVIDER_OPTIONS = {**settings.AI_PROVIDER_OPTIONS,
+                                    "openai": {"API_KEY": "sk-env", "BASE_URL": "http://env/v1"}}
+    vendor.answer = words_embedded(width=1536)
+    connect(staff, vendor)
+
+    choose(staff, "text-embedding-3-small")
+
+    assert embedding_models["default"].id == "page:openai:text-embedding-3-small"
+    assert embedding_models["default"].options["BASE_URL"] == f"{vendor.url}/v1"
+    environments = embedding_model_for("openai:text-embedding-3-small")
+    assert environments.options["BASE_URL"] == "http://env/v1"
+    assert environments.options["API_KEY"] == "sk-env"
+
+
+def test_a_retired_space_is_cleared_a_batch_at_a_time_and_then_deleted(alice: User) -> None:
+    workspace = alice.personal_workspace
+    for n in range(5):
+        indexed(workspace, alice, f"Note {n}", f"Note number {n} about parking and vacation.")
+    old = active_space()
+    assert old is not None and ChunkVector.objects.filter(space=old).count() == 5
+    EmbeddingSpace.objects.filter(pk=old.pk).update(status=SpaceStatus.RETIRED)
+
+    assert spaces_retired_clear(batch=2) == 5
+
+    assert not EmbeddingSpace.objects.filter(pk=old.pk).exists()
+    assert f"chunkvector_hnsw_{old.pk}" not in hnsw_indexes()
+    assert spaces_retired_clear(batch=2) == 0

@@ -7,24 +7,34 @@ with a real Celery worker.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
+from django.utils import timezone
 
 from aistack.accounts.services import user_create
-from aistack.ai import chat_models, embedding_model_for, embedding_models, setup
+from aistack.ai import (
+    _other_embedding_models,
+    chat_models,
+    embedding_model_for,
+    embedding_models,
+    setup,
+)
 from aistack.ai.models import ModelSetup
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
 from aistack.jobs.kinds import JobStatus
 from aistack.jobs.models import Job
+from aistack.jobs.services import job_claim
+from aistack.retrieval import spaces
 from aistack.retrieval.models import ChunkVector, EmbeddingSpace, SpaceStatus
-from aistack.retrieval.reindex import CHUNKS_REEMBED, embedding_switch
+from aistack.retrieval.reindex import CHUNKS_REEMBED, documents_reembed, embedding_switch
 from aistack.retrieval.selectors import SearchMode, active_space
 from aistack.retrieval.services import search
 from aistack.retrieval.spaces import spaces_retired_clear
@@ -56,10 +66,12 @@ def fresh_follower(clean_redis: None) -> Iterator[None]:
     setup.follower.__init__()  # type: ignore[misc]
     chat_models.reset()
     embedding_models.reset()
+    _other_embedding_models.clear()
     yield
     setup.follower.__init__()  # type: ignore[misc]
     chat_models.reset()
     embedding_models.reset()
+    _other_embedding_models.clear()
 
 
 def follow() -> None:
@@ -128,14 +140,19 @@ def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_ever
     row = ModelSetup.objects.get()
     assert (row.embedding_model, row.embedding_dimensions) == (PAGE_MODEL, 16)
     # The one call made before saving, with the page's key.
-    assert vendor.received[-1].body["input"] == [setup.EMBED_TEST_TEXT]
-    assert vendor.received[-1].headers["authorization"] == f"Bearer {KEY}"
+    [tried] = [r for r in vendor.received if r.body and r.body.get("input") == [
+        setup.EMBED_TEST_TEXT]]
+    assert tried.headers["authorization"] == f"Bearer {KEY}"
     # This process follows within seconds (its worker thread may be reading the change).
     wait_for(lambda: embedding_models["default"].id == PAGE_MODEL, seconds=5)
-    # The workers re-embed every document through the page's connection, switch, and
-    # clear the old model's vectors.
-    wait_for(lambda: vectors_by_model() == {PAGE_MODEL: 3})
-    assert active_space().model == PAGE_MODEL  # type: ignore[union-attr]
+    # The workers re-embed every document through the page's connection, then switch.
+    wait_for(lambda: getattr(active_space(), "model", None) == PAGE_MODEL)
+    assert vectors_by_model() == {LOCAL: 3, PAGE_MODEL: 3}
+    assert EmbeddingSpace.objects.get(model=LOCAL).status == SpaceStatus.RETIRED
+    # The old vectors stay while a search begun before the switch may read them.
+    assert spaces_retired_clear() == 0
+    assert spaces_retired_clear(grace_seconds=0) == 3
+    assert vectors_by_model() == {PAGE_MODEL: 3}
     assert hnsw_indexes() == {f"chunkvector_hnsw_{active_space().pk}"}  # type: ignore[union-attr]
     embedded = [text for r in vendor.received if r.path.endswith("/embeddings")
                 for text in r.body["input"]]
@@ -196,7 +213,7 @@ def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
 ) -> None:
     """No worker runs here: the switch is driven step by step."""
     workspace = alice.personal_workspace
-    indexed(workspace, alice, "Vacation", "Employees get 25 days of paid vacation.")
+    first_document = indexed(workspace, alice, "Vacation", "Employees get 25 days of vacation.")
     vendor.answer = words_embedded(width=8)
     connect(staff, vendor)
     choose(staff, "team-embed")
@@ -216,8 +233,13 @@ def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
     assert vectors_by_model() == {LOCAL: 2}
     assert f"chunkvector_hnsw_{building.pk}" not in hnsw_indexes()
     assert active_space().model == LOCAL  # type: ignore[union-attr]
-    # The queued re-embedding finds nothing to build any more.
-    assert embedding_switch().queued == 0
+    # The re-embedding queued for the dropped model finds nothing left to build.
+    run = job_claim(kind=CHUNKS_REEMBED, object_id=first_document.pk)
+    assert run is not None
+    calls = len(vendor.received)
+    assert documents_reembed(runs=[run]) == 0
+    assert len(vendor.received) == calls
+    assert vectors_by_model() == {LOCAL: 2}
     assert "Re-embedding" not in staff.get("/models/").content.decode()
 
 
@@ -248,6 +270,11 @@ def test_a_document_that_fails_to_embed_holds_the_switch_and_is_shown(
     page = staff.get("/models/").content.decode()
     assert "1 document could not be re-embedded" in page
     assert "input rejected" in page
+    # Once the server takes it, "Try them again" lets the switch finish.
+    vendor.answer = embed
+    retried = staff.post("/models/embedding/retry/", follow=True).content.decode()
+    assert "1 document queued again." in retried
+    wait_for(lambda: getattr(active_space(), "model", None) == PAGE_MODEL)
     assert "Re-embedding for <code>page:openai:team-embed</code>: 1 of 2 passages." in page
 
 
@@ -291,16 +318,103 @@ def test_the_environments_model_of_the_same_name_keeps_the_environments_connecti
     assert environments.options["API_KEY"] == "sk-env"
 
 
-def test_a_retired_space_is_cleared_a_batch_at_a_time_and_then_deleted(alice: User) -> None:
+def test_a_retired_space_is_cleared_by_one_process_a_batch_at_a_time(alice: User) -> None:
     workspace = alice.personal_workspace
     for n in range(5):
         indexed(workspace, alice, f"Note {n}", f"Note number {n} about parking and vacation.")
     old = active_space()
     assert old is not None and ChunkVector.objects.filter(space=old).count() == 5
-    EmbeddingSpace.objects.filter(pk=old.pk).update(status=SpaceStatus.RETIRED)
+    EmbeddingSpace.objects.filter(pk=old.pk).update(status=SpaceStatus.RETIRED,
+                                                    retired_at=timezone.now())
+    assert spaces_retired_clear() == 0  # it served search: kept a while
 
-    assert spaces_retired_clear(batch=2) == 5
+    # Another process clearing it holds its lock: this one leaves it alone.
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [spaces._CLEAR_LOCK, old.pk])
+        assert spaces_retired_clear(grace_seconds=0) == 0
+        assert ChunkVector.objects.filter(space=old).count() == 5
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [spaces._CLEAR_LOCK, old.pk])
+    finally:
+        other.close()
+    batches: list[str] = []
+    with connection.execute_wrapper(lambda execute, sql, *args: (
+            batches.append(sql) if sql.startswith("DELETE FROM retrieval_chunkvector")
+            else None, execute(sql, *args))[1]):
+        assert spaces_retired_clear(batch=2, grace_seconds=0) == 5
 
+    assert len(batches) == 4  # 2 + 2 + 1, then one that finds none left
     assert not EmbeddingSpace.objects.filter(pk=old.pk).exists()
     assert f"chunkvector_hnsw_{old.pk}" not in hnsw_indexes()
-    assert spaces_retired_clear(batch=2) == 0
+    assert spaces_retired_clear(grace_seconds=0) == 0
+
+
+def test_two_switches_at_once_queue_each_document_once(
+    staff: Client, alice: User, vendor: VendorServer,
+) -> None:
+    for n in range(4):
+        indexed(alice.personal_workspace, alice, f"Note {n}", f"Note {n} about parking.")
+    vendor.answer = words_embedded(width=8)
+    connect(staff, vendor)
+    choose(staff, "team-embed")
+    # The space and its index made, as by an earlier run; its jobs lost.
+    assert embedding_switch().queued == 4
+    Job.objects.filter(kind=CHUNKS_REEMBED.name).delete()
+    done: list[Any] = []
+
+    def switch() -> None:
+        try:
+            done.append(embedding_switch())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=switch) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(done) == 3
+    assert sum(switch.queued for switch in done) == 4
+    assert Job.objects.filter(kind=CHUNKS_REEMBED.name).count() == 4
+    assert EmbeddingSpace.objects.filter(model=PAGE_MODEL).count() == 1
+
+
+def test_a_failure_left_by_the_model_given_up_does_not_hold_the_next(
+    staff: Client, alice: User, vendor: VendorServer,
+) -> None:
+    document = indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days.")
+    vendor.answer = words_embedded(width=8)
+    connect(staff, vendor)
+    choose(staff, "team-embed")
+    assert embedding_switch().queued == 1
+    choose(staff, "other-embed")
+    # The first model's job fails after the second model's space was made.
+    switched = embedding_switch()
+    Job.objects.filter(kind=CHUNKS_REEMBED.name).update(status=JobStatus.FAILED,
+                                                       finished_at=timezone.now())
+    assert switched.dropped == [PAGE_MODEL]
+
+    again = embedding_switch()
+
+    assert again.queued == 1
+    assert Job.objects.get(kind=CHUNKS_REEMBED.name, object_id=document.pk).status == \
+        JobStatus.PENDING
+
+
+def test_an_index_job_never_brings_back_a_model_no_longer_chosen(
+    staff: Client, alice: User, vendor: VendorServer, settings: Any,
+) -> None:
+    """Only a switch makes another model's space: a process that has not yet seen the
+    change indexes into the spaces that exist."""
+    indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days.")
+    settings.AI_EMBEDDING_MODELS = {"default": {
+        "BACKEND": "aistack.ai.backends.scripted.EmbeddingModel", "MODEL": "hash",
+        "OPTIONS": {}}}
+    embedding_models.reset()
+
+    indexed(alice.personal_workspace, alice, "Parking", "Parking permits renew in January.")
+
+    assert vectors_by_model() == {LOCAL: 2}

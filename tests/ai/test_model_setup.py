@@ -21,7 +21,7 @@ from aistack.accounts.services import user_create
 from aistack.ai import chat_models, setup
 from aistack.ai.models import ModelSetup
 from aistack.ai.secrets import SecretUnreadable, secret_decrypt, secret_encrypt
-from aistack.retrieval.reindex import reindex_run
+from aistack.retrieval.reindex import reindex_run, reindex_start
 from aistack.usage.models import UsageRecord
 from tests.ai.vendors import Canned, VendorServer, anthropic_message, openai_chat, openai_error
 from tests.retrieval.helpers import indexed
@@ -350,10 +350,11 @@ def test_the_page_shows_how_far_a_switch_of_embedding_model_has_come(
     assert "Re-embedding" not in browser_of.get("/models/").content.decode()
 
     use_models(embedding="scripted:hash")
+    reindex_start()
     indexed(workspace, alice, "Parking", "Parking permits renew every January.")
     page = browser_of.get("/models/").content.decode()
 
-    # The new document has the new model's vectors already; the first waits for reindex.
+    # The new document has the new model's vectors already; the first waits its turn.
     assert "Re-embedding for <code>scripted:hash</code>: 1 of 2 passages." in page
     reindex_run(progress=lambda done: None)
     assert "Re-embedding" not in browser_of.get("/models/").content.decode()

@@ -201,6 +201,9 @@ def embedding_model_for(spec: str) -> BaseEmbeddingModel:
     with _other_lock:
         found = _other_embedding_models.get((spec, version))
         if found is None:
+            # One per name: a model built from an older version of the page goes.
+            for key in [key for key in _other_embedding_models if key[0] == spec]:
+                del _other_embedding_models[key]
             found = _other_embedding_models[(spec, version)] = _build(
                 params, spec, BaseEmbeddingModel)
     return found

@@ -480,16 +480,18 @@ class _Follower:
         found: dict[str, Any] | None = None
         if now - self.read_at >= REREAD_SECONDS:
             self.read_at = now
-            try:
-                # A savepoint: a failure must not abort a transaction the caller is in.
-                with transaction.atomic():
-                    found = _publish(_row_read())
-            except Exception:
-                # PostgreSQL is restarting, or this process may not use it (a test's thread):
-                # what Redis says, or the models already in use, will do until the next read.
-                logger.warning("could not read the Models page's setup", exc_info=True)
-        if found is None:
-            found = _cached()
+            found = _row_read_published()
+        return self._forward(found if found is not None else _cached())
+
+    def read_now(self) -> PageModels | None:
+        """Read the row now, whatever was read lately (outside the event loop)."""
+        if _in_event_loop():
+            return self.current
+        self.checked_at = self.read_at = time.monotonic()
+        found = _row_read_published()
+        return self._forward(found if found is not None else _cached())
+
+    def _forward(self, found: dict[str, Any] | None) -> PageModels | None:
         with self._lock:
             # Only ever forward: Redis may hold an older revision than the row, and
             # another thread may have read a newer one meanwhile.
@@ -497,6 +499,18 @@ class _Follower:
                 self.revision = found["revision"]
                 self.current = _page_models(found)
             return self.current
+
+
+def _row_read_published() -> dict[str, Any] | None:
+    try:
+        # A savepoint: a failure must not abort a transaction the caller is in.
+        with transaction.atomic():
+            return _publish(_row_read())
+    except Exception:
+        # PostgreSQL is restarting, or this process may not use it (a test's thread):
+        # what Redis says, or the models already in use, will do until the next read.
+        logger.warning("could not read the Models page's setup", exc_info=True)
+        return None
 
 
 def _in_event_loop() -> bool:
@@ -519,8 +533,7 @@ def page_models() -> PageModels | None:
 def page_models_fresh() -> PageModels | None:
     """Return what the Models page set, read from PostgreSQL now: for a decision that
     must not act on a view a few seconds old."""
-    follower.checked_at, follower.read_at = -REFRESH_SECONDS, -REREAD_SECONDS
-    return follower.current_models()
+    return follower.read_now()
 
 
 # --- Trying a model, and finding Ollama's -------------------------------------------------

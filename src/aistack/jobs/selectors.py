@@ -94,12 +94,12 @@ def job_failures(*, start: datetime, end: datetime,
     ]
 
 
-def jobs_held(*, kind: JobKind, object_ids: Sequence[int], failed_since: datetime) -> set[int]:
-    """Return which of ``object_ids`` have a job of ``kind`` waiting, running, or failed
-    since ``failed_since`` (left for a person to retry)."""
+def jobs_held(*, kind: JobKind, object_ids: Sequence[int], since: datetime) -> set[int]:
+    """Return which of ``object_ids`` have a job of ``kind`` waiting or running, or one
+    queued since ``since`` that failed (left for a person to retry)."""
     return set(Job.objects.filter(kind=kind.name, object_id__in=object_ids).filter(
         Q(status__in=[JobStatus.PENDING, JobStatus.PROCESSING])
-        | Q(status=JobStatus.FAILED, finished_at__gte=failed_since))
+        | Q(status=JobStatus.FAILED, enqueued_at__gte=since))
         .values_list("object_id", flat=True))
 
 
@@ -109,7 +109,14 @@ def jobs_open_exist(*, kind: JobKind) -> bool:
                               status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).exists()
 
 
-def jobs_failed_since(*, kind: JobKind, since: datetime) -> list[str]:
-    """Return the errors of the jobs of ``kind`` that failed since ``since``."""
-    return list(Job.objects.filter(kind=kind.name, status=JobStatus.FAILED,
-                                   finished_at__gte=since).values_list("last_error", flat=True))
+def jobs_failed_ids(*, kind: JobKind) -> list[int]:
+    """Return the objects whose job of ``kind`` failed."""
+    return list(Job.objects.filter(kind=kind.name, status=JobStatus.FAILED)
+                .values_list("object_id", flat=True))
+
+
+def jobs_failures(*, kind: JobKind, since: datetime) -> tuple[int, str]:
+    """Return how many jobs of ``kind`` queued since ``since`` failed, and the latest error."""
+    failed = Job.objects.filter(kind=kind.name, status=JobStatus.FAILED, enqueued_at__gte=since)
+    latest = failed.order_by("-finished_at").values_list("last_error", flat=True).first()
+    return failed.count(), latest or ""

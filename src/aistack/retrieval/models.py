@@ -58,6 +58,7 @@ class EmbeddingSpace(models.Model):
                               default=SpaceStatus.BUILDING)
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

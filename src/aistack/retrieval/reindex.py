@@ -13,14 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from celery import current_app
-from django.db import transaction
+from django.db import connection, transaction
 
 from aistack.ai.setup import page_models_fresh
 from aistack.jobs import kinds
 from aistack.jobs.kinds import JobKind
 from aistack.jobs.runner import jobs_work_through
-from aistack.jobs.selectors import jobs_held, jobs_open_exist
+from aistack.jobs.selectors import jobs_failed_ids, jobs_held, jobs_open_exist
 from aistack.jobs.services import JobRun, jobs_create, jobs_delete, jobs_finishing
+from aistack.redis.connections import redis_outage_active
 from aistack.retrieval.embedding import embedding_input, vectors_for
 from aistack.retrieval.index import chunk_vectors_add, chunk_vectors_missing
 from aistack.retrieval.models import Chunk, EmbeddingSpace, SpaceStatus
@@ -28,6 +29,7 @@ from aistack.retrieval.selectors import REEMBED_KIND
 from aistack.retrieval.spaces import (
     embedding_space_activate,
     embedding_space_for_configured_model,
+    embedding_space_index_ready,
     spaces_building_retire,
     spaces_retired_clear,
     spaces_still_building,
@@ -90,19 +92,43 @@ def documents_reembed_prepare(*, runs: Sequence[JobRun]) -> Callable[[], int]:
     return store
 
 
+# Every decision about which space is built or active takes this lock (transaction-level):
+# two switches, or a switch and ``aistack reindex``, take turns.
+_SWITCH_LOCK = 7_310_003
+
+
+def _switch_lock() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SWITCH_LOCK])
+
+
+def _target() -> tuple[EmbeddingSpace, list[str]]:
+    """Return the configured model's space (made if need be), having retired any other
+    being built; read under the lock from the setup as it is now."""
+    with transaction.atomic():
+        _switch_lock()
+        page_models_fresh()
+        target = embedding_space_for_configured_model()
+        return target, spaces_building_retire(keep=target)
+
+
 def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
     """Queue re-embedding of every document lacking vectors of the configured model."""
-    space = embedding_space_for_configured_model()
-    spaces_building_retire(keep=space)
+    space, _ = _target()
     if space.status == SpaceStatus.ACTIVE:
         return space, []
-    document_ids = sorted(set(
-        Chunk.objects.exclude(vectors__space=space).values_list("document_id", flat=True)
-    ))
+    embedding_space_index_ready(space, wait=True)
     with transaction.atomic():
+        _switch_lock()
+        document_ids = _documents_lacking(space)
         jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=document_ids)
         jobs_create(kinds=[CHUNKS_REEMBED], object_ids=document_ids, workspace_id=None)
     return space, document_ids
+
+
+def _documents_lacking(space: EmbeddingSpace) -> list[int]:
+    return sorted(set(Chunk.objects.exclude(vectors__space=space)
+                      .values_list("document_id", flat=True)))
 
 
 def reindex_run(*, progress: Callable[[int], None],
@@ -110,7 +136,8 @@ def reindex_run(*, progress: Callable[[int], None],
     """Re-embed everything for the configured model, then switch search to it.
 
     Search keeps serving the old vectors until every chunk has a new one; returns
-    whether the switch happened (False if some documents failed to re-embed).
+    whether the switch happened (False if some documents failed to re-embed). The old
+    vectors are deleted later (``spaces.spaces_retired_clear``, from the scheduler).
     """
     space, document_ids = reindex_start()
     if on_start is not None:
@@ -120,10 +147,11 @@ def reindex_run(*, progress: Callable[[int], None],
     jobs_work_through(kind=CHUNKS_REEMBED, object_ids=document_ids,
                       work=lambda runs: documents_reembed_prepare(runs=runs),
                       progress=progress)
-    if Chunk.objects.exclude(vectors__space=space).exists():
-        return False
-    embedding_space_activate(space=space)
-    spaces_retired_clear()
+    with transaction.atomic():
+        _switch_lock()
+        if not spaces_still_building([space.pk]) or _documents_lacking(space):
+            return False
+        embedding_space_activate(space=space)
     return True
 
 
@@ -143,21 +171,23 @@ class Switch:
 def embedding_switch() -> Switch:
     """Bring search to the embedding model the Models page chose, without waiting on it.
 
-    Builds the model's space, drops any other being built, hands the documents still
-    lacking its vectors to the workers (not those waiting, running, or failed since the
-    space was made: a failure holds the switch until ``aistack reindex`` retries it), and
-    switches search over once no chunk lacks a vector. Then clears retired spaces. Does
-    nothing until the page has chosen an embedding model: AI_EMBEDDING_MODEL alone is
-    switched to by ``aistack reindex``.
+    Makes the model's space and its index (concurrently), drops any other being built,
+    hands the documents still lacking its vectors to the workers (not those waiting,
+    running, or failed since they were queued for it: a failure holds the switch until
+    it is retried, from the page or by ``aistack reindex``), and switches search over
+    once no chunk lacks a vector. Then clears retired spaces. Until the page has chosen
+    an embedding model it only clears: AI_EMBEDDING_MODEL alone is switched to by
+    ``aistack reindex``.
     """
     page = page_models_fresh()
     if page is None or not page.embedding_chosen:
         return Switch(vectors_deleted=spaces_retired_clear())
-    target = embedding_space_for_configured_model()
-    done = Switch(model=target.model, dropped=spaces_building_retire(keep=target))
-    if target.status == SpaceStatus.BUILDING:
+    target, dropped = _target()
+    done = Switch(model=target.model, dropped=dropped)
+    # Another process may be building the index: the next run goes on then.
+    if target.status == SpaceStatus.BUILDING and embedding_space_index_ready(target):
         with transaction.atomic():
-            # One decision at a time, and none about a space retired meanwhile.
+            _switch_lock()
             if spaces_still_building([target.pk]):
                 done = _switch_step(target, done)
     if done.dropped or done.switched:
@@ -168,12 +198,11 @@ def embedding_switch() -> Switch:
 
 
 def _switch_step(target: EmbeddingSpace, done: Switch) -> Switch:
-    missing = sorted(set(Chunk.objects.exclude(vectors__space=target)
-                         .values_list("document_id", flat=True)))
+    missing = _documents_lacking(target)
     if not missing:
         embedding_space_activate(space=target)
         return Switch(model=done.model, dropped=done.dropped, switched=True)
-    held = jobs_held(kind=CHUNKS_REEMBED, object_ids=missing, failed_since=target.created_at)
+    held = jobs_held(kind=CHUNKS_REEMBED, object_ids=missing, since=target.created_at)
     todo = [document_id for document_id in missing if document_id not in held]
     jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=todo)
     jobs_create(kinds=[CHUNKS_REEMBED], object_ids=todo, workspace_id=None)
@@ -186,6 +215,15 @@ def embedding_switch_after_job() -> None:
         embedding_switch()
 
 
+def reembed_failures_retry() -> int:
+    """Forget the re-embedding jobs that failed, so that the next switch queues their
+    documents again, and ask for it; return how many."""
+    failed = jobs_failed_ids(kind=CHUNKS_REEMBED)
+    jobs_delete(kinds=[CHUNKS_REEMBED], object_ids=failed)
+    embedding_switch_soon()
+    return len(failed)
+
+
 def embedding_switch_soon() -> None:
     """Ask a worker to run ``embedding_switch`` once the current transaction commits.
 
@@ -195,4 +233,6 @@ def embedding_switch_soon() -> None:
 
 
 def _switch_send() -> None:
+    if redis_outage_active():
+        return  # the scheduler's run will do
     current_app.send_task(SWITCH_TASK)

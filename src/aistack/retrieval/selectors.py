@@ -20,7 +20,7 @@ from django.utils.html import escape
 from pgvector import Vector
 
 from aistack.jobs import kinds
-from aistack.jobs.selectors import jobs_failed_since
+from aistack.jobs.selectors import jobs_failures
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit, connection_give_back
@@ -332,18 +332,22 @@ class SpaceProgress:
     model: str
     embedded: int
     chunks: int
-    # Why documents could not be re-embedded (each holds the switch back until retried).
-    failures: list[str]
+    # Documents that could not be re-embedded (each holds the switch back until retried),
+    # and the latest reason.
+    failed: int
+    failure: str
 
 
 def spaces_building() -> list[SpaceProgress]:
     """Return each embedding space being filled, with its progress."""
     total = Chunk.objects.count()
-    return [SpaceProgress(model=space.model, chunks=total,
-                          embedded=ChunkVector.objects.filter(space=space).count(),
-                          failures=jobs_failed_since(kind=kinds.get(REEMBED_KIND),
-                                                     since=space.created_at))
-            for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING)]
+    found = []
+    for space in EmbeddingSpace.objects.filter(status=SpaceStatus.BUILDING):
+        failed, failure = jobs_failures(kind=kinds.get(REEMBED_KIND), since=space.created_at)
+        found.append(SpaceProgress(model=space.model, chunks=total, failed=failed,
+                                   failure=failure,
+                                   embedded=ChunkVector.objects.filter(space=space).count()))
+    return found
 
 
 def spaces_live_models() -> list[str]:

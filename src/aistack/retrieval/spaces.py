@@ -3,9 +3,12 @@ model's space fills alongside it until a switch (``reindex``) makes it the activ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from aistack.jobs.exceptions import TransientJobError
@@ -26,51 +29,119 @@ HNSW_EF_CONSTRUCTION = 200
 
 
 def embedding_space_index_create(*, space: EmbeddingSpace, m: int = HNSW_M,
-                                 ef_construction: int = HNSW_EF_CONSTRUCTION) -> None:
+                                 ef_construction: int = HNSW_EF_CONSTRUCTION,
+                                 concurrently: bool = False) -> None:
     """Create the space's HNSW index (cosine) over its vectors at half precision.
 
     Half precision halves the index, so twice as many vectors stay in memory; search
     re-ranks what the index finds by the full vectors (``selectors.vector_ranking``).
+    Built ``concurrently``, it lets vectors be written meanwhile (outside a transaction).
     """
     # The ids and widths are integers of ours, so formatting them in is safe; the
     # predicate must be a literal for the planner to match queries to this index.
     with connection.cursor() as cursor:
-        # DDL on a table is refused while this transaction has deferred foreign-key
-        # checks pending on it: run them now.
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if not concurrently:
+            # DDL on a table is refused while this transaction has deferred foreign-key
+            # checks pending on it: run them now.
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
-            f"CREATE INDEX IF NOT EXISTS chunkvector_hnsw_{int(space.pk)} "
-            "ON retrieval_chunkvector USING hnsw "
+            f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+            f"{_index_name(space.pk)} ON retrieval_chunkvector USING hnsw "
             f"((embedding::halfvec({int(space.dimensions)})) halfvec_cosine_ops) "
             f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
             f"WHERE space_id = {int(space.pk)}"
         )
 
 
+def _index_name(space_id: int) -> str:
+    return f"chunkvector_hnsw_{int(space_id)}"
+
+
+def _index_valid(space_id: int) -> bool | None:
+    """Return whether the space's index is usable; None when there is none."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT i.indisvalid FROM pg_class c JOIN pg_index i "
+                       "ON i.indexrelid = c.oid WHERE c.relname = %s", [_index_name(space_id)])
+        row = cursor.fetchone()
+    return None if row is None else bool(row[0])
+
+
+# Session-level advisory locks, by (class, space id): one builder or clearer per space.
+_INDEX_LOCK, _CLEAR_LOCK = 7_310_001, 7_310_002
+
+
+@contextmanager
+def _space_lock(lock_class: int, space_id: int, *, wait: bool) -> Iterator[bool]:
+    """Hold the lock on this connection (no model call may run meanwhile: a model call
+    hands the connection back to the pool); yield whether it was taken."""
+    with connection.cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [lock_class, space_id])
+            taken = True
+        else:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [lock_class, space_id])
+            taken = bool(cursor.fetchone()[0])
+        try:
+            yield taken
+        finally:
+            if taken:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [lock_class, space_id])
+
+
+def embedding_space_index_ready(space: EmbeddingSpace, *, wait: bool = False) -> bool:
+    """Build the space's index if it has none, concurrently, so that indexing goes on
+    meanwhile; return whether it is usable (False: another process is building it,
+    unless ``wait``)."""
+    if _index_valid(space.pk):
+        return True
+    if connection.in_atomic_block:
+        # Inside a caller's transaction (a test's): built in place, writes waiting.
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP INDEX IF EXISTS {_index_name(space.pk)}")
+        embedding_space_index_create(space=space)
+        return True
+    with _space_lock(_INDEX_LOCK, space.pk, wait=wait) as taken:
+        if not taken:
+            return False
+        state = _index_valid(space.pk)
+        if state is False:  # a build that was stopped half-way leaves an invalid index
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(space.pk)}")
+        if not state:
+            embedding_space_index_create(space=space, concurrently=True)
+    return True
+
+
 def embedding_space_for_configured_model() -> EmbeddingSpace:
     """Return the configured embedding model's space, creating it if need be.
 
-    The first space is active at once. A later model's space is built alongside the
-    active one (new documents get vectors in both) and serves search once
-    ``reindex.embedding_switch`` (or ``aistack reindex``) has filled it and switched over.
+    The first space is active at once, with its index. A later model's space is built
+    alongside the active one (new documents get vectors in both); its index comes from
+    ``embedding_space_index_ready``, and it serves search once a switch (``reindex``)
+    has filled it.
     """
     model, dimensions = embedding_model_info()
     with transaction.atomic():
         space, created = (EmbeddingSpace.objects.select_for_update()
                           .exclude(status=SpaceStatus.RETIRED)
                           .get_or_create(model=model, defaults={"dimensions": dimensions}))
-        if created:
+        if created and not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
+            # No vectors yet: the index costs nothing to build here.
             embedding_space_index_create(space=space)
-            if not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
-                space.status, space.activated_at = SpaceStatus.ACTIVE, timezone.now()
-                space.save(update_fields=["status", "activated_at"])
-                active_space_changed()
+            space.status, space.activated_at = SpaceStatus.ACTIVE, timezone.now()
+            space.save(update_fields=["status", "activated_at"])
+            active_space_changed()
     return space
 
 
 def spaces_to_fill() -> list[EmbeddingSpace]:
-    """Return the spaces new chunks need vectors in: the active one and any being built."""
-    embedding_space_for_configured_model()
+    """Return the spaces new chunks need vectors in: the active one and any being built.
+
+    Only the first space is made here. Another model's space is made by a switch alone:
+    a process that has not yet seen a change of model must not bring back the old one.
+    """
+    if not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
+        embedding_space_for_configured_model()
     return list(EmbeddingSpace.objects.exclude(status=SpaceStatus.RETIRED).order_by("pk"))
 
 
@@ -98,12 +169,12 @@ def spaces_still_building(space_ids: Sequence[int]) -> set[int]:
 
 @transaction.atomic
 def embedding_space_activate(*, space: EmbeddingSpace) -> None:
-    """Make search use ``space``; the one it replaces is retired, its vectors deleted
-    afterwards by ``spaces_retired_clear`` (never here: that would hold the table)."""
+    """Make search use ``space``. The one it replaces is retired; its vectors are deleted
+    later, by ``spaces_retired_clear``, once no search can still be reading them."""
     retired = list(EmbeddingSpace.objects.select_for_update()
                    .filter(status=SpaceStatus.ACTIVE).exclude(pk=space.pk))
     EmbeddingSpace.objects.filter(pk__in=[s.pk for s in retired]).update(
-        status=SpaceStatus.RETIRED, activated_at=None)
+        status=SpaceStatus.RETIRED, retired_at=timezone.now())
     EmbeddingSpace.objects.filter(pk=space.pk).update(
         status=SpaceStatus.ACTIVE, activated_at=timezone.now())
     active_space_changed()
@@ -116,41 +187,50 @@ def spaces_building_retire(*, keep: EmbeddingSpace) -> list[str]:
         stale = list(EmbeddingSpace.objects.select_for_update()
                      .filter(status=SpaceStatus.BUILDING).exclude(pk=keep.pk))
         EmbeddingSpace.objects.filter(pk__in=[s.pk for s in stale]).update(
-            status=SpaceStatus.RETIRED)
+            status=SpaceStatus.RETIRED, retired_at=timezone.now())
     return [s.model for s in stale]
 
 
 # Vectors deleted per transaction when a retired space is cleared: each batch holds the
 # locks of its rows only, for a fraction of a second.
 RETIRED_DELETE_BATCH = 5000
+# How long a space that served search keeps its vectors once retired: a search that
+# began before the switch, or a process still holding the active space it cached
+# (``selectors._ACTIVE_SPACE_TTL_SECONDS``), may read them meanwhile.
+RETIRED_GRACE_SECONDS = 360
 
 
-def spaces_retired_clear(*, batch: int = RETIRED_DELETE_BATCH) -> int:
+def spaces_retired_clear(*, batch: int = RETIRED_DELETE_BATCH,
+                         grace_seconds: float = RETIRED_GRACE_SECONDS) -> int:
     """Delete retired spaces: their HNSW index (concurrently), their vectors a batch per
-    transaction, then the space; return how many vectors went. Safe to run at any time,
-    from several processes, and to stop halfway: the next run goes on."""
+    transaction, then the space; return how many vectors went.
+
+    Safe from several processes at once (one clears a space, the others skip it) and
+    to stop half-way (the next run goes on). Runs outside a transaction only.
+    """
+    if connection.in_atomic_block:
+        raise RuntimeError("retired spaces are cleared outside any transaction")
+    served_until = timezone.now() - timedelta(seconds=grace_seconds)
+    due = (EmbeddingSpace.objects.filter(status=SpaceStatus.RETIRED)
+           .filter(Q(activated_at__isnull=True) | Q(retired_at__lte=served_until)))
     deleted = 0
-    for space_id in list(EmbeddingSpace.objects.filter(status=SpaceStatus.RETIRED)
-                         .values_list("pk", flat=True)):
-        index = f"chunkvector_hnsw_{int(space_id)}"
-        with connection.cursor() as cursor:
-            # CONCURRENTLY waits for searches using the index instead of blocking the
-            # table; it cannot run inside a transaction.
-            concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
-            try:
-                cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {index}")
-            except DatabaseError:
-                # Another process is dropping it: it is gone, or will be on the next run.
-                continue
-        while True:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    "DELETE FROM retrieval_chunkvector WHERE id IN (SELECT id FROM "
-                    "retrieval_chunkvector WHERE space_id = %s LIMIT %s)", [space_id, batch])
-                gone = cursor.rowcount
-            deleted += gone
-            if gone < batch:
-                break
-        # What was written into it meanwhile, and its staged vectors, go with it.
-        EmbeddingSpace.objects.filter(pk=space_id, status=SpaceStatus.RETIRED).delete()
+    for space_id in list(due.values_list("pk", flat=True)):
+        with _space_lock(_CLEAR_LOCK, space_id, wait=False) as taken:
+            if not taken:
+                continue  # another process is clearing it
+            with connection.cursor() as cursor:
+                # Waits for searches using the index instead of blocking the table.
+                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(space_id)}")
+            while True:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(
+                        "DELETE FROM retrieval_chunkvector WHERE id IN (SELECT id FROM "
+                        "retrieval_chunkvector WHERE space_id = %s LIMIT %s)",
+                        [space_id, batch])
+                    gone = cursor.rowcount
+                deleted += gone
+                if gone == 0:
+                    break
+            # Its staged vectors go with it (few: those of documents being indexed).
+            EmbeddingSpace.objects.filter(pk=space_id, status=SpaceStatus.RETIRED).delete()
     return deleted

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
@@ -30,7 +31,7 @@ from aistack.ai.setup import (
     ollama_models,
 )
 from aistack.errors import Invalid
-from aistack.retrieval.reindex import embedding_switch_soon
+from aistack.retrieval.reindex import embedding_switch_soon, reembed_failures_retry
 from aistack.retrieval.selectors import active_space, spaces_building, spaces_live_models
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.web.forms import EmbeddingModelForm, ModelSetupForm, add_service_errors
@@ -164,3 +165,14 @@ def models_embedding(request: HttpRequest) -> HttpResponse:
                                   "vectors; until then it uses the current ones. Progress "
                                   "shows below.")
     return redirect("models")
+
+
+@login_required
+@require_POST
+def models_embedding_retry(request: HttpRequest) -> HttpResponse:
+    """Queue again the documents whose re-embedding failed."""
+    _staff(request)
+    retried = reembed_failures_retry()
+    messages.success(request, f"{retried} document{pluralize(retried)} queued again.")
+    return redirect("models")
+

@@ -35,4 +35,6 @@ urlpatterns = [
     path("models/", ai_models.models_page, name="models"),
     path("models/clear/", ai_models.models_clear, name="models-clear"),
     path("models/embedding/", ai_models.models_embedding, name="models-embedding"),
+    path("models/embedding/retry/", ai_models.models_embedding_retry,
+         name="models-embedding-retry"),
 ]

@@ -3,8 +3,12 @@
 # (see docker-compose.yml). Two stages: a virtualenv is built with compilers at hand,
 # and only that virtualenv reaches the final image.
 ARG PYTHON_VERSION=3.11
+# requirements/s3.txt adds what UPLOADS_S3_BUCKET needs (boto3, django-storages):
+# `docker compose build --build-arg REQUIREMENTS=requirements/s3.txt`.
+ARG REQUIREMENTS=requirements/app.txt
 
 FROM python:${PYTHON_VERSION}-slim AS builder
+ARG REQUIREMENTS
 # A few dependencies come as source distributions and compile.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
@@ -15,8 +19,8 @@ WORKDIR /src
 # Exactly the set `make install` puts in a virtualenv: every package pinned with its
 # hashes in requirements/app.txt, nothing resolved here (and no torch: the built-in model
 # runs in ONNX Runtime).
-COPY requirements/app.txt requirements/app.txt
-RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/app.txt
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r ${REQUIREMENTS}
 COPY pyproject.toml README.md ./
 COPY src ./src
 # The project alone: its dependencies are all in the virtualenv already.

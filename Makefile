@@ -7,6 +7,7 @@ TEST_INSTALLED := $(VENV)/.test-installed
 APP_LOCK := requirements/app.txt
 TEST_LOCK := requirements/test.txt
 TORCH_LOCK := requirements/torch.txt
+S3_LOCK := requirements/s3.txt
 
 .PHONY: install run test lint typecheck layers pytest chromium lock clean
 
@@ -51,6 +52,8 @@ lock: | $(BIN)/python
 	$(PIP_COMPILE) -c $(TEST_LOCK) -o $(APP_LOCK) pyproject.toml
 	$(BIN)/python requirements/prune.py $(APP_LOCK) sentence-transformers
 	$(PIP_COMPILE) -c $(TEST_LOCK) --extra torch -o $(TORCH_LOCK) pyproject.toml
+	$(PIP_COMPILE) -c $(TEST_LOCK) --extra s3 -o $(S3_LOCK) pyproject.toml
+	$(BIN)/python requirements/prune.py $(S3_LOCK) sentence-transformers
 	$(BIN)/python requirements/check.py
 
 # Browser tests drive Debian's Chromium; install it when missing and we are root.

@@ -48,14 +48,15 @@ def main() -> int:
     build = project["build-system"]["requires"]
     app = project["project"]["dependencies"]
     extras = project["project"]["optional-dependencies"]
-    app_lock, test_lock, torch_lock = (ROOT / "requirements" / name
-                                       for name in ("app.txt", "test.txt", "torch.txt"))
+    app_lock, test_lock, torch_lock, s3_lock = (
+        ROOT / "requirements" / name for name in ("app.txt", "test.txt", "torch.txt", "s3.txt"))
     found = (problems(app_lock, app + build) + problems(test_lock, app + extras["test"] + build)
-             + problems(torch_lock, app + extras["torch"] + build))
+             + problems(torch_lock, app + extras["torch"] + build)
+             + problems(s3_lock, app + extras["s3"] + build))
     test_pins = pins(test_lock)
     found += [
         f"{lock.name} pins {name}=={version} but test.txt pins {test_pins[name]}"
-        for lock in (app_lock, torch_lock)
+        for lock in (app_lock, torch_lock, s3_lock)
         for name, version in pins(lock).items()
         if name in test_pins and test_pins[name] != version
     ]

@@ -138,6 +138,9 @@ class Config:
     web_workers: int
     database_pool_size: int
     search_cache_mb: int
+    uploads_s3_bucket: str | None
+    uploads_s3_endpoint_url: str | None
+    uploads_s3_region: str | None
     event_streams_per_user: int
     metrics_token: str | None
     prometheus_multiproc_dir: Path
@@ -223,6 +226,9 @@ class Config:
             search_cache_mb=_positive_int(
                 env.get("SEARCH_CACHE_MB"), name="SEARCH_CACHE_MB", default=128
             ),
+            uploads_s3_bucket=env.get("UPLOADS_S3_BUCKET") or None,
+            uploads_s3_endpoint_url=env.get("UPLOADS_S3_ENDPOINT_URL") or None,
+            uploads_s3_region=env.get("UPLOADS_S3_REGION") or None,
             database_pool_size=_positive_int(
                 env.get("DATABASE_POOL_SIZE"), name="DATABASE_POOL_SIZE", default=4
             ),

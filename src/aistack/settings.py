@@ -146,7 +146,21 @@ STATIC_ROOT = CONFIG.home / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app static files straight from the packages: `aistack serve` needs no collectstatic.
 WHITENOISE_USE_FINDERS = True
+# Only where releases before originals moved to PostgreSQL kept them (read until copied).
 MEDIA_ROOT = CONFIG.home / "media"
+# Uploaded originals: in PostgreSQL, or in an S3-compatible bucket (credentials from the
+# usual AWS variables or the machine's role). Either way no process needs another's disk.
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": CONFIG.uploads_s3_bucket,
+                    "endpoint_url": CONFIG.uploads_s3_endpoint_url,
+                    "region_name": CONFIG.uploads_s3_region,
+                    # Private objects; a name taken is never overwritten.
+                    "default_acl": None, "file_overwrite": False},
+    } if CONFIG.uploads_s3_bucket else {"BACKEND": "aistack.documents.storage.DatabaseStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "documents"

@@ -144,8 +144,10 @@ def test_state_lives_in_named_volumes(compose: dict[str, Any],
 
     assert mounts("db")["/var/lib/postgresql"] in declared
     assert mounts("redis")["/data"] in declared
-    # Workers parse the files web stores: both see the same uploads (AISTACK_HOME=/data).
-    assert mounts("web")["/data/media"] == mounts("worker")["/data/media"] in declared
+    # No disk is shared by web and workers: originals are in PostgreSQL. Only the
+    # migration reads where earlier releases kept them, to copy them in.
+    assert "/data/media" not in mounts("web") and "/data/media" not in mounts("worker")
+    assert mounts("migrate")["/data/media"] in declared
     # What collectstatic writes is what Nginx serves.
     assert mounts("collectstatic")["/data/static"] == mounts("nginx")["/srv/static"] in declared
     for name in services:

@@ -75,3 +75,16 @@ class Document(models.Model):
     def awaits_parsing(self) -> bool:
         """Return whether this is an upload whose text has not been extracted yet."""
         return bool(self.source_file) and not self.content
+
+
+class StoredFile(models.Model):
+    """An uploaded original, kept in PostgreSQL (``storage.DatabaseStorage``)."""
+
+    name = models.CharField(max_length=255, unique=True)
+    content = models.BinaryField()
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+

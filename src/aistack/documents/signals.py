@@ -23,8 +23,14 @@ from aistack.transactions import after_commit
 def forget_document(sender: type[Document], instance: Document, **_: Any) -> None:
     chunks_delete(document_ids=[instance.pk])
     if instance.source_file and instance.source_file.name:
-        # Only once the deletion is committed: a rollback must find the file still there.
-        after_commit(instance.source_file.storage.delete, instance.source_file.name)
+        storage = instance.source_file.storage
+        if getattr(storage, "transactional", False):
+            # In PostgreSQL: gone with the document, or kept with it on a rollback.
+            storage.delete(instance.source_file.name)
+        else:
+            # A bucket: only once the deletion is committed, so that a rollback finds the
+            # file still there.
+            after_commit(storage.delete, instance.source_file.name)
     jobs_delete(kinds=kinds.for_model("documents.Document"), object_ids=[instance.pk])
 
 

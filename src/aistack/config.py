@@ -106,6 +106,7 @@ class Config:
 
     home: Path
     database_url: str | None
+    database_replica_urls: tuple[str, ...]
     redis_url: str | None
     secret_key: str | None
     secret_key_fallbacks: tuple[str, ...]
@@ -158,6 +159,7 @@ class Config:
         return cls(
             home=Path(env.get("AISTACK_HOME") or ".aistack").expanduser().resolve(),
             database_url=env.get("DATABASE_URL") or None,
+            database_replica_urls=_csv(env.get("DATABASE_REPLICA_URLS")),
             redis_url=env.get("REDIS_URL") or None,
             secret_key=env.get("SECRET_KEY") or None,
             secret_key_fallbacks=_csv(env.get("SECRET_KEY_FALLBACKS")),

@@ -105,6 +105,22 @@ DATABASES: dict[str, Any] = {
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": 1, "max_size": CONFIG.database_pool_size, "timeout": 5,
     "reconnect_timeout": 5}
+# Streaming replicas that search may read (aistack.replicas); nothing else reads them.
+# A replica that stops answering is noticed within a few seconds (connecting: 1 s; a
+# connection whose host vanished: TCP keepalives and tcp_user_timeout), then left alone.
+DATABASE_REPLICAS: list[str] = []
+for _n, _url in enumerate(CONFIG.database_replica_urls, start=1):
+    _replica = dj_database_url.parse(_url, conn_max_age=0, conn_health_checks=True,
+                                     engine="aistack.postgresql")
+    _replica.setdefault("OPTIONS", {}).update({
+        "connect_timeout": 1, "keepalives": 1, "keepalives_idle": 5,
+        "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": 3000,
+        "pool": {"min_size": 0, "max_size": CONFIG.database_pool_size, "timeout": 1,
+                 "reconnect_timeout": 5}})
+    # In tests, the test database itself.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{_n}"] = _replica
+    DATABASE_REPLICAS.append(f"replica_{_n}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"

@@ -25,7 +25,8 @@ def after_commit(func: Callable[..., object], *args: Any, **kwargs: Any) -> None
 
 
 def connection_give_back() -> None:
-    """Return this thread's database connection to the pool before waiting on something.
+    """Return this thread's database connections (the primary's, and a read replica's)
+    to their pools before waiting on something.
 
     A request that waits (on a model, or on another request writing what it needs)
     would otherwise keep one of its process's few pooled connections idle meanwhile, and
@@ -33,8 +34,9 @@ def connection_give_back() -> None:
     the pool times out. The next query takes a connection again. Inside a transaction
     the connection stays: the transaction needs it.
     """
-    if not connection.in_atomic_block:
-        connection.close()
+    for each in connections.all(initialized_only=True):
+        if not each.in_atomic_block:
+            each.close()
 
 
 # Threads for work that runs beside a request's own (one search's two rankings): each

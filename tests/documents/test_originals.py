@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 import pytest
 from django.apps import apps
+from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
@@ -133,3 +135,35 @@ def test_with_a_bucket_configured_originals_go_there_and_are_deleted_after_commi
     assert keys(s3) == [name]
     document_delete(document=Document.objects.get(pk=document.pk))
     assert keys(s3) == []
+
+
+def test_a_name_taken_meanwhile_is_saved_under_another() -> None:
+    taken = "uploads/2026/12/notes_Ab3dE9x.md"
+    StoredFile.objects.create(name=taken, content=b"first", size=5)
+
+    saved = DatabaseStorage()._save(taken, ContentFile(b"second"))
+
+    assert saved != taken and saved.startswith("uploads/2026/12/notes_")
+    assert saved.endswith(".md")
+    assert bytes(StoredFile.objects.get(name=saved).content) == b"second"
+    assert bytes(StoredFile.objects.get(name=taken).content) == b"first"
+
+
+def test_two_uploads_of_one_name_keep_their_own_originals(alice_api: ApiClient) -> None:
+    first = upload(alice_api, "notes.md", b"# One\n\nFirst text.")
+    second = upload(alice_api, "notes.md", b"# Two\n\nSecond text.")
+
+    assert first.source_file.name != second.source_file.name
+    assert "First text." in index_now(first).content
+    assert "Second text." in index_now(second).content
+
+
+def test_the_admin_shows_an_uploaded_document(alice_api: ApiClient, client: Any) -> None:
+    document = upload(alice_api, "notes.md", b"# Notes\n\nText.")
+    admin = User.objects.create_superuser("root", password="correct horse battery staple")
+    client.force_login(admin)
+
+    page = client.get(f"/admin/documents/document/{document.pk}/change/")
+
+    assert page.status_code == 200
+    assert "notes.md" in page.content.decode()

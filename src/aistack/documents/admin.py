@@ -13,8 +13,11 @@ class DocumentAdmin(admin.ModelAdmin[Document]):
                     "updated_at"]
     list_filter = ["embedding_status", "summary_status", "workspace"]
     search_fields = ["title"]
-    readonly_fields = ["content_hash", "created_at", "updated_at", "embedding_status",
-                       "embedding_error", "summary_status", "summary_error"]
+    readonly_fields = ["source_name", "source_kind", "content_hash", "created_at",
+                       "updated_at", "embedding_status", "embedding_error", "summary_status",
+                       "summary_error"]
+    # Originals are never served by URL (documents.storage), and uploads go through the API.
+    exclude = ["source_file"]
     raw_id_fields = ["author"]
 
     def save_model(self, request: HttpRequest, obj: Document, form: ModelForm[Document],

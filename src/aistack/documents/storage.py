@@ -9,13 +9,18 @@ that kept them under ``AISTACK_HOME/media`` are read from there until copied in 
 
 from __future__ import annotations
 
+import os
 from typing import IO, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.deconstruct import deconstructible
+
+from aistack.transactions import after_commit
+
+_SAVE_ATTEMPTS = 5
 
 
 @deconstructible
@@ -40,6 +45,14 @@ class DatabaseStorage(Storage):
             return legacy.open(name, mode)
         raise FileNotFoundError(f"no stored file named {name!r}")
 
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        """Return ``name`` with a random part, whether or not it is taken: an upload being
+        saved elsewhere is invisible until it commits, and an original an earlier
+        release kept on another host's disk cannot be seen from here at all."""
+        root, ext = os.path.splitext(name)
+        return super().get_available_name(self.get_alternative_name(root, ext),
+                                          max_length=max_length)
+
     def _save(self, name: str, content: IO[bytes] | File[Any]) -> str:
         from aistack.documents.models import StoredFile
 
@@ -48,9 +61,21 @@ class DatabaseStorage(Storage):
         chunks = content.chunks() if isinstance(content, File) else iter(lambda: content.read(
             1 << 20), b"")
         data = b"".join(chunks)
-        with transaction.atomic():
-            StoredFile.objects.create(name=name, content=data, size=len(data))
-        return name
+        for _ in range(_SAVE_ATTEMPTS):
+            try:
+                with transaction.atomic():
+                    StoredFile.objects.create(name=name, content=data, size=len(data))
+            except IntegrityError:  # taken meanwhile by an upload saved at the same time
+                name = self.get_available_name(self._root_name(name))
+                continue
+            return name
+        raise FileExistsError(f"no free name for {name!r}")
+
+    @staticmethod
+    def _root_name(name: str) -> str:
+        # "notes_Ab3dE9x.md" back to "notes.md" before another random part is added.
+        root, ext = os.path.splitext(name)
+        return f"{root.rpartition('_')[0] or root}{ext}"
 
     def exists(self, name: str) -> bool:
         from aistack.documents.models import StoredFile
@@ -63,7 +88,8 @@ class DatabaseStorage(Storage):
         StoredFile.objects.filter(name=name).delete()
         legacy = self._legacy()
         if legacy.exists(name):
-            legacy.delete(name)
+            # A file cannot be rolled back: it goes once the deletion has committed.
+            after_commit(legacy.delete, name)
 
     def size(self, name: str) -> int:
         from aistack.documents.models import StoredFile

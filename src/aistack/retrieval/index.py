@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from django.db import connection
 
+from aistack.replicas import workspaces_written
 from aistack.retrieval.chunking import ChunkSpec
 from aistack.retrieval.embedding import input_hash
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, IndexPart, StagedVector
+from aistack.transactions import after_commit
 
 TEXT_SEARCH_CONFIG = "english"
 
@@ -46,6 +48,8 @@ def _frequencies(document_ids: Sequence[int]) -> tuple[Frequencies, Sizes]:
 def _statistics_adjust(terms: Frequencies, sizes: Sizes) -> None:
     changes = sorted((key, n) for key, n in terms.items() if n)
     workspaces = sorted({workspace_id for workspace_id, _ in sizes})
+    # Search on a replica waits for this change to be replayed there (aistack.replicas).
+    after_commit(workspaces_written, workspaces)
     # One statement each, in key order: concurrent writers lock rows in the same order
     # and so cannot deadlock on the counters.
     with connection.cursor() as cursor:

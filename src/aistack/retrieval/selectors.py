@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils.html import escape
 from pgvector import Vector
 
@@ -162,11 +162,12 @@ def _candidates(depth: int) -> int:
     return max(RERANK_CANDIDATES_MIN, depth * 3 // 2)
 
 
-def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int) -> tuple[bool, int]:
+def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int,
+                 using: str = DEFAULT_DB_ALIAS) -> tuple[bool, int]:
     key = f"retrieval:space-size:{space.pk}:{','.join(map(str, sorted(workspaces)))}"
     sizes = cache.get(key)
     if sizes is None:
-        vectors = ChunkVector.objects.filter(space=space)
+        vectors = ChunkVector.objects.using(using).filter(space=space)
         sizes = (vectors.filter(workspace_id__in=workspaces).count(), vectors.count())
         cache.set(key, sizes, _STATS_TTL_SECONDS)
     mine, everyone = sizes
@@ -187,12 +188,14 @@ def ranking_depth(mode: SearchMode, k: int) -> int:
 
 def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
                    query_vector: list[float], depth: int, exact: bool | None = None,
-                   ef_search: int | None = None) -> list[tuple[int, float]]:
-    """Return the ``depth`` (chunk id, cosine similarity) nearest the query, best first.
+                   ef_search: int | None = None,
+                   using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
+    """Return the ``depth`` (chunk id, cosine similarity) nearest the query, best first,
+    read from the database ``using`` (the primary, or a replica).
 
     ``exact`` and ``ef_search`` override the plan (for tests and benchmarks).
     """
-    planned_exact, planned_ef_search = _vector_plan(space, workspace_ids, depth)
+    planned_exact, planned_ef_search = _vector_plan(space, workspace_ids, depth, using)
     ef_search = planned_ef_search if ef_search is None else ef_search
     walks_hnsw = not (planned_exact if exact is None else exact)
     params: dict[str, Any] = {
@@ -201,7 +204,8 @@ def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
         "vector": Vector(query_vector).to_text()}
     # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
     # is walked, as an exact scan has no use for the setting (and the round trips).
-    with transaction.atomic() if walks_hnsw else nullcontext(), connection.cursor() as cursor:
+    with (transaction.atomic(using=using) if walks_hnsw else nullcontext(),
+          connections[using].cursor() as cursor):
         if walks_hnsw:
             # Iterative scans (pgvector 0.8) walk on until the filter has kept the full
             # depth; in relaxed order, so the rows are sorted here.
@@ -243,7 +247,7 @@ def _fused(vector: list[tuple[int, float]] | None, text: list[tuple[int, float]]
 
 
 def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int],
-          snippets: bool) -> list[SearchHit]:
+          snippets: bool, using: str) -> list[SearchHit]:
     """Return the first ``k`` ranked chunks that still exist as hits, with their
     documents and, if asked, snippets."""
     if not ranked:
@@ -259,7 +263,7 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
               ORDER BY r.n
               LIMIT %(k)s) c
         JOIN documents_document d ON d.id = c.document_id"""
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, {"ids": [r.chunk_id for r in ranked], "query": query, "k": k,
                              "workspaces": workspace_ids,
                              "headline_options": _HEADLINE_OPTIONS})
@@ -285,11 +289,14 @@ def chunk_search(
     exact: bool | None = None,
     snippets: bool = True,
     text_ranked: Future[list[tuple[int, float]]] | None = None,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> list[SearchHit]:
-    """Return the ``k`` best chunks for ``query`` within the given workspaces.
+    """Return the ``k`` best chunks for ``query`` within the given workspaces, read from
+    the database ``using`` (the primary, or a replica).
 
     ``text_ranked``: the text ranking (``text_ranking`` at ``ranking_depth``), started
-    beforehand to run beside the vector search; it is waited for here.
+    beforehand to run beside the vector search (on the same database); it is waited for
+    here.
     """
     if not workspace_ids or not query.strip():
         return []
@@ -300,15 +307,17 @@ def chunk_search(
     if use_vectors:
         assert space is not None and query_vector is not None
         vector = vector_ranking(space=space, workspace_ids=workspace_ids,
-                                query_vector=query_vector, depth=depth, exact=exact)
+                                query_vector=query_vector, depth=depth, exact=exact,
+                                using=using)
     text = None
     if use_text and text_ranked is not None:
         connection_give_back()  # no waiting on another thread with a connection held
         text = text_ranked.result()
     elif use_text:
-        text = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth)
+        text = text_ranking(workspace_ids=workspace_ids, query=query, depth=depth,
+                            using=using)
     return _hits(_fused(vector, text, 2 * k), k, query=query, workspace_ids=workspace_ids,
-                 snippets=snippets)
+                 snippets=snippets, using=using)
 
 
 def highlight(headline: str) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
+
 from aistack.ai.exceptions import AIError
+from aistack.replicas import replica_failed, search_database
 from aistack.retrieval.embedding import query_vector
 from aistack.retrieval.selectors import (
     SearchHit,
@@ -38,13 +41,19 @@ def search_and_mode(
     *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
     attribution: Attribution, exact: bool | None = None, snippets: bool = True,
 ) -> tuple[list[SearchHit], SearchMode]:
-    """``search``, and the mode it used: text when a hybrid query could not be embedded."""
+    """``search``, and the mode it used: text when a hybrid query could not be embedded.
+
+    Read from a replica when one has replayed the workspaces' latest changes (see
+    ``aistack.replicas``); from the primary inside a transaction, which may hold writes
+    of its own, and when the replica fails.
+    """
     space = active_space()
+    using = DEFAULT_DB_ALIAS if connection.in_atomic_block else search_database(workspace_ids)
     vector = text_ranked = None
     if mode == SearchMode.HYBRID and space is not None and workspace_ids and query.strip():
         # The text ranking runs beside embedding the query and searching the vectors.
         text_ranked = alongside(text_ranking, workspace_ids=workspace_ids, query=query,
-                                depth=ranking_depth(mode, k))
+                                depth=ranking_depth(mode, k), using=using)
     if mode != SearchMode.TEXT and space is not None and query.strip():
         try:
             vector = query_vector(space=space, query=query, attribution=attribution)
@@ -53,7 +62,14 @@ def search_and_mode(
                 raise
             logger.warning("search: query not embedded (%s); keyword results only", exc)
             mode = SearchMode.TEXT
-    hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector, k=k,
-                        mode=mode, space=space, exact=exact, snippets=snippets,
-                        text_ranked=text_ranked)
+    try:
+        hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector,
+                            k=k, mode=mode, space=space, exact=exact, snippets=snippets,
+                            text_ranked=text_ranked, using=using)
+    except DatabaseError as exc:
+        if using == DEFAULT_DB_ALIAS:
+            raise
+        replica_failed(using, exc)
+        hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector,
+                            k=k, mode=mode, space=space, exact=exact, snippets=snippets)
     return hits, mode

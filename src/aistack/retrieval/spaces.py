@@ -12,9 +12,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from aistack.jobs.exceptions import TransientJobError
+from aistack.replicas import everything_written
 from aistack.retrieval.embedding import embedding_model_info
 from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
 from aistack.retrieval.selectors import active_space_changed
+from aistack.transactions import after_commit
 
 # The HNSW graph: each vector's neighbours (M; twice that on the bottom layer) and how
 # many candidates its insertion weighs (ef_construction). pgvector's defaults (16, 64)
@@ -177,6 +179,9 @@ def embedding_space_activate(*, space: EmbeddingSpace) -> None:
         status=SpaceStatus.RETIRED, retired_at=timezone.now())
     EmbeddingSpace.objects.filter(pk=space.pk).update(
         status=SpaceStatus.ACTIVE, activated_at=timezone.now())
+    # A replica serves the new space only once it has all of its vectors: recorded
+    # before search's cached entry names the new space.
+    after_commit(everything_written)
     active_space_changed()
 
 

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from aistack.retrieval.postings import CHUNK_ID, Postings
 
@@ -125,10 +125,11 @@ HAVING count(*) > 0
 """
 
 
-def text_ranking(*, workspace_ids: list[int], query: str, depth: int
-                 ) -> list[tuple[int, float]]:
-    """Return the ``depth`` best (chunk id, BM25 score) for ``query``, best first."""
-    with connection.cursor() as cursor:
+def text_ranking(*, workspace_ids: list[int], query: str, depth: int,
+                 using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
+    """Return the ``depth`` best (chunk id, BM25 score) for ``query``, best first, read
+    from the database ``using`` (the primary, or a replica)."""
+    with connections[using].cursor() as cursor:
         # The query's terms first, to name the lists this process has cached.
         cursor.execute("SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %s))",
                        [query])

@@ -7,43 +7,52 @@ from typing import Any
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import migrations, models
+from django.db import migrations, models, transaction
 
 logger = logging.getLogger(__name__)
 
 
 def originals_copy(apps: Any, schema_editor: Any) -> None:
     """Copy the originals earlier releases kept under MEDIA_ROOT into the storage in use
-    (PostgreSQL, or the bucket), so that any process can read them. Those not on this
-    machine's disk stay readable where they are, by the processes that have them."""
+    (PostgreSQL, or the bucket), so that any process can read them: one transaction per
+    file, so a large install is copied a file at a time and a stop loses nothing. Those
+    not on this machine's disk, or unreadable, stay where they are (and are readable
+    from the host that has them); running ``aistack manage migrate documents 0004`` and
+    then ``migrate`` again copies what was missed."""
     from aistack.documents.storage import DatabaseStorage
 
     Document = apps.get_model("documents", "Document")
     StoredFile = apps.get_model("documents", "StoredFile")
     media = Path(settings.MEDIA_ROOT)
     copied = missing = 0
-    for document in Document.objects.exclude(source_file="").only("pk", "source_file"):
-        name = document.source_file.name
+    names = list(Document.objects.exclude(source_file="").values_list("pk", "source_file"))
+    for pk, name in names:
         path = media / name
-        if not path.is_file():
+        try:
+            if isinstance(default_storage, DatabaseStorage):
+                data = path.read_bytes()
+                with transaction.atomic():
+                    StoredFile.objects.update_or_create(name=name, defaults={
+                        "content": data, "size": len(data)})
+            elif not default_storage.exists(name):
+                with path.open("rb") as handle:
+                    saved = default_storage.save(name, File(handle))
+                if saved != name:
+                    Document.objects.filter(pk=pk).update(source_file=saved)
+        except OSError as exc:
             missing += 1
+            logger.warning("uploaded original %s not copied: %s", name, exc)
             continue
-        if isinstance(default_storage, DatabaseStorage):
-            data = path.read_bytes()
-            StoredFile.objects.update_or_create(name=name, defaults={
-                "content": data, "size": len(data)})
-        elif not default_storage.exists(name):
-            with path.open("rb") as handle:
-                saved = default_storage.save(name, File(handle))
-            if saved != name:
-                Document.objects.filter(pk=document.pk).update(source_file=saved)
         copied += 1
     if copied or missing:
         logger.warning("uploaded originals: %d copied from %s into the storage in use; "
-                       "%d not on this machine's disk", copied, media, missing)
+                       "%d not (not on this machine's disk, or unreadable)",
+                       copied, media, missing)
 
 
 class Migration(migrations.Migration):
+    # The copy commits a file at a time (see originals_copy).
+    atomic = False
 
     dependencies = [
         ('documents', '0004_jobs_workspace'),
@@ -61,5 +70,5 @@ class Migration(migrations.Migration):
             ],
         ),
         # Copies only: the files on disk stay until an operator removes them.
-        migrations.RunPython(originals_copy, migrations.RunPython.noop),
+        migrations.RunPython(originals_copy, migrations.RunPython.noop, atomic=False),
     ]

@@ -37,6 +37,10 @@ WRITTEN_TTL_SECONDS = 24 * 3600
 REPLAY_LAG_MAX_SECONDS = 30
 DOWN_SECONDS = 10.0
 _KEY = "aistack:replicas:written:{}"
+# Set before a change commits, cleared once its position is recorded: between the two,
+# the workspace's searches read the primary (a rollback leaves it for PENDING_SECONDS).
+_PENDING = "aistack:replicas:pending:{}"
+PENDING_SECONDS = 30
 # A change every search depends on (search switched to another embedding model).
 _EVERYTHING = "all"
 # Keeps the higher of the stored and the given position (commits of two processes may
@@ -64,11 +68,24 @@ def _lsn(text: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+def workspaces_writing(workspace_ids: Sequence[int]) -> None:
+    """Say that the workspaces' index is changing in a transaction not yet committed
+    (then ``workspaces_written`` once it has). Never raises."""
+    try:
+        with redis_client().pipeline(transaction=False) as pipe:
+            for workspace_id in set(workspace_ids):
+                pipe.set(_PENDING.format(int(workspace_id)), 1, ex=PENDING_SECONDS)
+            pipe.execute()
+    except RedisError as exc:
+        logger.warning("could not record a write for the read replicas: %s", exc)
+
+
 def workspaces_written(workspace_ids: Sequence[int]) -> None:
     """Record that the workspaces' index changed up to the primary's position now (run
-    once the change committed). Does nothing without replicas; never raises."""
+    once the change committed). Never raises."""
     if workspace_ids:
-        _written([_KEY.format(int(workspace_id)) for workspace_id in set(workspace_ids)])
+        ids = {int(workspace_id) for workspace_id in workspace_ids}
+        _written([_KEY.format(w) for w in ids], done=[_PENDING.format(w) for w in ids])
 
 
 def everything_written() -> None:
@@ -76,7 +93,7 @@ def everything_written() -> None:
     _written([_KEY.format(_EVERYTHING)])
 
 
-def _written(keys: list[str]) -> None:
+def _written(keys: list[str], done: Sequence[str] = ()) -> None:
     # Whether or not this process reads replicas: the workers that index are the writers
     # the web processes that search must wait for.
     try:
@@ -87,6 +104,8 @@ def _written(keys: list[str]) -> None:
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.eval(_RAISE, 1, key, position, WRITTEN_TTL_SECONDS)
+            if done:
+                pipe.delete(*done)
             pipe.execute()
     except (RedisError, DatabaseError) as exc:
         # Searches then find no record for these workspaces in Redis, or an older one:
@@ -100,12 +119,15 @@ def search_database(workspace_ids: Sequence[int]) -> str:
     replicas = [alias for alias in replica_aliases() if not _is_down(alias)]
     if not replicas or not workspace_ids:
         return DEFAULT_DB_ALIAS
+    ids = {int(w) for w in workspace_ids}
     try:
-        recorded = redis_client().mget([_KEY.format(_EVERYTHING),
-                                        *(_KEY.format(int(w)) for w in set(workspace_ids))])
+        found = redis_client().mget([*(_PENDING.format(w) for w in ids),
+                                     _KEY.format(_EVERYTHING), *(_KEY.format(w) for w in ids)])
     except RedisError:
         return DEFAULT_DB_ALIAS
-    needed = max((int(found) for found in recorded if found is not None), default=0)
+    if any(found[:len(ids)]):  # a change is committing
+        return DEFAULT_DB_ALIAS
+    needed = max((int(value) for value in found[len(ids):] if value is not None), default=0)
     alias = random.choice(replicas)  # noqa: S311 (spreading load, not a secret)
     try:
         with connections[alias].cursor() as cursor:

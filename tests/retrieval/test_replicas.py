@@ -227,3 +227,25 @@ def test_without_redis_nothing_is_known_of_recent_writes_and_the_primary_serves(
 
     assert searched(alice, "lighthouse keeper") == [document.pk]
     assert set(seen()) == {"default"}
+
+
+def test_while_a_change_commits_the_workspaces_searches_read_the_primary(
+    standby: Standby, alice: User, clean_redis: None, served_from: Callable[[], list[str]],
+) -> None:
+    """Between an index change's commit and the record of its position, a status read
+    from the primary already says "indexed": the replica must not be read then."""
+    document = indexed(alice.personal_workspace, alice, "Lighthouse",
+                       "The lighthouse keeper logs every passing ship.")
+    wait_for(replayed(standby))
+    workspace = [alice.personal_workspace.pk]
+
+    replicas.workspaces_writing(workspace)
+    served_from().clear()
+    assert searched(alice, "lighthouse keeper", SearchMode.TEXT) == [document.pk]
+    assert set(served_from()) == {"default"}
+
+    replicas.workspaces_written(workspace)
+    wait_for(replayed(standby))
+    served_from().clear()
+    assert searched(alice, "lighthouse keeper", SearchMode.TEXT) == [document.pk]
+    assert set(served_from()) == {ALIAS}

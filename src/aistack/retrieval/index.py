@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from aistack.replicas import workspaces_written
+from aistack.replicas import workspaces_writing, workspaces_written
 from aistack.retrieval.chunking import ChunkSpec
 from aistack.retrieval.embedding import input_hash
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, IndexPart, StagedVector
@@ -49,6 +49,7 @@ def _statistics_adjust(terms: Frequencies, sizes: Sizes) -> None:
     changes = sorted((key, n) for key, n in terms.items() if n)
     workspaces = sorted({workspace_id for workspace_id, _ in sizes})
     # Search on a replica waits for this change to be replayed there (aistack.replicas).
+    workspaces_writing(workspaces)
     after_commit(workspaces_written, workspaces)
     # One statement each, in key order: concurrent writers lock rows in the same order
     # and so cannot deadlock on the counters.

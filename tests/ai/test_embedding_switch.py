@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,10 +18,7 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
-from aistack.accounts.services import user_create
 from aistack.ai import (
-    _other_embedding_models,
-    chat_models,
     embedding_model_for,
     embedding_models,
     setup,
@@ -39,43 +36,15 @@ from aistack.retrieval.selectors import SearchMode, active_space
 from aistack.retrieval.services import search
 from aistack.retrieval.spaces import spaces_retired_clear
 from aistack.usage.types import Attribution
+from tests.ai.conftest import follow
 from tests.ai.vendors import VendorServer, openai_error, words_embedded
 from tests.retrieval.helpers import indexed
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("page_follower")]
 
 KEY = "sk-page-key-0123456789abcdef"
 LOCAL = "local:all-MiniLM-L6-v2-int8"
 PAGE_MODEL = "page:openai:team-embed"
-
-
-@pytest.fixture
-def admin(db: None) -> User:
-    return user_create(username="root", password="correct horse battery staple", is_staff=True)
-
-
-@pytest.fixture
-def staff(admin: User) -> Client:
-    client = Client()
-    client.force_login(admin)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def fresh_follower(clean_redis: None) -> Iterator[None]:
-    setup.follower.__init__()  # type: ignore[misc]
-    chat_models.reset()
-    embedding_models.reset()
-    _other_embedding_models.clear()
-    yield
-    setup.follower.__init__()  # type: ignore[misc]
-    chat_models.reset()
-    embedding_models.reset()
-    _other_embedding_models.clear()
-
-
-def follow() -> None:
-    setup.follower.checked_at = -setup.REFRESH_SECONDS
 
 
 def connect(client: Client, vendor: VendorServer, **fields: str) -> Any:
@@ -124,7 +93,7 @@ def searched(user: User, query: str) -> list[int]:
 
 
 def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_everything(
-    staff: Client, alice: User, vendor: VendorServer, celery_worker: Any,
+    browser_of: Client, alice: User, vendor: VendorServer, celery_worker: Any,
 ) -> None:
     documents = [created(alice, title, text) for title, text in (
         ("Vacation", "Employees get 25 days of paid vacation every year."),
@@ -132,9 +101,9 @@ def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_ever
         ("Kitchen", "The office kitchen is cleaned every evening."))]
     assert active_space().model == LOCAL  # type: ignore[union-attr]
     vendor.answer = words_embedded(width=16)
-    assert connect(staff, vendor).status_code == 302
+    assert connect(browser_of, vendor).status_code == 302
 
-    response = choose(staff, "team-embed")
+    response = choose(browser_of, "team-embed")
 
     assert response.status_code == 302
     row = ModelSetup.objects.get()
@@ -166,20 +135,20 @@ def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_ever
     # A document added now gets the new model's vectors in its own index job.
     added = created(alice, "Laptops", "Laptops are replaced every three years.")
     assert searched(alice, "laptops replaced")[0] == added.pk
-    page = staff.get("/models/").content.decode()
+    page = browser_of.get("/models/").content.decode()
     assert f'<dd id="embedding-in-use"><code>{PAGE_MODEL}</code>' in page
     assert "Re-embedding" not in page
 
 
 def test_the_model_is_called_before_it_is_saved_and_a_failure_saves_nothing(
-    staff: Client, alice: User, vendor: VendorServer,
+    browser_of: Client, alice: User, vendor: VendorServer,
 ) -> None:
     indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days of vacation.")
-    connect(staff, vendor)
+    connect(browser_of, vendor)
     vendor.push(openai_error(404, message="The model `nope` does not exist",
                              kind="invalid_request_error"))
 
-    response = choose(staff, "nope")
+    response = choose(browser_of, "nope")
 
     assert response.status_code == 422
     page = response.content.decode()
@@ -195,31 +164,31 @@ def test_the_model_is_called_before_it_is_saved_and_a_failure_saves_nothing(
     ("local:no-such-model", "the local embedding models are"),
 ])
 def test_a_name_that_cannot_work_is_refused_in_plain_words(
-    staff: Client, name: str, says: str,
+    browser_of: Client, name: str, says: str,
 ) -> None:
-    response = choose(staff, name)
+    response = choose(browser_of, name)
 
     assert response.status_code == 422
     assert says in response.content.decode()
     assert not ModelSetup.objects.filter(embedding_model__gt="").exists()
 
 
-def test_a_remote_model_needs_a_connection_first(staff: Client) -> None:
-    response = choose(staff, "text-embedding-3-small")
+def test_a_remote_model_needs_a_connection_first(browser_of: Client) -> None:
+    response = choose(browser_of, "text-embedding-3-small")
 
     assert response.status_code == 422
     assert "Connect a provider above first" in response.content.decode()
 
 
 def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
-    staff: Client, alice: User, vendor: VendorServer,
+    browser_of: Client, alice: User, vendor: VendorServer,
 ) -> None:
     """No worker runs here: the switch is driven step by step."""
     workspace = alice.personal_workspace
     first_document = indexed(workspace, alice, "Vacation", "Employees get 25 days of vacation.")
     vendor.answer = words_embedded(width=8)
-    connect(staff, vendor)
-    choose(staff, "team-embed")
+    connect(browser_of, vendor)
+    choose(browser_of, "team-embed")
     first = embedding_switch()
     assert (first.model, first.queued, first.switched) == (PAGE_MODEL, 1, False)
     # A document indexed meanwhile gets vectors in the space being built too.
@@ -228,7 +197,7 @@ def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
     building = EmbeddingSpace.objects.get(model=PAGE_MODEL)
 
     # Back to the built-in model before the switch finished.
-    choose(staff, LOCAL)
+    choose(browser_of, LOCAL)
     second = embedding_switch()
 
     assert second.model == LOCAL and second.dropped == [PAGE_MODEL]
@@ -243,11 +212,11 @@ def test_a_switch_abandoned_for_another_model_drops_its_half_built_vectors(
     assert documents_reembed(runs=[run]) == 0
     assert len(vendor.received) == calls
     assert vectors_by_model() == {LOCAL: 2}
-    assert "Re-embedding" not in staff.get("/models/").content.decode()
+    assert "Re-embedding" not in browser_of.get("/models/").content.decode()
 
 
 def test_a_document_that_fails_to_embed_holds_the_switch_and_is_shown(
-    staff: Client, alice: User, vendor: VendorServer, celery_worker: Any,
+    browser_of: Client, alice: User, vendor: VendorServer, celery_worker: Any,
 ) -> None:
     created(alice, "Vacation", "Employees get 25 days of paid vacation.")
     created(alice, "Poison", "This text the server refuses to embed.")
@@ -259,9 +228,9 @@ def test_a_document_that_fails_to_embed_holds_the_switch_and_is_shown(
         return embed(path, body)
 
     vendor.answer = answer
-    connect(staff, vendor)
+    connect(browser_of, vendor)
 
-    choose(staff, "team-embed")
+    choose(browser_of, "team-embed")
 
     wait_for(lambda: Job.objects.filter(kind=CHUNKS_REEMBED.name,
                                         status=JobStatus.FAILED).exists())
@@ -270,29 +239,29 @@ def test_a_document_that_fails_to_embed_holds_the_switch_and_is_shown(
     embedding_switch()
     assert active_space().model == LOCAL  # type: ignore[union-attr]
     assert EmbeddingSpace.objects.get(model=PAGE_MODEL).status == SpaceStatus.BUILDING
-    page = staff.get("/models/").content.decode()
+    page = browser_of.get("/models/").content.decode()
     assert "1 document could not be re-embedded" in page
     assert "input rejected" in page
     # Once the server takes it, "Try them again" lets the switch finish.
     vendor.answer = embed
-    retried = staff.post("/models/embedding/retry/", follow=True).content.decode()
+    retried = browser_of.post("/models/embedding/retry/", follow=True).content.decode()
     assert "1 document queued again." in retried
     wait_for(lambda: getattr(active_space(), "model", None) == PAGE_MODEL)
     assert "Re-embedding for <code>page:openai:team-embed</code>: 1 of 2 passages." in page
 
 
 def test_the_connection_cannot_change_while_search_depends_on_it(
-    staff: Client, alice: User, vendor: VendorServer,
+    browser_of: Client, alice: User, vendor: VendorServer,
 ) -> None:
     indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days of vacation.")
     vendor.answer = words_embedded(width=8)
-    connect(staff, vendor)
-    choose(staff, "team-embed")
+    connect(browser_of, vendor)
+    choose(browser_of, "team-embed")
     embedding_switch()
 
-    moved = connect(staff, vendor, base_url="http://127.0.0.1:9/v1")
-    cleared = staff.post("/models/clear/", follow=True)
-    rotated = connect(staff, vendor, api_key="sk-rotated-key-0123456789")
+    moved = connect(browser_of, vendor, base_url="http://127.0.0.1:9/v1")
+    cleared = browser_of.post("/models/clear/", follow=True)
+    rotated = connect(browser_of, vendor, api_key="sk-rotated-key-0123456789")
 
     assert moved.status_code == 422
     assert "cannot change now" in moved.content.decode()
@@ -303,16 +272,16 @@ def test_the_connection_cannot_change_while_search_depends_on_it(
 
 
 def test_the_environments_model_of_the_same_name_keeps_the_environments_connection(
-    staff: Client, vendor: VendorServer, settings: Any,
+    browser_of: Client, vendor: VendorServer, settings: Any,
 ) -> None:
     """A model the page reaches is named apart from the environment's of the same name:
     their vectors never mix, and the environment's is never sent to the page's server."""
     settings.AI_PROVIDER_OPTIONS = {**settings.AI_PROVIDER_OPTIONS,
                                     "openai": {"API_KEY": "sk-env", "BASE_URL": "http://env/v1"}}
     vendor.answer = words_embedded(width=1536)
-    connect(staff, vendor)
+    connect(browser_of, vendor)
 
-    choose(staff, "text-embedding-3-small")
+    choose(browser_of, "text-embedding-3-small")
 
     assert embedding_models["default"].id == "page:openai:text-embedding-3-small"
     assert embedding_models["default"].options["BASE_URL"] == f"{vendor.url}/v1"
@@ -355,13 +324,13 @@ def test_a_retired_space_is_cleared_by_one_process_a_batch_at_a_time(alice: User
 
 
 def test_two_switches_at_once_queue_each_document_once(
-    staff: Client, alice: User, vendor: VendorServer,
+    browser_of: Client, alice: User, vendor: VendorServer,
 ) -> None:
     for n in range(4):
         indexed(alice.personal_workspace, alice, f"Note {n}", f"Note {n} about parking.")
     vendor.answer = words_embedded(width=8)
-    connect(staff, vendor)
-    choose(staff, "team-embed")
+    connect(browser_of, vendor)
+    choose(browser_of, "team-embed")
     # The space and its index made, as by an earlier run; its jobs lost.
     assert embedding_switch().queued == 4
     Job.objects.filter(kind=CHUNKS_REEMBED.name).delete()
@@ -386,14 +355,14 @@ def test_two_switches_at_once_queue_each_document_once(
 
 
 def test_a_failure_left_by_the_model_given_up_does_not_hold_the_next(
-    staff: Client, alice: User, vendor: VendorServer,
+    browser_of: Client, alice: User, vendor: VendorServer,
 ) -> None:
     document = indexed(alice.personal_workspace, alice, "Vacation", "Employees get 25 days.")
     vendor.answer = words_embedded(width=8)
-    connect(staff, vendor)
-    choose(staff, "team-embed")
+    connect(browser_of, vendor)
+    choose(browser_of, "team-embed")
     assert embedding_switch().queued == 1
-    choose(staff, "other-embed")
+    choose(browser_of, "other-embed")
     # The first model's job fails after the second model's space was made.
     switched = embedding_switch()
     Job.objects.filter(kind=CHUNKS_REEMBED.name).update(status=JobStatus.FAILED,
@@ -408,7 +377,7 @@ def test_a_failure_left_by_the_model_given_up_does_not_hold_the_next(
 
 
 def test_an_index_job_never_brings_back_a_model_no_longer_chosen(
-    staff: Client, alice: User, vendor: VendorServer, settings: Any,
+    browser_of: Client, alice: User, vendor: VendorServer, settings: Any,
 ) -> None:
     """Only a switch makes another model's space: a process that has not yet seen the
     change indexes into the spaces that exist."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,46 +16,19 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
-from aistack.accounts.services import user_create
 from aistack.ai import chat_models, setup
 from aistack.ai.models import ModelSetup
 from aistack.ai.secrets import SecretUnreadable, secret_decrypt, secret_encrypt
 from aistack.retrieval.reindex import reindex_run, reindex_start
 from aistack.usage.models import UsageRecord
+from tests.ai.conftest import follow
 from tests.ai.vendors import Canned, VendorServer, anthropic_message, openai_chat, openai_error
 from tests.retrieval.helpers import indexed
 
 # Committed for real: a save reaches other processes once its transaction commits.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("page_follower")]
 
 KEY = "sk-page-key-0123456789abcdef"
-
-
-@pytest.fixture
-def admin(db: None) -> User:
-    return user_create(username="root", password="correct horse battery staple", is_staff=True)
-
-
-@pytest.fixture
-def browser_of(admin: User) -> Client:
-    client = Client()
-    client.force_login(admin)
-    return client
-
-
-@pytest.fixture(autouse=True)
-def fresh_follower(clean_redis: None) -> Iterator[None]:
-    """Each test starts with no published setup, and sees a change at once."""
-    setup.follower.__init__()  # type: ignore[misc]
-    chat_models.reset()
-    yield
-    setup.follower.__init__()  # type: ignore[misc]
-    chat_models.reset()
-
-
-def follow() -> None:
-    """Let this process see a change now rather than within REFRESH_SECONDS."""
-    setup.follower.checked_at = -setup.REFRESH_SECONDS
 
 
 def post(client: Client, **fields: str) -> Any:

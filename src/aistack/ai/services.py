@@ -53,6 +53,8 @@ logger = structlog.stdlib.get_logger("aistack.ai")
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+# What a model call answers, with its usage and request id.
+R = TypeVar("R", ChatResult, EmbeddingResult)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,8 +278,7 @@ def _completion(request: ChatRequest) -> Callable[[BaseChatModel, float], ChatRe
     return send
 
 
-def _recorded(call: _Call,
-              attempt: Callable[[], tuple[BaseChatModel, ChatResult, float]]) -> ChatResult:
+def _recorded(call: _Call, attempt: Callable[[], tuple[M, R, float]]) -> R:
     """Return what ``attempt`` answered (model, result, start), logged and in the ledger."""
     try:
         model, result, started = attempt()
@@ -308,13 +309,18 @@ def chat_model_try(*, model: BaseChatModel, request: ChatRequest,
     Logged and recorded in the ledger like any call.
     """
     call = _chat_call("chat", request, attribution, [model])
+    return _tried_once(call, model, _completion(request))
 
-    def once() -> tuple[BaseChatModel, ChatResult, float]:
+
+def _tried_once(call: _Call, model: M, send: Callable[[M, float], R]) -> R:
+    """Send once to ``model`` (no retry, no circuit breaker), logged and in the ledger."""
+
+    def once() -> tuple[M, R, float]:
         call.model, call.attempts = model, 1
         started = time.monotonic()
         connection_give_back()
         try:
-            return model, _completion(request)(model, settings.AI_TIMEOUT_SECONDS), started
+            return model, send(model, settings.AI_TIMEOUT_SECONDS), started
         except AIError as error:
             call.log(model, outcome="error", started=started, error=error)
             raise
@@ -440,23 +446,12 @@ def embedding_model_try(*, model: BaseEmbeddingModel, texts: Sequence[str],
     breaker, like ``chat_model_try``. Logged and recorded in the ledger like any call."""
     call = _Call(operation="embed", attribution=attribution, prompt=texts)
     call.reserve([model], input_chars=sum(len(text) for text in texts), output_tokens=0)
-    call.model, call.attempts = model, 1
-    started = time.monotonic()
-    connection_give_back()
-    try:
+
+    def send(model: BaseEmbeddingModel, timeout: float) -> EmbeddingResult:
         model.validate(texts)
-        result = model.embed(texts, timeout=settings.AI_TIMEOUT_SECONDS)
-    except AIError as error:
-        call.log(model, outcome="error", started=started, error=error)
-        call.record(outcome=Outcome.ERROR, usage=Usage(), error=error)
-        raise
-    except BaseException:
-        call.release()
-        raise
-    call.log(model, outcome="ok", started=started, usage=result.usage,
-             request_id=result.request_id)
-    call.record(outcome=Outcome.OK, usage=result.usage, request_id=result.request_id)
-    return result
+        return model.embed(texts, timeout=timeout)
+
+    return _tried_once(call, model, send)
 
 
 def models_loading_here(*, embedding: bool, chat: bool) -> list[BaseModel]:

@@ -149,7 +149,11 @@ def reindex_run(*, progress: Callable[[int], None],
                       progress=progress)
     with transaction.atomic():
         _switch_lock()
-        if not spaces_still_building([space.pk]) or _documents_lacking(space):
+        status = EmbeddingSpace.objects.filter(pk=space.pk).values_list(
+            "status", flat=True).first()
+        if status == SpaceStatus.ACTIVE:
+            return True  # a worker's switch got there first
+        if status != SpaceStatus.BUILDING or _documents_lacking(space):
             return False
         embedding_space_activate(space=space)
     return True

@@ -306,12 +306,17 @@ def test_a_refused_setup_names_its_field_and_saves_nothing(
 def test_only_staff_reach_the_page(alice: User) -> None:
     client = Client()
     assert client.get("/models/").status_code == 302
+    assert client.post("/models/embedding/", {"embedding_model": "x"}).status_code == 302
     client.force_login(alice)
 
     assert client.get("/models/").status_code == 403
     assert client.post("/models/", {"action": "save"}).status_code == 403
     assert client.post("/models/clear/").status_code == 403
+    assert client.post("/models/embedding/",
+                       {"embedding_model": "local:all-MiniLM-L6-v2"}).status_code == 403
+    assert client.post("/models/embedding/retry/").status_code == 403
     assert 'href="/models/"' not in client.get("/documents/").content.decode()
+    assert not ModelSetup.objects.exists()
 
 
 def test_the_page_shows_how_far_a_switch_of_embedding_model_has_come(

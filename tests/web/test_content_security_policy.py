@@ -165,10 +165,13 @@ def test_the_app_runs_under_the_policy_without_a_violation(
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Documents")).to_be_visible()
 
-    # htmx: the list filters as one types, in place.
+    # htmx: the list filters as one types, in place (once htmx has bound the field: on a
+    # loaded machine the heading shows before the scripts have run).
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => window.htmx !== undefined")
     page.get_by_label("Filter by title").fill("Depl")
     expect(page.locator("#document-list .count")).to_have_text(
-        "1 document with “Depl” in the title")
+        "1 document with “Depl” in the title", timeout=15_000)
     expect(page).to_have_url(re.compile(r"title=Depl"))
 
     # The document page: its statuses follow the jobs through an event stream.

@@ -42,3 +42,27 @@ def test_secret_key_is_generated_once_and_kept(tmp_path: Path) -> None:
 def test_celery_spells_unix_sockets_its_own_way() -> None:
     assert Config.celery_broker_url("unix:///tmp/r.sock") == "redis+socket:///tmp/r.sock"
     assert Config.celery_broker_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_sentinels_need_redis_url_to_name_the_master() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL to name the master"):
+        Config.from_env({"REDIS_SENTINELS": "10.0.0.1:26379"})
+    with pytest.raises(ConfigError, match="REDIS_URL to name the master"):
+        Config.from_env({"REDIS_SENTINELS": "10.0.0.1", "REDIS_URL": "unix:///tmp/r.sock"})
+
+
+@pytest.mark.parametrize("value", ["10.0.0.1:port", "10.0.0.1:0", ":26379", "h:70000",
+                                   "redis://h:26379"])
+def test_bad_sentinels_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_SENTINELS must be host:port"):
+        Config.from_env({"REDIS_SENTINELS": value, "REDIS_URL": "redis://mymaster/0"})
+
+
+def test_sentinels_reach_celery_as_kombu_spells_them() -> None:
+    config = Config.from_env({"REDIS_SENTINELS": "s1:26380, s2 ,[fd00::3]:26381",
+                              "REDIS_URL": "redis://:secret@mymaster/2"})
+
+    assert config.redis_sentinels == (("s1", 26380), ("s2", 26379), ("fd00::3", 26381))
+    assert Config.celery_broker_url(config.redis_url or "", config.redis_sentinels) == (
+        "sentinel://:secret@s1:26380/2;sentinel://:secret@s2:26379/2;"
+        "sentinel://:secret@[fd00::3]:26381/2")

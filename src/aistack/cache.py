@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import redis.asyncio
+from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient, RedisSerializer
@@ -28,7 +29,7 @@ from django.dispatch import receiver
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aistack.redis.connections import client_options
+from aistack.redis.connections import async_redis_client_for, client_options, redis_client_for
 from aistack.transactions import after_commit
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class _SharedClientRedisCacheClient(RedisCacheClient):
     def __init__(self, servers: list[str], *args: Any, **kwargs: Any) -> None:
         super().__init__(servers, *args, **kwargs)
         self._shared_key = (tuple(servers), repr(args), repr(sorted(kwargs.items())))
+        self._url = servers[0]
 
     def get_client(self, key: Any = None, *, write: bool = False) -> Any:
         """Return the process's client for reads or writes, built once."""
@@ -89,7 +91,9 @@ class _SharedClientRedisCacheClient(RedisCacheClient):
             with _shared_lock:
                 client = _shared_clients.get(shared_key)
                 if client is None:
-                    client = _shared_clients[shared_key] = super().get_client(key, write=write)
+                    client = _shared_clients[shared_key] = (
+                        redis_client_for(self._url) if settings.REDIS_SENTINELS
+                        else super().get_client(key, write=write))
         return client
 
 
@@ -118,7 +122,7 @@ class FailSoftRedisCache(RedisCache):
         clients = _shared_async_clients.setdefault(loop, {})
         client = clients.get(self._async_url)
         if client is None:
-            client = clients[self._async_url] = redis.asyncio.Redis.from_url(
+            client = clients[self._async_url] = async_redis_client_for(
                 self._async_url, socket_timeout=ASYNC_TIMEOUT_SECONDS,
                 socket_connect_timeout=ASYNC_TIMEOUT_SECONDS)
         return client

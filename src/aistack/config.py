@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import limits
 
@@ -35,6 +36,26 @@ def _csv(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _sentinels_of(value: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:
+    """Parse ``REDIS_SENTINELS``: ``host:port`` pairs joined by commas (port 26379 if none).
+
+    With sentinels, ``REDIS_URL`` names the master instead of a host, as in
+    ``redis://:password@mymaster/0``.
+    """
+    if value and value.strip() and not (redis_url or "").startswith("redis://"):
+        raise ConfigError("REDIS_SENTINELS needs REDIS_URL to name the master the sentinels "
+                          f"watch, as redis://mymaster/0; got {redis_url or 'none'}")
+    sentinels = []
+    for item in _csv(value):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+            raise ConfigError(
+                f"REDIS_SENTINELS must be host:port pairs joined by commas; got {item!r}")
+        sentinels.append((host, int(port)))
+    return tuple(sentinels)
 
 
 def _number(value: str | None, *, name: str, default: N, parse: Callable[[str], N],
@@ -108,6 +129,7 @@ class Config:
     database_url: str | None
     database_replica_urls: tuple[str, ...]
     redis_url: str | None
+    redis_sentinels: tuple[tuple[str, int], ...]
     secret_key: str | None
     secret_key_fallbacks: tuple[str, ...]
     allowed_hosts: tuple[str, ...]
@@ -161,6 +183,7 @@ class Config:
             database_url=env.get("DATABASE_URL") or None,
             database_replica_urls=_csv(env.get("DATABASE_REPLICA_URLS")),
             redis_url=env.get("REDIS_URL") or None,
+            redis_sentinels=_sentinels_of(env.get("REDIS_SENTINELS"), env.get("REDIS_URL")),
             secret_key=env.get("SECRET_KEY") or None,
             secret_key_fallbacks=_csv(env.get("SECRET_KEY_FALLBACKS")),
             allowed_hosts=_csv(env.get("ALLOWED_HOSTS")) or DEFAULT_ALLOWED_HOSTS,
@@ -263,8 +286,21 @@ class Config:
         )
 
     @staticmethod
-    def celery_broker_url(redis_url: str) -> str:
-        """Return the Celery (kombu) spelling of a Redis URL: unix sockets differ."""
+    def celery_broker_url(redis_url: str,
+                          sentinels: Sequence[tuple[str, int]] = ()) -> str:
+        """Return the Celery (kombu) spelling of a Redis URL: unix sockets and Sentinel differ.
+
+        Through Sentinel, kombu takes one ``sentinel://`` URL per sentinel; the first
+        carries the master's password and database, and the master's name goes in the
+        transport options.
+        """
+        if sentinels:
+            master = urlsplit(redis_url)
+            credentials = master.netloc.rpartition("@")[0]
+            return ";".join(
+                f"sentinel://{credentials + '@' if credentials else ''}"
+                f"{f'[{host}]' if ':' in host else host}:{port}{master.path}"
+                for host, port in sentinels)
         if redis_url.startswith("unix://"):
             return "redis+socket://" + redis_url.removeprefix("unix://")
         return redis_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -124,6 +125,11 @@ for _n, _url in enumerate(CONFIG.database_replica_urls, start=1):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"
+# Redis through Sentinel (aistack.redis.connections): REDIS_URL then names the master the
+# sentinels watch (redis://[:password@]<master name>/<db>), and every client of every
+# process (cache, broker, pub/sub, locks, rate limits) asks them where it is.
+REDIS_SENTINELS: list[tuple[str, int]] = list(CONFIG.redis_sentinels)
+REDIS_SENTINEL_MASTER = (urlsplit(REDIS_URL).hostname or "") if REDIS_SENTINELS else ""
 CACHES = {
     "default": {
         # Django's RedisCache, but a Redis outage reads as misses instead of failing requests.
@@ -283,7 +289,7 @@ USAGE_ROLLUP_INTERVAL_SECONDS = 60.0
 # Open event streams per user and web process; one more is answered 429.
 EVENT_STREAMS_PER_USER = CONFIG.event_streams_per_user
 
-CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL)
+CELERY_BROKER_URL = Config.celery_broker_url(REDIS_URL, REDIS_SENTINELS)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -299,6 +305,10 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"celery": {}, "bulk": {}}
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"max_retries": 0,
                                                    "priority_steps": list(range(10))}
+if REDIS_SENTINELS:
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        master_name=REDIS_SENTINEL_MASTER,
+        sentinel_kwargs={"socket_connect_timeout": 1, "socket_timeout": 1})
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-jobs": {

@@ -21,6 +21,7 @@ def beat_app() -> Celery:
     app = Celery("aistack", fixups=[], set_as_current=False)
     app.conf.update(
         broker_url=settings.CELERY_BROKER_URL,
+        broker_transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
         broker_connection_retry_on_startup=True,
         beat_schedule=settings.CELERY_BEAT_SCHEDULE,
         worker_hijack_root_logger=False,

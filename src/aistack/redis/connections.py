@@ -5,6 +5,10 @@ module adds is that carrying on is quick: clients do not retry (callers have the
 policies), connecting gives up after ``CONNECT_TIMEOUT_SECONDS``, and once a connection
 has failed, every client of the process fails at once for ``OUTAGE_SECONDS`` instead of
 each paying its own failure. After that one call tries again, and so on until Redis is back.
+
+With ``REDIS_SENTINELS`` every client, the cache's included, reaches the master through
+Redis Sentinel: a new connection asks the sentinels where the master is, and a connection
+to a master that is gone or was demoted fails, so the next one finds the new master.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -80,11 +87,50 @@ def client_options() -> dict[str, Any]:
             "timeout": POOL_WAIT_SECONDS}
 
 
+class SentinelBlockingConnectionPool(redis.sentinel.SentinelConnectionPool,
+                                     redis.BlockingConnectionPool):
+    """Sentinel's pool, capped as every pool here is: past the cap a caller waits."""
+
+
+# A sentinel that does not answer is passed over for the next one at once.
+_SENTINEL_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                     "socket_timeout": CONNECT_TIMEOUT_SECONDS}
+
+
+def _master_options(url: str) -> dict[str, Any]:
+    """Return what ``url`` says of the master other than where it is: user, password, database."""
+    parts = urlsplit(url)
+    return {"username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "db": int(parts.path.strip("/") or 0)}
+
+
 def redis_client_for(url: str) -> redis.Redis:
-    """Return a new client of the Redis at ``url``, built as every client here is."""
+    """Return a new client of the Redis at ``url``, built as every client here is.
+
+    Through Sentinel, ``url`` names the master (``redis://mymaster/0``).
+    """
     options = client_options()
     pool_class = options.pop("pool_class")
+    if settings.REDIS_SENTINELS:
+        sentinel = redis.sentinel.Sentinel(settings.REDIS_SENTINELS,
+                                           sentinel_kwargs=_SENTINEL_OPTIONS)
+        master: redis.Redis = sentinel.master_for(
+            settings.REDIS_SENTINEL_MASTER, connection_pool_class=SentinelBlockingConnectionPool,
+            **_master_options(url), **options)
+        return master
     return redis.Redis(connection_pool=pool_class.from_url(url, **options))
+
+
+def async_redis_client_for(url: str, **options: Any) -> redis.asyncio.Redis:
+    """Return a new asyncio client of the Redis at ``url`` (through Sentinel if set)."""
+    if settings.REDIS_SENTINELS:
+        sentinel = redis.asyncio.sentinel.Sentinel(settings.REDIS_SENTINELS,
+                                                   sentinel_kwargs=_SENTINEL_OPTIONS)
+        master: redis.asyncio.Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER,
+                                                          **_master_options(url), **options)
+        return master
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 @cache
@@ -95,6 +141,5 @@ def redis_client() -> redis.Redis:
 
 def async_redis_client(**options: Any) -> redis.asyncio.Redis:
     """Return a new asyncio client, to be closed by the caller (it belongs to one event loop)."""
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL,
-                                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                                        **options)
+    return async_redis_client_for(settings.REDIS_URL,
+                                  socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, **options)

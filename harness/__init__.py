@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 # Variables a test session or a bench sets for itself; a spawned `aistack serve` must not
 # see them, or it would use that database instead of starting its own.
-_TEST_ONLY = ("DATABASE_URL", "REDIS_URL", "AISTACK_HOME", "DJANGO_SETTINGS_MODULE")
+_TEST_ONLY = ("DATABASE_URL", "DATABASE_REPLICA_URLS", "REDIS_URL", "REDIS_SENTINELS",
+              "AISTACK_HOME", "DJANGO_SETTINGS_MODULE")
 
 Service = Literal["postgresql", "redis"]
 # Where the embedded services (aistack.runtime.embedded) write their pids, under AISTACK_HOME.

@@ -136,10 +136,24 @@ class SentinelRedis:
 
     def takes_writes(self, port: int) -> bool:
         """Return whether the server on ``port`` answers as a master."""
+        return self.role(port) == "master"
+
+    def failovers(self) -> int:
+        """Return how many failovers the sentinels have made (the highest config epoch)."""
+        epochs = [0]
+        for port in self.sentinels:
+            with contextlib.suppress(redis.RedisError):
+                state = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
+                if isinstance(state, dict):
+                    epochs.append(int(state["config-epoch"]))
+        return max(epochs)
+
+    def role(self, port: int) -> str | None:
+        """Return what the server on ``port`` answers as (master, slave), if it answers."""
         try:
-            return _info(port)["role"] == "master"
+            return str(_info(port)["role"])
         except redis.RedisError:
-            return False
+            return None
 
     def kill_master(self) -> int:
         """SIGKILL the master, as a crash of its host would; return its port."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aistack.config import Config, ConfigError
+from aistack.config import Config, ConfigError, sentinel_master_of
 
 
 def test_defaults_need_no_environment(tmp_path: Path) -> None:
@@ -47,12 +47,14 @@ def test_celery_spells_unix_sockets_its_own_way() -> None:
 def test_sentinels_need_redis_url_to_name_the_master() -> None:
     with pytest.raises(ConfigError, match="REDIS_URL to name the master"):
         Config.from_env({"REDIS_SENTINELS": "10.0.0.1:26379"})
-    with pytest.raises(ConfigError, match="REDIS_URL to name the master"):
-        Config.from_env({"REDIS_SENTINELS": "10.0.0.1", "REDIS_URL": "unix:///tmp/r.sock"})
+    for url in ("unix:///tmp/r.sock", "redis://mymaster:6379/0", "redis:///0",
+                "redis://mymaster/zero", "redis://mymaster/0?db=2"):
+        with pytest.raises(ConfigError, match="REDIS_URL to name the master"):
+            Config.from_env({"REDIS_SENTINELS": "10.0.0.1", "REDIS_URL": url})
 
 
 @pytest.mark.parametrize("value", ["10.0.0.1:port", "10.0.0.1:0", ":26379", "h:70000",
-                                   "redis://h:26379"])
+                                   "redis://h:26379", "fd00::1", "[fd00::1"])
 def test_bad_sentinels_are_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="REDIS_SENTINELS must be host:port"):
         Config.from_env({"REDIS_SENTINELS": value, "REDIS_URL": "redis://mymaster/0"})
@@ -66,3 +68,7 @@ def test_sentinels_reach_celery_as_kombu_spells_them() -> None:
     assert Config.celery_broker_url(config.redis_url or "", config.redis_sentinels) == (
         "sentinel://:secret@s1:26380/2;sentinel://:secret@s2:26379/2;"
         "sentinel://:secret@[fd00::3]:26381/2")
+    # Names are case-sensitive; a ';' in a password must not split kombu's list.
+    assert sentinel_master_of("redis://u:p;w@MyMaster/0") == "MyMaster"
+    assert Config.celery_broker_url("redis://u:p;w@MyMaster/0", [("s1", 1)]) == (
+        "sentinel://u:p%3Bw@s1:1/0")

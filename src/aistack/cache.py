@@ -106,12 +106,13 @@ class FailSoftRedisCache(RedisCache):
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
         # Fail fast, as every Redis client of the process does (see aistack.redis.connections).
-        params = {**params, "OPTIONS": {**client_options(), **params.get("OPTIONS", {})}}
+        first = re.split("[;,]", server)[0] if isinstance(server, str) else server[0]
+        params = {**params, "OPTIONS": {**client_options(first), **params.get("OPTIONS", {})}}
         super().__init__(server, params)
         self._class = _SharedClientRedisCacheClient
         # What the synchronous client uses by default (CACHES sets no other): both read
         # and write the same bytes.
-        self._async_url = re.split("[;,]", server)[0] if isinstance(server, str) else server[0]
+        self._async_url = first
         self._async_serializer = RedisSerializer()
         # Equal bytes, one object: see ``aget_many_shared``.
         self._shared_loads = functools.lru_cache(maxsize=512)(self._async_serializer.loads)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import limits
 
@@ -38,22 +39,40 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def sentinel_master_of(redis_url: str) -> str:
+    """Return the master's name in a ``REDIS_URL`` used with Sentinel, as written (names
+    are case-sensitive)."""
+    return urlsplit(redis_url).netloc.rpartition("@")[2]
+
+
 def _sentinels_of(value: str | None, redis_url: str | None) -> tuple[tuple[str, int], ...]:
-    """Parse ``REDIS_SENTINELS``: ``host:port`` pairs joined by commas (port 26379 if none).
+    """Parse ``REDIS_SENTINELS``: ``host:port`` pairs joined by commas (port 26379 if none);
+    an IPv6 address goes in brackets.
 
     With sentinels, ``REDIS_URL`` names the master instead of a host, as in
     ``redis://:password@mymaster/0``.
     """
-    if value and value.strip() and not (redis_url or "").startswith("redis://"):
+    if not value or not value.strip():
+        return ()
+    master = urlsplit(redis_url or "")
+    name = sentinel_master_of(redis_url or "")
+    if (master.scheme != "redis" or not name or ":" in name or master.query
+            or not re.fullmatch(r"/?[0-9]*", master.path)):
         raise ConfigError("REDIS_SENTINELS needs REDIS_URL to name the master the sentinels "
-                          f"watch, as redis://mymaster/0; got {redis_url or 'none'}")
+                          "watch, with no port, as redis://mymaster/0 (or "
+                          f"redis://:password@mymaster/0); got {redis_url or 'none'}")
     sentinels = []
     for item in _csv(value):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
-        host = host.removeprefix("[").removesuffix("]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?", item)
+        if bracketed:
+            host, port = bracketed[1], bracketed[2] or "26379"
+        else:
+            host, _, port = item.partition(":") if ":" in item else (item, "", "26379")
+            host = "" if any(c in host for c in "/:@[]") else host
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(
-                f"REDIS_SENTINELS must be host:port pairs joined by commas; got {item!r}")
+                "REDIS_SENTINELS must be host:port pairs joined by commas (an IPv6 address "
+                f"in brackets, as [fd00::1]:26379); got {item!r}")
         sentinels.append((host, int(port)))
     return tuple(sentinels)
 
@@ -296,7 +315,10 @@ class Config:
         """
         if sentinels:
             master = urlsplit(redis_url)
-            credentials = master.netloc.rpartition("@")[0]
+            # Spelled out again: a ';' left as it is would split kombu's list of URLs.
+            credentials = ":".join(
+                quote(unquote(part), safe="") for part in
+                master.netloc.rpartition("@")[0].split(":", 1)) if "@" in master.netloc else ""
             return ";".join(
                 f"sentinel://{credentials + '@' if credentials else ''}"
                 f"{f'[{host}]' if ':' in host else host}:{port}{master.path}"

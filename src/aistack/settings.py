@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
-from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
 from csp.constants import NONE, SELF
 
-from aistack.config import Config
+from aistack.config import Config, sentinel_master_of
 
 # Lets admin and other generic classes be subscripted at run time, as the type checker wants.
 django_stubs_ext.monkeypatch()
@@ -129,7 +129,15 @@ REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"
 # sentinels watch (redis://[:password@]<master name>/<db>), and every client of every
 # process (cache, broker, pub/sub, locks, rate limits) asks them where it is.
 REDIS_SENTINELS: list[tuple[str, int]] = list(CONFIG.redis_sentinels)
-REDIS_SENTINEL_MASTER = (urlsplit(REDIS_URL).hostname or "") if REDIS_SENTINELS else ""
+REDIS_SENTINEL_MASTER = sentinel_master_of(REDIS_URL) if REDIS_SENTINELS else ""
+# Over TCP, a Redis connection whose peer vanished (its host lost power, the network
+# split) is noticed within seconds: when idle or waiting on a blocking read by keepalive
+# probes, when its request goes unanswered by TCP_USER_TIMEOUT. Without them the kernel
+# waits out its retransmissions, about 15 minutes, and so would requests, workers and
+# event relays still connected to a master that failed over.
+REDIS_TCP_KEEPALIVE = {getattr(socket, name): value for name, value in (
+    ("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 5000),
+) if hasattr(socket, name)}
 CACHES = {
     "default": {
         # Django's RedisCache, but a Redis outage reads as misses instead of failing requests.
@@ -303,8 +311,10 @@ CELERY_TASK_PUBLISH_RETRY = False
 # message waits behind those of workspaces with smaller backlogs, and its first jobs go
 # to the queue that `aistack worker` keeps processes for (aistack.jobs.services._queue).
 CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"celery": {}, "bulk": {}}
-CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"max_retries": 0,
-                                                   "priority_steps": list(range(10))}
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+    "max_retries": 0, "priority_steps": list(range(10)),
+    # kombu leaves them out over a Unix socket.
+    "socket_keepalive": True, "socket_keepalive_options": REDIS_TCP_KEEPALIVE}
 if REDIS_SENTINELS:
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         master_name=REDIS_SENTINEL_MASTER,

@@ -81,7 +81,9 @@ def eval_(dataset_dir: Path, max_queries: int | None, max_docs: int | None, live
     # later: some of them still write to its Redis.
     atexit.register(scratch.discard)
     try:
-        urls = {"DATABASE_URL": scratch.database_url(), "REDIS_URL": scratch.redis_url()}
+        # Nothing of the deployment's: neither its replicas nor its sentinels.
+        urls = {"DATABASE_URL": scratch.database_url(), "REDIS_URL": scratch.redis_url(),
+                "DATABASE_REPLICA_URLS": "", "REDIS_SENTINELS": ""}
     except (EmbeddedServiceError, OSError) as exc:
         raise click.ClickException(f"could not start the scratch services: {exc}") from exc
     # No worker serves these services: the model runs here.

@@ -79,14 +79,21 @@ class FailFastRetry(Retry):
 _RETRY = FailFastRetry()
 
 
-def client_options() -> dict[str, Any]:
-    """Return the options every synchronous Redis client of the process is built with.
+def tcp_options(url: str) -> dict[str, Any]:
+    """Return the keepalive options of a client of ``url``: none over a Unix socket."""
+    if url.startswith("unix://"):
+        return {}
+    return {"socket_keepalive": True, "socket_keepalive_options": settings.REDIS_TCP_KEEPALIVE}
 
-    The same objects every time: clients are shared by their options (``aistack.cache``).
+
+def client_options(url: str) -> dict[str, Any]:
+    """Return the options every synchronous Redis client of ``url`` is built with.
+
+    Equal every time: clients are shared by their options (``aistack.cache``).
     """
     return {"retry": _RETRY, "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "pool_class": redis.BlockingConnectionPool, "max_connections": POOL_CONNECTIONS,
-            "timeout": POOL_WAIT_SECONDS}
+            "timeout": POOL_WAIT_SECONDS, **tcp_options(url)}
 
 
 class SentinelBlockingConnectionPool(redis.sentinel.SentinelConnectionPool,
@@ -112,7 +119,7 @@ def redis_client_for(url: str) -> redis.Redis:
 
     Through Sentinel, ``url`` names the master (``redis://mymaster/0``).
     """
-    options = client_options()
+    options = client_options(url)
     pool_class = options.pop("pool_class")
     if settings.REDIS_SENTINELS:
         sentinel = redis.sentinel.Sentinel(settings.REDIS_SENTINELS,
@@ -146,10 +153,11 @@ def async_redis_client_for(url: str, **options: Any) -> redis.asyncio.Redis:
     """
     if settings.REDIS_SENTINELS:
         sentinel = _async_sentinel()
-        master: redis.asyncio.Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER,
-                                                          **_master_options(url), **options)
+        master: redis.asyncio.Redis = sentinel.master_for(
+            settings.REDIS_SENTINEL_MASTER, **_master_options(url), **tcp_options(url),
+            **options)
         return master
-    return redis.asyncio.Redis.from_url(url, **options)
+    return redis.asyncio.Redis.from_url(url, **tcp_options(url), **options)
 
 
 @cache

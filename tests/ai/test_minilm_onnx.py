@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from functools import cache
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from django.conf import settings
 
 from aistack.ai.backends import local, minilm_onnx
+from harness import wait_for
 
 TEXTS = [
     "How many vacation days do I get?",
@@ -104,6 +106,37 @@ def test_each_thread_priority_gets_its_own_session() -> None:
     assert encoder.session() is encoder.session()
 
 
+def test_a_job_priority_session_unused_for_a_while_is_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(minilm_onnx.Encoder, "IDLE_SECONDS", 0.5)
+    encoder = minilm_onnx.Encoder(local.onnx_encoder().path, threads=2)
+    first = encoder.session()
+    expected = encoder.encode(TEXTS[:2])
+    found: list[np.ndarray] = []
+    sessions: list[int] = []
+
+    def job(rounds: int) -> None:
+        os.nice(5)  # this thread only, as a worker's job thread
+        for _ in range(rounds):
+            found.append(encoder.encode(TEXTS[:2]))
+            sessions.append(len(encoder._sessions))
+            time.sleep(0.2)  # in use more often than IDLE_SECONDS: kept throughout
+
+    thread = threading.Thread(target=job, args=(6,))
+    thread.start()
+    thread.join(60)
+    assert sessions == [2] * 6
+    wait_for(lambda: len(encoder._sessions) == 1, timeout=10,
+             message="the idle session to be let go")
+    # The first session stays, answering as before; the next job starts another.
+    assert encoder.session() is first
+    thread = threading.Thread(target=job, args=(1,))
+    thread.start()
+    thread.join(60)
+    assert len(found) == 7 and all(np.array_equal(v, expected) for v in found)
+
+
 def test_without_torch_the_full_precision_model_runs_in_onnx_runtime_alike(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -149,9 +182,14 @@ encoder = minilm_onnx.Encoder(minilm_onnx.model_file(Path(sys.argv[1])), threads
 encoder.encode(["warm up"])
 loaded = psutil.Process().memory_info().rss
 words = "revenue grew in Europe and in Asia while costs fell in the Americas".split()
-# Of many lengths, as a corpus's are: batches of many shapes.
-encoder.encode([" ".join(words[i % len(words)] for i in range(n, n + 7 * n % 300 + 5))
-                for n in range(200)])
+if sys.argv[3] == "many":
+    # Of many lengths, as a corpus's are: batches of many shapes.
+    encoder.encode([" ".join(words[i % len(words)] for i in range(n, n + 7 * n % 300 + 5))
+                    for n in range(200)])
+else:
+    # One batch as large as batches get: a single document's chunks.
+    encoder.encode([" ".join(words[i % len(words)] for i in range(n, n + 240))
+                    for n in range(minilm_onnx.BATCH_TOKENS // 256)])
 status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
 print(json.dumps({"loaded": loaded, "now": psutil.Process().memory_info().rss,
                   "peak": int(status["VmHWM"].split()[0]) * 1024}))
@@ -159,14 +197,15 @@ print(json.dumps({"loaded": loaded, "now": psutil.Process().memory_info().rss,
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
-def test_a_large_call_gives_back_the_memory_its_batches_took() -> None:
+@pytest.mark.parametrize("batches", ["many", "one"])
+def test_a_large_call_gives_back_the_memory_its_batches_took(batches: str) -> None:
     # In a process of its own: this one's other allocations would blur the figures.
     import json
     import subprocess
 
     found = subprocess.run(
         [sys.executable, "-P", "-c", MEMORY_AFTER_A_LARGE_CALL, str(settings.LOCAL_MODEL_DIR),
-         str(Path(minilm_onnx.__file__).parent)],
+         str(Path(minilm_onnx.__file__).parent), batches],
         capture_output=True, text=True, check=True, timeout=300)
     figures = json.loads(found.stdout)
 

@@ -18,9 +18,11 @@ import ctypes
 import hashlib
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -46,6 +48,8 @@ _MS = "com.microsoft"
 # ONNX Runtime's arena until its call ends) grows with it: about 140 MB at 2,048, 470 at
 # 8,192.
 BATCH_TOKENS = 2048
+# A call whose batches held more tokens than this gives its arena memory back at its end.
+_SHRINK_AFTER_TOKENS = 256
 
 
 def _graph(weights: dict[str, np.ndarray]) -> Any:
@@ -157,6 +161,20 @@ def _quantizer_quiet() -> Iterator[None]:
         root.removeFilter(ours)
 
 
+def _graph_write_apart(path: Path, *, quantized: bool) -> None:
+    """Run :func:`graph_write` in a process of its own.
+
+    Building takes a few hundred megabytes (the full weights, the quantizer's copies)
+    that the process would keep after freeing them: a worker that built the model on its
+    first start stayed about 130 MB larger than one that found it built.
+    """
+    done = subprocess.run(
+        [sys.executable, "-P", __file__, "--write", str(path), "int8" if quantized else "fp32"],
+        capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the ONNX model failed: {done.stderr[-2000:]}")
+
+
 def model_file(directory: Path, *, quantized: bool = True) -> Path:
     """Return the built model's path in ``directory``, building it on first use.
 
@@ -172,7 +190,7 @@ def model_file(directory: Path, *, quantized: bool = True) -> Path:
         descriptor, partial = tempfile.mkstemp(dir=directory, suffix=".partial")
         os.close(descriptor)
         try:
-            graph_write(Path(partial), quantized=quantized)
+            _graph_write_apart(Path(partial), quantized=quantized)
             # Readable by all, as the weights it is made of: an image builds it as root
             # for processes that run as another user.
             os.chmod(partial, 0o644)
@@ -227,18 +245,52 @@ class Encoder:
     started by the first thread that calls at that priority. A session runs one batch
     at a time, as its threads already use every core: threads calling at once take
     turns by batch, so a query waits for one batch of another call, not all of it.
+
+    A session (about 65 MB) is let go once unused for ``IDLE_SECONDS``, but for the one of
+    the most favoured priority (the thread answering the web's requests, in a worker): a
+    worker idle after an ingest keeps only that one, and the next job starts its own
+    again (about a quarter of a second).
     """
+
+    IDLE_SECONDS = 20.0
 
     def __init__(self, path: Path, *, threads: int) -> None:
         self.path = path
         self.threads = threads
         self._sessions: dict[tuple[int, int], tuple[Any, threading.Lock]] = {}
+        self._used: dict[tuple[int, int], float] = {}
         self._lock = threading.Lock()
+        self._idle: threading.Timer | None = None
         tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.no_padding()
         self._tokenizer = tokenizer
         self.session()
+
+    def _release_idle(self) -> None:
+        """Let go of the sessions unused for ``IDLE_SECONDS``, but the most favoured one."""
+        with self._lock:
+            self._idle = None
+            now = time.monotonic()
+            kept = min(self._sessions)  # (policy, niceness): SCHED_OTHER, then least nice
+            for key in [key for key in self._sessions if key != kept]:
+                turn = self._sessions[key][1]
+                if now - self._used.get(key, now) >= self.IDLE_SECONDS and turn.acquire(
+                        blocking=False):
+                    try:
+                        del self._sessions[key]
+                    finally:
+                        turn.release()
+            if len(self._sessions) > 1:
+                self._idle_check_later()
+        _heap_trim()
+
+    def _idle_check_later(self) -> None:
+        # Under self._lock.
+        if self._idle is None:
+            self._idle = threading.Timer(self.IDLE_SECONDS, self._release_idle)
+            self._idle.daemon = True
+            self._idle.start()
 
     def session(self) -> tuple[Any, threading.Lock]:
         """Return the calling thread's session and its lock, starting it if need be."""
@@ -256,6 +308,9 @@ class Encoder:
                     found = self._sessions[key] = (onnxruntime.InferenceSession(
                         str(self.path), options, providers=["CPUExecutionProvider"]),
                         threading.Lock())
+                    if len(self._sessions) > 1:
+                        self._idle_check_later()
+        self._used[key] = time.monotonic()
         return found
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -267,6 +322,7 @@ class Encoder:
         lengths = np.array([len(encoding.ids) for encoding in encodings])
         order = np.argsort(-lengths, kind="stable")
         session, turn = self.session()
+        key = _priority()
         start = 0
         while start < len(order):
             # Longest first: the batch's first text sets its width. Texts under half of
@@ -281,13 +337,16 @@ class Encoder:
                 found = encodings[index].ids
                 ids[row, :len(found)] = found
                 mask[row, :len(found)] = 1
-            # A call of many batches ends by handing back what they took.
-            last_of_many = start > 0 and start + len(batch) == len(order)
+            # A call of many batches, or of one large one, ends by handing back what they
+            # took (a short query's few kilobytes stay for the next).
+            last_of_many = start + len(batch) == len(order) and (
+                start > 0 or width * len(batch) > _SHRINK_AFTER_TOKENS)
             with turn:
                 [states] = session.run(None, {"input_ids": ids,
                                               "token_type_ids": np.zeros_like(ids),
                                               "attention_mask": mask},
                                        _arena_shrinking() if last_of_many else None)
+            self._used[key] = time.monotonic()  # in use, however long the call
             if last_of_many:
                 _heap_trim()
             summed = (states * mask[:, :, None]).sum(axis=1)
@@ -302,5 +361,9 @@ if __name__ == "__main__":
     # precision) into DIR ahead of use (the Docker image does) and prints where they are.
     # It imports nothing of aistack, so it needs no settings; -P keeps this directory (whose
     # http.py would shadow the standard library's) off the import path.
-    for quantized in (True, False):
-        print(model_file(Path(sys.argv[1]), quantized=quantized))
+    # `--write PATH int8|fp32` writes one model to PATH: what model_file runs apart.
+    if sys.argv[1] == "--write":
+        graph_write(Path(sys.argv[2]), quantized=sys.argv[3] == "int8")
+    else:
+        for quantized in (True, False):
+            print(model_file(Path(sys.argv[1]), quantized=quantized))

@@ -48,8 +48,12 @@ _MS = "com.microsoft"
 # ONNX Runtime's arena until its call ends) grows with it: about 140 MB at 2,048, 470 at
 # 8,192.
 BATCH_TOKENS = 2048
-# A call whose batches held more tokens than this gives its arena memory back at its end.
+# A session whose batch held more tokens than this gives its arena memory back once idle.
 _SHRINK_AFTER_TOKENS = 256
+# What a session runs to shrink its arena: [CLS] [SEP].
+_TINY_INPUT = {"input_ids": np.array([[101, 102]], dtype=np.int32),
+               "token_type_ids": np.zeros((1, 2), dtype=np.int32),
+               "attention_mask": np.ones((1, 2), dtype=np.int32)}
 
 
 def _graph(weights: dict[str, np.ndarray]) -> Any:
@@ -249,7 +253,8 @@ class Encoder:
     A session (about 65 MB) is let go once unused for ``IDLE_SECONDS``, but for the one of
     the most favoured priority (the thread answering the web's requests, in a worker): a
     worker idle after an ingest keeps only that one, and the next job starts its own
-    again (about a quarter of a second).
+    again (about a quarter of a second). That one then gives back what its arena kept
+    of a large batch.
     """
 
     IDLE_SECONDS = 20.0
@@ -261,6 +266,8 @@ class Encoder:
         self._used: dict[tuple[int, int], float] = {}
         self._lock = threading.Lock()
         self._idle: threading.Timer | None = None
+        # Sessions whose arena still holds what a large batch took.
+        self._grown: set[tuple[int, int]] = set()
         tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.no_padding()
@@ -268,20 +275,26 @@ class Encoder:
         self.session()
 
     def _release_idle(self) -> None:
-        """Let go of the sessions unused for ``IDLE_SECONDS``, but the most favoured one."""
+        """Let go of the sessions unused for ``IDLE_SECONDS``, but the most favoured one,
+        whose arena gives back what its last large batch took."""
         with self._lock:
             self._idle = None
             now = time.monotonic()
             kept = min(self._sessions)  # (policy, niceness): SCHED_OTHER, then least nice
-            for key in [key for key in self._sessions if key != kept]:
-                turn = self._sessions[key][1]
-                if now - self._used.get(key, now) >= self.IDLE_SECONDS and turn.acquire(
+            for key in list(self._sessions):
+                session, turn = self._sessions[key]
+                if now - self._used.get(key, now) < self.IDLE_SECONDS or not turn.acquire(
                         blocking=False):
-                    try:
+                    continue
+                try:
+                    if key != kept:
                         del self._sessions[key]
-                    finally:
-                        turn.release()
-            if len(self._sessions) > 1:
+                    elif key in self._grown:
+                        session.run(None, _TINY_INPUT, _arena_shrinking())
+                    self._grown.discard(key)
+                finally:
+                    turn.release()
+            if len(self._sessions) > 1 or self._grown:
                 self._idle_check_later()
         _heap_trim()
 
@@ -337,10 +350,15 @@ class Encoder:
                 found = encodings[index].ids
                 ids[row, :len(found)] = found
                 mask[row, :len(found)] = 1
-            # A call of many batches, or of one large one, ends by handing back what they
-            # took (a short query's few kilobytes stay for the next).
-            last_of_many = start + len(batch) == len(order) and (
-                start > 0 or width * len(batch) > _SHRINK_AFTER_TOKENS)
+            # A call of many batches ends by handing back what they took. A call of one
+            # large batch leaves it for the next call (a document's job, say), until its
+            # session has been idle for a while.
+            last = start + len(batch) == len(order)
+            last_of_many = last and start > 0
+            if last and not last_of_many and width * len(batch) > _SHRINK_AFTER_TOKENS:
+                with self._lock:
+                    self._grown.add(key)
+                    self._idle_check_later()
             with turn:
                 [states] = session.run(None, {"input_ids": ids,
                                               "token_type_ids": np.zeros_like(ids),

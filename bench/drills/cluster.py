@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import requests
 from bench.drills.stack import Api, Findings, Response, Sample, Traffic, describe
-from bench.drills.worker_kills import verify
+from bench.drills.worker_kills import jobs_settled, verify, wait_settled
 
 from harness import (
     WaitTimeout,
@@ -395,15 +395,7 @@ def run(args: argparse.Namespace, findings: Findings, root: Path, redis_group: S
 
         close_old_connections()
 
-        def settled() -> bool:
-            open_jobs = Job.objects.filter(status__in=[JobStatus.PENDING,
-                                                       JobStatus.PROCESSING]).count()
-            return open_jobs == 0 and Job.objects.count() == 2 * Document.objects.count()
-
-        try:
-            wait_for(settled, timeout=args.timeout, interval=0.5, message="every job to end")
-        except WaitTimeout as exc:
-            findings.did(str(exc))
+        wait_settled(findings, timeout=args.timeout)
         findings.found("seconds_to_ingest", round(time.monotonic() - started, 1),
                        f"{args.documents} documents, from the first create until every job ended")
 
@@ -424,7 +416,7 @@ def run(args: argparse.Namespace, findings: Findings, root: Path, redis_group: S
                        "announced live on a stream of web-2", heard,
                        f"in {time.monotonic() - probe_at:.1f} s" if heard else "not heard")
         with contextlib.suppress(WaitTimeout):
-            wait_for(settled, timeout=60, interval=0.2, message="the probe's jobs")
+            wait_for(jobs_settled, timeout=60, interval=0.2, message="the probe's jobs")
         documents = args.documents + 1
         findings.found("documents", Document.objects.count())
         lost = (2 * documents - Job.objects.filter(status=JobStatus.COMPLETE).count())

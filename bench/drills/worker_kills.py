@@ -54,6 +54,27 @@ def busy_worker(stack: Stack, slots: list[str]) -> tuple[str, int] | None:
     return None
 
 
+def jobs_settled(documents: int | None = None) -> bool:
+    """Return whether no job is pending or running, and each of the ``documents`` (all
+    there are if None) has its two jobs, an index and a summary."""
+    from aistack.documents.models import Document
+    from aistack.jobs.kinds import JobStatus
+    from aistack.jobs.models import Job
+
+    open_jobs = Job.objects.filter(status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).count()
+    expected = Document.objects.count() if documents is None else documents
+    return open_jobs == 0 and Job.objects.count() == 2 * expected
+
+
+def wait_settled(findings: Findings, *, timeout: float, documents: int | None = None) -> None:
+    """Wait until :func:`jobs_settled`; say so if it does not come within ``timeout``."""
+    try:
+        wait_for(lambda: jobs_settled(documents), timeout=timeout, interval=0.5,
+                 message="every job to end")
+    except WaitTimeout as exc:
+        findings.did(str(exc))
+
+
 def verify(findings: Findings, *, documents: int) -> None:
     """Check every document, chunk, vector and job against the invariant."""
     from django.db import connection
@@ -167,18 +188,7 @@ def main() -> int:
         last_kill = time.monotonic()
         findings.found("kills", len(kills), f"jobs held at each: {kills}")
 
-        from aistack.jobs.kinds import JobStatus
-        from aistack.jobs.models import Job
-
-        def settled() -> bool:
-            open_jobs = Job.objects.filter(status__in=[JobStatus.PENDING,
-                                                       JobStatus.PROCESSING]).count()
-            return open_jobs == 0 and Job.objects.count() == 2 * args.documents
-
-        try:
-            wait_for(settled, timeout=args.timeout, interval=0.5, message="every job to end")
-        except WaitTimeout as exc:
-            findings.did(str(exc))
+        wait_settled(findings, timeout=args.timeout, documents=args.documents)
         findings.found("seconds_total", round(time.monotonic() - started, 1),
                        f"{args.documents} documents ingested through {len(kills)} kills")
         findings.found("seconds_after_last_kill", round(time.monotonic() - last_kill, 1))

@@ -110,6 +110,13 @@ def onnx_encoder(*, quantized: bool = True) -> Any:
     return found
 
 
+def encoders_housekeep() -> None:
+    """Have the loaded ONNX models let go of what they no longer use (see
+    ``minilm_onnx.Encoder.housekeep``), from the thread whose session is to stay."""
+    for encoder in list(_encoders.values()):
+        encoder.housekeep()
+
+
 def _runs_on_torch(model: str) -> bool:
     return model == EMBEDDING_MODEL and torch_available()
 

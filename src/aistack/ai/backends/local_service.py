@@ -26,6 +26,7 @@ from aistack.ai.backends.local import (
     SERVING_KEY,
     SERVING_TTL_SECONDS,
     encode,
+    encoders_housekeep,
     model_load,
     vectors_to_text,
 )
@@ -86,6 +87,9 @@ class LocalModelService(threading.Thread):
                 item = client.blpop([REQUESTS_KEY], timeout=_POLL_SECONDS)
                 if item is not None:
                     _answer(client, item[1])
+                else:
+                    # Idle a second: the jobs' sessions, idle longer, can go.
+                    encoders_housekeep()
             except redis.RedisError as exc:
                 # Redis restarting: callers time out and retry; so does this thread.
                 logger.warning("local model service: %s", exc)

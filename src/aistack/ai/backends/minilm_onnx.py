@@ -123,8 +123,12 @@ def _graph(weights: dict[str, np.ndarray]) -> Any:
                                                    helper.make_opsetid(_MS, 1)])
 
 
-def graph_write(path: Path, *, quantized: bool) -> None:
-    """Write the model to ``path``: int8 when ``quantized``, else full precision."""
+def graph_write(path: Path, *, quantized: bool, scratch: Path | None = None) -> None:
+    """Write the model to ``path``: int8 when ``quantized``, else full precision.
+
+    The full-precision graph is written in ``scratch`` (a new directory beside ``path`` if
+    None) on the way to int8.
+    """
     import onnx
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -134,9 +138,9 @@ def graph_write(path: Path, *, quantized: bool) -> None:
     if not quantized:
         onnx.save(model, str(path))
         return
-    with (tempfile.TemporaryDirectory(dir=path.parent) as scratch,
+    with (tempfile.TemporaryDirectory(dir=scratch or path.parent) as directory,
           _quantizer_quiet()):
-        full = Path(scratch) / "full.onnx"
+        full = Path(directory) / "full.onnx"
         onnx.save(model, str(full))
         del model
         quantize_dynamic(
@@ -172,11 +176,14 @@ def _graph_write_apart(path: Path, *, quantized: bool) -> None:
     that the process would keep after freeing them: a worker that built the model on its
     first start stayed about 130 MB larger than one that found it built.
     """
-    done = subprocess.run(
-        [sys.executable, "-P", __file__, "--write", str(path), "int8" if quantized else "fp32"],
-        capture_output=True, text=True, timeout=900, check=False)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:  # gone even if killed
+        done = subprocess.run(
+            [sys.executable, "-P", __file__, "--write", str(path),
+             "int8" if quantized else "fp32", scratch],
+            capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"building the ONNX model failed: {done.stderr[-2000:]}")
+        raise RuntimeError(f"building the ONNX model failed (exit status {done.returncode}): "
+                           f"{done.stderr[-2000:]}")
 
 
 def model_file(directory: Path, *, quantized: bool = True) -> Path:
@@ -250,11 +257,11 @@ class Encoder:
     at a time, as its threads already use every core: threads calling at once take
     turns by batch, so a query waits for one batch of another call, not all of it.
 
-    A session (about 65 MB) is let go once unused for ``IDLE_SECONDS``, but for the one of
-    the most favoured priority (the thread answering the web's requests, in a worker): a
-    worker idle after an ingest keeps only that one, and the next job starts its own
-    again (about a quarter of a second). That one then gives back what its arena kept
-    of a large batch.
+    :meth:`housekeep`, called now and then by a thread of the most favoured priority (the
+    one answering the web's requests, in a worker), lets go of the other sessions (about
+    65 MB each) unused for ``IDLE_SECONDS`` (the next job starts its own again, in about
+    a quarter of a second), and has its own give back what its arena kept of a large
+    batch: a worker idle after an ingest is about its size before.
     """
 
     IDLE_SECONDS = 20.0
@@ -264,46 +271,47 @@ class Encoder:
         self.threads = threads
         self._sessions: dict[tuple[int, int], tuple[Any, threading.Lock]] = {}
         self._used: dict[tuple[int, int], float] = {}
-        self._lock = threading.Lock()
-        self._idle: threading.Timer | None = None
         # Sessions whose arena still holds what a large batch took.
         self._grown: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
         tokenizer = Tokenizer.from_file(str(get_model_path() / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.no_padding()
         self._tokenizer = tokenizer
         self.session()
 
-    def _release_idle(self) -> None:
-        """Let go of the sessions unused for ``IDLE_SECONDS``, but the most favoured one,
-        whose arena gives back what its last large batch took."""
-        with self._lock:
-            self._idle = None
-            now = time.monotonic()
-            kept = min(self._sessions)  # (policy, niceness): SCHED_OTHER, then least nice
-            for key in list(self._sessions):
-                session, turn = self._sessions[key]
-                if now - self._used.get(key, now) < self.IDLE_SECONDS or not turn.acquire(
-                        blocking=False):
-                    continue
-                try:
-                    if key != kept:
-                        del self._sessions[key]
-                    elif key in self._grown:
-                        session.run(None, _TINY_INPUT, _arena_shrinking())
-                    self._grown.discard(key)
-                finally:
-                    turn.release()
-            if len(self._sessions) > 1 or self._grown:
-                self._idle_check_later()
-        _heap_trim()
+    def housekeep(self) -> None:
+        """Let go of other priorities' sessions unused for ``IDLE_SECONDS``; shrink the
+        arena of the caller's own once it has been as long unused.
 
-    def _idle_check_later(self) -> None:
-        # Under self._lock.
-        if self._idle is None:
-            self._idle = threading.Timer(self.IDLE_SECONDS, self._release_idle)
-            self._idle.daemon = True
-            self._idle.start()
+        Call it from a thread of the priority whose session is to stay: the shrinking
+        runs on the calling thread, and waits for nothing (a session in use is left for
+        the next call).
+        """
+        mine = _priority()
+        now = time.monotonic()
+        released = []
+        with self._lock:
+            for key in [key for key in self._sessions if key != mine]:
+                if now - self._used.get(key, now) >= self.IDLE_SECONDS:
+                    released.append(self._sessions.pop(key))
+                    self._used.pop(key, None)
+                    self._grown.discard(key)
+            found = self._sessions.get(mine)
+        shrunk = False
+        if (found is not None and mine in self._grown
+                and now - self._used.get(mine, now) >= self.IDLE_SECONDS
+                and found[1].acquire(blocking=False)):
+            try:
+                self._grown.discard(mine)
+                found[0].run(None, _TINY_INPUT, _arena_shrinking())
+                shrunk = True
+            finally:
+                found[1].release()
+        if released or shrunk:
+            # Outside the lock: a session's threads are joined as it goes.
+            released.clear()
+            _heap_trim()
 
     def session(self) -> tuple[Any, threading.Lock]:
         """Return the calling thread's session and its lock, starting it if need be."""
@@ -321,8 +329,7 @@ class Encoder:
                     found = self._sessions[key] = (onnxruntime.InferenceSession(
                         str(self.path), options, providers=["CPUExecutionProvider"]),
                         threading.Lock())
-                    if len(self._sessions) > 1:
-                        self._idle_check_later()
+                    self._used[key] = time.monotonic()
         self._used[key] = time.monotonic()
         return found
 
@@ -356,9 +363,7 @@ class Encoder:
             last = start + len(batch) == len(order)
             last_of_many = last and start > 0
             if last and not last_of_many and width * len(batch) > _SHRINK_AFTER_TOKENS:
-                with self._lock:
-                    self._grown.add(key)
-                    self._idle_check_later()
+                self._grown.add(key)
             with turn:
                 [states] = session.run(None, {"input_ids": ids,
                                               "token_type_ids": np.zeros_like(ids),
@@ -381,7 +386,10 @@ if __name__ == "__main__":
     # http.py would shadow the standard library's) off the import path.
     # `--write PATH int8|fp32` writes one model to PATH: what model_file runs apart.
     if sys.argv[1] == "--write":
-        graph_write(Path(sys.argv[2]), quantized=sys.argv[3] == "int8")
+        if sys.argv[3] not in ("int8", "fp32"):
+            raise SystemExit(f"int8 or fp32, not {sys.argv[3]!r}")
+        graph_write(Path(sys.argv[2]), quantized=sys.argv[3] == "int8",
+                    scratch=Path(sys.argv[4]))
     else:
         for quantized in (True, False):
             print(model_file(Path(sys.argv[1]), quantized=quantized))

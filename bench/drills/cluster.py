@@ -33,7 +33,7 @@ from typing import Any
 import psutil
 import requests
 from bench.drills.stack import Api, Findings, Response, Sample, Traffic, describe
-from bench.drills.worker_kills import jobs_settled, verify, wait_settled
+from bench.drills.worker_kills import job_owners, jobs_settled, verify, wait_settled
 
 from harness import (
     WaitTimeout,
@@ -100,11 +100,7 @@ class Hosts:
 
     def holding_jobs(self, names: list[str]) -> tuple[str, int] | None:
         """Return a host of ``names`` whose worker runs jobs right now, and how many."""
-        from aistack.jobs.kinds import JobStatus
-        from aistack.jobs.models import Job
-
-        owners = Counter(int(owner.rsplit(":", 1)[1]) for owner in Job.objects.filter(
-            status=JobStatus.PROCESSING).exclude(owner="").values_list("owner", flat=True))
+        owners = job_owners()
         for name in names:
             with contextlib.suppress(psutil.NoSuchProcess):
                 held = sum(owners[p.pid] for p in process_tree(self.processes[name].pid))

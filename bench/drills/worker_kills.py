@@ -40,13 +40,18 @@ def document_text(rng: random.Random) -> str:
     return "\n\n".join(paragraphs)
 
 
-def busy_worker(stack: Stack, slots: list[str]) -> tuple[str, int] | None:
-    """Return a worker holding jobs right now and how many, or None."""
+def job_owners() -> Counter[int]:
+    """Return how many jobs each process (by pid) is running right now."""
     from aistack.jobs.kinds import JobStatus
     from aistack.jobs.models import Job
 
-    owners = Counter(int(owner.rsplit(":", 1)[1]) for owner in Job.objects.filter(
+    return Counter(int(owner.rsplit(":", 1)[1]) for owner in Job.objects.filter(
         status=JobStatus.PROCESSING).exclude(owner="").values_list("owner", flat=True))
+
+
+def busy_worker(stack: Stack, slots: list[str]) -> tuple[str, int] | None:
+    """Return a worker holding jobs right now and how many, or None."""
+    owners = job_owners()
     for slot in slots:
         held = sum(owners[pid] for pid in stack.tree(slot))
         if held:

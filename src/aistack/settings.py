@@ -130,6 +130,8 @@ REDIS_URL = CONFIG.redis_url or "redis://localhost:6379/0"
 # process (cache, broker, pub/sub, locks, rate limits) asks them where it is.
 REDIS_SENTINELS: list[tuple[str, int]] = list(CONFIG.redis_sentinels)
 REDIS_SENTINEL_MASTER = sentinel_master_of(REDIS_URL) if REDIS_SENTINELS else ""
+# A sentinel that does not answer is passed over for the next one within a second.
+REDIS_SENTINEL_OPTIONS = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
 # Over TCP, a Redis connection whose peer vanished (its host lost power, the network
 # split) is noticed within seconds: when idle or waiting on a blocking read by keepalive
 # probes, when its request goes unanswered by TCP_USER_TIMEOUT. Without them the kernel
@@ -318,7 +320,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
 if REDIS_SENTINELS:
     CELERY_BROKER_TRANSPORT_OPTIONS.update(
         master_name=REDIS_SENTINEL_MASTER,
-        sentinel_kwargs={"socket_connect_timeout": 1, "socket_timeout": 1})
+        sentinel_kwargs=REDIS_SENTINEL_OPTIONS)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile-jobs": {

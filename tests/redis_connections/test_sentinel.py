@@ -45,7 +45,7 @@ def sentinel_redis(settings: Any) -> Iterator[SentinelRedis]:
         settings.CELERY_BROKER_URL = Config.celery_broker_url(url, sentinels)
         settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
             **settings.CELERY_BROKER_TRANSPORT_OPTIONS, "master_name": MASTER_NAME,
-            "sentinel_kwargs": {"socket_connect_timeout": 1, "socket_timeout": 1}}
+            "sentinel_kwargs": settings.REDIS_SENTINEL_OPTIONS}
         _forget_clients()
         try:
             yield group

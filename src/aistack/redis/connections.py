@@ -101,11 +101,6 @@ class SentinelBlockingConnectionPool(redis.sentinel.SentinelConnectionPool,
     """Sentinel's pool, capped as every pool here is: past the cap a caller waits."""
 
 
-# A sentinel that does not answer is passed over for the next one at once.
-_SENTINEL_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                     "socket_timeout": CONNECT_TIMEOUT_SECONDS}
-
-
 def _master_options(url: str) -> dict[str, Any]:
     """Return what ``url`` says of the master other than where it is: user, password, database."""
     parts = urlsplit(url)
@@ -123,7 +118,7 @@ def redis_client_for(url: str) -> redis.Redis:
     pool_class = options.pop("pool_class")
     if settings.REDIS_SENTINELS:
         sentinel = redis.sentinel.Sentinel(settings.REDIS_SENTINELS,
-                                           sentinel_kwargs=_SENTINEL_OPTIONS)
+                                           sentinel_kwargs=settings.REDIS_SENTINEL_OPTIONS)
         master: redis.Redis = sentinel.master_for(
             settings.REDIS_SENTINEL_MASTER, connection_pool_class=SentinelBlockingConnectionPool,
             **_master_options(url), **options)
@@ -142,7 +137,7 @@ def _async_sentinel() -> redis.asyncio.sentinel.Sentinel:
     sentinel = _async_sentinels.get(loop)
     if sentinel is None:
         sentinel = _async_sentinels[loop] = redis.asyncio.sentinel.Sentinel(
-            settings.REDIS_SENTINELS, sentinel_kwargs=_SENTINEL_OPTIONS)
+            settings.REDIS_SENTINELS, sentinel_kwargs=settings.REDIS_SENTINEL_OPTIONS)
     return sentinel
 
 

@@ -329,7 +329,6 @@ class Encoder:
                     found = self._sessions[key] = (onnxruntime.InferenceSession(
                         str(self.path), options, providers=["CPUExecutionProvider"]),
                         threading.Lock())
-                    self._used[key] = time.monotonic()
         self._used[key] = time.monotonic()
         return found
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db import OperationalError, connection
 from django.test import Client
 
 from aistack.ai import chat_models, setup
@@ -335,3 +336,24 @@ def test_the_page_shows_how_far_a_switch_of_embedding_model_has_come(
     assert "Re-embedding for <code>scripted:hash</code>: 1 of 2 passages." in page
     reindex_run(progress=lambda done: None)
     assert "Re-embedding" not in browser_of.get("/models/").content.decode()
+
+
+def test_the_database_down_is_raised_at_once_not_waited_for_again(
+    browser_of: Client, vendor: VendorServer,
+) -> None:
+    # A read of the row that waited the pool's timeout for a connection must not be
+    # followed by the caller waiting that long again: the request answers 503 at once.
+    saved_row(browser_of, vendor, "first")
+    elsewhere = setup._Follower()
+    refused: list[str] = []
+
+    def unavailable(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        refused.append(sql)
+        raise OperationalError("connection pool timeout")
+
+    with connection.execute_wrapper(unavailable), pytest.raises(OperationalError):
+        elsewhere.current_models()
+    assert refused
+    # Read again once it is back.
+    elsewhere.checked_at, elsewhere.read_at = -setup.REFRESH_SECONDS, -setup.REREAD_SECONDS
+    assert elsewhere.current_models().models["default"]["MODEL"] == "first"  # type: ignore[union-attr]

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from aistack.ai import (
@@ -506,9 +506,14 @@ def _row_read_published() -> dict[str, Any] | None:
         # A savepoint: a failure must not abort a transaction the caller is in.
         with transaction.atomic():
             return _publish(_row_read())
+    except (OperationalError, InterfaceError):
+        # PostgreSQL is down, and this read has already waited the pool's timeout for a
+        # connection. The caller needs the database as well (a model call is recorded
+        # there): going on would have it wait that long a second time before its 503.
+        raise
     except Exception:
-        # PostgreSQL is restarting, or this process may not use it (a test's thread):
-        # what Redis says, or the models already in use, will do until the next read.
+        # This process may not use the database (a test's thread): what Redis says, or
+        # the models already in use, will do until the next read.
         logger.warning("could not read the Models page's setup", exc_info=True)
         return None
 

@@ -288,3 +288,41 @@ def test_the_upgrade_packs_existing_postings_into_lists_and_back() -> None:
     assert PostingList.objects.filter(workspace_id=workspace.pk).exists()
     assert all(same(ranking([workspace.pk], query, 10), ranked)
                for query, ranked in zip(queries, expected, strict=True))
+
+
+def test_a_repeated_search_reads_no_list_again_and_a_misnamed_one_is_still_ranked(
+    alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = alice.personal_workspace
+    document = Document.objects.create(workspace=workspace, title="Runs", content="",
+                                       content_hash="")
+    document_write(document, ["The runners were running deployments quickly",
+                              "Deployment runbooks for quick runs"] * 5)
+    posting_lists_merge(workspace_id=workspace.pk)
+    monkeypatch.setattr(textrank, "lists", textrank.ListCache(budget=1 << 20))
+    named: list[list[str]] = []
+
+    def cached_keys(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql == textrank._READ_SQL:
+            named.append(params["cached"])
+        return execute(sql, params, many, context)
+
+    query = "Running deployments, quickly"
+    with connection.execute_wrapper(cached_keys):
+        first = ranking([workspace.pk], query, 5)
+        second = ranking([workspace.pk], query, 5)
+    assert first == second and first
+    # The first read every list; the second named them all as held: none sent again.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM retrieval_postinglist WHERE workspace_id = %s "
+                       "AND lexeme IN (SELECT lexeme FROM unnest(to_tsvector('english', %s)))",
+                       [workspace.pk, query])
+        (terms,) = cursor.fetchone()
+    assert named[0] == [] and len(named[1]) == terms == 3
+
+    # A held list this process names by another stem than PostgreSQL's is sent again.
+    monkeypatch.setattr(textrank, "text_stems", lambda text: {"runn", "deploi"})
+    named.clear()
+    with connection.execute_wrapper(cached_keys):
+        assert ranking([workspace.pk], query, 5) == first
+    assert named == [[]]

@@ -3,10 +3,9 @@ marked.
 
 Made here rather than by PostgreSQL's ``ts_headline``, which parses every chunk of a
 page of results again with the full text search parser: for ten results that was
-most of a warm text search's time. A word is marked when its English stem (Snowball,
-the stemmer of PostgreSQL's ``english`` configuration) is one of the query's lexemes
-as PostgreSQL made them, so the words marked are those search matched. (Where the two
-builds of the stemmer differ on a word, a few words in ten thousand, it goes unmarked.)
+most of a warm text search's time. A word is marked when its English stem
+(``retrieval.stemming``) is one of the query's lexemes as PostgreSQL made them, so the
+words marked are those search matched.
 A lexeme that is not a plain word (an e-mail address, a URL) is found as it is written.
 """
 
@@ -16,32 +15,18 @@ import bisect
 import html
 import itertools
 import re
-import threading
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 
-import Stemmer
+from aistack.retrieval.stemming import WORD, stems
 
 # As ts_headline was asked before: two passages of up to 40 words each.
 MAX_WORDS = 40
 MAX_FRAGMENTS = 2
 FRAGMENT_DELIMITER = " … "
-# Words as PostgreSQL's parser splits them: letters and digits (an underscore, an
-# apostrophe or a hyphen separates two words).
-_WORD = re.compile(r"[^\W_]+")
-_SPLIT = re.compile(r"([^\W_]+)")
+_SPLIT = re.compile(f"({WORD.pattern})")
 _SPACE = re.compile(r"\s+")
-
-# A stemmer keeps a cache and is not safe to share between threads.
-_local = threading.local()
-
-
-def _stemmer() -> Stemmer.Stemmer:
-    found: Stemmer.Stemmer | None = getattr(_local, "stemmer", None)
-    if found is None:
-        found = _local.stemmer = Stemmer.Stemmer("english")
-    return found
 
 
 @dataclass(frozen=True)
@@ -63,11 +48,10 @@ def _words(text: str, lexemes: Collection[str]) -> _Words:
     pieces = _SPLIT.split(text)
     offsets = list(itertools.accumulate(map(len, pieces)))
     starts, ends = offsets[0:-1:2], offsets[1::2]
-    stems = _stemmer().stemWords([word.lower() for word in pieces[1::2]])
-    matched = {i: stem for i, stem in enumerate(stems) if stem in lexemes}
+    matched = {i: stem for i, stem in enumerate(stems(pieces[1::2])) if stem in lexemes}
     marks = [(starts[i], ends[i]) for i in matched]
     for lexeme in lexemes:
-        if _WORD.fullmatch(lexeme):
+        if WORD.fullmatch(lexeme):
             continue
         for found in re.finditer(re.escape(lexeme), text, re.IGNORECASE):
             marks.append(found.span())

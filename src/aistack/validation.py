@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 # Control characters other than tab and line breaks: they carry no text, and they break
-# what is made of it (XML exports, terminals, other tools' delimiters).
+# what is made of it (search highlights are delimited by such characters).
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

@@ -22,7 +22,7 @@ class Chunk(models.Model):
     end_char = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
     # English stems of the document title and this chunk: the terms its postings are
-    # written from.
+    # written from, and its snippets highlighted with.
     search_vector = SearchVectorField(null=True)
     # Number of stemmed terms in search_vector: BM25's document length.
     term_count = models.PositiveIntegerField(default=0)

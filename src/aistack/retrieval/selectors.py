@@ -16,12 +16,12 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.utils.html import escape
 from pgvector import Vector
 
 from aistack.jobs import kinds
 from aistack.jobs.selectors import jobs_failures
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
-from aistack.retrieval.snippets import snippet
 from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit, connection_give_back
 
@@ -59,9 +59,16 @@ HNSW_EF_SEARCH_MAX = 1000
 # and a half times the depth asked for, if more), which the full vectors then rank.
 RERANK_CANDIDATES_MIN = 40
 _STATS_TTL_SECONDS = 60
-# The query's lexemes, once per statement, to mark its words in the snippets with.
-_LEXEMES_SQL = ("(SELECT array_agg(DISTINCT u.lexeme) "
-                "FROM unnest(to_tsvector('english', %(query)s)) u)")
+# Control characters never occur in stored text, so they mark matches unambiguously
+# until the snippet is escaped for HTML.
+_MARK_START, _MARK_END = "\x02", "\x03"
+_HEADLINE_SQL = """ts_headline('english', c.text, (
+        SELECT coalesce(string_agg(quote_literal(u.lexeme), ' | '), '')::tsquery
+        FROM unnest(to_tsvector('english', %(query)s)) u), %(headline_options)s)"""
+_HEADLINE_OPTIONS = (
+    f"StartSel={_MARK_START}, StopSel={_MARK_END}, MaxWords=40, MinWords=15, MaxFragments=2, "
+    "FragmentDelimiter=\" … \""
+)
 
 
 class SearchMode(StrEnum):
@@ -248,8 +255,7 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
     # The rankings read the caller's workspaces only; the filter keeps it so whatever
     # changed since. Snippets are made for the k kept alone.
     sql = f"""
-        SELECT c.id, c.document_id, d.title, {"c.text" if snippets else "''"},
-               {_LEXEMES_SQL if snippets else "NULL"}
+        SELECT c.id, c.document_id, d.title, {_HEADLINE_SQL if snippets else "''"}
         FROM (SELECT c.id, c.document_id, c.text
               FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY r(chunk_id, n)
               JOIN retrieval_chunk c ON c.id = r.chunk_id
@@ -259,14 +265,14 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
         JOIN documents_document d ON d.id = c.document_id"""
     with connections[using].cursor() as cursor:
         cursor.execute(sql, {"ids": [r.chunk_id for r in ranked], "query": query, "k": k,
-                             "workspaces": workspace_ids})
-        found = {chunk_id: (document_id, title,
-                            snippet(text, lexemes or ()) if snippets else "")
-                 for chunk_id, document_id, title, text, lexemes in cursor.fetchall()}
+                             "workspaces": workspace_ids,
+                             "headline_options": _HEADLINE_OPTIONS})
+        found = {chunk_id: (document_id, title, headline)
+                 for chunk_id, document_id, title, headline in cursor.fetchall()}
     return [
         SearchHit(chunk_id=r.chunk_id, document_id=found[r.chunk_id][0],
                   document_title=found[r.chunk_id][1], score=r.score,
-                  snippet=found[r.chunk_id][2], similarity=r.similarity,
+                  snippet=highlight(found[r.chunk_id][2]), similarity=r.similarity,
                   keyword_score=r.keyword_score)
         for r in ranked if r.chunk_id in found
     ]
@@ -312,6 +318,11 @@ def chunk_search(
                             using=using)
     return _hits(_fused(vector, text, 2 * k), k, query=query, workspace_ids=workspace_ids,
                  snippets=snippets, using=using)
+
+
+def highlight(headline: str) -> str:
+    """Turn a headline with sentinel marks into safe HTML with <mark> around matches."""
+    return escape(headline).replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
 
 
 def chunks_of(document_id: int) -> list[Chunk]:

@@ -2,8 +2,8 @@
 words split as its parser splits plain words, stemmed by the same Snowball algorithm.
 
 For what a rare disagreement (a few words in ten thousand, where the two builds of the
-stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a word left
-unmarked in a snippet or a posting list sent again: rankings use PostgreSQL's lexemes.
+stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a posting
+list sent again: rankings use PostgreSQL's lexemes.
 """
 
 from __future__ import annotations

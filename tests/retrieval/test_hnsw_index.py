@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from aistack.retrieval import selectors
 from aistack.retrieval.selectors import SearchMode, active_space, chunk_search
 from tests.retrieval.helpers import indexed
 
@@ -71,3 +72,20 @@ def test_the_rebuild_goes_both_ways_and_finishes_a_run_interrupted_before_its_re
         cursor.execute("RESET enable_sort")
     assert name in plan
     assert walked(workspace.pk, vector) == [document.pk]
+
+
+def test_a_workspace_holding_much_of_the_index_walks_it_and_a_small_one_is_scanned(
+        alice: User, bob: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(4):
+        indexed(alice.personal_workspace, alice, f"Note {n}", f"Deploy note number {n}.")
+    indexed(bob.personal_workspace, bob, "Bob", "Bob's only note.")
+    space = active_space()
+    assert space is not None
+    # As at scale, with a few vectors standing for thousands.
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 2)
+    mine, theirs = [alice.personal_workspace.pk], [bob.personal_workspace.pk]
+    assert selectors._vector_plan(space, mine, 10)[0] is False  # 4 vectors, 80%: the index
+    assert selectors._vector_plan(space, theirs, 10)[0] is True  # 1 vector: scanned
+    # A small share of the index is scanned, however many vectors it is.
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_FRACTION", 0.9)
+    assert selectors._vector_plan(space, mine, 10)[0] is True

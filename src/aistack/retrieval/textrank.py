@@ -231,13 +231,14 @@ def _best(parts: list[_Part], depth: int) -> list[tuple[int, float]]:
         lookups.append(part)
         reach += part.bound
     ids, sums = _summed(short + long[len(lookups):])
-    if lookups:
-        # Only chunks that the looked-up lists could still lift to the floor.
+    # Looked up highest bound first: after each list, only chunks that the lists left
+    # could still lift to the floor (which rises as sums grow) are looked up in the next.
+    for part in reversed(lookups):
         floor = max(floor, _depth_th((ids, sums), depth))
         keep = sums + reach >= floor - _MARGIN
         ids, sums = ids[keep], sums[keep].copy()
-        for part in lookups:
-            part.add_to(ids, sums)
+        part.add_to(ids, sums)
+        reach -= part.bound
     rounded = np.round(sums, SCORE_DECIMALS)
     if ids.size > depth:
         # Everything scoring at least the depth-th best, ties at the edge included.

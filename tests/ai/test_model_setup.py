@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import OperationalError, connection
 from django.test import Client
+from psycopg_pool import PoolTimeout
 
 from aistack.ai import chat_models, setup
 from aistack.ai.models import ModelSetup
@@ -347,13 +348,19 @@ def test_the_database_down_is_raised_at_once_not_waited_for_again(
     elsewhere = setup._Follower()
     refused: list[str] = []
 
-    def unavailable(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    def down(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         refused.append(sql)
-        raise OperationalError("connection pool timeout")
+        # As Django raises a pool's timeout: its OperationalError, caused by psycopg's.
+        raise OperationalError("couldn't get a connection") from PoolTimeout("after 5 s")
 
-    with connection.execute_wrapper(unavailable), pytest.raises(OperationalError):
+    def failing(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        raise OperationalError("canceling statement due to lock timeout")
+
+    with connection.execute_wrapper(down), pytest.raises(OperationalError):
         elsewhere.current_models()
     assert refused
-    # Read again once it is back.
+    # Any other failure cost no wait: what Redis says does meanwhile.
     elsewhere.checked_at, elsewhere.read_at = -setup.REFRESH_SECONDS, -setup.REREAD_SECONDS
-    assert elsewhere.current_models().models["default"]["MODEL"] == "first"  # type: ignore[union-attr]
+    with connection.execute_wrapper(failing):
+        page = elsewhere.current_models()
+    assert page is not None and page.models["default"]["MODEL"] == "first"

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, connections
@@ -301,8 +302,10 @@ def test_a_repeated_search_reads_no_list_again_and_a_misnamed_one_is_still_ranke
     posting_lists_merge(workspace_id=workspace.pk)
     monkeypatch.setattr(textrank, "lists", textrank.ListCache(budget=1 << 20))
     named: list[list[str]] = []
+    statements: list[str] = []
 
     def cached_keys(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append(sql)
         if sql == textrank._READ_SQL:
             named.append(params["cached"])
         return execute(sql, params, many, context)
@@ -312,6 +315,7 @@ def test_a_repeated_search_reads_no_list_again_and_a_misnamed_one_is_still_ranke
         first = ranking([workspace.pk], query, 5)
         second = ranking([workspace.pk], query, 5)
     assert first == second and first
+    assert statements == [textrank._READ_SQL] * 2  # one round trip a search
     # The first read every list; the second named them all as held: none sent again.
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM retrieval_postinglist WHERE workspace_id = %s "
@@ -326,3 +330,34 @@ def test_a_repeated_search_reads_no_list_again_and_a_misnamed_one_is_still_ranke
     with connection.execute_wrapper(cached_keys):
         assert ranking([workspace.pk], query, 5) == first
     assert named == [[]]
+
+
+@pytest.mark.parametrize("short_list", [0, 50, textrank._SHORT_LIST])
+def test_maxscore_keeps_exactly_the_best_of_a_brute_force_sum(
+    short_list: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lists of every length, many ties (few distinct term frequencies and lengths, and
+    # lists repeated under another weight), against the sum of every posting's score.
+    monkeypatch.setattr(textrank, "_SHORT_LIST", short_list)
+    rng = np.random.default_rng(5)
+    avgdl = 20.0
+    for trial in range(40):
+        parts, expected = [], {}
+        for _ in range(rng.integers(1, 9)):
+            size = int(rng.choice([1, 5, 40, 300, 3_000]))
+            ids = np.unique(rng.integers(0, 5_000, size)).astype(np.int64)
+            listed = postings.Postings(ids, rng.integers(1, 3, ids.size).astype(np.int16),
+                                       rng.choice([10, 20, 40], ids.size).astype(np.int32))
+            weight = float(rng.choice([0.5, 1.0, 2.5]))
+            parts.append(textrank._Part(listed, weight, avgdl,
+                                        weight * textrank._peak(listed, avgdl)))
+            scores = textrank._scores(weight, listed.tfs, listed.lengths, avgdl)
+            for chunk_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
+                expected[chunk_id] = expected.get(chunk_id, 0.0) + score
+        depth = int(rng.choice([1, 10, 100]))
+        best = sorted(((c, round(s, textrank.SCORE_DECIMALS)) for c, s in expected.items()),
+                      key=lambda item: (-item[1], item[0]))[:depth]
+        ours = textrank._best(parts, depth)
+        assert [c for c, _ in ours] == [c for c, _ in best], trial
+        assert all(math.isclose(a, b, abs_tol=1e-9)
+                   for (_, a), (_, b) in zip(ours, best, strict=True))

@@ -38,8 +38,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
+from psycopg_pool import PoolTimeout
 
 from aistack.ai import (
     PAGE_MODEL_PREFIX,
@@ -506,14 +507,16 @@ def _row_read_published() -> dict[str, Any] | None:
         # A savepoint: a failure must not abort a transaction the caller is in.
         with transaction.atomic():
             return _publish(_row_read())
-    except (OperationalError, InterfaceError):
-        # PostgreSQL is down, and this read has already waited the pool's timeout for a
-        # connection. The caller needs the database as well (a model call is recorded
-        # there): going on would have it wait that long a second time before its 503.
-        raise
-    except Exception:
-        # This process may not use the database (a test's thread): what Redis says, or
-        # the models already in use, will do until the next read.
+    except Exception as exc:
+        if isinstance(exc, OperationalError) and isinstance(exc.__cause__, PoolTimeout):
+            # PostgreSQL is down, and this read has waited the pool's timeout for a
+            # connection. Nearly every caller needs the database too (a model call is
+            # recorded there): going on would have it wait that long again before its
+            # 503. (A summary read from the cache alone answers 503 where it could have
+            # answered: once in REREAD_SECONDS, and only while PostgreSQL is down.)
+            raise
+        # PostgreSQL restarting, or this process may not use it (a test's thread): what
+        # Redis says, or the models already in use, will do until the next read.
         logger.warning("could not read the Models page's setup", exc_info=True)
         return None
 

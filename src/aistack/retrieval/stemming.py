@@ -1,8 +1,8 @@
 """English stems in this process, as PostgreSQL's ``english`` configuration makes them:
 words split as its parser splits plain words, stemmed by the same Snowball algorithm.
 
-For what a rare disagreement (a few words in ten thousand, where the two builds of the
-stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a posting
+Used only where a disagreement (a few words in ten thousand, where the two builds of
+the stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a posting
 list sent again: rankings use PostgreSQL's lexemes.
 """
 

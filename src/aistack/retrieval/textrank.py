@@ -236,7 +236,7 @@ def _best(parts: list[_Part], depth: int) -> list[tuple[int, float]]:
     for part in reversed(lookups):
         floor = max(floor, _depth_th((ids, sums), depth))
         keep = sums + reach >= floor - _MARGIN
-        ids, sums = ids[keep], sums[keep].copy()
+        ids, sums = ids[keep], sums[keep]
         part.add_to(ids, sums)
         reach -= part.bound
     rounded = np.round(sums, SCORE_DECIMALS)

@@ -37,6 +37,10 @@ def beir_dataset(folder: Path, documents: int = 60, queries: int = 10) -> Path:
     with (folder / "queries.jsonl").open("w") as out:
         for n in range(queries):
             out.write(json.dumps({"_id": str(n), "text": " ".join(rng.choices(WORDS, k=5))}) + "\n")
+    with (folder / "qrels.tsv").open("w") as qrels:
+        qrels.write("query-id\tcorpus-id\tscore\n")
+        for n in range(queries):
+            qrels.write(f"{n}\t{rng.randrange(documents)}\t1\n")
     return folder
 
 
@@ -49,7 +53,7 @@ def test_every_bench_and_drill_is_found() -> None:
 @pytest.mark.parametrize("name", BENCHES)
 def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
     extra = (["--dataset", str(beir_dataset(tmp_path / "beir"))]
-             if name in ("retrieval", "ingest", "first_text") else [])
+             if name in ("retrieval", "ingest", "first_text", "fusion_depth") else [])
     done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=240,
                           check=False)
@@ -69,6 +73,11 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         assert all(size > 0 for size in last["bytes_per_chunk"].values())
         assert set(last["searches_per_s_4_searchers"]) == {"text", "vector", "hybrid"}
         assert last["build_s"] >= 0
+    if name == "fusion_depth":
+        last = json.loads(done.stdout.splitlines()[-1])
+        assert set(last["by_depth"]) == {"100", "20"}
+        for found in last["by_depth"].values():
+            assert 0 <= found["ndcg_at_10"] <= 1 and 0 < found["p50_ms"] <= found["p95_ms"]
     if name == "ingest":
         last = json.loads(done.stdout.splitlines()[-1])
         assert last["documents"] == 20 and last["chunks"] >= 20

@@ -78,6 +78,7 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         assert set(last["by_depth"]) == {"100", "20"}
         for found in last["by_depth"].values():
             assert 0 <= found["ndcg_at_10"] <= 1 and 0 < found["p50_ms"] <= found["p95_ms"]
+        assert last["by_depth"]["100"]["ndcg_vs_first"] == 0
     if name == "ingest":
         last = json.loads(done.stdout.splitlines()[-1])
         assert last["documents"] == 20 and last["chunks"] >= 20

@@ -62,6 +62,7 @@ def corpus_ready(dataset: Any, home: Path, identity: str) -> tuple[Any, dict[int
 def searched(dataset: Any, workspace: Any, by_pk: dict[int, str], depth: int
              ) -> tuple[dict[str, list[str]], list[float]]:
     """Search every query at this fusion depth: the documents found, and the latencies."""
+    from aistack.evaluation import documents_ranked
     from aistack.retrieval import selectors
     from aistack.retrieval.selectors import SearchMode
     from aistack.retrieval.services import search
@@ -75,12 +76,7 @@ def searched(dataset: Any, workspace: Any, by_pk: dict[int, str], depth: int
         hits = search(workspace_ids=[workspace.pk], query=text, k=RESULTS,
                       mode=SearchMode.HYBRID, attribution=attribution)
         latencies.append((time.perf_counter() - started) * 1000)
-        ranked: list[str] = []
-        for hit in hits:
-            doc = by_pk.get(hit.document_id)
-            if doc is not None and doc not in ranked:
-                ranked.append(doc)
-        rankings[query_id] = ranked
+        rankings[query_id] = documents_ranked(hits, by_pk)
     return rankings, latencies
 
 

@@ -7,7 +7,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from aistack.jobs import kinds
 from aistack.jobs.services import jobs_delete
 from aistack.retrieval.embedding import query_vectors_warm
 from aistack.retrieval.index import chunks_delete
-from aistack.retrieval.selectors import SearchMode
+from aistack.retrieval.selectors import SearchHit, SearchMode
 from aistack.retrieval.services import search
 from aistack.usage.types import Attribution
 
@@ -177,6 +177,17 @@ def corpus_ingest(*, dataset: Dataset, workspace: Workspace,
     return by_pk
 
 
+def documents_ranked(hits: Sequence[SearchHit], by_pk: dict[int, str]) -> list[str]:
+    """Return the dataset ids of the documents the hits are passages of, each once, in
+    the order of their first passage."""
+    ranked: list[str] = []
+    for hit in hits:
+        doc = by_pk.get(hit.document_id)
+        if doc is not None and doc not in ranked:
+            ranked.append(doc)
+    return ranked
+
+
 def evaluate(*, dataset: Dataset, workspace: Workspace, by_pk: dict[int, str],
              modes: list[SearchMode], exact_vector: bool,
              progress: Callable[[int], None]) -> dict[str, ModeScores]:
@@ -198,11 +209,7 @@ def evaluate(*, dataset: Dataset, workspace: Workspace, by_pk: dict[int, str],
             hits = search(workspace_ids=[workspace.pk], query=text, k=CHUNKS_PER_QUERY,
                           mode=mode, attribution=attribution, exact=exact, snippets=False)
             latencies.append((time.perf_counter() - started) * 1000)
-            ranked: list[str] = []
-            for hit in hits:
-                doc = by_pk.get(hit.document_id)
-                if doc is not None and doc not in ranked:
-                    ranked.append(doc)
+            ranked = documents_ranked(hits, by_pk)
             relevant = dataset.qrels[query_id]
             ndcg.append(ndcg_at(ranked, relevant, 10))
             r10.append(recall_at(ranked, relevant, 10))

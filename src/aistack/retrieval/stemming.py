@@ -14,21 +14,16 @@ import threading
 import Stemmer
 
 # Letters and digits: an underscore, an apostrophe or a hyphen separates two words.
-WORD = re.compile(r"[^\W_]+")
+_WORD = re.compile(r"[^\W_]+")
 
 # A stemmer keeps a cache and is not safe to share between threads.
 _local = threading.local()
 
 
-def stems(words: list[str]) -> list[str]:
-    """Return the English stem of each word (any case)."""
+def text_stems(text: str) -> set[str]:
+    """Return the English stems of the words of ``text``."""
     stemmer: Stemmer.Stemmer | None = getattr(_local, "stemmer", None)
     if stemmer is None:
         stemmer = _local.stemmer = Stemmer.Stemmer("english")
-    found: list[str] = stemmer.stemWords([word.lower() for word in words])
-    return found
-
-
-def text_stems(text: str) -> set[str]:
-    """Return the stems of the words of ``text``."""
-    return set(stems(WORD.findall(text)))
+    found: list[str] = stemmer.stemWords([word.lower() for word in _WORD.findall(text)])
+    return set(found)

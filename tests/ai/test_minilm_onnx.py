@@ -89,6 +89,28 @@ def test_the_model_is_built_once_and_kept_under_a_name_that_says_what_built_it(
     assert path.stat().st_size < 65_000_000
 
 
+def test_nodes_named_to_keep_stay_at_full_precision_and_the_rest_are_int8(
+    tmp_path: Path, full_precision: minilm_onnx.Encoder,
+) -> None:
+    import onnx
+
+    path = tmp_path / "kept.onnx"
+    minilm_onnx.graph_write(path, quantized=True, exclude=["down5_out", "attended0"])
+
+    graph = onnx.load(str(path)).graph
+    by_output = {node.output[0]: node for node in graph.node}
+    # Kept: the float operators, reading float weights.
+    assert by_output["down5_out"].op_type == "MatMul"
+    assert by_output["attended0"].op_type == "Attention"
+    weights = {tensor.name: tensor.data_type for tensor in graph.initializer}
+    assert weights["down5"] == weights["qkv0"] == onnx.TensorProto.FLOAT
+    # Every other matrix is int8, one scale per output channel.
+    assert "down4" not in weights and "qkv1" not in weights
+    assert weights["down4_quantized"] == weights["qkv1_quantized"] == onnx.TensorProto.INT8
+    vectors = minilm_onnx.Encoder(path, threads=2).encode(TEXTS)
+    assert (vectors * full_precision.encode(TEXTS)).sum(axis=1).min() > 0.96
+
+
 def test_each_thread_priority_gets_its_own_session() -> None:
     encoder = local.onnx_encoder()
     sessions = []

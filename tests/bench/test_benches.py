@@ -53,7 +53,8 @@ def test_every_bench_and_drill_is_found() -> None:
 @pytest.mark.parametrize("name", BENCHES)
 def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
     extra = (["--dataset", str(beir_dataset(tmp_path / "beir"))]
-             if name in ("retrieval", "ingest", "first_text", "fusion_depth") else [])
+             if name in ("retrieval", "ingest", "first_text", "fusion_depth", "quantization")
+             else [])
     done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=240,
                           check=False)
@@ -79,6 +80,17 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         for found in last["by_depth"].values():
             assert 0 <= found["ndcg_at_10"] <= 1 and 0 < found["p50_ms"] <= found["p95_ms"]
         assert last["by_depth"]["100"]["ndcg_vs_first"] == 0
+    if name == "quantization":
+        last = json.loads(done.stdout.splitlines()[-1])
+        assert last["documents"] == 40 and last["queries"] == 5
+        models = last["models"]
+        assert set(models) == {"fp32", "int8", "int8 keeping down5_out",
+                               "int8, in ingest's batches"}
+        assert models["fp32"]["cos_mean"] == 1 and models["fp32"]["ndcg_vs_fp32"] == 0
+        for name in set(models) - {"fp32"}:  # quantized: near full precision, not equal
+            assert 0.95 < models[name]["cos_min"] <= models[name]["cos_mean"] < 0.99999
+            low, high = models[name]["ndcg_vs_fp32_ci"]
+            assert low <= models[name]["ndcg_vs_fp32"] <= high
     if name == "ingest":
         last = json.loads(done.stdout.splitlines()[-1])
         assert last["documents"] == 20 and last["chunks"] >= 20

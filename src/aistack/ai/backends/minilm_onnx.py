@@ -123,11 +123,14 @@ def _graph(weights: dict[str, np.ndarray]) -> Any:
                                                    helper.make_opsetid(_MS, 1)])
 
 
-def graph_write(path: Path, *, quantized: bool, scratch: Path | None = None) -> None:
+def graph_write(path: Path, *, quantized: bool, scratch: Path | None = None,
+                exclude: Sequence[str] = ()) -> None:
     """Write the model to ``path``: int8 when ``quantized``, else full precision.
 
     The full-precision graph is written in ``scratch`` (a new directory beside ``path`` if
-    None) on the way to int8.
+    None) on the way to int8. The nodes named in ``exclude`` (by their outputs:
+    ``attended{n}``, ``projected{n}``, ``up{n}_out``, ``down{n}_out`` for layer n) stay
+    at full precision; ``bench/quantization.py`` weighs what that buys.
     """
     import onnx
     from onnx import TensorProto
@@ -145,7 +148,7 @@ def graph_write(path: Path, *, quantized: bool, scratch: Path | None = None) -> 
         del model
         quantize_dynamic(
             full, path, weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=["MatMul", "Attention"],
+            op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=list(exclude),
             # Types of the fused operators' outputs, which ONNX's shape inference skips.
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )

@@ -140,6 +140,26 @@ def test_a_workspace_is_found_by_name_slug_or_id(alice: User, tmp_path: Path) ->
     assert "no workspace 'Nowhere'" in done.stderr
 
 
+def test_brackets_in_a_document_are_printed_as_they_are_not_read_as_markup(
+    alice: User, tmp_path: Path,
+) -> None:
+    # Rich reads [tags] in what it prints: "[/x]" closes nothing and raised, and
+    # "[link=...]" made a link.
+    indexed(alice.personal_workspace, alice, "Runbook [/x] [bold]",
+            "Rotate the keys [/x] with [link=https://evil.example]rotate.sh[/link] "
+            "at 3 < 4 & done.")
+
+    done = terminal(tmp_path, "search", "rotate keys", "--mode", "text",
+                    COLUMNS="200")
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "Runbook [/x] [bold]" in done.stdout
+    assert "[/x] with [link=https://evil.example]" in done.stdout
+    assert "3 < 4 & done" in done.stdout
+    assert "\x1b]8;" not in done.stdout  # no hyperlink escape sequence
+
+
 def test_usage_takes_relative_days(tmp_path: Path, db: None) -> None:
     today = timezone.now().date()
     for since, first_day in (("7d", today - timedelta(days=7)),

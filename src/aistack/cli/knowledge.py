@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -157,6 +158,13 @@ def _evaluation_run(*, dataset_dir: Path, max_queries: int | None, max_docs: int
         click.echo(json.dumps({name: result.as_json() for name, result in scores.items()}))
 
 
+def _plain(text: str) -> str:
+    """Return ``text`` for Rich to print as it is: a document's brackets are not markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _sized(sample: dict[str, Any], full: dict[str, Any]) -> str:
     """Return how many there are, as "5183", or for a sample as "1000 of 5183"."""
     return str(len(full)) if len(sample) == len(full) else f"{len(sample)} of {len(full)}"
@@ -288,7 +296,7 @@ def ingest(paths: Sequence[Path], workspace: str | None, as_json: bool) -> None:
                 created.append(document.pk)
             except AppError as exc:
                 skipped += 1
-                progress.console.print(f"skipped {file}: {exc.message}")
+                progress.console.print(f"skipped {_plain(str(file))}: {_plain(exc.message)}")
             progress.advance(task)
         task = progress.add_task("Indexing", total=len(created))
         documents_process_now(document_ids=created, progress=lambda n: progress.advance(task, n))
@@ -298,7 +306,8 @@ def ingest(paths: Sequence[Path], workspace: str | None, as_json: bool) -> None:
 
     failed = list(Document.objects.filter(pk__in=created, embedding_status=JobStatus.FAILED))
     for document in failed:
-        console.print(f"failed {document.source_name}: {document.embedding_error}")
+        console.print(f"failed {_plain(document.source_name)}: "
+                      f"{_plain(document.embedding_error)}")
     if as_json:
         click.echo(json.dumps({"indexed": len(created) - len(failed), "failed": len(failed),
                                "skipped": skipped, "workspace": target.slug,
@@ -346,9 +355,12 @@ def search(query: str, k: int, mode: str, workspace: str | None, as_json: bool) 
     for column in ("score", "document", "passage"):
         table.add_column(column)
     for hit in hits:
-        passage = html.unescape(hit.snippet.replace("<mark>", "[bold yellow]")
-                                .replace("</mark>", "[/bold yellow]"))
-        table.add_row(f"{hit.score:.3f}", f"{hit.document_title} "
+        # The snippet is HTML with <mark>s; the rest of its text is the document's, which
+        # Rich must print as it is, brackets and all, not read as markup.
+        passage = "".join(
+            "[bold yellow]" if part == "<mark>" else "[/bold yellow]" if part == "</mark>"
+            else _plain(html.unescape(part)) for part in re.split(r"(</?mark>)", hit.snippet))
+        table.add_row(f"{hit.score:.3f}", f"{_plain(hit.document_title)} "
                       f"(#{hit.document_id})", passage)
     Console().print(table if hits else "No results.")
 
@@ -497,8 +509,8 @@ def usage(since: str | None, until: str | None, group_by: str, as_json: bool) ->
     for column in (group_by, "calls", "input tokens", "output tokens", "cost (USD)"):
         table.add_column(column, justify="left" if column == group_by else "right")
     for row in rows:
-        table.add_row(row.label, str(row.calls), str(row.input_tokens), str(row.output_tokens),
-                      f"{row.cost_usd:.6f}")
+        table.add_row(_plain(row.label), str(row.calls), str(row.input_tokens),
+                      str(row.output_tokens), f"{row.cost_usd:.6f}")
     table.add_section()
     table.add_row("total", str(sum(r.calls for r in rows)),
                   str(sum(r.input_tokens for r in rows)), str(sum(r.output_tokens for r in rows)),

@@ -14,9 +14,10 @@ For each int8 model, side by side in one run: chunks/s embedding the corpus in o
 (against full precision's), the cosine of its vectors to full precision's (mean and
 lowest), and nDCG@10 by document of exact vector search, with the paired 95% bootstrap
 interval of its difference to full precision's. The default model is also run on the
-corpus in the batches ingest gives it (``INGEST_BATCH`` documents a call): int8's vectors
-depend on their batch, as activations are quantized by the range of the whole batch, so
-its nDCG moves with how a corpus happened to be batched. Ends with one JSON line.
+corpus in calls of ``INGEST_BATCH`` documents (as ingest claims them, though it also
+drops repeated texts and groups a call's texts by their hash): int8's vectors depend on
+their batch, as activations are quantized by the range of the whole batch, so its nDCG
+moves with how a corpus happened to be batched. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace, home: Path) -> None:
         graph_write(paths[name], quantized=True, exclude=kept)
 
     runs = [("fp32", "fp32", one_call), *[(name, name, one_call) for name in models],
-            ("int8, in ingest's batches", "int8", ingest_calls)]
+            ("int8, in calls of 256 documents", "int8", ingest_calls)]
     found: dict[str, dict[str, Any]] = {}
     reference: tuple[Any, list[float], float] | None = None
     print(f"\n  {'model':<36} {'embedding':>16} {'vs fp32':>8} {'cos mean':>9} {'cos min':>8} "

@@ -109,6 +109,10 @@ def test_nodes_named_to_keep_stay_at_full_precision_and_the_rest_are_int8(
     assert weights["down4_quantized"] == weights["qkv1_quantized"] == onnx.TensorProto.INT8
     vectors = minilm_onnx.Encoder(path, threads=2).encode(TEXTS)
     assert (vectors * full_precision.encode(TEXTS)).sum(axis=1).min() > 0.96
+    with pytest.raises(ValueError, match="no node of the graph is named down6_out"):
+        minilm_onnx.graph_write(tmp_path / "typo.onnx", quantized=True, exclude=["down6_out"])
+    with pytest.raises(TypeError):
+        minilm_onnx.graph_write(tmp_path / "string.onnx", quantized=True, exclude="down5_out")
 
 
 def test_each_thread_priority_gets_its_own_session() -> None:

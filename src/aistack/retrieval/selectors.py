@@ -273,7 +273,7 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
         JOIN documents_document d ON d.id = c.document_id"""
     with connections[using].cursor() as cursor:
         # The ids as one array literal: psycopg adapts a list of hundreds item by item.
-        ids = "{" + ",".join(str(r.chunk_id) for r in ranked) + "}"
+        ids = "{" + ",".join(str(int(r.chunk_id)) for r in ranked) + "}"
         cursor.execute(sql, {"ids": ids, "query": query, "k": k,
                              "workspaces": workspace_ids,
                              "headline_options": _HEADLINE_OPTIONS})

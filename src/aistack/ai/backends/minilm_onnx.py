@@ -137,7 +137,13 @@ def graph_write(path: Path, *, quantized: bool, scratch: Path | None = None,
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from safetensors.numpy import load_file
 
+    if isinstance(exclude, str):
+        raise TypeError("exclude names nodes: a list of them, not one string")
     model = _graph(load_file(str(get_model_path() / "model.safetensors")))
+    # The quantizer passes over a name that is no node's: a typo would go unseen.
+    unknown = set(exclude) - {node.name for node in model.graph.node}
+    if unknown:
+        raise ValueError(f"no node of the graph is named {', '.join(sorted(unknown))}")
     if not quantized:
         onnx.save(model, str(path))
         return

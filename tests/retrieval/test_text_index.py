@@ -199,6 +199,30 @@ def test_only_workspaces_with_enough_new_postings_are_merged_when_due(alice: Use
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_merge_leaves_no_deleted_rows_behind_for_searches_to_read() -> None:
+    rng = random.Random(12)
+    workspace = Workspace.objects.create(name="w", slug="w")
+    documents = documents_write(workspace, rng, 80)
+    chunks_delete(document_ids=[document.pk for document in documents[:10]])
+    expected = [reference([workspace.pk], query, 10)
+                for query in ("w0q w7q", "w3q w150q w299q")]
+    sizes = ("SELECT pg_relation_size('retrieval_posting'), "
+             "pg_relation_size('retrieval_droppedchunk')")
+    with connection.cursor() as cursor:
+        cursor.execute(sizes)
+        assert all(cursor.fetchone())
+
+    postings.posting_lists_merge_all(workspace_ids=[workspace.pk])
+
+    # Vacuumed at once: the emptied tables hold no pages of dead rows.
+    with connection.cursor() as cursor:
+        cursor.execute(sizes)
+        assert cursor.fetchone() == (0, 0)
+    assert all(same(ranking([workspace.pk], query, 10), wanted)
+               for query, wanted in zip(("w0q w7q", "w3q w150q w299q"), expected, strict=True))
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_merge_killed_midway_changes_nothing_and_the_next_one_completes(
     celery_worker: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

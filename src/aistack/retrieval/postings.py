@@ -185,6 +185,8 @@ def posting_lists_merge_due() -> int:
     due = workspaces_due_for_merge()
     for workspace_id in due:
         posting_lists_merge(workspace_id=workspace_id)
+    if due:
+        _merged_rows_clear()
     return len(due)
 
 
@@ -192,3 +194,20 @@ def posting_lists_merge_all(*, workspace_ids: Sequence[int]) -> None:
     """Merge the given workspaces now, due or not (after a bulk ingest)."""
     for workspace_id in sorted(set(workspace_ids)):
         posting_lists_merge(workspace_id=workspace_id)
+    if workspace_ids:
+        _merged_rows_clear()
+
+
+def _merged_rows_clear() -> None:
+    """Vacuum the rows merges deleted from the new postings and the dropped chunks.
+
+    Every search reads its terms' new postings, by a bitmap scan that visits each row
+    version its index names, deleted or not, and never learns which are dead. Until
+    autovacuum came by (a minute or more later), a search after a bulk ingest read the
+    thousands of rows its terms had before the merge: most of a text search's time.
+    """
+    if connection.in_atomic_block:  # VACUUM cannot run in a transaction; autovacuum will
+        return
+    with connection.cursor() as cursor:
+        # SKIP_LOCKED: a vacuum already under way (another merge's, autovacuum's) does it.
+        cursor.execute("VACUUM (SKIP_LOCKED) retrieval_posting, retrieval_droppedchunk")

@@ -22,6 +22,9 @@ from aistack.usage.types import Attribution
 
 logger = logging.getLogger(__name__)
 
+# Results in a page of search (the search page, the API's default).
+SEARCH_RESULTS = 10
+
 def search(
     *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
     attribution: Attribution, exact: bool | None = None, snippets: bool = True,
@@ -47,7 +50,8 @@ def search_and_mode(
     ``aistack.replicas``); from the primary inside a transaction, which may hold writes
     of its own, and when the replica fails.
     """
-    space = active_space()
+    # A text search reads no vectors: it is spared the lookup of their space.
+    space = None if mode == SearchMode.TEXT else active_space()
     using = DEFAULT_DB_ALIAS if connection.in_atomic_block else search_database(workspace_ids)
     vector = text_ranked = None
     if mode == SearchMode.HYBRID and space is not None and workspace_ids and query.strip():

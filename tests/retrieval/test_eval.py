@@ -22,12 +22,17 @@ from aistack.documents.models import Document
 from aistack.evaluation import (
     Dataset,
     DatasetError,
+    corpus_ingest,
     dataset_load,
     dataset_sample,
+    evaluate,
     ndcg_at,
     recall_at,
+    searches_count,
 )
 from aistack.jobs.kinds import JobStatus
+from aistack.observability.metrics import cache_requests
+from aistack.retrieval.selectors import SearchMode
 from harness import aistack, clean_env, kill_group, run_aistack, wait_for
 from tests.e2e.test_worker_kill import database_url_of_test_db
 
@@ -155,6 +160,32 @@ def processes_using(home: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.django_db
+def test_latency_is_timed_on_a_page_of_search_then_again_embedding_each_query(
+        tmp_path: Path) -> None:
+    dataset = dataset_load(write_beir(tmp_path / "tiny"))
+    workspace = Workspace.objects.create(name="eval", slug="eval-latency")
+    by_pk = corpus_ingest(dataset=dataset, workspace=workspace, progress=lambda n: None)
+    misses = cache_requests.labels(cache="query_vector", feature="eval", result="miss")
+    missed_before = misses._value.get()
+    searched: list[int] = []
+
+    scores = evaluate(dataset=dataset, workspace=workspace, by_pk=by_pk,
+                      modes=list(SearchMode), exact_vector=True, progress=searched.append)
+
+    # Text mode: the scored searches and a page each; the four semantic runs also a page
+    # with the query embedded, i.e. each of the two queries missed the cache four times.
+    assert sum(searched) == searches_count(dataset=dataset, modes=list(SearchMode),
+                                           exact_vector=True) == 2 * 2 + 4 * 2 * 3
+    assert misses._value.get() - missed_before == 4 * 2
+    assert scores["text"].p95_ms_embedding is None
+    for name, result in scores.items():
+        assert 0 < result.p50_ms <= result.p95_ms and result.p95_ms_deep > 0
+        if name != "text":
+            assert result.p95_ms_embedding is not None and result.p95_ms_embedding > 0
+    assert scores["vector"].ndcg_at_10 == 1.0
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_the_command_runs_on_services_of_its_own_and_deletes_them(tmp_path: Path) -> None:
@@ -172,7 +203,9 @@ def test_the_command_runs_on_services_of_its_own_and_deletes_them(tmp_path: Path
     scores = json.loads(out.strip().splitlines()[-1])
     assert set(scores) == {"hybrid", "vector", "text", "vector_hnsw", "vector_exact"}
     for mode in scores.values():
-        assert set(mode) == {"ndcg@10", "recall@10", "recall@100", "p50_ms", "p95_ms"}
+        assert set(mode) == {"ndcg@10", "recall@10", "recall@100", "p50_ms", "p95_ms",
+                             "p95_ms_embedding", "p95_ms_deep"}
+    assert scores["text"]["p95_ms_embedding"] is None
     # Four documents, one relevant each: the semantic modes find both at rank 1.
     assert scores["vector"]["ndcg@10"] == 1.0
     assert scores["hybrid"]["recall@10"] == 1.0

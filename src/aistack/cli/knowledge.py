@@ -106,14 +106,17 @@ def _evaluation_run(*, dataset_dir: Path, max_queries: int | None, max_docs: int
 
     from aistack.accounts.models import Workspace
     from aistack.evaluation import (
+        CHUNKS_PER_QUERY,
         DatasetError,
         corpus_ingest,
         dataset_load,
         dataset_sample,
         evaluate,
         scratch_workspace_drop,
+        searches_count,
     )
     from aistack.retrieval.selectors import SearchMode
+    from aistack.retrieval.services import SEARCH_RESULTS
 
     console = Console(stderr=True)
     try:
@@ -136,8 +139,8 @@ def _evaluation_run(*, dataset_dir: Path, max_queries: int | None, max_docs: int
                                   progress=lambda n: progress.advance(task, n))
             ingest_seconds = time.perf_counter() - started
             modes = list(SearchMode)
-            runs = len(modes) + (2 if exact else 0)
-            task = progress.add_task("Searching", total=len(dataset.queries) * runs)
+            task = progress.add_task("Searching", total=searches_count(
+                dataset=dataset, modes=modes, exact_vector=exact))
             scores = evaluate(dataset=dataset, workspace=workspace, by_pk=by_pk, modes=modes,
                               exact_vector=exact, progress=lambda n: progress.advance(task, n))
     finally:
@@ -145,12 +148,17 @@ def _evaluation_run(*, dataset_dir: Path, max_queries: int | None, max_docs: int
             scratch_workspace_drop(workspace=workspace)
     table = Table(title=f"{dataset_dir.name}: {_sized(dataset.corpus, full.corpus)} documents, "
                         f"{_sized(dataset.queries, full.queries)} queries")
-    for column in ("mode", "nDCG@10", "recall@10", "recall@100", "p50 ms", "p95 ms"):
+    for column in ("mode", "nDCG@10", "recall@10", "recall@100", "p50 ms", "p95 ms",
+                   "p95 ms, embedding", f"p95 ms, {CHUNKS_PER_QUERY} hits"):
         table.add_column(column, justify="right")
     for name, result in scores.items():
+        embedding = "-" if result.p95_ms_embedding is None else f"{result.p95_ms_embedding:.1f}"
         table.add_row(name, f"{result.ndcg_at_10:.4f}", f"{result.recall_at_10:.4f}",
                       f"{result.recall_at_100:.4f}", f"{result.p50_ms:.1f}",
-                      f"{result.p95_ms:.1f}")
+                      f"{result.p95_ms:.1f}", embedding, f"{result.p95_ms_deep:.1f}")
+    table.caption = (f"Latencies: a page of {SEARCH_RESULTS} hits with snippets, the query's "
+                     f"vector cached or (embedding) not; the scores come from searches of "
+                     f"{CHUNKS_PER_QUERY} hits.")
     Console().print(table)
     click.echo(f"ingest: {len(dataset.corpus) / ingest_seconds:.1f} documents/s "
                f"({ingest_seconds:.1f}s)")

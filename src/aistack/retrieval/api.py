@@ -12,7 +12,7 @@ from aistack.accounts.permissions import workspace_ids_for_read
 from aistack.retrieval.answers import answer, answer_plan, answer_render, answer_stream
 from aistack.retrieval.schemas import SearchOut
 from aistack.retrieval.selectors import SearchMode
-from aistack.retrieval.services import search_and_mode
+from aistack.retrieval.services import SEARCH_RESULTS, search_and_mode
 from aistack.streaming import sse_response, sse_response_of
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.usage.types import Attribution
@@ -25,7 +25,7 @@ MAX_QUERY_CHARS = 2000
 
 class SearchParams(Schema):
     q: Text = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")
-    k: int = Field(default=10, ge=1, le=100)
+    k: int = Field(default=SEARCH_RESULTS, ge=1, le=100)
     mode: SearchMode = SearchMode.HYBRID
     workspace: int | None = Field(default=None, description="Defaults to all of yours.")
 

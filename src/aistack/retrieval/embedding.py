@@ -110,3 +110,10 @@ def query_vectors_warm(*, queries: Sequence[str], attribution: Attribution) -> N
     cache.set_many({_query_vector_key(space, query): vector
                     for query, vector in zip(queries, vectors, strict=True)},
                    _QUERY_VECTOR_TTL_SECONDS)
+
+
+def query_vectors_forget(*, queries: Sequence[str]) -> None:
+    """Drop the cached vectors of queries: their next search embeds them again."""
+    space = active_space()
+    if space is not None and queries:
+        cache.delete_many([_query_vector_key(space, query) for query in queries])

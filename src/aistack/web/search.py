@@ -8,13 +8,11 @@ from django.shortcuts import render
 
 from aistack.accounts.sessions import current_place
 from aistack.retrieval.selectors import GOOD_MATCH_SIMILARITY, SearchHit, SearchMode
-from aistack.retrieval.services import search
+from aistack.retrieval.services import SEARCH_RESULTS, search
 from aistack.usage.ratelimits import ai_rate_limit_hit
 from aistack.usage.types import Attribution
 from aistack.web.forms import SearchForm
 from aistack.web.htmx import form_status
-
-SEARCH_RESULTS = 10
 
 
 @login_required

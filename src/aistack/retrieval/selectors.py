@@ -7,7 +7,6 @@ that comes from a request is passed as a parameter.
 
 from __future__ import annotations
 
-import html
 import math
 from concurrent.futures import Future
 from contextlib import nullcontext
@@ -22,6 +21,7 @@ from pgvector import Vector
 from aistack.jobs import kinds
 from aistack.jobs.selectors import jobs_failures
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
+from aistack.retrieval.snippets import Matcher
 from aistack.retrieval.textrank import text_ranking
 from aistack.transactions import after_commit, connection_give_back
 
@@ -67,16 +67,9 @@ HNSW_EF_SEARCH_MAX = 1000
 # and a half times the depth asked for, if more), which the full vectors then rank.
 RERANK_CANDIDATES_MIN = 40
 _STATS_TTL_SECONDS = 60
-# Control characters never occur in stored text, so they mark matches unambiguously
-# until the snippet is escaped for HTML.
-_MARK_START, _MARK_END = "\x02", "\x03"
-_HEADLINE_SQL = """ts_headline('english', c.text, (
-        SELECT coalesce(string_agg(quote_literal(u.lexeme), ' | '), '')::tsquery
-        FROM unnest(to_tsvector('english', %(query)s)) u), %(headline_options)s)"""
-_HEADLINE_OPTIONS = (
-    f"StartSel={_MARK_START}, StopSel={_MARK_END}, MaxWords=40, MinWords=15, MaxFragments=2, "
-    "FragmentDelimiter=\" … \""
-)
+# The query's lexemes, as the text index holds terms (for the snippets).
+_LEXEMES_SQL = """(SELECT array_agg(DISTINCT u.lexeme)
+                   FROM unnest(to_tsvector('english', %(query)s)) u)"""
 
 
 class SearchMode(StrEnum):
@@ -263,7 +256,8 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
     # The rankings read the caller's workspaces only; the filter keeps it so whatever
     # changed since. Snippets are made for the k kept alone.
     sql = f"""
-        SELECT c.id, c.document_id, d.title, {_HEADLINE_SQL if snippets else "''"}
+        SELECT c.id, c.document_id, d.title, {"c.text" if snippets else "''"},
+               {_LEXEMES_SQL if snippets else "NULL::text[]"}
         FROM (SELECT c.id, c.document_id, c.text
               FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY r(chunk_id, n)
               JOIN retrieval_chunk c ON c.id = r.chunk_id
@@ -275,14 +269,15 @@ def _hits(ranked: list[_Ranked], k: int, *, query: str, workspace_ids: list[int]
         # The ids as one array literal: psycopg adapts a list of hundreds item by item.
         ids = "{" + ",".join(str(int(r.chunk_id)) for r in ranked) + "}"
         cursor.execute(sql, {"ids": ids, "query": query, "k": k,
-                             "workspaces": workspace_ids,
-                             "headline_options": _HEADLINE_OPTIONS})
-        found = {chunk_id: (document_id, title, headline)
-                 for chunk_id, document_id, title, headline in cursor.fetchall()}
+                             "workspaces": workspace_ids})
+        rows = cursor.fetchall()
+    matcher = Matcher(rows[0][4] or ()) if snippets and rows else None
+    found = {chunk_id: (document_id, title, matcher.snippet(text) if matcher else "")
+             for chunk_id, document_id, title, text, _ in rows}
     return [
         SearchHit(chunk_id=r.chunk_id, document_id=found[r.chunk_id][0],
                   document_title=found[r.chunk_id][1], score=r.score,
-                  snippet=highlight(found[r.chunk_id][2]), similarity=r.similarity,
+                  snippet=found[r.chunk_id][2], similarity=r.similarity,
                   keyword_score=r.keyword_score)
         for r in ranked if r.chunk_id in found
     ]
@@ -328,14 +323,6 @@ def chunk_search(
                             using=using)
     return _hits(_fused(vector, text, 2 * k), k, query=query, workspace_ids=workspace_ids,
                  snippets=snippets, using=using)
-
-
-def highlight(headline: str) -> str:
-    """Turn a headline with sentinel marks into safe HTML with <mark> around matches."""
-    # The standard library's escape, as Django's is (without its wrapper for lazy
-    # strings, which cost more than the escaping: a search of 300 hits spent 1 ms in it).
-    return (html.escape(headline).replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
-            if headline else "")
 
 
 def chunks_of(document_id: int) -> list[Chunk]:

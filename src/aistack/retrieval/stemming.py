@@ -1,9 +1,9 @@
 """English stems in this process, as PostgreSQL's ``english`` configuration makes them:
 words split as its parser splits plain words, stemmed by the same Snowball algorithm.
 
-Used only where a disagreement (a few words in ten thousand, where the two builds of
-the stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a posting
-list sent again: rankings use PostgreSQL's lexemes.
+Used only where a disagreement (a few words in a thousand, where the two builds of the
+stemmer differ, and PostgreSQL's stop words, kept here) costs no more than a posting
+list sent again or a word of a snippet left unmarked: rankings use PostgreSQL's lexemes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ _WORD = re.compile(r"[^\W_]+")
 _local = threading.local()
 
 
-def text_stems(text: str) -> set[str]:
-    """Return the English stems of the words of ``text``."""
+def stems_of(words: list[str]) -> list[str]:
+    """Return the English stem of each (lower case) word."""
     stemmer: Stemmer.Stemmer | None = getattr(_local, "stemmer", None)
     if stemmer is None:
         stemmer = _local.stemmer = Stemmer.Stemmer("english")
-    found: list[str] = stemmer.stemWords([word.lower() for word in _WORD.findall(text)])
-    return set(found)
+    found: list[str] = stemmer.stemWords(words)
+    return found
+
+
+def text_stems(text: str) -> set[str]:
+    """Return the English stems of the words of ``text``."""
+    return set(stems_of([word.lower() for word in _WORD.findall(text)]))

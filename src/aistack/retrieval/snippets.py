@@ -1,0 +1,186 @@
+"""Snippets: the passages of a found chunk that show why it was found, the query's
+words marked.
+
+Made here rather than by PostgreSQL's ``ts_headline``, which parses the whole of every
+chunk of a page of results again with the full text search parser (about 2 ms for ten
+results, most of a warm text search's time). A chunk is searched for the words that
+begin as a lexeme of the query does (PostgreSQL's lexemes, ``to_tsvector('english',
+query)``), and only those few are stemmed (``retrieval.stemming``) to see whether they
+are that lexeme, so the words marked are the words search matched. Lexemes that are
+not plain words (``-8``, ``2.5``, an e-mail address) are found as they are written.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Collection
+
+from aistack.retrieval.stemming import stems_of
+
+# Up to two passages of about 40 words each.
+FRAGMENT_CHARS = 240
+MAX_FRAGMENTS = 2
+FRAGMENT_DELIMITER = " … "
+# Letters and digits, as PostgreSQL's parser makes plain words of them (an underscore,
+# an apostrophe or a hyphen separates two words).
+_WORD = re.compile(r"[^\W_]+")
+_HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
+# Control characters never occur in stored text: they mark matches until escaping is done.
+_MARK_START, _MARK_END = "\x02", "\x03"
+
+
+class Matcher:
+    """Finds a query's lexemes in texts: made once per query, used for each hit."""
+
+    def __init__(self, lexemes: Collection[str]) -> None:
+        self.lexemes = frozenset(lexemes)
+        words = [lexeme for lexeme in self.lexemes if _WORD.fullmatch(lexeme)]
+        # Snowball changes at most a word's last letter before its stem ends (studies ->
+        # studi, hoping -> hope): a word can be a lexeme's only if it starts with all of
+        # the lexeme but its last letter, or, for three words it knows (dying, lying,
+        # tying), as the lexeme does with its "ie" as "y".
+        self._prefixes = sorted({word[:-1] or word for word in words}
+                                | {word[:-2] + "y" for word in words if word.endswith("ie")})
+        # Other lexemes are found as written, but for hyphenated words, whose parts are
+        # lexemes of their own and marked as PostgreSQL marks them, one by one.
+        self._literals = sorted(
+            lexeme for lexeme in self.lexemes
+            if not _WORD.fullmatch(lexeme) and not _HYPHENATED.fullmatch(lexeme))
+
+    def matches(self, text: str) -> list[tuple[int, int, str]]:
+        """Return (start, end, lexeme) of each match in ``text``, in order, none overlapping."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a letter whose lower case is longer (İ): rare
+            lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        starts = set()
+        for prefix in self._prefixes:
+            at = lowered.find(prefix)
+            while at >= 0:
+                # The start of a word, and not the decimals of a number (1.5).
+                if not at or not (lowered[at - 1].isalnum() or (
+                        lowered[at - 1] == "." and at > 1 and lowered[at - 2].isdigit()
+                        and lowered[at].isdigit())):
+                    starts.add(at)
+                at = lowered.find(prefix, at + 1)
+        found = []
+        if starts:
+            ordered = sorted(starts)
+            ends = [_WORD.match(lowered, at).end() for at in ordered]  # type: ignore[union-attr]
+            stems = stems_of([lowered[at:end] for at, end in zip(ordered, ends, strict=True)])
+            lexemes = self.lexemes
+            found = [(at, end, stem) for at, end, stem in zip(ordered, ends, stems, strict=True)
+                     if stem in lexemes]
+        if self._literals:
+            for literal in self._literals:
+                at = lowered.find(literal)
+                while at >= 0:
+                    found.append((at, at + len(literal), literal))
+                    at = lowered.find(literal, at + 1)
+            found.sort()
+            merged: list[tuple[int, int, str]] = []
+            for match in found:
+                if merged and match[0] < merged[-1][1]:
+                    start, end, lexeme = merged[-1]
+                    merged[-1] = (start, max(end, match[1]), lexeme)
+                else:
+                    merged.append(match)
+            found = merged
+        return found
+
+    def snippet(self, text: str) -> str:
+        """Return the HTML of ``text``'s passages that best show the query's lexemes,
+        each match in ``<mark>``: escaped text and marks, nothing else."""
+        matches = self.matches(text)
+        parts = []
+        for start, end in _fragments(text, matches):
+            pieces, at = [], start
+            for s, e, _ in matches:
+                if s >= start and e <= end:
+                    pieces += [text[at:s], _MARK_START, text[s:e], _MARK_END]
+                    at = e
+            pieces.append(text[at:end])
+            parts.append("".join(pieces))
+        return (html.escape(FRAGMENT_DELIMITER.join(parts))
+                .replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>"))
+
+
+def _window(free: list[tuple[int, int, str]], shown: frozenset[str], cap: int
+            ) -> tuple[tuple[int, int, int], int, int]:
+    """Return the best window of ``free`` matches, as (score, first match, end match):
+    the most lexemes not in ``shown``, then the most lexemes, then the most matches;
+    windows span at most FRAGMENT_CHARS and end before ``cap`` if they start before it."""
+    counts: dict[str, int] = {}
+    new = j = 0
+    size = len(free)
+    best = ((-1, -1, -1), 0, 1)
+    for i in range(size):
+        first = free[i][0]
+        limit = first + FRAGMENT_CHARS
+        if first < cap < limit:
+            limit = cap
+        while j < size and (j == i or free[j][1] <= limit):
+            lexeme = free[j][2]
+            seen = counts.get(lexeme, 0)
+            counts[lexeme] = seen + 1
+            if not seen and lexeme not in shown:
+                new += 1
+            j += 1
+        score = (new, len(counts), j - i)
+        if score > best[0]:
+            best = (score, i, j)
+        lexeme = free[i][2]
+        if counts[lexeme] == 1:
+            del counts[lexeme]
+            if lexeme not in shown:
+                new -= 1
+        else:
+            counts[lexeme] -= 1
+    return best
+
+
+def _fragments(text: str, matches: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
+    """Return up to MAX_FRAGMENTS (start, end) of ``text``, in order: each the stretch of
+    about FRAGMENT_CHARS holding the most lexemes not shown yet (then the most lexemes,
+    then the most matches), its matches centred, cut at spaces."""
+    if not matches:
+        return [_cut(text, 0, FRAGMENT_CHARS)] if text.strip() else []
+    chosen: list[tuple[int, int]] = []
+    shown: frozenset[str] = frozenset()
+    free = matches
+    for _ in range(MAX_FRAGMENTS):
+        if chosen:
+            low_, high_ = chosen[-1]
+            free = [m for m in free if not low_ <= m[0] < high_]
+        if not free:
+            break
+        cap = min((s for s, _ in chosen if s > free[0][0]), default=len(text) + 1)
+        _, i, j = _window(free, shown, cap)
+        first, last = free[i][0], free[j - 1][1]
+        low = max((e for _, e in chosen if e <= first), default=0)
+        high = min((s for s, _ in chosen if s >= last), default=len(text))
+        start = max(low, first - (FRAGMENT_CHARS - (last - first)) // 2)
+        end = min(high, start + FRAGMENT_CHARS)
+        start = max(low, end - FRAGMENT_CHARS)
+        chosen.append(_cut(text, start, end, low=low, high=high, keep=(first, last)))
+        shown = shown | {lexeme for s, _, lexeme in free[i:j]}
+    return sorted(chosen)
+
+
+def _cut(text: str, start: int, end: int, *, low: int = 0, high: int | None = None,
+         keep: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Return ``start``-``end`` moved in to whole words (never past ``keep``), and
+    without the spaces at either end."""
+    high = len(text) if high is None else high
+    end = min(end, high)
+    if start > low and text[start - 1].isalnum() and text[start].isalnum():
+        space = text.find(" ", start, keep[0] if keep else end)
+        start = space + 1 if space >= 0 else start
+    if end < high and text[end - 1].isalnum() and text[end].isalnum():
+        space = text.rfind(" ", keep[1] if keep else start, end)
+        end = space if space >= 0 else end
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end

@@ -53,7 +53,8 @@ def test_every_bench_and_drill_is_found() -> None:
 @pytest.mark.parametrize("name", BENCHES)
 def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> None:
     extra = (["--dataset", str(beir_dataset(tmp_path / "beir"))]
-             if name in ("retrieval", "ingest", "first_text", "fusion_depth", "quantization")
+             if name in ("retrieval", "ingest", "first_text", "fusion_depth", "quantization",
+                         "snippets")
              else [])
     done = subprocess.run([sys.executable, f"bench/{name}.py", "--smoke", *extra], cwd=ROOT,
                           env=clean_env(), capture_output=True, text=True, timeout=240,
@@ -80,6 +81,13 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         for found in last["by_depth"].values():
             assert 0 <= found["ndcg_at_10"] <= 1 and 0 < found["p50_ms"] <= found["p95_ms"]
         assert last["by_depth"]["100"]["ndcg_vs_first"] == 0
+    if name == "snippets":
+        last = json.loads(done.stdout.splitlines()[-1])
+        assert last["queries"] == 5 and 0 < last["hits"] <= 50
+        for way in ("ts_headline", "python"):
+            assert 0 < last[way]["p50_ms"] <= last[way]["p95_ms"]
+        # Made-up sentences of plain words: every hit is marked as ts_headline marks it.
+        assert last["same_marks"] == 1
     if name == "quantization":
         last = json.loads(done.stdout.splitlines()[-1])
         assert last["documents"] == 40 and last["queries"] == 5

@@ -52,7 +52,8 @@ def test_the_words_marked_are_those_postgresql_matches() -> None:
     rng = random.Random(3)
     chosen = [("He was dying, they were lying", "die lie"),
               ("IL-8 and T-cells; IL-8-driven growth", "IL-8 t-cell"),
-              ("1,000 patients took 2.5 mg, 3 of 1,000 twice", "2.5 1,000 3 patients")]
+              ("1,000 patients took 2.5 mg, 3 of 1,000 twice", "2.5 1,000 3 patients"),
+              ("p = 0.05 in 14.5% of the stage/severity scores, stage 2", "0 14 5 stage 2 score")]
     random_ones = [(" ".join(rng.choices(WORDS, k=rng.randint(5, 40))),
                     " ".join(rng.choices(WORDS, k=rng.randint(1, 4)))) for _ in range(100)]
     found = set()
@@ -65,7 +66,8 @@ def test_the_words_marked_are_those_postgresql_matches() -> None:
         found.update(ours)
 
     # Inflections, hyphenated words and numbers among them.
-    assert {"studies", "dying", "hoping", "cells", "il", "-8", "2.5", "000"} <= found
+    assert {"studies", "dying", "hoping", "cells", "il", "-8", "2.5", "000", "stage", "2",
+            "scores"} <= found
 
 
 def test_a_snippet_is_escaped_text_and_marks_only() -> None:

@@ -26,6 +26,8 @@ FRAGMENT_DELIMITER = " … "
 # an apostrophe or a hyphen separates two words).
 _WORD = re.compile(r"[^\W_]+")
 _HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
+# What continues a number or a path past a word: ".5" after "1", "/b" after "a".
+_NOT_A_WORD_AFTER = re.compile(r"[./][^\W_]")
 # Control characters never occur in stored text: they mark matches until escaping is done.
 _MARK_START, _MARK_END = "\x02", "\x03"
 
@@ -57,16 +59,23 @@ class Matcher:
         for prefix in self._prefixes:
             at = lowered.find(prefix)
             while at >= 0:
-                # The start of a word, and not the decimals of a number (1.5).
-                if not at or not (lowered[at - 1].isalnum() or (
+                # The start of a word, not of the decimals of a number (1.5) nor of a
+                # part of a path (and/or), which PostgreSQL's parser reads whole.
+                if not at or not (lowered[at - 1].isalnum() or lowered[at - 1] == "/" or (
                         lowered[at - 1] == "." and at > 1 and lowered[at - 2].isdigit()
                         and lowered[at].isdigit())):
                     starts.add(at)
                 at = lowered.find(prefix, at + 1)
         found = []
         if starts:
-            ordered = sorted(starts)
-            ends = [_WORD.match(lowered, at).end() for at in ordered]  # type: ignore[union-attr]
+            ordered, ends = [], []
+            for at in sorted(starts):
+                end = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
+                # Nor a number's whole part (1.5), nor a path's first part.
+                if not _NOT_A_WORD_AFTER.match(lowered, end) or not (
+                        lowered[end] == "/" or lowered[at:end].isdigit()):
+                    ordered.append(at)
+                    ends.append(end)
             stems = stems_of([lowered[at:end] for at, end in zip(ordered, ends, strict=True)])
             lexemes = self.lexemes
             found = [(at, end, stem) for at, end, stem in zip(ordered, ends, stems, strict=True)

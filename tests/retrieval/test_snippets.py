@@ -53,7 +53,8 @@ def test_the_words_marked_are_those_postgresql_matches() -> None:
     chosen = [("He was dying, they were lying", "die lie"),
               ("IL-8 and T-cells; IL-8-driven growth", "IL-8 t-cell"),
               ("1,000 patients took 2.5 mg, 3 of 1,000 twice", "2.5 1,000 3 patients"),
-              ("p = 0.05 in 14.5% of the stage/severity scores, stage 2", "0 14 5 stage 2 score")]
+              ("p = 0.05 in 14.5% of the stage/severity scores, stage 2", "0 14 5 stage 2 score"),
+              ("HIV-1 and IL-12, type 1 of BMS-354825 and PD-1", "1 -1 -3 hiv type")]
     random_ones = [(" ".join(rng.choices(WORDS, k=rng.randint(5, 40))),
                     " ".join(rng.choices(WORDS, k=rng.randint(1, 4)))) for _ in range(100)]
     found = set()
@@ -67,7 +68,7 @@ def test_the_words_marked_are_those_postgresql_matches() -> None:
 
     # Inflections, hyphenated words and numbers among them.
     assert {"studies", "dying", "hoping", "cells", "il", "-8", "2.5", "000", "stage", "2",
-            "scores"} <= found
+            "scores", "-1", "1"} <= found
 
 
 def test_a_snippet_is_escaped_text_and_marks_only() -> None:

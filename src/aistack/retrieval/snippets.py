@@ -71,9 +71,13 @@ class Matcher:
             ordered, ends = [], []
             for at in sorted(starts):
                 end = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
-                # Nor a number's whole part (1.5), nor a path's first part.
+                # Nor a number's whole part (1.5), nor a path's first part, nor the digits
+                # of a signed number (the lexeme of HIV-1's "-1" is "-1").
+                digits = lowered[at:end].isdigit()
+                if digits and at and lowered[at - 1] == "-":
+                    continue
                 if not _NOT_A_WORD_AFTER.match(lowered, end) or not (
-                        lowered[end] == "/" or lowered[at:end].isdigit()):
+                        lowered[end] == "/" or digits):
                     ordered.append(at)
                     ends.append(end)
             stems = stems_of([lowered[at:end] for at, end in zip(ordered, ends, strict=True)])
@@ -82,9 +86,14 @@ class Matcher:
                      if stem in lexemes]
         if self._literals:
             for literal in self._literals:
+                # Whole tokens only: "-3" is not in "-354".
+                alnum_first, alnum_last = literal[0].isalnum(), literal[-1].isalnum()
                 at = lowered.find(literal)
                 while at >= 0:
-                    found.append((at, at + len(literal), literal))
+                    end = at + len(literal)
+                    if not (alnum_first and at and lowered[at - 1].isalnum()) and not (
+                            alnum_last and end < len(lowered) and lowered[end].isalnum()):
+                        found.append((at, end, literal))
                     at = lowered.find(literal, at + 1)
             found.sort()
             merged: list[tuple[int, int, str]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 
 import pytest
 from django.db import connection
@@ -117,3 +118,50 @@ def test_letters_whose_lower_case_is_longer_do_not_shift_the_marks() -> None:
 def test_nothing_to_show_is_an_empty_snippet() -> None:
     assert Matcher(lexemes_of("anything")).snippet("") == ""
     assert Matcher([]).snippet("   ") == ""
+
+
+def test_a_match_longer_than_a_passage_is_marked_as_far_as_shown_and_nothing_overlaps() -> None:
+    path = "/" + "/".join(f"s{n}" for n in range(80))
+    text = f"see x.org{path} and the cancers, then vitamins at the end"
+    matcher = Matcher(lexemes_of(f"x.org{path} cancer vitamin"))
+
+    snippet = matcher.snippet(text)
+
+    assert snippet.startswith("<mark>") and "<mark>cancers</mark>" in snippet
+    assert "<mark>vitamins</mark>" in snippet
+    plain = re.sub(r"</?mark>", "", snippet).split(FRAGMENT_DELIMITER)
+    # Each passage once, in order: none repeats a stretch of another.
+    at = 0
+    for passage in plain:
+        at = text.index(passage, at) + len(passage)
+
+
+def test_passages_are_cut_between_words_whatever_the_whitespace() -> None:
+    words = [f"introduction{n}" for n in range(30)]
+    for gap in ("\n", "\t"):
+        text = gap.join(words) + " vitamins " + gap.join(words)
+
+        snippet = Matcher(lexemes_of("vitamins")).snippet(text)
+
+        plain = snippet.replace("<mark>", "").replace("</mark>", "")
+        assert "<mark>vitamins</mark>" in snippet and len(plain) > FRAGMENT_CHARS / 2
+        assert all(word in words or word == "vitamins" for word in plain.split())
+
+
+def test_the_marks_own_characters_in_a_text_are_dropped() -> None:
+    assert Matcher(lexemes_of("cell")).snippet("cells \x02 here \x03x") == (
+        "<mark>cells</mark>  here x")
+
+
+def test_a_text_or_query_built_to_be_slow_is_not() -> None:
+    # Every prefix of the query's lexemes occurs at every place of the text.
+    runs = " ".join("a" * n for n in range(2, 63))
+    started = time.perf_counter()
+
+    snippet = Matcher(lexemes_of(runs)).snippet("a" * 200_000)
+    digits = Matcher(lexemes_of(" ".join("0" * n for n in range(1, 60)))).snippet("0" * 50_000)
+
+    # It took seconds when every place a lexeme's prefix occurs was looked at.
+    assert time.perf_counter() - started < 1
+    assert "<mark>" not in snippet and len(snippet) <= FRAGMENT_CHARS
+    assert len(digits) <= FRAGMENT_CHARS

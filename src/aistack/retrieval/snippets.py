@@ -22,12 +22,20 @@ from aistack.retrieval.stemming import stems_of
 FRAGMENT_CHARS = 240
 MAX_FRAGMENTS = 2
 FRAGMENT_DELIMITER = " … "
+# Snippets come from a chunk's first this many characters (a chunk of prose holds a
+# couple of thousand; one long unbroken run of letters can hold a whole document).
+SCAN_CHARS = 20_000
+# At most this many places in a text are looked at for the query's lexemes.
+SCAN_STEPS = 2_000
 # Letters and digits, as PostgreSQL's parser makes plain words of them (an underscore,
 # an apostrophe or a hyphen separates two words).
 _WORD = re.compile(r"[^\W_]+")
 _HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
 # What continues a number or a path past a word: ".5" after "1", "/b" after "a".
 _NOT_A_WORD_AFTER = re.compile(r"[./][^\W_]")
+_SPACE = re.compile(r"\s")
+# A fragment's edge moves at most this far to fall between words.
+_LONG_WORD = 40
 # Control characters never occur in stored text: they mark matches until escaping is done.
 _MARK_START, _MARK_END = "\x02", "\x03"
 
@@ -51,26 +59,40 @@ class Matcher:
             if not _WORD.fullmatch(lexeme) and not _HYPHENATED.fullmatch(lexeme))
 
     def matches(self, text: str) -> list[tuple[int, int, str]]:
-        """Return (start, end, lexeme) of each match in ``text``, in order, none overlapping."""
+        """Return (start, end, lexeme) of each match in ``text``, in order, none overlapping.
+
+        Looks at the first SCAN_CHARS of the text, and gives up on the rest of it after
+        SCAN_STEPS places looked at (a few dozen in a chunk of prose), so that no text or
+        query costs more than a millisecond or so.
+        """
+        text = text[:SCAN_CHARS]
         lowered = text.lower()
         if len(lowered) != len(text):  # a letter whose lower case is longer (İ): rare
             lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        steps = SCAN_STEPS
+        # Where the word (or the rest of it) at a place ends, by place.
+        word_ends: dict[int, int] = {}
         starts = set()
         for prefix in self._prefixes:
             at = lowered.find(prefix)
-            while at >= 0:
+            while at >= 0 and steps:
+                steps -= 1
                 # The start of a word, not of the decimals of a number (1.5) nor of a
                 # part of a path (and/or), which PostgreSQL's parser reads whole.
                 if not at or not (lowered[at - 1].isalnum() or lowered[at - 1] == "/" or (
                         lowered[at - 1] == "." and at > 1 and lowered[at - 2].isdigit()
                         and lowered[at].isdigit())):
                     starts.add(at)
-                at = lowered.find(prefix, at + 1)
+                # The next match of the prefix that can start a word is past this word.
+                end = word_ends.get(at)
+                if end is None:
+                    end = word_ends[at] = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
+                at = lowered.find(prefix, end)
         found = []
         if starts:
             ordered, ends = [], []
             for at in sorted(starts):
-                end = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
+                end = word_ends[at]
                 # Nor a number's whole part (1.5), nor a path's first part, nor the digits
                 # of a signed number (the lexeme of HIV-1's "-1" is "-1").
                 digits = lowered[at:end].isdigit()
@@ -89,12 +111,13 @@ class Matcher:
                 # Whole tokens only: "-3" is not in "-354".
                 alnum_first, alnum_last = literal[0].isalnum(), literal[-1].isalnum()
                 at = lowered.find(literal)
-                while at >= 0:
+                while at >= 0 and steps:
+                    steps -= 1
                     end = at + len(literal)
                     if not (alnum_first and at and lowered[at - 1].isalnum()) and not (
                             alnum_last and end < len(lowered) and lowered[end].isalnum()):
                         found.append((at, end, literal))
-                    at = lowered.find(literal, at + 1)
+                    at = lowered.find(literal, end)
             found.sort()
             merged: list[tuple[int, int, str]] = []
             for match in found:
@@ -109,12 +132,16 @@ class Matcher:
     def snippet(self, text: str) -> str:
         """Return the HTML of ``text``'s passages that best show the query's lexemes,
         each match in ``<mark>``: escaped text and marks, nothing else."""
+        # The marks' own characters, should a text hold them, would unbalance the marks.
+        text = text[:SCAN_CHARS].replace(_MARK_START, "").replace(_MARK_END, "")
         matches = self.matches(text)
         parts = []
         for start, end in _fragments(text, matches):
             pieces, at = [], start
             for s, e, _ in matches:
-                if s >= start and e <= end:
+                # A match longer than a fragment is marked as far as the fragment shows it.
+                s, e = max(s, start), min(e, end)
+                if s < e:
                     pieces += [text[at:s], _MARK_START, text[s:e], _MARK_END]
                     at = e
             pieces.append(text[at:end])
@@ -158,45 +185,51 @@ def _window(free: list[tuple[int, int, str]], shown: frozenset[str], cap: int
 
 
 def _fragments(text: str, matches: list[tuple[int, int, str]]) -> list[tuple[int, int]]:
-    """Return up to MAX_FRAGMENTS (start, end) of ``text``, in order: each the stretch of
-    about FRAGMENT_CHARS holding the most lexemes not shown yet (then the most lexemes,
-    then the most matches), its matches centred, cut at spaces."""
+    """Return up to MAX_FRAGMENTS (start, end) of ``text``, in order, none overlapping:
+    each the stretch of about FRAGMENT_CHARS holding the most lexemes not shown yet
+    (then the most lexemes, then the most matches), its matches centred, cut between
+    words."""
     if not matches:
         return [_cut(text, 0, FRAGMENT_CHARS)] if text.strip() else []
     chosen: list[tuple[int, int]] = []
     shown: frozenset[str] = frozenset()
     free = matches
     for _ in range(MAX_FRAGMENTS):
-        if chosen:
-            low_, high_ = chosen[-1]
-            free = [m for m in free if not low_ <= m[0] < high_]
+        free = [m for m in free if not any(s < m[1] and m[0] < e for s, e in chosen)]
         if not free:
             break
         cap = min((s for s, _ in chosen if s > free[0][0]), default=len(text) + 1)
         _, i, j = _window(free, shown, cap)
         first, last = free[i][0], free[j - 1][1]
+        # The room the matches leave, shared before and after them (a match longer than a
+        # fragment leaves none: the fragment starts with it), within the text and clear of
+        # the fragments chosen before.
         low = max((e for _, e in chosen if e <= first), default=0)
-        high = min((s for s, _ in chosen if s >= last), default=len(text))
-        start = max(low, first - (FRAGMENT_CHARS - (last - first)) // 2)
+        high = min((s for s, _ in chosen if s >= first), default=len(text))
+        start = max(low, first - max(0, FRAGMENT_CHARS - (last - first)) // 2)
         end = min(high, start + FRAGMENT_CHARS)
-        start = max(low, end - FRAGMENT_CHARS)
-        chosen.append(_cut(text, start, end, low=low, high=high, keep=(first, last)))
-        shown = shown | {lexeme for s, _, lexeme in free[i:j]}
+        start = max(low, min(start, end - FRAGMENT_CHARS))
+        fragment = _cut(text, start, end, low=low, high=high, keep=(first, min(last, end)))
+        if fragment[0] < fragment[1]:
+            chosen.append(fragment)
+        shown = shown | {lexeme for _, _, lexeme in free[i:j]}
     return sorted(chosen)
 
 
 def _cut(text: str, start: int, end: int, *, low: int = 0, high: int | None = None,
          keep: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Return ``start``-``end`` moved in to whole words (never past ``keep``), and
-    without the spaces at either end."""
+    """Return ``start``-``end`` moved in to the nearest break between words (never past
+    ``keep``, nor further than a long word's worth), without spaces at either end."""
     high = len(text) if high is None else high
     end = min(end, high)
-    if start > low and text[start - 1].isalnum() and text[start].isalnum():
-        space = text.find(" ", start, keep[0] if keep else end)
-        start = space + 1 if space >= 0 else start
-    if end < high and text[end - 1].isalnum() and text[end].isalnum():
-        space = text.rfind(" ", keep[1] if keep else start, end)
-        end = space if space >= 0 else end
+    if start > low and not text[start - 1].isspace() and not text[start].isspace():
+        found = _SPACE.search(text, start, min(keep[0] if keep else end, start + _LONG_WORD))
+        start = found.end() if found else start
+    if end < high and not text[end - 1].isspace() and not text[end].isspace():
+        for at in range(end - 1, max(keep[1] if keep else start, end - _LONG_WORD) - 1, -1):
+            if text[at].isspace():
+                end = at
+                break
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 logger = logging.getLogger(__name__)
@@ -208,6 +208,12 @@ def _merged_rows_clear() -> None:
     """
     if connection.in_atomic_block:  # VACUUM cannot run in a transaction; autovacuum will
         return
-    with connection.cursor() as cursor:
-        # SKIP_LOCKED: a vacuum already under way (another merge's, autovacuum's) does it.
-        cursor.execute("VACUUM (SKIP_LOCKED) retrieval_posting, retrieval_droppedchunk")
+    try:
+        with connection.cursor() as cursor:
+            # SKIP_LOCKED: a vacuum under way (another merge's, autovacuum's) goes on alone.
+            # The tables fill again at once: their empty pages are kept, sparing the lock
+            # that giving them back takes (and replicas replay).
+            cursor.execute("VACUUM (SKIP_LOCKED, TRUNCATE false) "
+                           "retrieval_posting, retrieval_droppedchunk")
+    except DatabaseError as exc:  # the merge is done: autovacuum will do this later
+        logger.warning("retrieval: vacuum after a merge failed: %s", exc)

@@ -228,8 +228,9 @@ def evaluate(*, dataset: Dataset, workspace: Workspace, by_pk: dict[int, str],
         started = time.perf_counter()
         hits = search(workspace_ids=[workspace.pk], query=text, k=k, mode=mode,
                       attribution=attribution, exact=exact, snippets=snippets)
+        elapsed = (time.perf_counter() - started) * 1000
         progress(1)
-        return hits, (time.perf_counter() - started) * 1000
+        return hits, elapsed
 
     results: dict[str, ModeScores] = {}
     for name, mode, exact in _runs(modes, exact_vector):

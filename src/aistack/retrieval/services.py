@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 # Results in a page of search (the search page, the API's default).
 SEARCH_RESULTS = 10
 
+
 def search(
     *, workspace_ids: list[int], query: str, k: int, mode: SearchMode,
     attribution: Attribution, exact: bool | None = None, snippets: bool = True,

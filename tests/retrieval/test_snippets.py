@@ -163,5 +163,29 @@ def test_a_text_or_query_built_to_be_slow_is_not() -> None:
 
     # It took seconds when every place a lexeme's prefix occurs was looked at.
     assert time.perf_counter() - started < 1
-    assert "<mark>" not in snippet and len(snippet) <= FRAGMENT_CHARS
+    assert "<mark>" not in snippet and snippet == "a" * FRAGMENT_CHARS
     assert len(digits) <= FRAGMENT_CHARS
+
+
+def test_a_common_short_lexeme_leaves_the_others_their_marks() -> None:
+    text = "AI regulation at -8 degrees. " + "we see a team " * 1500
+
+    snippet = Matcher(lexemes_of("AI regulation -8")).snippet(text)
+
+    assert marked(snippet)[:3] == ["ai", "regulation", "-8"]
+
+
+def test_passages_with_nothing_between_them_are_one() -> None:
+    text = "cell " + "w " * 96 + "studies-abcdefghijklmnopqrstuvwxyz0123456789 cells"
+
+    snippet = Matcher(lexemes_of("cell studies")).snippet(text)
+
+    assert FRAGMENT_DELIMITER not in snippet
+    assert re.sub(r"</?mark>", "", snippet) == text
+
+
+def test_an_empty_lexeme_or_a_word_cut_at_the_end_of_what_is_read_is_no_match() -> None:
+    assert Matcher(["", "cell"]).snippet("cells") == "<mark>cells</mark>"
+    # The text is read to SCAN_CHARS: "cellular" would be cut to a word stemming to "cell".
+    text = "x " * 9_998 + "cellular"
+    assert "<mark>" not in Matcher(["cell"]).snippet(text)

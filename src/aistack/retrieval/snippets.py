@@ -25,8 +25,11 @@ FRAGMENT_DELIMITER = " … "
 # Snippets come from a chunk's first this many characters (a chunk of prose holds a
 # couple of thousand; one long unbroken run of letters can hold a whole document).
 SCAN_CHARS = 20_000
-# At most this many places in a text are looked at for the query's lexemes.
-SCAN_STEPS = 2_000
+# At most this many places in a text are looked at for each of the query's lexemes,
+# and at most this many of its lexemes (the longest) are looked for: a few dozen places
+# and a dozen lexemes make a query on a chunk of prose.
+SCAN_STEPS = 200
+SCAN_LEXEMES = 32
 # Letters and digits, as PostgreSQL's parser makes plain words of them (an underscore,
 # an apostrophe or a hyphen separates two words).
 _WORD = re.compile(r"[^\W_]+")
@@ -34,6 +37,7 @@ _HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
 # What continues a number or a path past a word: ".5" after "1", "/b" after "a".
 _NOT_A_WORD_AFTER = re.compile(r"[./][^\W_]")
 _SPACE = re.compile(r"\s")
+_LAST_WORD = re.compile(r"[^\W_]*\Z")
 # A fragment's edge moves at most this far to fall between words.
 _LONG_WORD = 40
 # Control characters never occur in stored text: they mark matches until escaping is done.
@@ -44,7 +48,9 @@ class Matcher:
     """Finds a query's lexemes in texts: made once per query, used for each hit."""
 
     def __init__(self, lexemes: Collection[str]) -> None:
-        self.lexemes = frozenset(lexemes)
+        self.lexemes = frozenset(sorted((lexeme for lexeme in lexemes if lexeme),
+                                        key=lambda lexeme: (-len(lexeme), lexeme))
+                                 [:SCAN_LEXEMES])
         words = [lexeme for lexeme in self.lexemes if _WORD.fullmatch(lexeme)]
         # Snowball changes at most a word's last letter before its stem ends (studies ->
         # studi, hoping -> hope): a word can be a lexeme's only if it starts with all of
@@ -61,38 +67,28 @@ class Matcher:
     def matches(self, text: str) -> list[tuple[int, int, str]]:
         """Return (start, end, lexeme) of each match in ``text``, in order, none overlapping.
 
-        Looks at the first SCAN_CHARS of the text, and gives up on the rest of it after
-        SCAN_STEPS places looked at (a few dozen in a chunk of prose), so that no text or
-        query costs more than a millisecond or so.
+        Looks at the first SCAN_CHARS of the text, for each lexeme at SCAN_STEPS places
+        at most, so that no text or query costs more than a few milliseconds.
         """
-        text = text[:SCAN_CHARS]
+        text = _scanned(text)
         lowered = text.lower()
         if len(lowered) != len(text):  # a letter whose lower case is longer (İ): rare
             lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        steps = SCAN_STEPS
-        # Where the word (or the rest of it) at a place ends, by place.
-        word_ends: dict[int, int] = {}
         starts = set()
         for prefix in self._prefixes:
             at = lowered.find(prefix)
+            steps = SCAN_STEPS
             while at >= 0 and steps:
                 steps -= 1
-                # The start of a word, not of the decimals of a number (1.5) nor of a
-                # part of a path (and/or), which PostgreSQL's parser reads whole.
-                if not at or not (lowered[at - 1].isalnum() or lowered[at - 1] == "/" or (
-                        lowered[at - 1] == "." and at > 1 and lowered[at - 2].isdigit()
-                        and lowered[at].isdigit())):
+                if not at or (not lowered[at - 1].isalnum() and _word_start(lowered, at)):
                     starts.add(at)
-                # The next match of the prefix that can start a word is past this word.
-                end = word_ends.get(at)
-                if end is None:
-                    end = word_ends[at] = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
-                at = lowered.find(prefix, end)
+                # A place inside this match follows a letter: it starts no word.
+                at = lowered.find(prefix, at + len(prefix))
         found = []
         if starts:
             ordered, ends = [], []
             for at in sorted(starts):
-                end = word_ends[at]
+                end = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
                 # Nor a number's whole part (1.5), nor a path's first part, nor the digits
                 # of a signed number (the lexeme of HIV-1's "-1" is "-1").
                 digits = lowered[at:end].isdigit()
@@ -111,6 +107,7 @@ class Matcher:
                 # Whole tokens only: "-3" is not in "-354".
                 alnum_first, alnum_last = literal[0].isalnum(), literal[-1].isalnum()
                 at = lowered.find(literal)
+                steps = SCAN_STEPS
                 while at >= 0 and steps:
                     steps -= 1
                     end = at + len(literal)
@@ -133,21 +130,45 @@ class Matcher:
         """Return the HTML of ``text``'s passages that best show the query's lexemes,
         each match in ``<mark>``: escaped text and marks, nothing else."""
         # The marks' own characters, should a text hold them, would unbalance the marks.
-        text = text[:SCAN_CHARS].replace(_MARK_START, "").replace(_MARK_END, "")
+        text = _scanned(text).replace(_MARK_START, "").replace(_MARK_END, "")
         matches = self.matches(text)
         parts = []
         for start, end in _fragments(text, matches):
             pieces, at = [], start
             for s, e, _ in matches:
+                if s >= end or e <= start:
+                    continue
                 # A match longer than a fragment is marked as far as the fragment shows it.
                 s, e = max(s, start), min(e, end)
-                if s < e:
-                    pieces += [text[at:s], _MARK_START, text[s:e], _MARK_END]
-                    at = e
+                pieces += [text[at:s], _MARK_START, text[s:e], _MARK_END]
+                at = e
             pieces.append(text[at:end])
             parts.append("".join(pieces))
         return (html.escape(FRAGMENT_DELIMITER.join(parts))
                 .replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>"))
+
+
+def _word_start(lowered: str, at: int) -> bool:
+    """Return whether a word starts at ``at``: not the decimals of a number (1.5), nor a
+    part of a path (and/or), which PostgreSQL's parser reads whole."""
+    if not at:
+        return True
+    before = lowered[at - 1]
+    return not (before.isalnum() or before == "/" or (
+        before == "." and at > 1 and lowered[at - 2].isdigit() and lowered[at].isdigit()))
+
+
+def _scanned(text: str) -> str:
+    """Return the part of ``text`` snippets are made from: its first SCAN_CHARS, less a
+    word cut in two at the end."""
+    if len(text) <= SCAN_CHARS:
+        return text
+    cut = text[:SCAN_CHARS]
+    if text[SCAN_CHARS].isalnum():
+        whole = cut[:len(cut) - len(_LAST_WORD.search(cut).group())]  # type: ignore[union-attr]
+        if whole.strip():  # else all of it is one word, shown as far as it goes
+            return whole
+    return cut
 
 
 def _window(free: list[tuple[int, int, str]], shown: frozenset[str], cap: int
@@ -195,7 +216,9 @@ def _fragments(text: str, matches: list[tuple[int, int, str]]) -> list[tuple[int
     shown: frozenset[str] = frozenset()
     free = matches
     for _ in range(MAX_FRAGMENTS):
-        free = [m for m in free if not any(s < m[1] and m[0] < e for s, e in chosen)]
+        if chosen:
+            low_, high_ = chosen[-1]
+            free = [m for m in free if m[1] <= low_ or m[0] >= high_]
         if not free:
             break
         cap = min((s for s, _ in chosen if s > free[0][0]), default=len(text) + 1)
@@ -213,7 +236,14 @@ def _fragments(text: str, matches: list[tuple[int, int, str]]) -> list[tuple[int
         if fragment[0] < fragment[1]:
             chosen.append(fragment)
         shown = shown | {lexeme for _, _, lexeme in free[i:j]}
-    return sorted(chosen)
+    # Passages with nothing but spaces between them are one.
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(chosen):
+        if merged and not text[merged[-1][1]:start].strip():
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _cut(text: str, start: int, end: int, *, low: int = 0, high: int | None = None,

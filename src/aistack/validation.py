@@ -1,4 +1,4 @@
-"""Input rules shared by the API's schemas."""
+"""Input rules shared by the API's schemas and the web's forms."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pydantic import AfterValidator
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _storable(value: str) -> str:
+def storable(value: str) -> str:
+    """Return ``value`` without control characters but tab and line breaks; raise
+    ValueError for what cannot be stored at all (NUL, lone surrogates)."""
     # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -26,7 +28,7 @@ def _storable(value: str) -> str:
     return _CONTROL.sub("", value)
 
 
-Text = Annotated[str, AfterValidator(_storable)]
+Text = Annotated[str, AfterValidator(storable)]
 """A string that can be stored in and searched by PostgreSQL: valid Unicode, no NUL,
 and no control characters but tab and line breaks (those are removed)."""
 

@@ -64,8 +64,11 @@ def test_creating_a_document_shows_field_errors_until_it_is_valid(alice: User) -
     assert "Content is required." in blank.content.decode()
     assert not Document.objects.exists()
 
-    created = client.post("/documents/new/", {"title": "Notes", "content": "Standup at ten."})
+    created = client.post("/documents/new/", {"title": "Notes\x07",
+                                              "content": "Standup\x02 at\tten.\x1b\n"})
     document = Document.objects.get()
+    # Control characters go, as through the API; tabs and line breaks stay.
+    assert (document.title, document.content) == ("Notes", "Standup at\tten.\n")
     assert created["Location"] == f"/documents/{document.pk}/"
     assert document.workspace == alice.personal_workspace
     assert document.author == alice

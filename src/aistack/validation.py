@@ -1,4 +1,4 @@
-"""Input rules shared by the API's schemas and the web's forms."""
+"""Input rules shared by the API's schemas and the services."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from pydantic import AfterValidator
 _CONTROL = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def storable(value: str) -> str:
-    """Return ``value`` without control characters but tab and line breaks; raise
-    ValueError for what cannot be stored at all (NUL, lone surrogates)."""
+def without_controls(value: str) -> str:
+    """Return ``value`` without control characters but tab and line breaks."""
+    return _CONTROL.sub("", value)
+
+
+def _storable(value: str) -> str:
     # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
@@ -25,10 +28,10 @@ def storable(value: str) -> str:
         # JSON allows "\ud800" alone; no text does, and nothing downstream can encode it.
         raise ValueError("must be valid Unicode text: it contains a lone surrogate "
                          "(\\ud800-\\udfff)") from None
-    return _CONTROL.sub("", value)
+    return without_controls(value)
 
 
-Text = Annotated[str, AfterValidator(storable)]
+Text = Annotated[str, AfterValidator(_storable)]
 """A string that can be stored in and searched by PostgreSQL: valid Unicode, no NUL,
 and no control characters but tab and line breaks (those are removed)."""
 

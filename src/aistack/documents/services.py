@@ -21,9 +21,14 @@ from aistack.jobs.services import (
     job_enqueue,
     jobs_create,
 )
+from aistack.validation import without_controls
 
 
 def _validated(document: Document) -> Document:
+    # Whatever the way in (API, web form, admin, MCP, import): control characters but tab
+    # and line breaks carry no text, and search's snippets mark matches with two of them.
+    document.title = without_controls(document.title)
+    document.content = without_controls(document.content)
     try:
         document.full_clean(exclude=["workspace", "author", "content_hash"])
     except ValidationError as exc:

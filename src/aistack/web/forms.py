@@ -14,7 +14,6 @@ from aistack.documents.parsing import SUPPORTED_TYPES
 from aistack.errors import AppError
 from aistack.retrieval.api import MAX_QUERY_CHARS
 from aistack.retrieval.selectors import SearchMode
-from aistack.validation import storable
 
 
 def add_service_errors(form: forms.Form, error: AppError) -> None:
@@ -32,21 +31,6 @@ class DocumentForm(forms.Form):
     title = forms.CharField(max_length=settings.DOCUMENT_TITLE_MAX_CHARS)
     content = forms.CharField(widget=forms.Textarea(attrs={"rows": 16}),
                               max_length=settings.DOCUMENT_MAX_CHARS, strip=False)
-
-    # As the API takes them: control characters but tab and line breaks carry no text,
-    # and search's snippets mark matches with two of them.
-    def clean_title(self) -> str:
-        return _storable(self.cleaned_data["title"])
-
-    def clean_content(self) -> str:
-        return _storable(self.cleaned_data["content"])
-
-
-def _storable(value: str) -> str:
-    try:
-        return storable(value)
-    except ValueError as exc:
-        raise forms.ValidationError(str(exc)) from exc
 
 
 UPLOAD_EXTENSIONS = tuple(ext for t in SUPPORTED_TYPES.values() for ext in t.extensions)

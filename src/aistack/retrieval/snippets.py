@@ -16,7 +16,7 @@ import html
 import re
 from collections.abc import Collection
 
-from aistack.retrieval.stemming import stems_of
+from aistack.retrieval.stemming import WORD, stems_of
 
 # Up to two passages of about 40 words each.
 FRAGMENT_CHARS = 240
@@ -30,9 +30,6 @@ SCAN_CHARS = 20_000
 # and a dozen lexemes make a query on a chunk of prose.
 SCAN_STEPS = 200
 SCAN_LEXEMES = 32
-# Letters and digits, as PostgreSQL's parser makes plain words of them (an underscore,
-# an apostrophe or a hyphen separates two words).
-_WORD = re.compile(r"[^\W_]+")
 _HYPHENATED = re.compile(r"[^\W_]+(?:-[^\W_]+)+")
 # What continues a number or a path past a word: ".5" after "1", "/b" after "a".
 _NOT_A_WORD_AFTER = re.compile(r"[./][^\W_]")
@@ -51,7 +48,7 @@ class Matcher:
         self.lexemes = frozenset(sorted((lexeme for lexeme in lexemes if lexeme),
                                         key=lambda lexeme: (-len(lexeme), lexeme))
                                  [:SCAN_LEXEMES])
-        words = [lexeme for lexeme in self.lexemes if _WORD.fullmatch(lexeme)]
+        words = [lexeme for lexeme in self.lexemes if WORD.fullmatch(lexeme)]
         # Snowball changes at most a word's last letter before its stem ends (studies ->
         # studi, hoping -> hope): a word can be a lexeme's only if it starts with all of
         # the lexeme but its last letter, or, for three words it knows (dying, lying,
@@ -62,7 +59,7 @@ class Matcher:
         # lexemes of their own and marked as PostgreSQL marks them, one by one.
         self._literals = sorted(
             lexeme for lexeme in self.lexemes
-            if not _WORD.fullmatch(lexeme) and not _HYPHENATED.fullmatch(lexeme))
+            if not WORD.fullmatch(lexeme) and not _HYPHENATED.fullmatch(lexeme))
 
     def matches(self, text: str) -> list[tuple[int, int, str]]:
         """Return (start, end, lexeme) of each match in ``text``, in order, none overlapping.
@@ -80,7 +77,7 @@ class Matcher:
             steps = SCAN_STEPS
             while at >= 0 and steps:
                 steps -= 1
-                if not at or (not lowered[at - 1].isalnum() and _word_start(lowered, at)):
+                if not at or not (lowered[at - 1].isalnum() or _inside_a_token(lowered, at)):
                     starts.add(at)
                 # A place inside this match follows a letter: it starts no word.
                 at = lowered.find(prefix, at + len(prefix))
@@ -88,7 +85,7 @@ class Matcher:
         if starts:
             ordered, ends = [], []
             for at in sorted(starts):
-                end = _WORD.match(lowered, at).end()  # type: ignore[union-attr]
+                end = WORD.match(lowered, at).end()  # type: ignore[union-attr]
                 # Nor a number's whole part (1.5), nor a path's first part, nor the digits
                 # of a signed number (the lexeme of HIV-1's "-1" is "-1").
                 digits = lowered[at:end].isdigit()
@@ -148,14 +145,12 @@ class Matcher:
                 .replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>"))
 
 
-def _word_start(lowered: str, at: int) -> bool:
-    """Return whether a word starts at ``at``: not the decimals of a number (1.5), nor a
-    part of a path (and/or), which PostgreSQL's parser reads whole."""
-    if not at:
-        return True
+def _inside_a_token(lowered: str, at: int) -> bool:
+    """Return whether the place after a separator is still inside a token PostgreSQL's
+    parser reads whole: the decimals of a number (1.5), a part of a path (and/or)."""
     before = lowered[at - 1]
-    return not (before.isalnum() or before == "/" or (
-        before == "." and at > 1 and lowered[at - 2].isdigit() and lowered[at].isdigit()))
+    return before == "/" or (before == "." and at > 1 and lowered[at - 2].isdigit()
+                             and lowered[at].isdigit())
 
 
 def _scanned(text: str) -> str:

@@ -13,8 +13,9 @@ import threading
 
 import Stemmer
 
-# Letters and digits: an underscore, an apostrophe or a hyphen separates two words.
-_WORD = re.compile(r"[^\W_]+")
+# A plain word, as PostgreSQL's parser makes one: letters and digits (an underscore, an
+# apostrophe or a hyphen separates two words).
+WORD = re.compile(r"[^\W_]+")
 
 # A stemmer keeps a cache and is not safe to share between threads.
 _local = threading.local()
@@ -31,4 +32,4 @@ def stems_of(words: list[str]) -> list[str]:
 
 def text_stems(text: str) -> set[str]:
     """Return the English stems of the words of ``text``."""
-    return set(stems_of([word.lower() for word in _WORD.findall(text)]))
+    return set(stems_of([word.lower() for word in WORD.findall(text)]))

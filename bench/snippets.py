@@ -28,14 +28,18 @@ HITS = 10
 ROUNDS = 3
 _QUERY = ("(SELECT coalesce(string_agg(quote_literal(u.lexeme), ' | '), '')::tsquery "
           "FROM unnest(to_tsvector('english', %(query)s)) u)")
+_LEXEMES = "(SELECT array_agg(DISTINCT u.lexeme) FROM unnest(to_tsvector('english', %(query)s)) u)"
 # Composed from the constants above: no input reaches them but through parameters.
 _HITS_SQL = (f"SELECT id FROM passage WHERE terms @@ {_QUERY}"  # noqa: S608
              f" ORDER BY ts_rank(terms, {_QUERY}) DESC, id LIMIT {HITS}")
 _HEADLINE_SQL = (f"SELECT ts_headline('english', p.text, {_QUERY}, %(options)s) "  # noqa: S608
                  "FROM unnest(%(ids)s::int[]) WITH ORDINALITY r(id, n) "
                  "JOIN passage p USING (id) ORDER BY r.n")
+_TEXTS_SQL = (f"SELECT p.text, {_LEXEMES} "  # noqa: S608
+              "FROM unnest(%(ids)s::int[]) WITH ORDINALITY r(id, n) "
+              "JOIN passage p USING (id) ORDER BY r.n")
 _EVERY_MATCH_SQL = (f"SELECT p.text, ts_headline('english', p.text, {_QUERY}, "  # noqa: S608
-                    "'HighlightAll=true, StartSel=\x02, StopSel=\x03') "
+                    f"'HighlightAll=true, StartSel=\x02, StopSel=\x03'), {_LEXEMES} "
                     "FROM unnest(%(ids)s::int[]) r(id) JOIN passage p USING (id)")
 _HEADLINE_OPTIONS = ('StartSel=\x02, StopSel=\x03, MaxWords=40, MinWords=15, MaxFragments=2, '
                      'FragmentDelimiter=" … "')
@@ -77,11 +81,7 @@ def main() -> None:
 
         def by_python(query: str, ids: list[int]) -> list[str]:
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT p.text, (SELECT array_agg(DISTINCT u.lexeme) FROM unnest("
-                    "to_tsvector('english', %(query)s)) u) "
-                    "FROM unnest(%(ids)s::int[]) WITH ORDINALITY r(id, n) "
-                    "JOIN passage p USING (id) ORDER BY r.n", {"query": query, "ids": ids})
+                cursor.execute(_TEXTS_SQL, {"query": query, "ids": ids})
                 rows = cursor.fetchall()
             matcher = Matcher(rows[0][1] or () if rows else ())
             return [matcher.snippet(text) for text, _ in rows]
@@ -101,10 +101,8 @@ def main() -> None:
             for query, ids in zip(queries, hits, strict=True):
                 cursor.execute(_EVERY_MATCH_SQL, {"query": query, "ids": ids})
                 rows = cursor.fetchall()
-                cursor.execute("SELECT array_agg(DISTINCT u.lexeme) FROM unnest(to_tsvector("
-                               "'english', %s)) u", [query])
-                matcher = Matcher(cursor.fetchone()[0] or ())
-                for text, everything in rows:
+                matcher = Matcher(rows[0][2] or () if rows else ())
+                for text, everything, _ in rows:
                     theirs = [word.lower() for word in re.findall("\x02(.*?)\x03", everything)]
                     ours = [text[start:end].lower() for start, end, _ in matcher.matches(text)]
                     agreeing += ours == theirs

@@ -96,10 +96,13 @@ def test_chat_answers_a_follow_up_offline_from_the_documents_and_keeps_its_sourc
 
     page.get_by_label("Message").fill("When does an engineer join the on-call rotation?")
     page.get_by_label("Message").press("Enter")
-    first = page.locator(".turn.assistant").nth(0)
-    expect(first.locator(".text")).to_contain_text("after their first month", timeout=30_000)
+    # The follow-up is sent while the first reply is still coming: it waits its turn,
+    # then goes out in the same conversation.
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
     page.get_by_label("Message").fill("How should I prepare for it?")
     page.get_by_label("Message").press("Enter")
+    first = page.locator(".turn.assistant").nth(0)
+    expect(first.locator(".text")).to_contain_text("after their first month", timeout=30_000)
     second = page.locator(".turn.assistant").nth(1)
     expect(second.locator(".text")).to_contain_text("shadow one full on-call week",
                                                     timeout=30_000)

@@ -68,9 +68,16 @@
     }
   }
 
+  // A message sent while a reply is still streaming goes out when that reply ends.
+  let queued = false;
+
   async function send() {
     const message = input.value.trim();
-    if (!message || button.disabled) return;
+    if (!message) return;
+    if (button.disabled) {
+      queued = true;
+      return;
+    }
     const body = new FormData(form);
     addTurn("user", message);
     const reply = addTurn("assistant", "");
@@ -98,6 +105,10 @@
       button.disabled = false;
       turns.setAttribute("aria-busy", "false");
       input.focus();
+    }
+    if (queued) {
+      queued = false;
+      send();
     }
   }
 

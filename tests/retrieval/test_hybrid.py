@@ -3,6 +3,7 @@ own, and the two are fused by reciprocal rank."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
@@ -72,11 +73,18 @@ def hybrid(workspace_id: int) -> list[SearchHit]:
         connection.close()
 
 
+# The built-in model embeds the query before the text ranking starts; a provider
+# elsewhere (here the scripted one) embeds it while the ranking runs.
+@pytest.mark.parametrize("embedding", [None, "scripted:hash"])
 def test_hybrid_search_fuses_rankings_run_side_by_side_as_one_after_the_other(
-        alice: User) -> None:
+        alice: User, use_models: Callable[..., None], embedding: str | None) -> None:
+    if embedding is not None:
+        use_models(embedding=embedding)
     workspace = alice.personal_workspace
     for title, text in TEXTS.items():
         indexed(workspace, alice, title, text)
+    space = active_space()
+    assert space is not None and space.model.startswith(embedding or "local:")
     expected = expected_fusion(workspace.pk)
     # Both rankings count: some hits hold none of the query's words.
     assert any(keyword is None for _, _, keyword in expected)

@@ -281,6 +281,43 @@ def bench_search(n: int, workspaces: dict[str, int], queries: list[str]
     return figures
 
 
+def bench_compiled_ranking(workspace_id: int, queries: list[str]) -> dict[str, Any]:
+    """The text ranking alone (a search's, at the depth of hybrid's fusion), in numpy and
+    compiled, query by query in turns: the same chunks, and how long each took."""
+    from aistack.retrieval import topk
+    from aistack.retrieval.selectors import FUSION_DEPTH
+    from aistack.retrieval.textrank import text_ranking
+
+    if not topk.load():
+        return {}
+    kernel = topk._kernel
+    latencies: dict[str, list[float]] = {"numpy": [], "compiled": []}
+    differ = 0
+    try:
+        for query in queries:  # the lists in memory, as a serving process has them
+            text_ranking(workspace_ids=[workspace_id], query=query, depth=FUSION_DEPTH)
+        for query in queries:
+            ranked = []
+            for kind in latencies:
+                topk._kernel = kernel if kind == "compiled" else None
+                started = time.perf_counter()
+                ranked.append(text_ranking(workspace_ids=[workspace_id], query=query,
+                                           depth=FUSION_DEPTH))
+                latencies[kind].append((time.perf_counter() - started) * 1000)
+            differ += ranked[0] != ranked[1]
+    finally:
+        topk._kernel = kernel
+    figures = {kind: {"p50_ms": round(median(values), 2),
+                      "p95_ms": round(percentile(values, 0.95), 2)}
+               for kind, values in latencies.items()}
+    print(f"\ntext ranking alone (depth {FUSION_DEPTH}), big workspace, in turns: "
+          f"numpy p50 {figures['numpy']['p50_ms']:.2f} p95 {figures['numpy']['p95_ms']:.2f} ms, "
+          f"compiled p50 {figures['compiled']['p50_ms']:.2f} "
+          f"p95 {figures['compiled']['p95_ms']:.2f} ms; "
+          f"{len(queries) - differ} of {len(queries)} rankings the same")
+    return {**figures, "same_rankings": len(queries) - differ}
+
+
 def hnsw_graph_ensure(graph: tuple[int, int] | None) -> str:
     """Rebuild the HNSW index with (m, ef_construction) if it was built otherwise; return
     how it is built."""
@@ -568,6 +605,7 @@ def main() -> None:
             if args.ef_sweep:
                 extra["ef_sweep"] = bench_ef_sweep(workspaces["big"], sample, args.ef_sweep)
             search = bench_search(args.chunks, workspaces, sample)
+            extra["text_ranking"] = bench_compiled_ranking(workspaces["big"], sample)
             extra["bytes_per_chunk"] = bench_sizes(args.chunks)
             extra["searches_per_s_4_searchers"] = bench_concurrent(workspaces["big"], sample)
             tantivy = bench_tantivy(workspaces, sample)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from aistack.retrieval import topk
 from aistack.retrieval.postings import CHUNK_ID, Postings
 from aistack.retrieval.stemming import text_stems
 
@@ -210,7 +211,22 @@ class _Part:
 
 
 def _best(parts: list[_Part], depth: int) -> list[tuple[int, float]]:
-    """Return the ``depth`` chunks of highest summed score, ties to the lower id.
+    """Return the ``depth`` chunks of highest summed score, ties to the lower id:
+    compiled once this process has loaded that ranking (``topk``), else in numpy."""
+    if not parts:
+        return []
+    topk.wanted(sum(part.chunk_ids.size for part in parts))
+    if not topk.ready():
+        return _best_numpy(parts, depth)
+    ids, scores = topk.best([(part.postings, part.weight, part.bound) for part in parts],
+                            depth, avgdl=parts[0].avgdl, k1=BM25_K1, b=BM25_B,
+                            margin=_MARGIN)
+    order = np.lexsort((ids, -scores))
+    return [(int(i), float(s)) for i, s in zip(ids[order], scores[order], strict=True)]
+
+
+def _best_numpy(parts: list[_Part], depth: int) -> list[tuple[int, float]]:
+    """``_best`` in numpy.
 
     MaxScore (Turtle and Flood): the short lists are scored first, and their depth-th
     best sum is a floor the final depth-th best can only rise from. Long lists whose

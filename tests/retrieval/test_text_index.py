@@ -369,6 +369,16 @@ def test_a_repeated_search_reads_no_list_again_and_a_misnamed_one_is_still_ranke
     assert named == [[]]
 
 
+def random_part(rng: np.random.Generator, *, size: int, span: int, tfs: int,
+                lengths: list[int], weight: float, avgdl: float) -> textrank._Part:
+    """A term's list of up to ``size`` chunks below ``span``, with few distinct term
+    frequencies (below ``tfs``) and lengths: many ties."""
+    ids = np.unique(rng.integers(0, span, size)).astype(np.int64)
+    listed = postings.Postings(ids, rng.integers(1, tfs, ids.size).astype(np.int16),
+                               rng.choice(lengths, ids.size).astype(np.int32))
+    return textrank._Part(listed, weight, avgdl, weight * textrank._peak(listed, avgdl))
+
+
 @pytest.mark.parametrize("short_list", [0, 50, textrank._SHORT_LIST])
 def test_maxscore_keeps_exactly_the_best_of_a_brute_force_sum(
     short_list: int, monkeypatch: pytest.MonkeyPatch, ranker: str
@@ -381,13 +391,11 @@ def test_maxscore_keeps_exactly_the_best_of_a_brute_force_sum(
     for trial in range(40):
         parts, expected = [], {}
         for _ in range(rng.integers(1, 9)):
-            size = int(rng.choice([1, 5, 40, 300, 3_000]))
-            ids = np.unique(rng.integers(0, 5_000, size)).astype(np.int64)
-            listed = postings.Postings(ids, rng.integers(1, 3, ids.size).astype(np.int16),
-                                       rng.choice([10, 20, 40], ids.size).astype(np.int32))
             weight = float(rng.choice([0.5, 1.0, 2.5]))
-            parts.append(textrank._Part(listed, weight, avgdl,
-                                        weight * textrank._peak(listed, avgdl)))
+            part = random_part(rng, size=int(rng.choice([1, 5, 40, 300, 3_000])), span=5_000,
+                               tfs=3, lengths=[10, 20, 40], weight=weight, avgdl=avgdl)
+            parts.append(part)
+            listed, ids = part.postings, part.chunk_ids
             scores = textrank._scores(weight, listed.tfs, listed.lengths, avgdl)
             for chunk_id, score in zip(ids.tolist(), scores.tolist(), strict=True):
                 expected[chunk_id] = expected.get(chunk_id, 0.0) + score
@@ -409,13 +417,9 @@ def test_the_compiled_ranking_keeps_exactly_what_numpy_keeps_over_wide_sparse_li
         avgdl = float(rng.choice([12.0, 37.5]))
         parts = []
         for _ in range(rng.integers(1, 21)):
-            size = int(rng.choice([1, 30, 2_000, 50_000]))
-            ids = np.unique(rng.integers(0, 1_000_000, size)).astype(np.int64)
-            listed = postings.Postings(ids, rng.integers(1, 4, ids.size).astype(np.int16),
-                                       rng.choice([5, 30, 90], ids.size).astype(np.int32))
-            weight = float(rng.choice([0.2, 1.0, 4.0]))
-            parts.append(textrank._Part(listed, weight, avgdl,
-                                        weight * textrank._peak(listed, avgdl)))
+            parts.append(random_part(
+                rng, size=int(rng.choice([1, 30, 2_000, 50_000])), span=1_000_000, tfs=4,
+                lengths=[5, 30, 90], weight=float(rng.choice([0.2, 1.0, 4.0])), avgdl=avgdl))
         depth = int(rng.choice([1, 10, 30, 300]))
         compiled = textrank._best(parts, depth)
         assert compiled == textrank._best_numpy(parts, depth), trial

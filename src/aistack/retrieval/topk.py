@@ -82,6 +82,8 @@ def best(lists: list[tuple[Postings, float, float]], depth: int, *, avgdl: float
     """Return the ``depth`` best chunk ids and rounded scores, in no order, of the
     (postings, weight, bound) lists; ``ready()`` must be true."""
     assert _kernel is not None
+    if depth < 1 or not lists:
+        return np.empty(0, dtype=np.int64), np.empty(0)
     lists = sorted(lists, key=lambda entry: entry[2])
     # Passed by address: held here, each as the kernel reads it (no copy when it is).
     held = [(np.ascontiguousarray(postings.chunk_ids, dtype=np.int64),

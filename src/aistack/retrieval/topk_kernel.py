@@ -49,6 +49,12 @@ def _worse(score_a: float, id_a: int, score_b: float, id_b: int) -> bool:
 
 
 @njit(nogil=True, cache=True)
+def _swap(scores: Any, ids: Any, a: int, b: int) -> None:
+    scores[a], scores[b] = scores[b], scores[a]
+    ids[a], ids[b] = ids[b], ids[a]
+
+
+@njit(nogil=True, cache=True)
 def _sift_down(scores: Any, ids: Any, size: int) -> None:
     at = 0
     while True:
@@ -60,8 +66,7 @@ def _sift_down(scores: Any, ids: Any, size: int) -> None:
             child += 1
         if not _worse(scores[child], ids[child], scores[at], ids[at]):
             return
-        scores[at], scores[child] = scores[child], scores[at]
-        ids[at], ids[child] = ids[child], ids[at]
+        _swap(scores, ids, at, child)
         at = child
 
 
@@ -71,8 +76,7 @@ def _sift_up(scores: Any, ids: Any, at: int) -> None:
         parent = (at - 1) // 2
         if not _worse(scores[at], ids[at], scores[parent], ids[parent]):
             return
-        scores[at], scores[parent] = scores[parent], scores[at]
-        ids[at], ids[parent] = ids[parent], ids[at]
+        _swap(scores, ids, at, parent)
         at = parent
 
 

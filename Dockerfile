@@ -29,18 +29,23 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 # packaged weights: no container builds its own at first use (nor could: the image's
 # user cannot write here).
 RUN python -P src/aistack/ai/backends/minilm_onnx.py /opt/aistack/models
+# The compiled text ranking that processes searching large workspaces load, compiled once
+# here; the cache stays writable for the image's user (numba ignores a cache it cannot
+# write to, and a machine whose CPU differs compiles its own into it).
+RUN NUMBA_CACHE_DIR=/opt/aistack/numba python -P -m aistack.retrieval.topk_kernel
 
 FROM python:${PYTHON_VERSION}-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/aistack/bin:$PATH \
     AISTACK_HOME=/data \
-    LOCAL_MODEL_DIR=/opt/aistack/models
+    LOCAL_MODEL_DIR=/opt/aistack/models \
+    NUMBA_CACHE_DIR=/opt/aistack/numba
 COPY --from=builder /opt/aistack /opt/aistack
 # Volumes mounted on /data/media and /data/static take these directories' owner.
 RUN useradd --create-home --uid 10001 aistack \
     && mkdir -p /data/media /data/static \
-    && chown -R aistack:aistack /data
+    && chown -R aistack:aistack /data /opt/aistack/numba
 USER aistack
 WORKDIR /data
 EXPOSE 8000

@@ -50,6 +50,10 @@ class BaseModel:
         """Return whether the first call would first load the model into this process."""
         return False
 
+    def runs_here(self) -> bool:
+        """Return whether calls run the model in this process, on this machine's cores."""
+        return False
+
     def load(self) -> None:
         """Load the model into this process ahead of the first call (if it runs here)."""
 

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection
 
-from aistack.ai import embedding_model_for
+from aistack.ai import InvalidModelError, embedding_model_for
 from aistack.ai.exceptions import AIError
 from aistack.replicas import replica_failed, search_database
 from aistack.retrieval.embedding import query_vector
@@ -65,11 +65,12 @@ def search_and_mode(
                          depth=ranking_depth(mode, k), using=using)
 
     # The text ranking runs beside the vector search, and beside embedding the query when
-    # a provider elsewhere does that. The built-in model embeds on this machine's cores,
-    # which the ranking would only take from it. Hybrid searches whose query is embedded
-    # anew, p95 over two runs each: SciFact's 300 claims, 19.5 and 19.4 ms with the
-    # ranking started first, 16.7 and 15.9 started after; 200 of them over 100,000
-    # chunks, 19.4 and 19.4 against 18.8 and 18.3.
+    # another process does that (a provider, or the workers that run the built-in model).
+    # Embedding here takes this process's cores, which the ranking would only take from
+    # the model (the same GIL, and the cores ONNX Runtime spreads over). Hybrid searches
+    # whose query is embedded anew in this process, p95 over two runs each: SciFact's 300
+    # claims, 19.5 and 19.4 ms with the ranking started first, 16.7 and 15.9 started
+    # after; 200 of them over 100,000 chunks, 19.4 and 19.4 against 18.8 and 18.3.
     if hybrid and query.strip() and not _embeds_here(space):
         text_ranked = text_alongside()
     if mode != SearchMode.TEXT and space is not None and query.strip():
@@ -96,5 +97,9 @@ def search_and_mode(
 
 
 def _embeds_here(space: EmbeddingSpace | None) -> bool:
-    """Return whether the space's model runs on this machine (the built-in model)."""
-    return space is not None and embedding_model_for(space.model).provider == "local"
+    """Return whether the space's model runs in this process (the built-in model, unless
+    workers run it for this process)."""
+    try:
+        return space is not None and embedding_model_for(space.model).runs_here()
+    except InvalidModelError:  # embedding the query says what is wrong, or is not needed
+        return False

@@ -31,6 +31,10 @@ BM25_B = 0.4
 # Scores are ranked rounded to this many decimals, so that two chunks with the same terms
 # tie exactly (their terms may be summed in another order), and ties go to the older chunk.
 SCORE_DECIMALS = 9
+# Each posting's score is a multiple of 2^-32: a chunk's scores then add up exactly in
+# any order (a sum stays far below 2^21), so rankings that add them in different orders
+# (numpy's and the compiled one) agree to the last bit, ties included.
+SCORE_GRID = 2.0**32
 # Scores are summed in a dense array over the span of chunk ids when it is at most this
 # many times the postings read (or this long), else by sorting the ids.
 _DENSE_SPAN_FACTOR = 8
@@ -169,7 +173,7 @@ def _scores(weight: float, tfs: npt.NDArray[np.int16], lengths: npt.NDArray[np.i
     """Return the BM25 scores of a term of this weight (IDF) in these postings."""
     tf = tfs.astype(np.float64)
     norm = BM25_K1 * (1 - BM25_B + BM25_B * lengths / avgdl)
-    return weight * tf * (BM25_K1 + 1) / (tf + norm)
+    return np.rint(weight * tf * (BM25_K1 + 1) / (tf + norm) * SCORE_GRID) / SCORE_GRID
 
 
 def _peak(postings: Postings, avgdl: float) -> float:

@@ -42,25 +42,12 @@ def load() -> bool:
             try:
                 from aistack.retrieval import topk_kernel
 
-                _warm(topk_kernel)
+                topk_kernel.warm()
             except Exception:  # numba missing, or no compiler for this CPU
                 logger.exception("search: the compiled ranking did not load; numpy ranks")
                 return False
             _kernel = topk_kernel
     return True
-
-
-def _warm(kernel: ModuleType) -> None:
-    # The first call compiles (or reads the cache): done here, not in a search.
-    ids = np.array([1, 2], dtype=np.int64)
-    tfs = np.ones(2, dtype=np.int16)
-    lengths = np.ones(2, dtype=np.int32)
-
-    def at(array: np.ndarray) -> np.ndarray:
-        return np.array([array.ctypes.data], dtype=np.int64)
-
-    kernel.best(at(ids), at(tfs), at(lengths), np.array([2], dtype=np.int64),
-                np.ones(1), np.ones(1), 1.0, 0.9, 0.4, 1e-7, 1)
 
 
 def wanted(postings: int) -> None:
@@ -90,6 +77,9 @@ def best(lists: list[tuple[Postings, float, float]], depth: int, *, avgdl: float
              np.ascontiguousarray(postings.tfs, dtype=np.int16),
              np.ascontiguousarray(postings.lengths, dtype=np.int32))
             for postings, _, _ in lists]
+    if any(not arrays[0].size == arrays[1].size == arrays[2].size for arrays in held):
+        # The kernel reads as many of each as there are ids, unchecked.
+        raise ValueError("postings whose ids, frequencies and lengths differ in number")
     return _kernel.best(  # type: ignore[no-any-return]
         *(np.array([arrays[n].ctypes.data for arrays in held], dtype=np.int64)
           for n in range(3)),

@@ -9,8 +9,10 @@ looked up (galloping forward, as the chunks come in id order) for chunks that th
 essential lists found, and only while the chunk's sum can still reach it. Each window of
 ids is summed from the essential lists into an accumulator that stays in the CPU's cache.
 
-Scores are those of ``textrank._scores``, in the same order of operations, and rounded
-as ``numpy.round`` rounds them: the same chunks, the same scores, the same ties.
+Each posting's score is computed as ``textrank._scores`` computes it (the same
+operations in the same order, on the same grid), so a chunk's sum is exact whichever
+order its terms come in, and it is rounded as ``numpy.round`` rounds it: the same chunks,
+the same scores, the same ties as numpy's ranking.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from numba.extending import intrinsic
 # Chunk ids summed at a time: 32 KB of scores, which stay in the cache.
 WINDOW = 4096
 _ROUNDING = 1e9  # textrank.SCORE_DECIMALS
+_GRID = 2.0**32  # textrank.SCORE_GRID
 
 
 @intrinsic
@@ -39,7 +42,8 @@ def _pointer(typingctx: Any, address: Any) -> Any:
 @njit(nogil=True, cache=True)
 def _score(weight: float, tf: int, length: int, k1: float, b: float, avgdl: float) -> float:
     t = float(tf)
-    return weight * t * (k1 + 1) / (t + k1 * (1 - b + b * length / avgdl))
+    return np.rint(weight * t * (k1 + 1) / (t + k1 * (1 - b + b * length / avgdl))
+                   * _GRID) / _GRID
 
 
 @njit(nogil=True, cache=True)
@@ -184,3 +188,27 @@ def best(id_addresses: Any, tf_addresses: Any, length_addresses: Any, sizes: Any
                 while essential < n and below[essential] < floor - margin:
                     essential += 1
     return top_ids[:size].copy(), top_scores[:size].copy()
+
+
+def warm() -> None:
+    """Compile the ranking (or read it from the cache): done before any search needs it.
+
+    ``python -m aistack.retrieval.topk_kernel`` fills the cache ahead (the image build
+    does).
+    """
+    ids = np.array([1, 2], dtype=np.int64)
+    tfs = np.ones(2, dtype=np.int16)
+    lengths = np.ones(2, dtype=np.int32)
+
+    def address(array: np.ndarray) -> np.ndarray:
+        return np.array([array.ctypes.data], dtype=np.int64)
+
+    best(address(ids), address(tfs), address(lengths), np.array([2], dtype=np.int64),
+         np.ones(1), np.ones(1), 1.0, 0.9, 0.4, 1e-7, 1)
+
+
+if __name__ == "__main__":
+    # Compiled under the module's own name, as searches import it.
+    from aistack.retrieval import topk_kernel
+
+    topk_kernel.warm()

@@ -314,6 +314,10 @@ class EmbeddingModel(BaseEmbeddingModel):
         """Return True until the model is loaded, unless a worker runs it for this process."""
         return _loads_here(self.options, self.model)
 
+    def runs_here(self) -> bool:
+        """Return True unless a worker runs the model for this process."""
+        return not _in_worker(self.options)
+
     def load(self) -> None:
         """Load the model into this process."""
         model_load(self.model)

@@ -58,7 +58,8 @@ def search_and_mode(
     space = None if mode == SearchMode.TEXT else active_space()
     using = DEFAULT_DB_ALIAS if connection.in_atomic_block else search_database(workspace_ids)
     vector = text_ranked = None
-    hybrid = mode == SearchMode.HYBRID and space is not None and bool(workspace_ids)
+    hybrid = (mode == SearchMode.HYBRID and space is not None and bool(workspace_ids)
+              and bool(query.strip()))
 
     def text_alongside() -> Future[list[tuple[int, float]]]:
         return alongside(text_ranking, workspace_ids=workspace_ids, query=query,
@@ -71,7 +72,7 @@ def search_and_mode(
     # whose query is embedded anew in this process, p95 over two runs each: SciFact's 300
     # claims, 19.5 and 19.4 ms with the ranking started first, 16.7 and 15.9 started
     # after; 200 of them over 100,000 chunks, 19.4 and 19.4 against 18.8 and 18.3.
-    if hybrid and query.strip() and not _embeds_here(space):
+    if hybrid and not _embeds_here(space):
         text_ranked = text_alongside()
     if mode != SearchMode.TEXT and space is not None and query.strip():
         try:
@@ -81,7 +82,7 @@ def search_and_mode(
                 raise
             logger.warning("search: query not embedded (%s); keyword results only", exc)
             mode = SearchMode.TEXT
-    if hybrid and mode == SearchMode.HYBRID and text_ranked is None and query.strip():
+    if hybrid and mode == SearchMode.HYBRID and text_ranked is None:
         text_ranked = text_alongside()
     try:
         hits = chunk_search(workspace_ids=workspace_ids, query=query, query_vector=vector,

@@ -161,9 +161,10 @@ def build_corpus(n: int, documents: list[tuple[str, str]]) -> dict[str, int]:
             "length = EXCLUDED.length", [ours])
     print(f"  built the text index in {time.perf_counter() - started:.0f}s")
     started = time.perf_counter()
-    from aistack.retrieval.spaces import embedding_space_index_create
+    from aistack.retrieval.spaces import embedding_space_index_create, embedding_space_index_ready
 
     embedding_space_index_create(space=space)
+    embedding_space_index_ready(space)  # recorded built
     with connection.cursor() as cursor:
         # What autovacuum does soon after a bulk load: the visibility map lets text search
         # read its postings from the index alone.
@@ -329,6 +330,7 @@ def hnsw_graph_ensure(graph: tuple[int, int] | None) -> str:
         HNSW_EF_CONSTRUCTION,
         HNSW_M,
         embedding_space_index_create,
+        embedding_space_index_ready,
     )
 
     space = active_space()
@@ -348,6 +350,7 @@ def hnsw_graph_ensure(graph: tuple[int, int] | None) -> str:
         cursor.execute(f"DROP INDEX IF EXISTS chunkvector_hnsw_{space.pk}")
         cursor.execute("SET maintenance_work_mem = '2GB'")
     embedding_space_index_create(space=space, m=m, ef_construction=ef_construction)
+    embedding_space_index_ready(space)  # recorded built
     print(f"  built in {time.perf_counter() - started:.0f}s")
     return wanted
 
@@ -406,6 +409,30 @@ def bench_sizes(n: int) -> dict[str, float]:
     print("\non disk, bytes per chunk (tables with their indexes): " + ", ".join(
         f"{part} {size:,}" for part, size in sizes.items()))
     return sizes
+
+
+def bench_vector_inserts(count: int = 1000) -> float:
+    """Milliseconds a vector written costs when its space has its HNSW index: ``count`` of
+    the space's vectors deleted and written again, in a transaction rolled back."""
+    from django.db import connection, transaction
+
+    from aistack.retrieval.selectors import active_space
+
+    space = active_space()
+    assert space is not None
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE bench_moved ON COMMIT DROP AS "
+                       "SELECT * FROM retrieval_chunkvector WHERE space_id = %s "
+                       "ORDER BY random() LIMIT %s", [space.pk, count])
+        cursor.execute("DELETE FROM retrieval_chunkvector "
+                       "WHERE id IN (SELECT id FROM bench_moved)")
+        started = time.perf_counter()
+        cursor.execute("INSERT INTO retrieval_chunkvector SELECT * FROM bench_moved")
+        each = (time.perf_counter() - started) * 1000 / count
+        transaction.set_rollback(True)
+    print(f"\n{count:,} vectors written into the indexed space, one statement: "
+          f"{each:.2f} ms each (HNSW insertion; none until a space outgrows exact scans)")
+    return round(each, 3)
 
 
 def bench_concurrent(workspace_id: int, queries: list[str], searchers: int = 4
@@ -608,6 +635,7 @@ def main() -> None:
             search = bench_search(args.chunks, workspaces, sample)
             extra["text_ranking"] = bench_compiled_ranking(workspaces["big"], sample)
             extra["bytes_per_chunk"] = bench_sizes(args.chunks)
+            extra["vector_insert_ms"] = bench_vector_inserts(min(1000, args.chunks // 10))
             extra["searches_per_s_4_searchers"] = bench_concurrent(workspaces["big"], sample)
             tantivy = bench_tantivy(workspaces, sample)
             for where, ratio in summary(args.chunks, search, tantivy, None, {})[

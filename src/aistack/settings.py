@@ -335,6 +335,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aistack.retrieval.tasks.merge_postings",
         "schedule": 30.0,
     },
+    "build-vector-index": {
+        "task": "aistack.retrieval.tasks.build_vector_index",
+        "schedule": 30.0,
+    },
     # Re-embedding for the embedding model the Models page chose, and the switch to it.
     "embedding-switch": {
         "task": "aistack.retrieval.tasks.embedding_switch",

@@ -94,7 +94,10 @@ def searched(user: User, query: str) -> list[int]:
 
 def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_everything(
     browser_of: Client, alice: User, vendor: VendorServer, celery_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # As at scale: the new space outgrows exact scans, so it is indexed before it serves.
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 2)
     documents = [created(alice, title, text) for title, text in (
         ("Vacation", "Employees get 25 days of paid vacation every year."),
         ("Parking", "Parking permits renew every January at the front desk."),
@@ -126,6 +129,7 @@ def test_a_model_chosen_on_the_page_serves_search_once_the_workers_embedded_ever
     # (Other tests' spaces leave indexes behind: a flush empties tables, not DDL.)
     assert f"chunkvector_hnsw_{old.pk}" not in hnsw_indexes()
     assert f"chunkvector_hnsw_{active_space().pk}" in hnsw_indexes()  # type: ignore[union-attr]
+    assert EmbeddingSpace.objects.get(model=PAGE_MODEL).indexed
     embedded = [text for r in vendor.received if r.path.endswith("/embeddings")
                 for text in r.body["input"]]
     assert any("Parking permits renew" in text for text in embedded)

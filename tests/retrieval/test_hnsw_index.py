@@ -9,6 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from aistack.retrieval import selectors
 from aistack.retrieval.selectors import SearchMode, active_space, chunk_search
+from aistack.retrieval.spaces import embedding_space_index_ready
 from tests.retrieval.helpers import indexed
 
 
@@ -40,6 +41,7 @@ def test_the_rebuild_goes_both_ways_and_finishes_a_run_interrupted_before_its_re
     document = indexed(workspace, alice, "Deploys", "Deploys run from the main branch.")
     space = active_space()
     assert space is not None
+    embedding_space_index_ready(space)  # as a space past exact scans has
     name = f"chunkvector_hnsw_{space.pk}"
     with connection.cursor() as cursor:
         cursor.execute("SELECT embedding::float4[] FROM retrieval_chunkvector "
@@ -84,6 +86,11 @@ def test_a_workspace_holding_much_of_the_index_walks_it_and_a_small_one_is_scann
     # As at scale, with a few vectors standing for thousands.
     monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 2)
     mine, theirs = [alice.personal_workspace.pk], [bob.personal_workspace.pk]
+    # A space gets its index once it outgrows exact scans; until then it is scanned.
+    assert not space.indexed
+    assert selectors._vector_plan(space, mine, 10)[0] is True
+    embedding_space_index_ready(space)
+    assert space.indexed
     assert selectors._vector_plan(space, mine, 10)[0] is False  # 4 vectors, 80%: the index
     assert selectors._vector_plan(space, theirs, 10)[0] is True  # 1 vector: scanned
     # A small share of the index is scanned, however many vectors it is.

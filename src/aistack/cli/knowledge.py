@@ -307,7 +307,11 @@ def ingest(paths: Sequence[Path], workspace: str | None, as_json: bool) -> None:
                 progress.console.print(f"skipped {_plain(str(file))}: {_plain(exc.message)}")
             progress.advance(task)
         task = progress.add_task("Indexing", total=len(created))
-        documents_process_now(document_ids=created, progress=lambda n: progress.advance(task, n))
+        documents_process_now(
+            document_ids=created, progress=lambda n: progress.advance(task, n),
+            # Once, when this import made the vectors outgrow exact scans: seconds for
+            # tens of thousands, minutes for a million.
+            index_building=lambda: progress.add_task("Building the vector index", total=None))
 
     from aistack.documents.models import Document
     from aistack.jobs.kinds import JobStatus

@@ -35,7 +35,12 @@ from aistack.retrieval.embedding import embedding_input, vectors_for
 from aistack.retrieval.index import IndexedDocument, chunks_replace, vectors_stage
 from aistack.retrieval.models import IndexPart
 from aistack.retrieval.postings import posting_lists_merge_all
-from aistack.retrieval.spaces import spaces_to_fill, spaces_unchanged
+from aistack.retrieval.spaces import (
+    active_space_index_due,
+    embedding_space_index_ready,
+    spaces_to_fill,
+    spaces_unchanged,
+)
 from aistack.usage.types import Attribution
 
 DOCUMENT_INDEX = kinds.register(
@@ -253,14 +258,21 @@ DOCUMENT_INDEX_PART = kinds.register(
 
 
 def documents_process_now(
-    *, document_ids: Sequence[int], progress: Callable[[int], None]
+    *, document_ids: Sequence[int], progress: Callable[[int], None],
+    index_building: Callable[[], object] | None = None,
 ) -> None:
     """Index the documents in this process (workers may help) until all are done, then
-    merge their postings into the text index, as a bulk load leaves many. One batch is
-    stored while the next is embedded."""
+    merge their postings into the text index, as a bulk load leaves many, and build the
+    vector index if the load made it due (in bulk, once, rather than vector by vector),
+    calling ``index_building`` first. One batch is stored while the next is embedded."""
     jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
                       work=lambda runs: documents_index_prepare(runs=runs), progress=progress,
                       batch=INGEST_BATCH)
     posting_lists_merge_all(workspace_ids=list(
         Document.objects.filter(pk__in=document_ids).values_list("workspace_id", flat=True)
         .distinct()))
+    space = active_space_index_due()
+    if space is not None:
+        if index_building is not None:
+            index_building()
+        embedding_space_index_ready(space)

@@ -59,6 +59,9 @@ class EmbeddingSpace(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # Whether its HNSW index is built: a space gets one only once it holds more vectors
+    # than an exact scan serves well (``spaces.embedding_space_index_due``).
+    indexed = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -76,8 +79,9 @@ class ChunkVector(models.Model):
     """A chunk's vector in one embedding space.
 
     The column has no fixed width so spaces of different models share the table;
-    each space gets its own HNSW index over ``embedding::halfvec(dimensions)``,
-    partial on ``space_id`` (see ``spaces.embedding_space_index_create``).
+    each space that has grown past exact scans gets its own HNSW index over
+    ``embedding::halfvec(dimensions)``, partial on ``space_id`` (see
+    ``spaces.embedding_space_index_create``).
     """
 
     chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="vectors")

@@ -29,6 +29,7 @@ from aistack.retrieval.selectors import REEMBED_KIND
 from aistack.retrieval.spaces import (
     embedding_space_activate,
     embedding_space_for_configured_model,
+    embedding_space_index_due,
     embedding_space_index_ready,
     spaces_building_retire,
     spaces_retired_clear,
@@ -117,7 +118,6 @@ def reindex_start() -> tuple[EmbeddingSpace, list[int]]:
     space, _ = _target()
     if space.status == SpaceStatus.ACTIVE:
         return space, []
-    embedding_space_index_ready(space, wait=True)
     with transaction.atomic():
         _switch_lock()
         document_ids = _documents_lacking(space)
@@ -147,6 +147,10 @@ def reindex_run(*, progress: Callable[[int], None],
     jobs_work_through(kind=CHUNKS_REEMBED, object_ids=document_ids,
                       work=lambda runs: documents_reembed_prepare(runs=runs),
                       progress=progress)
+    # Filled first and indexed once, in bulk: a fraction of inserting into the graph
+    # vector by vector (search reads the old space meanwhile).
+    if not _documents_lacking(space) and embedding_space_index_due(space):
+        embedding_space_index_ready(space, wait=True)
     with transaction.atomic():
         _switch_lock()
         status = EmbeddingSpace.objects.filter(pk=space.pk).values_list(
@@ -175,13 +179,13 @@ class Switch:
 def embedding_switch() -> Switch:
     """Bring search to the embedding model the Models page chose, without waiting on it.
 
-    Makes the model's space and its index (concurrently), drops any other being built,
-    hands the documents still lacking its vectors to the workers (not those waiting,
-    running, or failed since they were queued for it: a failure holds the switch until
-    it is retried, from the page or by ``aistack reindex``), and switches search over
-    once no chunk lacks a vector. Then clears retired spaces. Until the page has chosen
-    an embedding model it only clears: AI_EMBEDDING_MODEL alone is switched to by
-    ``aistack reindex``.
+    Makes the model's space, drops any other being built, hands the documents still
+    lacking its vectors to the workers (not those waiting, running, or failed since they
+    were queued for it: a failure holds the switch until it is retried, from the page or
+    by ``aistack reindex``), and switches search over once no chunk lacks a vector and
+    the space has its index (built then, concurrently, if it has outgrown exact scans).
+    Then clears retired spaces. Until the page has chosen an embedding model it only
+    clears: AI_EMBEDDING_MODEL alone is switched to by ``aistack reindex``.
     """
     page = page_models_fresh()
     if page is None or not page.embedding_chosen:
@@ -189,7 +193,7 @@ def embedding_switch() -> Switch:
     target, dropped = _target()
     done = Switch(model=target.model, dropped=dropped)
     # Another process may be building the index: the next run goes on then.
-    if target.status == SpaceStatus.BUILDING and embedding_space_index_ready(target):
+    if target.status == SpaceStatus.BUILDING and _indexed_once_filled(target):
         with transaction.atomic():
             _switch_lock()
             if spaces_still_building([target.pk]):
@@ -199,6 +203,14 @@ def embedding_switch() -> Switch:
                                                "switched": done.switched})
     return Switch(model=done.model, queued=done.queued, dropped=done.dropped,
                   switched=done.switched, vectors_deleted=spaces_retired_clear())
+
+
+def _indexed_once_filled(space: EmbeddingSpace) -> bool:
+    """Return whether the switch may go on: the space still lacks vectors (to be queued),
+    or it is filled and has the index it needs (built here unless another process is)."""
+    if _documents_lacking(space) or not embedding_space_index_due(space):
+        return True
+    return embedding_space_index_ready(space)
 
 
 def _switch_step(target: EmbeddingSpace, done: Switch) -> Switch:

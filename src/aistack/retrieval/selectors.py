@@ -173,7 +173,9 @@ def _vector_plan(space: EmbeddingSpace, workspaces: list[int], depth: int,
         cache.set(key, sizes, _STATS_TTL_SECONDS)
     mine, everyone = sizes
     fraction = mine / everyone if everyone else 1.0
-    exact = mine <= EXACT_SCAN_MAX_VECTORS or fraction <= EXACT_SCAN_MAX_FRACTION
+    # A space gets its index only once it outgrows exact scans (``spaces``).
+    exact = (not space.indexed or mine <= EXACT_SCAN_MAX_VECTORS
+             or fraction <= EXACT_SCAN_MAX_FRACTION)
     sized = HNSW_EF_SEARCH_MIN * max(
         1.0, everyone / HNSW_EF_SEARCH_REFERENCE_SIZE) ** HNSW_EF_SEARCH_GROWTH
     wanted = _candidates(depth)

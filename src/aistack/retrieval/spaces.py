@@ -15,7 +15,7 @@ from aistack.jobs.exceptions import TransientJobError
 from aistack.replicas import everything_written
 from aistack.retrieval.embedding import embedding_model_info
 from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
-from aistack.retrieval.selectors import active_space_changed
+from aistack.retrieval.selectors import EXACT_SCAN_MAX_VECTORS, active_space_changed
 from aistack.transactions import after_commit
 
 # The HNSW graph: each vector's neighbours (M; twice that on the bottom layer) and how
@@ -28,6 +28,14 @@ from aistack.transactions import after_commit
 # build time.
 HNSW_M = 24
 HNSW_EF_CONSTRUCTION = 200
+# A space gets its index once it holds more vectors than this: below, search scans its
+# vectors exactly (``selectors.EXACT_SCAN_MAX_VECTORS``), and every vector written pays no
+# insertion into a graph. Built in bulk, a graph costs a fraction of inserting its vectors
+# one by one (bench/ingest.py: the whole pipeline's time with and without).
+INDEX_AFTER_VECTORS = EXACT_SCAN_MAX_VECTORS
+# Memory for a bulk build (per process building): the graph is built in memory when it
+# fits, several times faster than on disk.
+INDEX_BUILD_MEMORY = "1GB"
 
 
 def embedding_space_index_create(*, space: EmbeddingSpace, m: int = HNSW_M,
@@ -46,13 +54,20 @@ def embedding_space_index_create(*, space: EmbeddingSpace, m: int = HNSW_M,
             # DDL on a table is refused while this transaction has deferred foreign-key
             # checks pending on it: run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute(
-            f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
-            f"{_index_name(space.pk)} ON retrieval_chunkvector USING hnsw "
-            f"((embedding::halfvec({int(space.dimensions)})) halfvec_cosine_ops) "
-            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
-            f"WHERE space_id = {int(space.pk)}"
-        )
+        if concurrently:  # outside any transaction: for this session, until done
+            cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)",
+                           [INDEX_BUILD_MEMORY])
+        try:
+            cursor.execute(
+                f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
+                f"{_index_name(space.pk)} ON retrieval_chunkvector USING hnsw "
+                f"((embedding::halfvec({int(space.dimensions)})) halfvec_cosine_ops) "
+                f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+                f"WHERE space_id = {int(space.pk)}"
+            )
+        finally:
+            if concurrently:
+                cursor.execute("RESET maintenance_work_mem")
 
 
 def _index_name(space_id: int) -> str:
@@ -92,35 +107,62 @@ def _space_lock(lock_class: int, space_id: int, *, wait: bool) -> Iterator[bool]
 
 def embedding_space_index_ready(space: EmbeddingSpace, *, wait: bool = False) -> bool:
     """Build the space's index if it has none, concurrently, so that indexing goes on
-    meanwhile; return whether it is usable (False: another process is building it,
-    unless ``wait``)."""
-    if _index_valid(space.pk):
-        return True
-    if connection.in_atomic_block:
-        # Inside a caller's transaction (a test's): built in place, writes waiting.
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP INDEX IF EXISTS {_index_name(space.pk)}")
-        embedding_space_index_create(space=space)
-        return True
-    with _space_lock(_INDEX_LOCK, space.pk, wait=wait) as taken:
-        if not taken:
-            return False
-        state = _index_valid(space.pk)
-        if state is False:  # a build that was stopped half-way leaves an invalid index
+    meanwhile, and record it built; return whether it is usable (False: another process
+    is building it, unless ``wait``)."""
+    if not _index_valid(space.pk):
+        if connection.in_atomic_block:
+            # Inside a caller's transaction (a test's): built in place, writes waiting.
             with connection.cursor() as cursor:
-                cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(space.pk)}")
-        if not state:
-            embedding_space_index_create(space=space, concurrently=True)
+                cursor.execute(f"DROP INDEX IF EXISTS {_index_name(space.pk)}")
+            embedding_space_index_create(space=space)
+        else:
+            with _space_lock(_INDEX_LOCK, space.pk, wait=wait) as taken:
+                if not taken:
+                    return False
+                state = _index_valid(space.pk)
+                if state is False:  # a build stopped half-way leaves an invalid index
+                    with connection.cursor() as cursor:
+                        cursor.execute(
+                            f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(space.pk)}")
+                if not state:
+                    embedding_space_index_create(space=space, concurrently=True)
+    if EmbeddingSpace.objects.filter(pk=space.pk, indexed=False).update(indexed=True):
+        space.indexed = True
+        active_space_changed()  # search's cached active space says whether it has one
     return True
+
+
+def embedding_space_index_due(space: EmbeddingSpace) -> bool:
+    """Return whether the space has outgrown exact scans and has no index yet."""
+    if space.indexed:
+        return False
+    with connection.cursor() as cursor:
+        # Counted no further than needed: a space being filled can hold millions.
+        cursor.execute("SELECT count(*) FROM (SELECT 1 FROM retrieval_chunkvector "
+                       "WHERE space_id = %s LIMIT %s) v", [space.pk, INDEX_AFTER_VECTORS + 1])
+        return int(cursor.fetchone()[0]) > INDEX_AFTER_VECTORS
+
+
+def active_space_index_due() -> EmbeddingSpace | None:
+    """Return the active space if its index is due."""
+    space = EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).first()
+    return space if space is not None and embedding_space_index_due(space) else None
+
+
+def active_space_index_build() -> bool:
+    """Build the active space's index if it is due (concurrently: indexing and search
+    go on meanwhile); return whether one was built here."""
+    space = active_space_index_due()
+    return space is not None and embedding_space_index_ready(space)
 
 
 def embedding_space_for_configured_model() -> EmbeddingSpace:
     """Return the configured embedding model's space, creating it if need be.
 
-    The first space is active at once, with its index. A later model's space is built
-    alongside the active one (new documents get vectors in both); its index comes from
-    ``embedding_space_index_ready``, and it serves search once a switch (``reindex``)
-    has filled it.
+    The first space is active at once; its index is built once it outgrows exact scans
+    (``active_space_index_build``). A later model's space is built alongside the active
+    one (new documents get vectors in both), and serves search once a switch
+    (``reindex``) has filled it and built its index, if it needs one.
     """
     model, dimensions = embedding_model_info()
     with transaction.atomic():
@@ -128,8 +170,6 @@ def embedding_space_for_configured_model() -> EmbeddingSpace:
                           .exclude(status=SpaceStatus.RETIRED)
                           .get_or_create(model=model, defaults={"dimensions": dimensions}))
         if created and not EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).exists():
-            # No vectors yet: the index costs nothing to build here.
-            embedding_space_index_create(space=space)
             space.status, space.activated_at = SpaceStatus.ACTIVE, timezone.now()
             space.save(update_fields=["status", "activated_at"])
             active_space_changed()

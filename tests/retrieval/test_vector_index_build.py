@@ -1,0 +1,160 @@
+"""A space's HNSW index is built once the space outgrows exact scans, in bulk: by a bulk
+ingest that made it due, by the scheduler's task, and by a switch before it serves."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.db import connection
+
+from aistack.accounts.models import Workspace
+from aistack.documents.indexing import documents_process_now
+from aistack.documents.services import documents_import
+from aistack.retrieval import selectors, spaces
+from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
+from aistack.retrieval.reindex import reindex_run
+from aistack.retrieval.selectors import SearchMode, active_space
+from aistack.retrieval.services import search
+from aistack.retrieval.tasks import build_vector_index
+from aistack.usage.types import Attribution
+from tests.retrieval.helpers import indexed
+
+NOTES = [("Vacation", "Employees get 25 days of paid vacation every year."),
+         ("Parking", "Parking permits renew every January at the front desk."),
+         ("Kitchen", "The office kitchen is cleaned every evening."),
+         ("Laptops", "Laptops are replaced every three years by IT."),
+         ("Travel", "Book flights through the travel desk two weeks ahead.")]
+
+
+def index_state(space_id: int) -> bool | None:
+    """Whether the space's index is valid; None when it has none."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT i.indisvalid FROM pg_class c JOIN pg_index i "
+                       "ON i.indexrelid = c.oid WHERE c.relname = %s",
+                       [f"chunkvector_hnsw_{space_id}"])
+        row = cursor.fetchone()
+    return None if row is None else bool(row[0])
+
+
+def ingested(workspace: Workspace, notes: list[tuple[str, str]], said: list[str]
+             ) -> list[int]:
+    """Import and index documents as ``aistack ingest`` does; ``said``: what the command
+    line is told."""
+    created = documents_import(workspace=workspace, items=notes, author=None,
+                               deliver=False, summarize=False)
+    documents_process_now(document_ids=[d.pk for d in created], progress=lambda n: None,
+                          index_building=lambda: said.append("building"))
+    return [d.pk for d in created]
+
+
+def nearest(workspace: Workspace, query: str) -> list[int]:
+    return [hit.document_id for hit in search(
+        workspace_ids=[workspace.pk], query=query, k=3, mode=SearchMode.VECTOR,
+        attribution=Attribution(feature="search"), snippets=False)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_space_is_scanned_until_an_ingest_makes_it_outgrow_exact_scans_then_indexed(
+        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As at scale, with a few vectors standing for thousands.
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 3)
+    workspace = alice.personal_workspace
+    said: list[str] = []
+    vacation, parking = ingested(workspace, NOTES[:2], said)
+    assert said == []
+    space = active_space()
+    assert space is not None and not space.indexed
+    assert index_state(space.pk) is None
+    # Scanned exactly, though the workspace holds all of the space: there is no index.
+    assert selectors._vector_plan(space, [workspace.pk], 10)[0] is True
+    assert nearest(workspace, "holidays off work")[0] == vacation
+
+    ingested(workspace, NOTES[2:], said)
+
+    assert said == ["building"]  # the command line shows it
+    # The ingest that made the space due built its index, and search's cached space says so.
+    space = active_space()
+    assert space is not None and space.indexed
+    assert index_state(space.pk) is True
+    cache.clear()  # the space's size, as search keeps it for a minute
+    assert selectors._vector_plan(space, [workspace.pk], 10)[0] is False
+    assert nearest(workspace, "holidays off work")[0] == vacation
+    assert nearest(workspace, "where do I renew my car permit")[0] == parking
+    # Nothing more to do for it.
+    assert build_vector_index() is False
+
+
+def test_the_schedulers_task_indexes_the_active_space_once_jobs_filled_it_past_exact_scans(
+        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    workspace = alice.personal_workspace
+    for title, text in NOTES[:3]:
+        indexed(workspace, alice, title, text)  # each by its own job, as workers do
+    space = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
+    assert build_vector_index() is False  # 3 vectors: not more than exact scans serve
+    assert index_state(space.pk) is None
+
+    indexed(workspace, alice, *NOTES[3])
+
+    assert build_vector_index() is True
+    assert EmbeddingSpace.objects.get(pk=space.pk).indexed
+    assert index_state(space.pk) is True
+    assert build_vector_index() is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_build_under_way_elsewhere_is_left_to_finish_and_recorded_by_the_next_run(
+        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    workspace = alice.personal_workspace
+    for title, text in NOTES[:4]:
+        indexed(workspace, alice, title, text)
+    space = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
+    taken, release = threading.Event(), threading.Event()
+
+    def another_builder() -> None:
+        with spaces._space_lock(spaces._INDEX_LOCK, space.pk, wait=True):
+            taken.set()
+            release.wait(30)
+        connection.close()
+
+    builder = threading.Thread(target=another_builder)
+    builder.start()
+    try:
+        assert taken.wait(30)
+        # The task does not wait for the other process's build, nor claims it done.
+        assert build_vector_index() is False
+        assert not EmbeddingSpace.objects.get(pk=space.pk).indexed
+        assert index_state(space.pk) is None
+    finally:
+        release.set()
+        builder.join(30)
+    assert build_vector_index() is True
+    assert index_state(space.pk) is True
+    assert active_space().indexed  # type: ignore[union-attr]
+
+
+def test_a_reindex_fills_the_new_space_first_and_indexes_it_once_before_it_serves(
+        alice: User, monkeypatch: pytest.MonkeyPatch, use_models: Callable[..., None]) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 2)
+    workspace = alice.personal_workspace
+    for title, text in NOTES[:3]:
+        indexed(workspace, alice, title, text)
+    use_models(embedding="scripted:hash")
+    index_while_filling: list[bool | None] = []
+
+    def progress(done: int) -> None:
+        building = EmbeddingSpace.objects.get(status=SpaceStatus.BUILDING)
+        index_while_filling.append(index_state(building.pk))
+
+    assert reindex_run(progress=progress) is True
+
+    assert index_while_filling and set(index_while_filling) == {None}
+    new = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
+    assert new.model == "scripted:hash"
+    assert new.indexed and index_state(new.pk) is True

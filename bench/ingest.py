@@ -104,7 +104,7 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
     from aistack.ai.backends import local
 
     runs: dict[str, list[float]] = {"torch": [], "onnx": [], "pipeline": [],
-                                    "pipeline_indexed": []}
+                                    "onnx_beside_indexed": [], "pipeline_indexed": []}
     has_torch = local.torch_available()
     local.onnx_encoder()
     if has_torch:
@@ -127,14 +127,15 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
     vectors = space.vectors.count()
     built = None if space.indexed else timed(
         lambda: embedding_space_index_ready(space, wait=True))
-    runs["onnx"].append(timed(lambda: local.encode(texts)))
+    runs["onnx_beside_indexed"].append(timed(lambda: local.encode(texts)))
     runs["pipeline_indexed"].append(
         timed(lambda: pipeline_ingest(documents, "indexed")))
     seconds = {name: median(values) for name, values in runs.items() if values}
     print(f"\ningest: {len(documents)} SciFact documents = {len(texts)} chunks "
-          f"(medians of {rounds} alternating rounds, and one more of the model alone)")
+          f"(medians of {rounds} alternating rounds, then one more of each)")
     labels = {"torch": "bare torch fp32 (sentence-transformers)", "onnx": "bare ONNX int8",
               "pipeline": "whole pipeline (ONNX int8), first import",
+              "onnx_beside_indexed": "bare ONNX int8, once more",
               "pipeline_indexed": "whole pipeline, into an indexed space"}
     for name, taken in seconds.items():
         print(f"  {labels[name]:<40} {len(texts) / taken:8.1f} chunks/s "
@@ -144,7 +145,8 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
     if built is not None:
         print(f"  the HNSW index over those {vectors:,} vectors, built in bulk: {built:.1f} s")
     keys = {"torch": "bare_torch_docs_s", "onnx": "bare_onnx_docs_s",
-            "pipeline": "pipeline_docs_s", "pipeline_indexed": "pipeline_indexed_docs_s"}
+            "pipeline": "pipeline_docs_s", "onnx_beside_indexed": "bare_onnx_again_docs_s",
+            "pipeline_indexed": "pipeline_indexed_docs_s"}
     figures: dict[str, Any] = {keys[name]: round(len(documents) / taken, 2)
                                for name, taken in seconds.items()}
     figures |= {keys[name].replace("docs", "chunks"): round(len(texts) / taken, 1)
@@ -156,12 +158,12 @@ def bench_throughput(documents: list[tuple[str, str]], texts: list[str],
               f"{figures['pipeline_vs_bare_torch']:8.3f}x  (goal >= 2.0)")
     figures["pipeline_vs_bare_onnx"] = round(seconds["onnx"] / seconds["pipeline"], 3)
     figures["pipeline_indexed_vs_bare_onnx"] = round(
-        seconds["onnx"] / seconds["pipeline_indexed"], 3)
+        seconds["onnx_beside_indexed"] / seconds["pipeline_indexed"], 3)
     if built is not None:
         figures["index_bulk_build_s"] = round(built, 2)
     print(f"  whole pipeline vs bare ONNX int8         {figures['pipeline_vs_bare_onnx']:8.3f}x"
           "  (goal >= 0.9)")
-    print(f"  into an indexed space, vs bare ONNX int8 "
+    print(f"  {'into an indexed space vs bare, again':<40} "
           f"{figures['pipeline_indexed_vs_bare_onnx']:8.3f}x")
     return figures
 

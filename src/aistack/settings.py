@@ -336,7 +336,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
     },
     "build-vector-index": {
-        "task": "aistack.retrieval.tasks.build_vector_index",
+        "task": "aistack.documents.tasks.build_vector_index",
         "schedule": 30.0,
     },
     # Re-embedding for the embedding model the Models page chose, and the switch to it.

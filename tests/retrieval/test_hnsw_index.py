@@ -8,6 +8,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from aistack.retrieval import selectors
+from aistack.retrieval.models import EmbeddingSpace
 from aistack.retrieval.selectors import SearchMode, active_space, chunk_search
 from aistack.retrieval.spaces import embedding_space_index_ready
 from tests.retrieval.helpers import indexed
@@ -64,6 +65,8 @@ def test_the_rebuild_goes_both_ways_and_finishes_a_run_interrupted_before_its_re
         MigrationExecutor(connection).migrate(latest)
     assert "halfvec_cosine_ops" in (definition(name) or "")
     assert definition(f"{name}_next") is None
+    # The space's flag, added since, says it has its index.
+    assert EmbeddingSpace.objects.get(pk=space.pk).indexed
     with connection.cursor() as cursor:
         cursor.execute("SET enable_sort = off")
         nearest = (  # ids and widths of ours

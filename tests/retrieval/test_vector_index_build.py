@@ -9,17 +9,29 @@ from collections.abc import Callable
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 
 from aistack.accounts.models import Workspace
+from aistack.documents import indexing
 from aistack.documents.indexing import documents_process_now
-from aistack.documents.services import documents_import
+from aistack.documents.models import Document
+from aistack.documents.services import document_create, documents_import
+from aistack.documents.tasks import build_vector_index
+from aistack.jobs.services import job_claim
 from aistack.retrieval import selectors, spaces
 from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
-from aistack.retrieval.reindex import reindex_run
+from aistack.retrieval.reindex import (
+    CHUNKS_REEMBED,
+    Switch,
+    _indexed_once_filled,
+    _switch_lock,
+    _switch_step,
+    documents_reembed,
+    reindex_run,
+    reindex_start,
+)
 from aistack.retrieval.selectors import SearchMode, active_space
 from aistack.retrieval.services import search
-from aistack.retrieval.tasks import build_vector_index
 from aistack.usage.types import Attribution
 from tests.retrieval.helpers import indexed
 
@@ -99,8 +111,17 @@ def test_the_schedulers_task_indexes_the_active_space_once_jobs_filled_it_past_e
     assert build_vector_index() is False  # 3 vectors: not more than exact scans serve
     assert index_state(space.pk) is None
 
-    indexed(workspace, alice, *NOTES[3])
-
+    indexed(workspace, alice, *NOTES[3])  # due now, but...
+    # ...a document is being indexed (a load under way): the index is left to its end,
+    waiting = document_create(workspace=workspace, title=NOTES[4][0], content=NOTES[4][1],
+                              author=alice)
+    assert build_vector_index() is False
+    assert index_state(space.pk) is None
+    # unless the space has grown past what a load may leave unindexed.
+    monkeypatch.setattr(indexing, "VECTOR_INDEX_WAIT_MAX_VECTORS", 4)
+    assert build_vector_index() is False
+    indexed(workspace, alice, "Desks", "Desks are booked a day ahead.")
+    assert Document.objects.get(pk=waiting.pk).embedding_status != "complete"
     assert build_vector_index() is True
     assert EmbeddingSpace.objects.get(pk=space.pk).indexed
     assert index_state(space.pk) is True
@@ -139,6 +160,25 @@ def test_a_build_under_way_elsewhere_is_left_to_finish_and_recorded_by_the_next_
     assert active_space().indexed  # type: ignore[union-attr]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_index_left_invalid_by_a_stopped_build_is_built_again(
+        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    for title, text in NOTES[:4]:
+        indexed(alice.personal_workspace, alice, title, text)
+    space = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
+    spaces.embedding_space_index_create(space=space, concurrently=True)
+    with connection.cursor() as cursor:  # what a build stopped half-way leaves
+        cursor.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+                       [f"chunkvector_hnsw_{space.pk}"])
+    assert index_state(space.pk) is False
+
+    assert build_vector_index() is True
+
+    assert index_state(space.pk) is True
+    assert EmbeddingSpace.objects.get(pk=space.pk).indexed
+
+
 def test_a_reindex_fills_the_new_space_first_and_indexes_it_once_before_it_serves(
         alice: User, monkeypatch: pytest.MonkeyPatch, use_models: Callable[..., None]) -> None:
     monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 2)
@@ -158,3 +198,33 @@ def test_a_reindex_fills_the_new_space_first_and_indexes_it_once_before_it_serve
     new = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
     assert new.model == "scripted:hash"
     assert new.indexed and index_state(new.pk) is True
+
+
+def test_a_switch_never_serves_a_space_that_needs_an_index_it_has_not_got(
+        alice: User, monkeypatch: pytest.MonkeyPatch, use_models: Callable[..., None]) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 2)
+    for title, text in NOTES[:3]:
+        indexed(alice.personal_workspace, alice, title, text)
+    use_models(embedding="scripted:hash")
+    target, document_ids = reindex_start()
+    # The last re-embedding jobs finish after a switch found vectors still missing, and
+    # so built nothing: the next step, under the lock, finds the space full but unindexed.
+    for document_id in document_ids:
+        run = job_claim(kind=CHUNKS_REEMBED, object_id=document_id)
+        assert run is not None
+        documents_reembed(runs=[run])
+    with transaction.atomic():
+        _switch_lock()
+        done = _switch_step(target, Switch(model=target.model))
+    assert not done.switched
+    assert EmbeddingSpace.objects.get(pk=target.pk).status == SpaceStatus.BUILDING
+
+    # The next run builds it first, then switches.
+    assert _indexed_once_filled(target)
+    with transaction.atomic():
+        _switch_lock()
+        done = _switch_step(target, Switch(model=target.model))
+    assert done.switched
+    new = EmbeddingSpace.objects.get(pk=target.pk)
+    assert new.status == SpaceStatus.ACTIVE and new.indexed
+    assert index_state(new.pk) is True

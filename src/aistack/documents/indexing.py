@@ -18,7 +18,7 @@ from aistack.documents.summaries import DOCUMENT_SUMMARY
 from aistack.jobs import kinds
 from aistack.jobs.kinds import JobKind, JobStatus
 from aistack.jobs.runner import jobs_work_through
-from aistack.jobs.selectors import job_outcomes, jobs_settled
+from aistack.jobs.selectors import job_outcomes, jobs_open_exist, jobs_settled
 from aistack.jobs.services import (
     JobRun,
     job_enqueue,
@@ -255,6 +255,21 @@ DOCUMENT_INDEX_PART = kinds.register(
         on_settled=_index_parts_settled,
     )
 )
+
+
+# While documents are being indexed, the scheduler leaves a due vector index to the end
+# of the load (``documents_process_now`` builds it then, in one go) until the space holds
+# this many vectors: exact scans of them take tens of milliseconds a search by then.
+VECTOR_INDEX_WAIT_MAX_VECTORS = 50_000
+
+
+def vector_index_build_when_idle() -> bool:
+    """Build the active space's vector index if it is due (the scheduler's check): at
+    once when no document is being indexed, else only once the space has grown past
+    VECTOR_INDEX_WAIT_MAX_VECTORS; return whether one was built here."""
+    loading = jobs_open_exist(kind=DOCUMENT_INDEX)
+    space = active_space_index_due(beyond=VECTOR_INDEX_WAIT_MAX_VECTORS if loading else None)
+    return space is not None and embedding_space_index_ready(space)
 
 
 def documents_process_now(

@@ -9,6 +9,7 @@ from aistack.documents.indexing import (
     DOCUMENT_INDEX_PART,
     document_index_run,
     index_part_run,
+    vector_index_build_when_idle,
 )
 from aistack.documents.summaries import DOCUMENT_SUMMARY, document_summarize_run
 from aistack.jobs.runner import run_job
@@ -33,3 +34,9 @@ def document_summarize(self: Task, document_id: int) -> None:  # type: ignore[ty
     """Write a document's summary."""
     run_job(self, kind=DOCUMENT_SUMMARY, object_id=document_id,
             work=lambda run: document_summarize_run(run=run))
+
+
+@shared_task(name="aistack.documents.tasks.build_vector_index")
+def build_vector_index() -> bool:
+    """Build the active space's vector index once it is due (every 30 s)."""
+    return vector_index_build_when_idle()

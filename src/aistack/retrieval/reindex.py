@@ -147,20 +147,23 @@ def reindex_run(*, progress: Callable[[int], None],
     jobs_work_through(kind=CHUNKS_REEMBED, object_ids=document_ids,
                       work=lambda runs: documents_reembed_prepare(runs=runs),
                       progress=progress)
-    # Filled first and indexed once, in bulk: a fraction of inserting into the graph
-    # vector by vector (search reads the old space meanwhile).
-    if not _documents_lacking(space) and embedding_space_index_due(space):
-        embedding_space_index_ready(space, wait=True)
-    with transaction.atomic():
-        _switch_lock()
-        status = EmbeddingSpace.objects.filter(pk=space.pk).values_list(
-            "status", flat=True).first()
-        if status == SpaceStatus.ACTIVE:
-            return True  # a worker's switch got there first
-        if status != SpaceStatus.BUILDING or _documents_lacking(space):
-            return False
-        embedding_space_activate(space=space)
-    return True
+    while True:
+        # Filled first and indexed once, in bulk: a fraction of inserting into the graph
+        # vector by vector (search reads the old space meanwhile).
+        if not _documents_lacking(space) and embedding_space_index_due(space):
+            embedding_space_index_ready(space, wait=True)
+        with transaction.atomic():
+            _switch_lock()
+            status = EmbeddingSpace.objects.filter(pk=space.pk).values_list(
+                "status", flat=True).first()
+            if status == SpaceStatus.ACTIVE:
+                return True  # a worker's switch got there first
+            if status != SpaceStatus.BUILDING or _documents_lacking(space):
+                return False
+            if not _index_still_due(space):
+                embedding_space_activate(space=space)
+                return True
+        # Documents indexed meanwhile made it due: built outside the lock, then switched.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,9 +216,16 @@ def _indexed_once_filled(space: EmbeddingSpace) -> bool:
     return embedding_space_index_ready(space)
 
 
+def _index_still_due(space: EmbeddingSpace) -> bool:
+    """Return whether the space needs an index it has not got, as it is now."""
+    return embedding_space_index_due(EmbeddingSpace.objects.get(pk=space.pk))
+
+
 def _switch_step(target: EmbeddingSpace, done: Switch) -> Switch:
     missing = _documents_lacking(target)
     if not missing:
+        if _index_still_due(target):
+            return done  # the next run builds it, outside this lock, then switches
         embedding_space_activate(space=target)
         return Switch(model=done.model, dropped=done.dropped, switched=True)
     held = jobs_held(kind=CHUNKS_REEMBED, object_ids=missing, since=target.created_at)

@@ -33,9 +33,11 @@ HNSW_EF_CONSTRUCTION = 200
 # insertion into a graph. Built in bulk, a graph costs a fraction of inserting its vectors
 # one by one (bench/ingest.py: the whole pipeline's time with and without).
 INDEX_AFTER_VECTORS = EXACT_SCAN_MAX_VECTORS
-# Memory for a bulk build (per process building): the graph is built in memory when it
-# fits, several times faster than on disk.
-INDEX_BUILD_MEMORY = "1GB"
+# Memory for a bulk build, by the vectors to index (a graph built in memory, when it fits,
+# is several times faster than on disk): about 2 KB a vector, within these bounds (MB).
+# A parallel build shares it through /dev/shm (docker-compose.yml gives the database 1 GB).
+_BUILD_KB_PER_VECTOR = 2
+_BUILD_MEMORY_MB = (64, 1024)
 
 
 def embedding_space_index_create(*, space: EmbeddingSpace, m: int = HNSW_M,
@@ -55,8 +57,13 @@ def embedding_space_index_create(*, space: EmbeddingSpace, m: int = HNSW_M,
             # checks pending on it: run them now.
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         if concurrently:  # outside any transaction: for this session, until done
+            cursor.execute("SELECT count(*) FROM retrieval_chunkvector WHERE space_id = %s",
+                           [space.pk])
+            low, high = _BUILD_MEMORY_MB
+            megabytes = min(high, max(low, int(cursor.fetchone()[0])
+                                      * _BUILD_KB_PER_VECTOR // 1024))
             cursor.execute("SELECT set_config('maintenance_work_mem', %s, false)",
-                           [INDEX_BUILD_MEMORY])
+                           [f"{megabytes}MB"])
         try:
             cursor.execute(
                 f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}IF NOT EXISTS "
@@ -119,6 +126,10 @@ def embedding_space_index_ready(space: EmbeddingSpace, *, wait: bool = False) ->
             with _space_lock(_INDEX_LOCK, space.pk, wait=wait) as taken:
                 if not taken:
                     return False
+                # Retired meanwhile: its clearer drops whatever index it has.
+                if not EmbeddingSpace.objects.filter(pk=space.pk).exclude(
+                        status=SpaceStatus.RETIRED).exists():
+                    return False
                 state = _index_valid(space.pk)
                 if state is False:  # a build stopped half-way leaves an invalid index
                     with connection.cursor() as cursor:
@@ -128,32 +139,31 @@ def embedding_space_index_ready(space: EmbeddingSpace, *, wait: bool = False) ->
                     embedding_space_index_create(space=space, concurrently=True)
     if EmbeddingSpace.objects.filter(pk=space.pk, indexed=False).update(indexed=True):
         space.indexed = True
-        active_space_changed()  # search's cached active space says whether it has one
+        # Search's cached active space says whether it has one; a replica is read only
+        # once it has replayed the build.
+        after_commit(everything_written)
+        active_space_changed()
     return True
 
 
-def embedding_space_index_due(space: EmbeddingSpace) -> bool:
-    """Return whether the space has outgrown exact scans and has no index yet."""
+def embedding_space_index_due(space: EmbeddingSpace, *, beyond: int | None = None) -> bool:
+    """Return whether the space has no index yet and holds more vectors than exact scans
+    serve well (or than ``beyond``)."""
     if space.indexed:
         return False
+    limit = INDEX_AFTER_VECTORS if beyond is None else beyond
     with connection.cursor() as cursor:
         # Counted no further than needed: a space being filled can hold millions.
         cursor.execute("SELECT count(*) FROM (SELECT 1 FROM retrieval_chunkvector "
-                       "WHERE space_id = %s LIMIT %s) v", [space.pk, INDEX_AFTER_VECTORS + 1])
-        return int(cursor.fetchone()[0]) > INDEX_AFTER_VECTORS
+                       "WHERE space_id = %s LIMIT %s) v", [space.pk, limit + 1])
+        return int(cursor.fetchone()[0]) > limit
 
 
-def active_space_index_due() -> EmbeddingSpace | None:
-    """Return the active space if its index is due."""
+def active_space_index_due(*, beyond: int | None = None) -> EmbeddingSpace | None:
+    """Return the active space if its index is due (see ``embedding_space_index_due``)."""
     space = EmbeddingSpace.objects.filter(status=SpaceStatus.ACTIVE).first()
-    return space if space is not None and embedding_space_index_due(space) else None
-
-
-def active_space_index_build() -> bool:
-    """Build the active space's index if it is due (concurrently: indexing and search
-    go on meanwhile); return whether one was built here."""
-    space = active_space_index_due()
-    return space is not None and embedding_space_index_ready(space)
+    return space if space is not None and embedding_space_index_due(
+        space, beyond=beyond) else None
 
 
 def embedding_space_for_configured_model() -> EmbeddingSpace:
@@ -260,9 +270,10 @@ def spaces_retired_clear(*, batch: int = RETIRED_DELETE_BATCH,
            .filter(Q(activated_at__isnull=True) | Q(retired_at__lte=served_until)))
     deleted = 0
     for space_id in list(due.values_list("pk", flat=True)):
-        with _space_lock(_CLEAR_LOCK, space_id, wait=False) as taken:
-            if not taken:
-                continue  # another process is clearing it
+        with (_space_lock(_CLEAR_LOCK, space_id, wait=False) as taken,
+              _space_lock(_INDEX_LOCK, space_id, wait=False) as not_building):
+            if not (taken and not_building):
+                continue  # another process is clearing it, or still building its index
             with connection.cursor() as cursor:
                 # Waits for searches using the index instead of blocking the table.
                 cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(space_id)}")

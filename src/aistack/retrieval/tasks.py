@@ -13,7 +13,6 @@ from aistack.retrieval.reindex import (
     embedding_switch,
     embedding_switch_after_job,
 )
-from aistack.retrieval.spaces import active_space_index_build
 
 
 @shared_task(bind=True, name=CHUNKS_REEMBED.task_name)
@@ -35,9 +34,3 @@ def switch_embedding_model() -> dict[str, object]:
 def merge_postings() -> int:
     """Fold new postings into the text index's lists where enough have gathered."""
     return posting_lists_merge_due()
-
-
-@shared_task(name="aistack.retrieval.tasks.build_vector_index")
-def build_vector_index() -> bool:
-    """Build the active space's HNSW index once it has outgrown exact scans."""
-    return active_space_index_build()

@@ -13,10 +13,11 @@ from django.db import connection, transaction
 
 from aistack.accounts.models import Workspace
 from aistack.documents import indexing
-from aistack.documents.indexing import documents_process_now
+from aistack.documents.indexing import DOCUMENT_INDEX, documents_process_now
 from aistack.documents.models import Document
 from aistack.documents.services import document_create, documents_import
 from aistack.documents.tasks import build_vector_index
+from aistack.jobs.selectors import jobs_open_exist
 from aistack.jobs.services import job_claim
 from aistack.retrieval import selectors, spaces
 from aistack.retrieval.models import EmbeddingSpace, SpaceStatus
@@ -112,16 +113,20 @@ def test_the_schedulers_task_indexes_the_active_space_once_jobs_filled_it_past_e
     assert index_state(space.pk) is None
 
     indexed(workspace, alice, *NOTES[3])  # due now, but...
-    # ...a document is being indexed (a load under way): the index is left to its end,
-    waiting = document_create(workspace=workspace, title=NOTES[4][0], content=NOTES[4][1],
-                              author=alice)
+    # ...documents are waiting to be indexed (a load under way; two stand for twenty):
+    # the index is left to the load's end,
+    monkeypatch.setattr(indexing, "LOADING_DOCUMENTS", 2)
+    waiting = [document_create(workspace=workspace, title=title, content=text, author=alice)
+               for title, text in [NOTES[4], ("Desks", "Desks are booked a day ahead.")]]
+    assert jobs_open_exist(kind=DOCUMENT_INDEX, at_least=2)
+    assert not jobs_open_exist(kind=DOCUMENT_INDEX, at_least=3)
     assert build_vector_index() is False
     assert index_state(space.pk) is None
     # unless the space has grown past what a load may leave unindexed.
     monkeypatch.setattr(indexing, "VECTOR_INDEX_WAIT_MAX_VECTORS", 4)
     assert build_vector_index() is False
-    indexed(workspace, alice, "Desks", "Desks are booked a day ahead.")
-    assert Document.objects.get(pk=waiting.pk).embedding_status != "complete"
+    indexed(workspace, alice, "Chairs", "Chairs are adjusted by facilities.")
+    assert all(Document.objects.get(pk=d.pk).embedding_status != "complete" for d in waiting)
     assert build_vector_index() is True
     assert EmbeddingSpace.objects.get(pk=space.pk).indexed
     assert index_state(space.pk) is True

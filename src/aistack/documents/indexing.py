@@ -257,17 +257,19 @@ DOCUMENT_INDEX_PART = kinds.register(
 )
 
 
-# While documents are being indexed, the scheduler leaves a due vector index to the end
-# of the load (``documents_process_now`` builds it then, in one go) until the space holds
-# this many vectors: exact scans of them take tens of milliseconds a search by then.
+# While a load is under way (this many documents or more waiting to be indexed: an
+# import, not a site's trickle of edits), the scheduler leaves a due vector index to the
+# load's end (``documents_process_now`` builds it then, in one go) until the space holds
+# VECTOR_INDEX_WAIT_MAX_VECTORS: exact scans of them take tens of milliseconds by then.
+LOADING_DOCUMENTS = 20
 VECTOR_INDEX_WAIT_MAX_VECTORS = 50_000
 
 
 def vector_index_build_when_idle() -> bool:
     """Build the active space's vector index if it is due (the scheduler's check): at
-    once when no document is being indexed, else only once the space has grown past
+    once unless a load is under way, else only once the space has grown past
     VECTOR_INDEX_WAIT_MAX_VECTORS; return whether one was built here."""
-    loading = jobs_open_exist(kind=DOCUMENT_INDEX)
+    loading = jobs_open_exist(kind=DOCUMENT_INDEX, at_least=LOADING_DOCUMENTS)
     space = active_space_index_due(beyond=VECTOR_INDEX_WAIT_MAX_VECTORS if loading else None)
     return space is not None and embedding_space_index_ready(space)
 

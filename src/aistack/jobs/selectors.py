@@ -103,10 +103,13 @@ def jobs_held(*, kind: JobKind, object_ids: Sequence[int], since: datetime) -> s
         .values_list("object_id", flat=True))
 
 
-def jobs_open_exist(*, kind: JobKind) -> bool:
-    """Return whether any job of ``kind`` is waiting or running."""
-    return Job.objects.filter(kind=kind.name,
-                              status__in=[JobStatus.PENDING, JobStatus.PROCESSING]).exists()
+def jobs_open_exist(*, kind: JobKind, at_least: int = 1) -> bool:
+    """Return whether ``at_least`` jobs of ``kind`` are waiting or running."""
+    found = Job.objects.filter(kind=kind.name,
+                               status__in=[JobStatus.PENDING, JobStatus.PROCESSING])
+    if at_least <= 1:
+        return found.exists()
+    return found[:at_least].count() >= at_least  # counted no further than needed
 
 
 def jobs_failed_ids(*, kind: JobKind) -> list[int]:

@@ -170,9 +170,10 @@ def embedding_space_for_configured_model() -> EmbeddingSpace:
     """Return the configured embedding model's space, creating it if need be.
 
     The first space is active at once; its index is built once it outgrows exact scans
-    (``active_space_index_build``). A later model's space is built alongside the active
-    one (new documents get vectors in both), and serves search once a switch
-    (``reindex``) has filled it and built its index, if it needs one.
+    (``active_space_index_due``: by a bulk ingest at its end, or by the scheduler). A
+    later model's space is built alongside the active one (new documents get vectors in
+    both), and serves search once a switch (``reindex``) has filled it and built its
+    index, if it needs one.
     """
     model, dimensions = embedding_model_info()
     with transaction.atomic():

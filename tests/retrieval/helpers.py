@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 
 from django.contrib.auth.models import User
@@ -13,6 +14,8 @@ from aistack.documents.indexing import DOCUMENT_INDEX, document_index_run
 from aistack.documents.models import Document
 from aistack.documents.services import document_create
 from aistack.jobs.services import job_claim
+from aistack.retrieval.models import Chunk, ChunkVector
+from aistack.retrieval.selectors import active_space
 from aistack.retrieval.textrank import BM25_B, BM25_K1
 
 
@@ -59,3 +62,25 @@ def bm25_reference(query: str, workspace_ids: list[int]) -> dict[int, float]:
             for t in matched
         )
     return scores
+
+
+def synthetic_vectors(workspace: Workspace, count: int, rng: random.Random,
+                      author: User) -> None:
+    """Insert documents with one chunk and a random unit vector each (bulk, for scale)."""
+    space = active_space()
+    assert space is not None
+    documents = Document.objects.bulk_create(
+        Document(workspace=workspace, title=f"n{n}", content="x", content_hash="0" * 64,
+                 author=author) for n in range(count))
+    chunks = Chunk.objects.bulk_create(
+        Chunk(document=d, workspace=workspace, ordinal=0, text=d.title, token_count=1,
+              start_char=0, end_char=1, content_hash="0" * 64) for d in documents)
+    ChunkVector.objects.bulk_create(
+        ChunkVector(chunk=c, space=space, workspace=workspace, input_hash=str(c.pk),
+                    embedding=unit(rng, space.dimensions)) for c in chunks)
+
+
+def unit(rng: random.Random, width: int) -> list[float]:
+    vector = [rng.gauss(0, 1) for _ in range(width)]
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
+from psycopg.pq import TransactionStatus
 
 from aistack.retrieval import selectors
 from aistack.retrieval.models import EmbeddingSpace
 from aistack.retrieval.selectors import SearchMode, active_space, chunk_search
 from aistack.retrieval.spaces import embedding_space_index_ready
-from tests.retrieval.helpers import indexed
+from tests.retrieval.helpers import indexed, synthetic_vectors, unit
 
 
 def definition(name: str) -> str | None:
@@ -77,6 +81,46 @@ def test_the_rebuild_goes_both_ways_and_finishes_a_run_interrupted_before_its_re
         cursor.execute("RESET enable_sort")
     assert name in plan
     assert walked(workspace.pk, vector) == [document.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_walk_sends_its_settings_with_the_search_and_leaves_none_behind(
+        alice: User, bob: User) -> None:
+    # Outside any transaction, as a web request searches. Bob's 12 vectors are 0.4% of
+    # the index: only a walk with its settings (an iterative scan) keeps the full k.
+    indexed(alice.personal_workspace, alice, "Deploys", "Deploys run from the main branch.")
+    rng = random.Random(3)
+    synthetic_vectors(alice.personal_workspace, 3000, rng, alice)
+    synthetic_vectors(bob.personal_workspace, 12, rng, bob)
+    space = active_space()
+    assert space is not None
+    embedding_space_index_ready(space)
+    query = unit(rng, space.dimensions)
+
+    def ranked(exact: bool) -> list[int]:
+        return [chunk_id for chunk_id, _ in selectors.vector_ranking(
+            space=space, workspace_ids=[bob.personal_workspace.pk], query_vector=query,
+            depth=10, exact=exact)]
+
+    with connection.cursor() as cursor, CaptureQueriesContext(connection) as sent:
+        cursor.execute("SET enable_sort = off")  # at this size it would rather sort
+        try:
+            walked = ranked(exact=False)
+        finally:
+            cursor.execute("RESET enable_sort")
+    assert not connection.in_atomic_block
+    assert len(walked) == 10
+    assert len(set(walked) & set(ranked(exact=True))) >= 9
+    # One round trip: the settings travel with the search, in no transaction of its own.
+    [search] = [query["sql"] for query in sent if "ORDER BY" in query["sql"]]
+    assert "hnsw.iterative_scan" in search
+    assert not any(query["sql"].strip().upper() in ("BEGIN", "COMMIT") for query in sent)
+    # They lasted for that message alone.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('hnsw.ef_search'), "
+                       "current_setting('hnsw.iterative_scan')")
+        assert cursor.fetchone() == ("40", "off")  # pgvector's defaults
+    assert connection.connection.info.transaction_status == TransactionStatus.IDLE
 
 
 def test_a_workspace_holding_much_of_the_index_walks_it_and_a_small_one_is_scanned(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -26,7 +25,13 @@ from aistack.retrieval.services import search
 from aistack.usage.models import UsageRecord
 from aistack.usage.types import Attribution
 from tests.conftest import ApiClient
-from tests.retrieval.helpers import bm25_reference, index_now, indexed
+from tests.retrieval.helpers import (
+    bm25_reference,
+    index_now,
+    indexed,
+    synthetic_vectors,
+    unit,
+)
 
 ATTRIBUTION = Attribution(feature="search")
 
@@ -195,28 +200,6 @@ def test_unchanged_text_is_never_embedded_twice(alice: User) -> None:
     assert new_calls[0].input_tokens < 60
     assert ChunkVector.objects.filter(chunk__document=document).count() == \
         Chunk.objects.filter(document=document).count()
-
-
-def synthetic_vectors(workspace: Workspace, count: int, rng: random.Random,
-                      author: User) -> None:
-    """Insert documents with one chunk and a random unit vector each (bulk, for scale)."""
-    space = active_space()
-    assert space is not None
-    documents = Document.objects.bulk_create(
-        Document(workspace=workspace, title=f"n{n}", content="x", content_hash="0" * 64,
-                 author=author) for n in range(count))
-    chunks = Chunk.objects.bulk_create(
-        Chunk(document=d, workspace=workspace, ordinal=0, text=d.title, token_count=1,
-              start_char=0, end_char=1, content_hash="0" * 64) for d in documents)
-    ChunkVector.objects.bulk_create(
-        ChunkVector(chunk=c, space=space, workspace=workspace, input_hash=str(c.pk),
-                    embedding=unit(rng, space.dimensions)) for c in chunks)
-
-
-def unit(rng: random.Random, width: int) -> list[float]:
-    vector = [rng.gauss(0, 1) for _ in range(width)]
-    norm = math.sqrt(sum(x * x for x in vector))
-    return [x / norm for x in vector]
 
 
 def test_a_small_workspace_gets_full_k_results_with_exact_recall(

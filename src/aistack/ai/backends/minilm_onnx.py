@@ -343,11 +343,19 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return one unit-length float32 vector per text, in order."""
+        return self.encode_counted(texts)[0]
+
+    def encode_counted(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Return one unit-length float32 vector per text, in order, and how many tokens
+        the model read in them (special tokens left out): what ``encode`` does, counted
+        from its own tokenizing rather than by tokenizing again."""
         vectors = np.zeros((len(texts), HIDDEN), dtype=np.float32)
         if not texts:
-            return vectors
+            return vectors, 0
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = np.array([len(encoding.ids) for encoding in encodings])
+        # Each text is read between a [CLS] and a [SEP].
+        read = int(lengths.sum()) - 2 * len(texts)
         order = np.argsort(-lengths, kind="stable")
         session, turn = self.session()
         key = _priority()
@@ -384,7 +392,7 @@ class Encoder:
             means = summed / mask.sum(axis=1, keepdims=True)
             vectors[batch] = means / np.linalg.norm(means, axis=1, keepdims=True)
             start += len(batch)
-        return vectors
+        return vectors, read
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
-from pgvector.django import VectorField
 
 from aistack.accounts.models import Workspace
+from aistack.retrieval.fields import VectorField
 
 
 class Chunk(models.Model):

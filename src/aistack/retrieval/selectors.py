@@ -15,10 +15,10 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import DEFAULT_DB_ALIAS, connections
-from pgvector import Vector
 
 from aistack.jobs import kinds
 from aistack.jobs.selectors import jobs_failures
+from aistack.retrieval.fields import vector_text
 from aistack.retrieval.models import Chunk, ChunkVector, EmbeddingSpace, SpaceStatus
 from aistack.retrieval.snippets import Matcher
 from aistack.retrieval.textrank import text_ranking
@@ -210,7 +210,7 @@ def vector_ranking(*, space: EmbeddingSpace, workspace_ids: list[int],
     params: dict[str, Any] = {
         "workspaces": workspace_ids, "depth": depth, "candidates": _candidates(depth),
         # pgvector's text form: as a list, each number would be quoted in Python.
-        "vector": Vector(query_vector).to_text(), "ef_search": str(int(ef_search))}
+        "vector": vector_text(query_vector), "ef_search": str(int(ef_search))}
     with connections[using].cursor() as cursor:
         if walks_hnsw:
             # The walk's settings and the search in one message, so in one round trip:

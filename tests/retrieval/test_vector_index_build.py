@@ -184,6 +184,36 @@ def test_an_index_left_invalid_by_a_stopped_build_is_built_again(
     assert EmbeddingSpace.objects.get(pk=space.pk).indexed
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_index_dropped_by_hand_is_noticed_searched_without_and_built_again(
+        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 3)
+    workspace = alice.personal_workspace
+    documents = {title: indexed(workspace, alice, title, text).pk for title, text in NOTES}
+    assert build_vector_index() is True
+    space = EmbeddingSpace.objects.get(status=SpaceStatus.ACTIVE)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX chunkvector_hnsw_{space.pk}")
+    assert space.indexed and index_state(space.pk) is None
+
+    # The scheduler's next run sees it gone (a build elsewhere holds it up here); until
+    # it is built, search scans the vectors exactly.
+    with monkeypatch.context() as held:
+        held.setattr(indexing, "embedding_space_index_ready", lambda space: False)
+        assert build_vector_index() is False
+    found = active_space()
+    assert found is not None and not found.indexed
+    cache.clear()
+    assert selectors._vector_plan(found, [workspace.pk], 3)[0] is True
+    assert nearest(workspace, "paid vacation days")[0] == documents["Vacation"]
+
+    assert build_vector_index() is True
+
+    assert index_state(space.pk) is True
+    assert EmbeddingSpace.objects.get(pk=space.pk).indexed
+
+
 def test_a_reindex_fills_the_new_space_first_and_indexes_it_once_before_it_serves(
         alice: User, monkeypatch: pytest.MonkeyPatch, use_models: Callable[..., None]) -> None:
     monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 2)

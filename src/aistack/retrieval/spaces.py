@@ -147,10 +147,19 @@ def embedding_space_index_ready(space: EmbeddingSpace, *, wait: bool = False) ->
 
 
 def embedding_space_index_due(space: EmbeddingSpace, *, beyond: int | None = None) -> bool:
-    """Return whether the space has no index yet and holds more vectors than exact scans
-    serve well (or than ``beyond``)."""
+    """Return whether the space has no usable index and holds more vectors than exact
+    scans serve well (or than ``beyond``).
+
+    A space recorded as indexed whose index has gone (dropped by hand, or never restored)
+    is recorded as not indexed: search scans it exactly again, until it is built again.
+    Without its index, a walk of it would sort every vector of the space.
+    """
     if space.indexed:
-        return False
+        if _index_valid(space.pk):
+            return False
+        EmbeddingSpace.objects.filter(pk=space.pk).update(indexed=False)
+        space.indexed = False
+        active_space_changed()
     limit = INDEX_AFTER_VECTORS if beyond is None else beyond
     with connection.cursor() as cursor:
         # Counted no further than needed: a space being filled can hold millions.

@@ -193,6 +193,15 @@ def test_chat_streams_two_turns_that_are_still_there_after_a_reload(
         "Hello! Ask me about your team's work.")
     conversation = Conversation.objects.get(user=alice)
     expect(page).to_have_url(f"http://{asgi_url}/chat/{conversation.pk}/")
+    # Shown as its own page shows it, without a reload: its title, listed, and its actions.
+    expect(page.get_by_role("heading", level=1)).to_have_text("Hi there")
+    expect(page).to_have_title("Hi there · aistack")
+    expect(page.get_by_role("navigation", name="Conversations").get_by_role(
+        "link", name="Hi there")).to_have_attribute("aria-current", "page")
+    expect(page.get_by_text("Rename")).to_be_visible()
+    page.on("dialog", lambda dialog: dialog.dismiss())  # asked first, and declined
+    page.get_by_role("button", name="Delete conversation").click()
+    expect(page).to_have_url(f"http://{asgi_url}/chat/{conversation.pk}/")
     page.get_by_label("Message").fill("When do deploys happen?")
     page.get_by_role("button", name="Send").click()
     expect(page.locator(".turn.assistant .text").nth(1)).to_have_text(

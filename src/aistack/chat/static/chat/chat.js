@@ -65,6 +65,26 @@
       // The first message started the conversation: give it its own address.
       form.conversation.value = done.conversation;
       history.replaceState(null, "", done.url);
+      showConversation(done.url);
+    }
+  }
+
+  // Show a conversation just started as its own page does: its title, its place among
+  // the conversations, and what can be done with it (rename, delete). Taken from that
+  // page, so they are the server's own; if it cannot be read, a reload shows them.
+  async function showConversation(url) {
+    try {
+      const response = await fetch(url, {credentials: "same-origin"});
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const selector of [".conversation .page-head", "nav.conversations"]) {
+        const fresh = page.querySelector(selector);
+        if (fresh) document.querySelector(selector)?.replaceWith(fresh);
+      }
+      document.title = page.title;
+      confirmDeleting();
+    } catch (_) {
+      // Left as it is: the conversation is saved either way.
     }
   }
 
@@ -113,9 +133,12 @@
   }
 
   // Deleting cannot be undone: ask first (without scripts, the button deletes at once).
-  document.getElementById("conversation-delete")?.addEventListener("submit", (submitted) => {
-    if (!window.confirm(submitted.currentTarget.dataset.confirm)) submitted.preventDefault();
-  });
+  function confirmDeleting() {
+    document.getElementById("conversation-delete")?.addEventListener("submit", (submitted) => {
+      if (!window.confirm(submitted.currentTarget.dataset.confirm)) submitted.preventDefault();
+    });
+  }
+  confirmDeleting();
 
   form.addEventListener("submit", (submitted) => {
     submitted.preventDefault();

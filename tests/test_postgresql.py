@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections
 from psycopg_pool import ConnectionPool
 
@@ -78,3 +79,13 @@ def test_requests_get_a_working_connection_soon_after_every_one_was_terminated()
     # One pause (about 1 s) before a new connection, not one per broken connection.
     assert time.monotonic() - started < 2.5
     assert connection.settings_dict["ENGINE"] == "aistack.postgresql"
+
+
+def test_server_side_binding_is_refused_with_a_reason() -> None:
+    # dj_database_url turns ?server_side_binding=true into this option.
+    settings = {**connection.settings_dict,
+                "OPTIONS": {**connection.settings_dict["OPTIONS"], "server_side_binding": True}}
+    wrapper = type(connections["default"])(settings, alias="bound")
+
+    with pytest.raises(ImproperlyConfigured, match="server_side_binding is not supported"):
+        wrapper.get_connection_params()

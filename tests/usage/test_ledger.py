@@ -48,11 +48,17 @@ def test_a_row_holds_everything_reports_need(alice: User) -> None:
         outcome=Outcome.OK, time_to_first_token_ms=120, request_id="req_1",
     )
 
+    # As save() returns it: with what the database filled in, saved again as it is.
+    written_by = row.created_xact
+    assert isinstance(written_by, int)
+    row.latency_ms = 813
+    row.save()
     row.refresh_from_db()
+    assert row.created_xact == written_by
     assert (row.feature, row.user_id, row.object_id, row.model) == (
         "summary", alice.pk, 42, "openai:gpt-4.1-mini")
     assert row.cost_usd == Decimal("0.00120000")
-    assert (row.latency_ms, row.time_to_first_token_ms, row.request_id) == (812, 120, "req_1")
+    assert (row.latency_ms, row.time_to_first_token_ms, row.request_id) == (813, 120, "req_1")
     assert row.created_at is not None
 
 

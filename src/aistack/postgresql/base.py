@@ -52,6 +52,19 @@ def _sweeping_check(pool: Callable[[], ConnectionPool[Any]]) -> Callable[[Connec
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self) -> dict[str, Any]:
+        """Return Django's connection parameters; refuse server-side binding.
+
+        Search sends a statement's settings with it, in one message of two statements
+        (``retrieval.selectors.vector_ranking``), which a server-side prepared statement
+        cannot hold: every vector search would fail.
+        """
+        if self.settings_dict["OPTIONS"].get("server_side_binding"):
+            raise ImproperlyConfigured(
+                f"Database {self.alias!r}: server_side_binding is not supported (search "
+                "sends some statements together); remove it from the database URL.")
+        return super().get_connection_params()
+
     @property
     def pool(self) -> ConnectionPool[Any] | None:
         """Return this alias's pool (as Django makes it), checked by socket state."""

@@ -157,7 +157,17 @@ def embedding_space_index_due(space: EmbeddingSpace, *, beyond: int | None = Non
     if space.indexed:
         if _index_valid(space.pk):
             return False
-        EmbeddingSpace.objects.filter(pk=space.pk).update(indexed=False)
+        with connection.cursor() as cursor:
+            # Only if it is still gone as this runs: a build finishing meanwhile records
+            # the flag after its index is valid.
+            cursor.execute(
+                "UPDATE retrieval_embeddingspace SET indexed = false WHERE id = %s AND indexed "
+                "AND NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_index i "
+                "ON i.indexrelid = c.oid WHERE c.relname = %s AND i.indisvalid)",
+                [space.pk, _index_name(space.pk)])
+            cleared = cursor.rowcount == 1
+        if not cleared:
+            return False
         space.indexed = False
         active_space_changed()
     limit = INDEX_AFTER_VECTORS if beyond is None else beyond

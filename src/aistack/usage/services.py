@@ -95,33 +95,40 @@ def usage_record(
 
 
 @cache
-def _insert_statement() -> tuple[str, list[Field[Any, Any]]]:
+def _insert_statement() -> tuple[str, list[Field[Any, Any]], list[Field[Any, Any]]]:
+    """Return the INSERT of one row, the fields it writes, and those it returns: the
+    id and the columns only the database fills (the writing transaction's id)."""
     meta = UsageRecord._meta
-    # The id and the columns only the database fills (the writing transaction's id).
-    fields = [field for field in meta.concrete_fields
-              if not field.primary_key and (field.has_default() or not field.has_db_default())]
+    written = [field for field in meta.concrete_fields
+               if not field.primary_key and (field.has_default() or not field.has_db_default())]
+    returned = [field for field in meta.concrete_fields if field not in written]
     quote = connection.ops.quote_name
-    # Concrete fields: each has its column.
-    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
-    values = ", ".join(["%s"] * len(fields))
-    returning = quote(cast(str, meta.pk.column))
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values}) RETURNING {returning}"  # noqa: S608 - the model's names, quoted
-    return sql, fields
+
+    def names(fields: list[Field[Any, Any]]) -> str:
+        # Concrete fields: each has its column.
+        return ", ".join(quote(cast(str, field.column)) for field in fields)
+
+    values = ", ".join(["%s"] * len(written))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({names(written)}) VALUES ({values}) RETURNING {names(returned)}"  # noqa: S608, E501 - the model's names, quoted
+    return sql, written, returned
 
 
 def _row_insert(row: UsageRecord) -> UsageRecord:
-    """Insert one row in one statement, outside any transaction of its own.
+    """Insert one row in one statement, outside any transaction of its own, and return it
+    as ``save()`` would.
 
     Paid by every model call, a query's embedding among them: ``save()`` builds its
     statement anew each time (0.90 against 0.65 ms a row here, a scratch A/B), and
     ``bulk_create`` wraps it in a transaction of its own, three more round trips.
     """
-    sql, fields = _insert_statement()
+    sql, written, returned = _insert_statement()
     with connection.cursor() as cursor:
         cursor.execute(sql, [field.get_db_prep_save(getattr(row, field.attname), connection)
-                             for field in fields])
-        [(row.pk,)] = cursor.fetchall()
-    row._state.adding = False
+                             for field in written])
+        [values] = cursor.fetchall()
+    for field, value in zip(returned, values, strict=True):
+        setattr(row, field.attname, value)
+    row._state.adding, row._state.db = False, connection.alias
     return row
 
 

@@ -215,8 +215,8 @@ def encode_counted(texts: Sequence[str], model: str = EMBEDDING_MODEL_INT8) -> t
     """Return ``encode``'s vectors and how many tokens the model read in ``texts``."""
     if _runs_on_torch(model):
         return encode(texts, model), token_count(texts)
-    vectors, read = onnx_encoder(quantized=_quantized(model)).encode_counted(texts)
-    return vectors, read
+    counted: tuple[Any, int] = onnx_encoder(quantized=_quantized(model)).encode_counted(texts)
+    return counted
 
 
 REQUESTS_KEY = "ai:local-model:requests"

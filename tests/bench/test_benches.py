@@ -105,6 +105,10 @@ def test_the_bench_runs_to_its_end_at_smoke_size(name: str, tmp_path: Path) -> N
         for figure in ("bare_torch_docs_s", "bare_onnx_docs_s", "pipeline_docs_s",
                        "worker_rss_mb", "worker_rss_mb_torch", "query_embed_p50_ms"):
             assert last[figure] > 0, figure
+        # Each stage is its own share of the profile: none below zero, the model's largest.
+        stages = last["profile_s"]
+        assert min(stages.values()) >= 0, stages
+        assert max(stages, key=stages.get) == "embed (ONNX Runtime)", stages
 
 
 @pytest.mark.parametrize("name", DRILLS)

@@ -43,6 +43,13 @@ NOTES = [("Vacation", "Employees get 25 days of paid vacation every year."),
          ("Travel", "Book flights through the travel desk two weeks ahead.")]
 
 
+@pytest.fixture
+def at_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As at scale, with a few vectors standing for thousands."""
+    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 3)
+
+
 def index_state(space_id: int) -> bool | None:
     """Whether the space's index is valid; None when it has none."""
     with connection.cursor() as cursor:
@@ -72,10 +79,7 @@ def nearest(workspace: Workspace, query: str) -> list[int]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_space_is_scanned_until_an_ingest_makes_it_outgrow_exact_scans_then_indexed(
-        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As at scale, with a few vectors standing for thousands.
-    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
-    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 3)
+        alice: User, at_scale: None) -> None:
     workspace = alice.personal_workspace
     said: list[str] = []
     vacation, parking = ingested(workspace, NOTES[:2], said)
@@ -186,9 +190,7 @@ def test_an_index_left_invalid_by_a_stopped_build_is_built_again(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_index_dropped_by_hand_is_noticed_searched_without_and_built_again(
-        alice: User, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spaces, "INDEX_AFTER_VECTORS", 3)
-    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_VECTORS", 3)
+        alice: User, at_scale: None, monkeypatch: pytest.MonkeyPatch) -> None:
     workspace = alice.personal_workspace
     documents = {title: indexed(workspace, alice, title, text).pk for title, text in NOTES}
     assert build_vector_index() is True

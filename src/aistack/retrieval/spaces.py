@@ -81,11 +81,17 @@ def _index_name(space_id: int) -> str:
     return f"chunkvector_hnsw_{int(space_id)}"
 
 
+# The index of that name, and whether it is usable.
+_INDEX_STATE_SQL = ("SELECT i.indisvalid FROM pg_class c JOIN pg_index i "
+                    "ON i.indexrelid = c.oid WHERE c.relname = %s")
+# Records a space unindexed (by id) unless its index (by name) is there and usable.
+_UNINDEXED_IF_GONE_SQL = f"UPDATE retrieval_embeddingspace SET indexed = false WHERE id = %s AND indexed AND NOT EXISTS ({_INDEX_STATE_SQL} AND i.indisvalid)"  # noqa: S608, E501 - constants
+
+
 def _index_valid(space_id: int) -> bool | None:
     """Return whether the space's index is usable; None when there is none."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT i.indisvalid FROM pg_class c JOIN pg_index i "
-                       "ON i.indexrelid = c.oid WHERE c.relname = %s", [_index_name(space_id)])
+        cursor.execute(_INDEX_STATE_SQL, [_index_name(space_id)])
         row = cursor.fetchone()
     return None if row is None else bool(row[0])
 
@@ -155,19 +161,12 @@ def embedding_space_index_due(space: EmbeddingSpace, *, beyond: int | None = Non
     Without its index, a walk of it would sort every vector of the space.
     """
     if space.indexed:
-        if _index_valid(space.pk):
-            return False
         with connection.cursor() as cursor:
-            # Only if it is still gone as this runs: a build finishing meanwhile records
-            # the flag after its index is valid.
-            cursor.execute(
-                "UPDATE retrieval_embeddingspace SET indexed = false WHERE id = %s AND indexed "
-                "AND NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_index i "
-                "ON i.indexrelid = c.oid WHERE c.relname = %s AND i.indisvalid)",
-                [space.pk, _index_name(space.pk)])
-            cleared = cursor.rowcount == 1
-        if not cleared:
-            return False
+            # Checked and cleared in one statement: a build finishing meanwhile records
+            # the flag only once its index is valid.
+            cursor.execute(_UNINDEXED_IF_GONE_SQL, [space.pk, _index_name(space.pk)])
+            if cursor.rowcount != 1:  # it has its index
+                return False
         space.indexed = False
         active_space_changed()
     limit = INDEX_AFTER_VECTORS if beyond is None else beyond

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from django.db import DatabaseError, connection, transaction
-from django.db.backends.utils import CursorWrapper
+
+from aistack.postgresql.binding import bound_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def posting_lists_merge(*, workspace_id: int) -> MergeResult:
                     merged = fresh[lexeme] if merged is None else merged.joined(fresh[lexeme])
                 if merged is not None:
                     lists[lexeme] = merged
-            written += _lists_write(cursor, workspace_id, lists)
+            written += _lists_write(workspace_id, lists)
     merged_postings = sum(p.chunk_ids.size for p in fresh.values())
     logger.info("retrieval: merged %d postings and %d dropped chunks into %d lists of "
                 "workspace %d", merged_postings, dropped.size, written, workspace_id)
@@ -141,26 +142,29 @@ def posting_lists_merge(*, workspace_id: int) -> MergeResult:
                        lists_written=written)
 
 
-def _lists_write(cursor: CursorWrapper, workspace_id: int, lists: dict[str, Postings]) -> int:
+def _lists_write(workspace_id: int, lists: dict[str, Postings]) -> int:
     kept = {lexeme: p for lexeme, p in lists.items() if p.chunk_ids.size}
     empty = [lexeme for lexeme, p in lists.items() if not p.chunk_ids.size]
     packed = {lexeme: p.pack() for lexeme, p in kept.items()}
-    if empty:
-        cursor.execute("DELETE FROM retrieval_postinglist "
-                       "WHERE workspace_id = %s AND lexeme = ANY(%s)", [workspace_id, empty])
-    if packed:
-        cursor.execute(
-            "INSERT INTO retrieval_postinglist "
-            "(workspace_id, lexeme, chunk_ids, tfs, lengths, postings) "
-            "SELECT %s, * FROM unnest(%s::text[], %s::bytea[], %s::bytea[], %s::bytea[], "
-            "%s::int[]) "
-            "ON CONFLICT (workspace_id, lexeme) DO UPDATE SET chunk_ids = EXCLUDED.chunk_ids, "
-            "tfs = EXCLUDED.tfs, lengths = EXCLUDED.lengths, postings = EXCLUDED.postings, "
-            "version = EXCLUDED.version",
-            [workspace_id, list(packed), [ids for ids, _, _ in packed.values()],
-             [tfs for _, tfs, _ in packed.values()],
-             [lengths for _, _, lengths in packed.values()],
-             [kept[lexeme].chunk_ids.size for lexeme in packed]])
+    # Bound on the server: the lists travel as binary, not spelled out in the statement.
+    with bound_cursor() as cursor:
+        if empty:
+            cursor.execute("DELETE FROM retrieval_postinglist "
+                           "WHERE workspace_id = %s AND lexeme = ANY(%b)", [workspace_id, empty])
+        if packed:
+            cursor.execute(
+                "INSERT INTO retrieval_postinglist "
+                "(workspace_id, lexeme, chunk_ids, tfs, lengths, postings) "
+                "SELECT %s, * FROM unnest(%b::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
+                "%b::int[]) "
+                "ON CONFLICT (workspace_id, lexeme) DO UPDATE SET "
+                "chunk_ids = EXCLUDED.chunk_ids, tfs = EXCLUDED.tfs, "
+                "lengths = EXCLUDED.lengths, postings = EXCLUDED.postings, "
+                "version = EXCLUDED.version",
+                [workspace_id, list(packed), [ids for ids, _, _ in packed.values()],
+                 [tfs for _, tfs, _ in packed.values()],
+                 [lengths for _, _, lengths in packed.values()],
+                 [kept[lexeme].chunk_ids.size for lexeme in packed]])
     return len(lists)
 
 

@@ -89,3 +89,29 @@ def test_server_side_binding_is_refused_with_a_reason() -> None:
 
     with pytest.raises(ImproperlyConfigured, match="server_side_binding is not supported"):
         wrapper.get_connection_params()
+
+
+def test_a_bound_cursor_shares_the_transaction_and_raises_djangos_errors() -> None:
+    from django.db import IntegrityError, transaction
+
+    from aistack.postgresql.binding import bound_cursor
+
+    texts = ["it's", 'a "quoted"\\ text', "{braces,commas}", "NULL", "", "\u00e9t\u00e9"]
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE bound (n int PRIMARY KEY, t text, b bytea)")
+    with transaction.atomic():
+        with bound_cursor() as bound:
+            # Arrays in binary: every element comes back as written, none of it parsed.
+            bound.execute("INSERT INTO bound SELECT * FROM unnest(%b::int[], %b::text[], "
+                          "%b::bytea[])", [list(range(len(texts))), texts,
+                                           [text.encode() + b"\x00\xff" for text in texts]])
+        with connection.cursor() as cursor:  # Django's cursor sees the uncommitted rows
+            cursor.execute("SELECT t, b FROM bound ORDER BY n")
+            assert [(t, bytes(b)) for t, b in cursor.fetchall()] == [
+                (text, text.encode() + b"\x00\xff") for text in texts]
+        with pytest.raises(IntegrityError), transaction.atomic(), bound_cursor() as bound:
+            bound.execute("INSERT INTO bound VALUES (%s, 'again', NULL)", [0])
+        transaction.set_rollback(True)
+    with connection.cursor() as cursor:  # rolled back with Django's transaction
+        cursor.execute("SELECT count(*) FROM bound")
+        assert cursor.fetchone() == (0,)

@@ -147,3 +147,129 @@ def test_inside_a_transaction_this_thread_finishes_each_batch(alice: User) -> No
     assert finishers == {threading.get_ident()}
     assert set(Job.objects.filter(kind=FLAKY.name).values_list("status", flat=True)) == {
         JobStatus.COMPLETE}
+
+
+def _no_reader() -> bool:
+    return not any(thread.name == "jobs-ahead" for thread in threading.enumerate())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ahead_the_next_batch_is_read_while_this_one_is_worked_on_and_the_last_stored(
+    alice: User,
+) -> None:
+    ids = _waiting(alice, ["0 transient"] * 6)
+    threads: dict[str, set[int]] = {"read": set(), "work": set(), "store": set()}
+    read: list[int] = []
+    next_read = [threading.Event() for _ in ids]
+
+    def work(runs: list[JobRun]) -> Callable[[], Callable[[], None]]:
+        threads["read"].add(threading.get_ident())
+        batch = ids.index(runs[0].object_id) // 2
+        read.append(batch)
+        next_read[batch].set()
+
+        def model() -> Callable[[], None]:
+            threads["work"].add(threading.get_ident())
+            # Read in this thread, the next batch would never be read while this one waits.
+            if batch < 2 and not next_read[batch + 1].wait(30):
+                raise RuntimeError("the next batch was not read meanwhile")
+
+            def store() -> None:
+                threads["store"].add(threading.get_ident())
+                for run in runs:
+                    _flaky_work(run)
+
+            return store
+
+        return model
+
+    seen: list[int] = []
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=seen.append, batch=2,
+                      ahead=True)
+
+    jobs = Job.objects.filter(kind=FLAKY.name)
+    assert set(jobs.values_list("status", flat=True)) == {JobStatus.COMPLETE}
+    assert set(jobs.values_list("attempts", flat=True)) == {1}  # each claimed once
+    assert read == [0, 1, 2] and sum(seen) == 6
+    assert threads["work"] == {threading.get_ident()}
+    # Three threads, one for each step.
+    assert all(len(found) == 1 for found in threads.values())
+    assert len(set().union(*threads.values())) == 3
+    wait_for(_no_reader, message="the reading thread to end")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ahead_a_read_that_fails_fails_its_jobs_with_the_reason_and_the_rest_go_on(
+    alice: User,
+) -> None:
+    ids = _waiting(alice, ["0 permanent", "0 transient", "0 transient"])
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        if runs[0].object_id == ids[0]:
+            raise ValueError("The text could not be parsed.")
+
+        def model() -> None:
+            for run in runs:
+                _flaky_work(run)
+
+        return model
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                      batch=1, ahead=True)
+
+    jobs = dict(Job.objects.filter(kind=FLAKY.name).values_list("object_id", "status"))
+    assert [jobs[pk] for pk in ids] == [JobStatus.FAILED, JobStatus.COMPLETE,
+                                        JobStatus.COMPLETE]
+    assert Document.objects.get(pk=ids[0]).summary_error == "The text could not be parsed."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ahead_when_the_reading_thread_dies_the_caller_hears_of_it_and_stops(
+    alice: User,
+) -> None:
+    ids = _waiting(alice, ["0 transient"] * 8)
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        if runs[0].object_id == ids[2]:
+            raise Stop
+
+        def model() -> None:
+            for run in runs:
+                _flaky_work(run)
+
+        return model
+
+    with pytest.raises(Stop):
+        jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                          batch=1, ahead=True)
+
+    assert Job.objects.filter(kind=FLAKY.name, status=JobStatus.PENDING).count() == 5
+    wait_for(lambda: _no_reader() and _no_finisher(), message="the threads to end")
+
+
+def test_ahead_inside_a_transaction_this_thread_does_every_step(alice: User) -> None:
+    ids = _waiting(alice, ["0 transient"] * 4)
+    steps: list[tuple[str, int]] = []
+
+    def work(runs: list[JobRun]) -> Callable[[], Callable[[], None]]:
+        steps.append(("read", threading.get_ident()))
+
+        def model() -> Callable[[], None]:
+            steps.append(("model", threading.get_ident()))
+
+            def store() -> None:
+                steps.append(("store", threading.get_ident()))
+                for run in runs:
+                    _flaky_work(run)
+
+            return store
+
+        return model
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                      batch=1, ahead=True)
+
+    me = threading.get_ident()
+    assert steps == [(step, me) for _ in ids for step in ("read", "model", "store")]
+    assert set(Job.objects.filter(kind=FLAKY.name).values_list("status", flat=True)) == {
+        JobStatus.COMPLETE}

@@ -128,16 +128,21 @@ def documents_index(*, runs: Sequence[JobRun], fan_out: bool = False) -> int:
     is saved in the same transaction as its chunks: never half-ingested. With
     ``fan_out``, a document too large for one job is embedded by part jobs first.
     """
-    store = documents_index_prepare(runs=runs, fan_out=fan_out)
+    embed = documents_index_read(runs=runs, fan_out=fan_out)
+    store = embed() if embed is not None else None
     return store() if store is not None else 0
 
 
-def documents_index_prepare(*, runs: Sequence[JobRun],
-                            fan_out: bool = False) -> Callable[[], int] | None:
-    """Do ``documents_index``'s work up to storing; return what stores it, if anything.
+Store = Callable[[], int]
 
-    The model's work ends here: another thread may store one batch while this one
-    embeds the next.
+
+def documents_index_read(*, runs: Sequence[JobRun],
+                         fan_out: bool = False) -> Callable[[], Store] | None:
+    """Do ``documents_index``'s work up to the model (read, parse and chunk); return what
+    embeds the chunks and returns what stores them, if there is anything to do.
+
+    Each of the three steps may run in a thread of its own: one batch read while the
+    one before is embedded and the one before that stored.
     """
     documents = Document.objects.in_bulk([run.object_id for run in runs])
     spaces = spaces_to_fill()
@@ -174,36 +179,40 @@ def documents_index_prepare(*, runs: Sequence[JobRun],
         workspace_id=next(iter(workspaces)) if len(workspaces) == 1 else None,
         object_id=only.pk if only else None,
     )
-    all_inputs = [text for *_, inputs in prepared for text in inputs]
-    # The runner renews the runs' leases while the model works (``lease_kept``).
-    vectors = {space: vectors_for(space=space, inputs=all_inputs, attribution=attribution)
-               for space in spaces}
-    items: dict[int, IndexedDocument] = {}
-    offset = 0
-    for _, document, specs, inputs in prepared:
-        items[document.pk] = IndexedDocument(
-            document_id=document.pk, workspace_id=document.workspace_id, specs=specs,
-            inputs=inputs,
-            vectors={space: space_vectors[offset:offset + len(inputs)]
-                     for space, space_vectors in vectors.items()},
-        )
-        offset += len(inputs)
 
-    def store() -> int:
-        with jobs_finishing([run for run, *_ in prepared]) as owned:
-            spaces_unchanged(spaces)
-            parsed = [documents[run.object_id] for run in owned
-                      if documents[run.object_id].source_file]
-            for document in parsed:
-                document.save(update_fields=["content", "content_hash", "title"])
-                # An upload has text to summarize only now.
-                job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk,
-                            workspace_id=document.workspace_id)
-            stored = chunks_replace(items=[items[run.object_id] for run in owned])
-            _index_parts_delete([run.object_id for run in owned])
-            return stored
+    def embed() -> Store:
+        all_inputs = [text for *_, inputs in prepared for text in inputs]
+        # The runner renews the runs' leases while the model works (``lease_kept``).
+        vectors = {space: vectors_for(space=space, inputs=all_inputs, attribution=attribution)
+                   for space in spaces}
+        items: dict[int, IndexedDocument] = {}
+        offset = 0
+        for _, document, specs, inputs in prepared:
+            items[document.pk] = IndexedDocument(
+                document_id=document.pk, workspace_id=document.workspace_id, specs=specs,
+                inputs=inputs,
+                vectors={space: space_vectors[offset:offset + len(inputs)]
+                         for space, space_vectors in vectors.items()},
+            )
+            offset += len(inputs)
 
-    return store
+        def store() -> int:
+            with jobs_finishing([run for run, *_ in prepared]) as owned:
+                spaces_unchanged(spaces)
+                parsed = [documents[run.object_id] for run in owned
+                          if documents[run.object_id].source_file]
+                for document in parsed:
+                    document.save(update_fields=["content", "content_hash", "title"])
+                    # An upload has text to summarize only now.
+                    job_enqueue(kind=DOCUMENT_SUMMARY, object_id=document.pk,
+                                workspace_id=document.workspace_id)
+                stored = chunks_replace(items=[items[run.object_id] for run in owned])
+                _index_parts_delete([run.object_id for run in owned])
+                return stored
+
+        return store
+
+    return embed
 
 
 def document_index_run(*, run: JobRun) -> None:
@@ -281,10 +290,11 @@ def documents_process_now(
     """Index the documents in this process (workers may help) until all are done, then
     merge their postings into the text index, as a bulk load leaves many, and build the
     vector index if the load made it due (in bulk, once, rather than vector by vector),
-    calling ``index_building`` first. One batch is stored while the next is embedded."""
+    calling ``index_building`` first. While one batch is embedded, the next is read and
+    chunked and the one before stored."""
     jobs_work_through(kind=DOCUMENT_INDEX, object_ids=document_ids,
-                      work=lambda runs: documents_index_prepare(runs=runs), progress=progress,
-                      batch=INGEST_BATCH)
+                      work=lambda runs: documents_index_read(runs=runs), progress=progress,
+                      batch=INGEST_BATCH, ahead=True)
     posting_lists_merge_all(workspace_ids=list(
         Document.objects.filter(pk__in=document_ids).values_list("workspace_id", flat=True)
         .distinct()))

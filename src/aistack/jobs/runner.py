@@ -143,6 +143,7 @@ def run_job(
 def jobs_work_through(
     *, kind: JobKind, object_ids: Sequence[int], work: Callable[[list[JobRun]], object],
     progress: Callable[[int], None], batch: int = 16, poll_seconds: float = 0.5,
+    ahead: bool = False,
 ) -> None:
     """Run these jobs in this process, in batches, until each is complete or failed.
 
@@ -150,16 +151,23 @@ def jobs_work_through(
     so this finishes whether or not workers are running and never duplicates work.
     When ``work`` returns a callable, that is the rest of the batch's work, and a
     thread with a connection of its own does it while this one goes on with the next
-    batch: say, one batch is stored while the next is embedded. Inside a transaction
-    this thread does it, as other connections would not see what the transaction holds.
+    batch: say, one batch is stored while the next is embedded. With ``ahead``, ``work``
+    is a batch's first step (say, reading and chunking its documents), done by a thread
+    of its own a batch ahead: the callable it returns runs here (the model) and returns
+    the rest, as ``work`` does without ``ahead``. Inside a transaction this thread does
+    it all, as other connections would not see what the transaction holds.
     """
     remaining = set(object_ids)
-    with _Finisher(inline=connection.in_atomic_block) as finisher:
+    inline = connection.in_atomic_block
+    with _Finisher(inline=inline) as finisher, _Ahead(
+            kind=kind, batch=batch, work=work, ahead=ahead, inline=inline) as reader:
+        reader.ask(sorted(remaining))
         while remaining:
-            runs = jobs_claim(kind=kind, object_ids=sorted(remaining), limit=batch,
-                              due_only=True)
+            runs, step = reader.take()
             if runs:
-                rest = _started(runs, work)
+                # The next batch is read while this one is worked on.
+                reader.ask(sorted(remaining))
+                rest = _started(runs, step) if step is not None else None
                 if rest is not None:
                     finisher.give(runs, rest)
             else:
@@ -173,16 +181,94 @@ def jobs_work_through(
             if done:
                 progress(len(done))
                 remaining -= done
-            elif not runs:
-                time.sleep(poll_seconds)
+            if not runs:
+                if not done:
+                    time.sleep(poll_seconds)
+                if remaining:
+                    reader.ask(sorted(remaining))
 
 
-def _started(runs: list[JobRun], work: Callable[[list[JobRun]], object]
-             ) -> Callable[[], object] | None:
+# A claimed batch and what remains of its work (None: nothing, or none claimed).
+Batch = tuple[list[JobRun], Callable[[], object] | None]
+
+
+def _started(runs: list[JobRun], work: Callable[[], object]) -> Callable[[], object] | None:
     """Attempt ``work`` for the runs; return the rest of the work, if it left some."""
     rest: list[object] = []
-    _attempt(runs, lambda: rest.append(work(runs)))
+    _attempt(runs, lambda: rest.append(work()))
     return rest[0] if rest and callable(rest[0]) else None
+
+
+class _Ahead:
+    """Claims batches; with ``ahead``, claims the next and does its first step in a thread
+    of its own while the caller works on the batch before: one batch ahead at most.
+
+    :meth:`ask` claims a batch among these object ids; :meth:`take` returns the batch asked
+    for last (no runs if none could be claimed) and what remains of its work. Without
+    ``ahead``, or inline (in a transaction), :meth:`take` claims (and does the first step)
+    in the caller's thread. A daemon, as the finishing thread is (see there).
+    """
+
+    def __init__(self, *, kind: JobKind, batch: int, work: Callable[[list[JobRun]], object],
+                 ahead: bool, inline: bool) -> None:
+        self.kind = kind
+        self.batch = batch
+        self.work = work
+        self.first_step = ahead  # ``work`` is a first step, done as the batch is claimed
+        self.threaded = ahead and not inline
+        self.asked: queue.Queue[list[int] | None] = queue.Queue()
+        self.ready: queue.Queue[Batch | BaseException] = queue.Queue()
+        self.pending: list[int] = []
+        self.thread = threading.Thread(target=self._serve, name="jobs-ahead", daemon=True)
+
+    def __enter__(self) -> _Ahead:
+        if self.threaded:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.threaded:
+            # A batch read ahead and never taken is dropped: its jobs' leases hand it back.
+            self.asked.put(None)
+
+    def ask(self, object_ids: list[int]) -> None:
+        if self.threaded:
+            self.asked.put(object_ids)
+        else:
+            self.pending = object_ids
+
+    def take(self) -> Batch:
+        if not self.threaded:
+            return self._read(self.pending)
+        found = self.ready.get()
+        if isinstance(found, BaseException):
+            raise found
+        runs, step = found
+        if runs:
+            # They waited here a while: renewed before their next step renews them.
+            jobs_lease_extend(runs)
+        return runs, step
+
+    def _read(self, object_ids: list[int]) -> Batch:
+        """Claim a batch, and do its first step if ``work`` is one."""
+        runs = jobs_claim(kind=self.kind, object_ids=object_ids, limit=self.batch,
+                          due_only=True)
+        if not runs:
+            return [], None
+        if self.first_step:
+            return runs, _started(runs, lambda: self.work(runs))
+        return runs, lambda: self.work(runs)
+
+    def _serve(self) -> None:
+        try:
+            while (asked := self.asked.get()) is not None:
+                try:
+                    self.ready.put(self._read(asked))
+                except BaseException as exc:
+                    self.ready.put(exc)
+                    return
+        finally:
+            connection.close()  # this thread's own connection
 
 
 class _Finisher:

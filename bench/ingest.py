@@ -181,7 +181,7 @@ STAGES = [
                                             ("retrieval/index.py",
                                              "chunks_replace:_frequencies")]),
     ("write chunks, terms and postings", [("retrieval/index.py", "chunks_replace:execute")]),
-    ("write vectors", [("retrieval/index.py", "chunks_replace:manager_method")]),
+    ("write vectors", [("retrieval/index.py", "_vectors_copy")]),
     ("term statistics", [("retrieval/index.py", "_statistics_adjust")]),
     ("merge postings into lists", [("retrieval/postings.py", "posting_lists_merge_all")]),
 ]
@@ -235,7 +235,7 @@ def bench_profile(documents: list[tuple[str, str]]) -> dict[str, float]:
           f"thread under cProfile: {total:.1f} s, slower than unprofiled)")
     for label, seconds in found.items():
         print(f"  {label:<36} {seconds:7.2f} s {seconds / total:6.1%}")
-    return {label: round(seconds, 2) for label, seconds in found.items()}
+    return {label: round(seconds, 4) for label, seconds in found.items()}
 
 
 def bench_query_embedding(queries: list[str]) -> dict[str, float]:

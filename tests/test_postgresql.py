@@ -97,21 +97,26 @@ def test_a_bound_cursor_shares_the_transaction_and_raises_djangos_errors() -> No
     from aistack.postgresql.binding import bound_cursor
 
     texts = ["it's", 'a "quoted"\\ text', "{braces,commas}", "NULL", "", "\u00e9t\u00e9"]
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE bound (n int PRIMARY KEY, t text, b bytea)")
     with transaction.atomic():
+        with connection.cursor() as cursor:  # rolled back at the end, table and all
+            cursor.execute("CREATE TEMPORARY TABLE bound (n bigint PRIMARY KEY, t text, b bytea)")
         with bound_cursor() as bound:
             # Arrays in binary: every element comes back as written, none of it parsed.
-            bound.execute("INSERT INTO bound SELECT * FROM unnest(%b::int[], %b::text[], "
-                          "%b::bytea[])", [list(range(len(texts))), texts,
+            bound.execute("INSERT INTO bound SELECT * FROM unnest(%b::bigint[], %b::text[], "
+                          "%b::bytea[])", [[n * 2**40 for n in range(len(texts))], texts,
                                            [text.encode() + b"\x00\xff" for text in texts]])
+            bound.execute("INSERT INTO bound SELECT * FROM unnest(%b::bigint[], %b::text[], "
+                          "%b::bytea[])", [[], [], []])  # nothing, not an error
         with connection.cursor() as cursor:  # Django's cursor sees the uncommitted rows
-            cursor.execute("SELECT t, b FROM bound ORDER BY n")
-            assert [(t, bytes(b)) for t, b in cursor.fetchall()] == [
-                (text, text.encode() + b"\x00\xff") for text in texts]
+            cursor.execute("SELECT n, t, b FROM bound ORDER BY n")
+            assert [(n, t, bytes(b)) for n, t, b in cursor.fetchall()] == [
+                (n * 2**40, text, text.encode() + b"\x00\xff") for n, text in enumerate(texts)]
         with pytest.raises(IntegrityError), transaction.atomic(), bound_cursor() as bound:
             bound.execute("INSERT INTO bound VALUES (%s, 'again', NULL)", [0])
+        with bound_cursor() as bound:  # the savepoint rolled back: the transaction goes on
+            bound.execute("SELECT count(*) FROM bound")
+            assert bound.fetchone() == (len(texts),)
         transaction.set_rollback(True)
-    with connection.cursor() as cursor:  # rolled back with Django's transaction
-        cursor.execute("SELECT count(*) FROM bound")
-        assert cursor.fetchone() == (0,)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pg_temp.bound')")
+        assert cursor.fetchone() == (None,)

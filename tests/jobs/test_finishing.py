@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from aistack.documents.models import Document
 from aistack.jobs.kinds import JobStatus
@@ -245,6 +248,38 @@ def test_ahead_when_the_reading_thread_dies_the_caller_hears_of_it_and_stops(
 
     assert Job.objects.filter(kind=FLAKY.name, status=JobStatus.PENDING).count() == 5
     wait_for(lambda: _no_reader() and _no_finisher(), message="the threads to end")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ahead_a_batch_read_ahead_keeps_its_lease_while_the_one_before_is_worked_on(
+    alice: User, settings: Any,
+) -> None:
+    settings.JOB_LEASE_SECONDS = 1.5
+    ids = _waiting(alice, ["0 transient"] * 2)
+    margins: list[float] = []
+
+    def work(runs: list[JobRun]) -> Callable[[], None]:
+        def model() -> None:
+            if runs[0].object_id == ids[0]:
+                # Twice a lease: the next batch, read meanwhile, waits all that time.
+                until = time.monotonic() + 3 * settings.JOB_LEASE_SECONDS
+                while time.monotonic() < until:
+                    time.sleep(0.2)
+                    job = Job.objects.get(kind=FLAKY.name, object_id=ids[1])
+                    if job.status == JobStatus.PROCESSING:
+                        margins.append((job.lease_expires_at - timezone.now()).total_seconds())
+            for run in runs:
+                _flaky_work(run)
+
+        return model
+
+    jobs_work_through(kind=FLAKY, object_ids=ids, work=work, progress=lambda n: None,
+                      batch=1, ahead=True)
+
+    assert len(margins) > 5 and min(margins) > 0, margins  # never lapsed
+    jobs = Job.objects.filter(kind=FLAKY.name)
+    assert set(jobs.values_list("status", flat=True)) == {JobStatus.COMPLETE}
+    assert set(jobs.values_list("attempts", flat=True)) == {1}
 
 
 def test_ahead_inside_a_transaction_this_thread_does_every_step(alice: User) -> None:

@@ -8,11 +8,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 
 from celery import Task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aistack.jobs.exceptions import JobSuperseded, TransientJobError
@@ -62,11 +62,15 @@ def lease_kept(runs: Sequence[JobRun]) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        try:
-            while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
+        while not stop.wait(settings.JOB_LEASE_SECONDS / 3):
+            try:
                 jobs_lease_extend(runs)
-        finally:
-            connection.close()  # this thread's own connection
+            except DatabaseError as exc:  # a lease has two more beats before it runs out
+                logger.warning("renewing leases failed, to be tried again: %s", exc)
+            finally:
+                # Back to the pool between beats: a process's threads that hold one for
+                # their whole run (an ingest's three) leave few to spare.
+                connection.close()
 
     thread = threading.Thread(target=beat, name="job-lease", daemon=True)
     thread.start()
@@ -162,7 +166,8 @@ def jobs_work_through(
     with _Finisher(inline=inline) as finisher, _Ahead(
             kind=kind, batch=batch, work=work, ahead=ahead, inline=inline) as reader:
         reader.ask(sorted(remaining))
-        while remaining:
+        # Until the last batch asked for is taken: one read ahead is never left behind.
+        while reader.outstanding:
             runs, step = reader.take()
             if runs:
                 # The next batch is read while this one is worked on.
@@ -181,11 +186,10 @@ def jobs_work_through(
             if done:
                 progress(len(done))
                 remaining -= done
-            if not runs:
+            if not runs and remaining:
                 if not done:
                     time.sleep(poll_seconds)
-                if remaining:
-                    reader.ask(sorted(remaining))
+                reader.ask(sorted(remaining))
 
 
 # A claimed batch and what remains of its work (None: nothing, or none claimed).
@@ -218,7 +222,9 @@ class _Ahead:
         self.threaded = ahead and not inline
         self.asked: queue.Queue[list[int] | None] = queue.Queue()
         self.ready: queue.Queue[Batch | BaseException] = queue.Queue()
+        self.taken = threading.Event()
         self.pending: list[int] = []
+        self.outstanding = False  # a batch was asked for and not taken yet
         self.thread = threading.Thread(target=self._serve, name="jobs-ahead", daemon=True)
 
     def __enter__(self) -> _Ahead:
@@ -228,26 +234,27 @@ class _Ahead:
 
     def __exit__(self, *_: object) -> None:
         if self.threaded:
-            # A batch read ahead and never taken is dropped: its jobs' leases hand it back.
+            # Left by an error: a batch read ahead and never taken is dropped, and its
+            # jobs' leases hand it back.
+            self.taken.set()
             self.asked.put(None)
 
     def ask(self, object_ids: list[int]) -> None:
+        self.outstanding = True
         if self.threaded:
             self.asked.put(object_ids)
         else:
             self.pending = object_ids
 
     def take(self) -> Batch:
+        self.outstanding = False
         if not self.threaded:
             return self._read(self.pending)
         found = self.ready.get()
+        self.taken.set()
         if isinstance(found, BaseException):
             raise found
-        runs, step = found
-        if runs:
-            # They waited here a while: renewed before their next step renews them.
-            jobs_lease_extend(runs)
-        return runs, step
+        return found
 
     def _read(self, object_ids: list[int]) -> Batch:
         """Claim a batch, and do its first step if ``work`` is one."""
@@ -263,10 +270,16 @@ class _Ahead:
         try:
             while (asked := self.asked.get()) is not None:
                 try:
-                    self.ready.put(self._read(asked))
+                    runs, step = self._read(asked)
                 except BaseException as exc:
                     self.ready.put(exc)
                     return
+                self.taken.clear()
+                # Its leases are renewed here until the caller takes it: the batch before
+                # may keep the model busy for longer than a lease.
+                with lease_kept(runs) if runs else nullcontext():
+                    self.ready.put((runs, step))
+                    self.taken.wait()
         finally:
             connection.close()  # this thread's own connection
 

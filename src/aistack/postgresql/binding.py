@@ -21,6 +21,10 @@ def bound_cursor(using: str = DEFAULT_DB_ALIAS) -> Iterator[psycopg.Cursor[Any]]
     """Yield a cursor on Django's connection (its transaction too) that binds parameters
     on the server; its errors are Django's database errors, as any cursor's."""
     wrapper = connections[using]
+    # What Django checks before any statement: a transaction it will roll back takes no
+    # more, and a connection stays with its thread.
+    wrapper.validate_no_broken_transaction()
+    wrapper.validate_thread_sharing()
     wrapper.ensure_connection()
     with wrapper.wrap_database_errors, psycopg.Cursor(wrapper.connection) as cursor:
         yield cursor
